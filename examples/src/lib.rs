@@ -1,0 +1,1 @@
+//! Runnable examples and benchmarks of WDS live in this package's `[[example]]` targets.

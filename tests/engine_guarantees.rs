@@ -1,0 +1,408 @@
+//! Tries to break guarantees G1 (no duplicates) and G2 (no silent loss) in
+//! one process: a scripted sink that fails, rate-limits, refuses and hangs,
+//! and engines aborted at many points of a file and replaced by new ones on
+//! the same memory backend.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use wds_core::retry::RetryPolicy;
+use wds_core::{
+    DeadKind, DeliveryMode, Engine, EngineConfig, Input, JobState, LineOutcome, MessageId,
+    OffsetStore, Queue,
+};
+use wds_memory::MemoryBackend;
+use wds_tests::{account, users_csv, ScriptedSink, Step};
+
+/// Settings that make failures and expiries happen within a test's time.
+fn fast_config() -> EngineConfig {
+    let mut c = EngineConfig::default();
+    c.batch_size = 20;
+    c.concurrency = 16;
+    c.lease_ttl = Duration::from_millis(400);
+    c.delivery_timeout = Duration::from_millis(200);
+    c.idle_poll = Duration::from_millis(20);
+    c.retry = RetryPolicy {
+        max_attempts: 4,
+        max_age: Duration::from_secs(60),
+        base_delay: Duration::from_millis(20),
+        max_delay: Duration::from_millis(200),
+    };
+    c
+}
+
+fn engine(backend: &MemoryBackend, sink: Arc<ScriptedSink>, config: EngineConfig) -> Engine {
+    Engine::builder()
+        .backend(backend.clone())
+        .shared_sink(sink)
+        .config(config)
+        .build()
+        .expect("engine")
+}
+
+const PATIENCE: Option<Duration> = Some(Duration::from_secs(60));
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_line_ends_in_exactly_one_state() {
+    // 200 users, 10 malformed lines, 10 repeats, blank lines and a header.
+    let mut body = String::from("userId,alertMessage\n");
+    let mut record_lines = Vec::new();
+    let mut line = 1;
+    let mut add = |text: &str, is_record: bool| {
+        body.push_str(text);
+        line += 1;
+        if is_record {
+            record_lines.push(line);
+        }
+    };
+    for i in 1..=200 {
+        add(&format!("user-{i},Alert {i}\n"), true);
+        if i % 20 == 0 {
+            add("bad,line,with three fields\n", true);
+            add("\n", false);
+            add(&format!("user-{i},Alert {i}\n"), true);
+        }
+    }
+    let input = Input::from_bytes("mixed.csv", body.into_bytes(), None, None);
+    let backend = MemoryBackend::new();
+    let sink = ScriptedSink::ok(Duration::ZERO);
+    let report = engine(&backend, sink.clone(), fast_config())
+        .run_once(&input)
+        .await
+        .unwrap();
+
+    assert_eq!(report.state, JobState::Done);
+    assert_eq!(report.lines, 220);
+    assert_eq!(report.delivered, 200);
+    assert_eq!(report.invalid, 10);
+    assert_eq!(report.duplicate, 10);
+    assert_eq!(report.dead, 0);
+    let acc = account(&backend, &report, record_lines).await;
+    assert_eq!(acc.delivered + acc.rejected, 220);
+    let per_id = sink.calls_per_id();
+    assert_eq!(per_id.len(), 200, "each unique user called");
+    assert!(per_id.values().all(|&n| n == 1), "a user was called twice");
+    let rejects = backend.rejects(&report.job, 100).await.unwrap();
+    assert!(rejects.iter().any(|r| matches!(&r.kind,
+        wds_core::RejectKind::Invalid { reason } if reason.contains("field"))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retryable_failures_are_retried_until_delivered() {
+    let input = Input::from_bytes("retry.csv", users_csv(300), None, None);
+    let backend = MemoryBackend::new();
+    // Every message fails twice, then succeeds.
+    let sink = ScriptedSink::new(|_, n| if n <= 2 { Step::Fail } else { Step::Ok(Duration::ZERO) });
+    let report = engine(&backend, sink.clone(), fast_config())
+        .run_once(&input)
+        .await
+        .unwrap();
+    assert_eq!(report.delivered, 300, "{report:?}");
+    account(&backend, &report, 1..=300).await;
+    assert!(sink.calls_per_id().values().all(|&n| n == 3));
+    let id = MessageId { job: report.job.clone(), line: 7 };
+    match backend.outcome(&id).await.unwrap() {
+        Some(LineOutcome::Delivered { receipt }) => {
+            assert_eq!(receipt.attempt, 3);
+            assert_eq!(receipt.status, Some(200));
+        }
+        other => panic!("line 7: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exhausted_messages_are_dead_and_replayable() {
+    let input = Input::from_bytes("exhaust.csv", users_csv(100), None, None);
+    let backend = MemoryBackend::new();
+    let healed = Arc::new(AtomicBool::new(false));
+    let sink = {
+        let healed = healed.clone();
+        ScriptedSink::new(move |m, _| {
+            if m.id.line % 2 == 0 && !healed.load(Ordering::SeqCst) {
+                Step::Fail
+            } else {
+                Step::Ok(Duration::ZERO)
+            }
+        })
+    };
+    let config = fast_config();
+    let max_attempts = config.retry.max_attempts;
+    let engine = engine(&backend, sink.clone(), config);
+    let report = engine.run_once(&input).await.unwrap();
+    assert_eq!(report.delivered, 50, "{report:?}");
+    assert_eq!(report.dead, 50);
+    account(&backend, &report, 1..=100).await;
+    let dead = backend.dead_letters(Some(&report.job), 1000).await.unwrap();
+    assert_eq!(dead.len(), 50);
+    assert!(dead.iter().all(|d| d.reason.kind == DeadKind::Exhausted));
+    assert!(dead[0].reason.detail.contains("503"), "{:?}", dead[0].reason);
+    for (id, n) in sink.calls_per_id() {
+        let expect = if id.line % 2 == 0 { max_attempts } else { 1 };
+        assert_eq!(n, expect, "calls for line {}", id.line);
+    }
+
+    // The receiver recovers; replaying the dead letters delivers them.
+    healed.store(true, Ordering::SeqCst);
+    assert_eq!(backend.replay(Some(&report.job)).await.unwrap(), 50);
+    let cancel = CancellationToken::new();
+    let deliverer = engine.deliverer();
+    let run = tokio::spawn({
+        let cancel = cancel.clone();
+        async move { deliverer.run(cancel).await }
+    });
+    let report = engine.wait_for(&report.job, PATIENCE).await.unwrap();
+    cancel.cancel();
+    run.await.unwrap().unwrap();
+    assert_eq!(report.state, JobState::Done);
+    assert_eq!((report.delivered, report.dead), (100, 0));
+    account(&backend, &report, 1..=100).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_pauses_every_delivery_for_its_retry_after() {
+    let input = Input::from_bytes("limited.csv", users_csv(200), None, None);
+    let backend = MemoryBackend::new();
+    let retry_after = Duration::from_millis(600);
+    let sink = ScriptedSink::new(move |m, n| {
+        if m.id.line == 30 && n == 1 {
+            Step::RateLimited(retry_after)
+        } else {
+            Step::Ok(Duration::from_millis(2))
+        }
+    });
+    let mut config = fast_config();
+    config.concurrency = 4;
+    let report = engine(&backend, sink.clone(), config).run_once(&input).await.unwrap();
+    assert_eq!(report.delivered, 200, "{report:?}");
+    account(&backend, &report, 1..=200).await;
+
+    let calls = sink.calls();
+    let limited_at = calls.iter().find(|c| c.id.line == 30).unwrap().at;
+    // Calls already past the limiter when the 429 came may still start
+    // a moment later; after that, nothing until Retry-After has passed.
+    let quiet_from = limited_at + Duration::from_millis(100);
+    let quiet_to = limited_at + retry_after - Duration::from_millis(50);
+    let during: Vec<_> = calls
+        .iter()
+        .filter(|c| c.at > quiet_from && c.at < quiet_to)
+        .collect();
+    assert!(during.is_empty(), "{} calls during the back-off", during.len());
+    let retried = calls.iter().filter(|c| c.id.line == 30).nth(1).unwrap().at;
+    assert!(retried >= limited_at + retry_after - Duration::from_millis(20));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_failures_are_dead_at_once() {
+    let mut body = String::new();
+    for i in 1..=60 {
+        let user = if i % 3 == 0 { format!("gone-{i}") } else { format!("user-{i}") };
+        body.push_str(&format!("{user},hello\n"));
+    }
+    let input = Input::from_bytes("perm.csv", body.into_bytes(), None, None);
+    let backend = MemoryBackend::new();
+    let sink = ScriptedSink::new(|m, _| {
+        if m.user_id.starts_with("gone") {
+            Step::Permanent
+        } else {
+            Step::Ok(Duration::ZERO)
+        }
+    });
+    let report = engine(&backend, sink.clone(), fast_config()).run_once(&input).await.unwrap();
+    assert_eq!((report.delivered, report.dead), (40, 20), "{report:?}");
+    account(&backend, &report, 1..=60).await;
+    assert!(sink.calls_per_id().values().all(|&n| n == 1), "a permanent failure was retried");
+    let dead = backend.dead_letters(Some(&report.job), 100).await.unwrap();
+    assert!(dead.iter().all(|d| d.reason.kind == DeadKind::Permanent && d.reason.detail.contains("404")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_hangs_times_out_and_is_retried() {
+    let input = Input::from_bytes("hang.csv", users_csv(50), None, None);
+    let backend = MemoryBackend::new();
+    let sink = ScriptedSink::new(|m, n| {
+        if m.id.line % 10 == 0 && n == 1 {
+            Step::Hang
+        } else {
+            Step::Ok(Duration::ZERO)
+        }
+    });
+    let started = Instant::now();
+    let report = engine(&backend, sink.clone(), fast_config()).run_once(&input).await.unwrap();
+    assert_eq!(report.delivered, 50, "{report:?}");
+    account(&backend, &report, 1..=50).await;
+    assert!(started.elapsed() < Duration::from_secs(30));
+    for (id, n) in sink.calls_per_id() {
+        assert_eq!(n, if id.line % 10 == 0 { 2 } else { 1 }, "line {}", id.line);
+    }
+}
+
+/// Runs batcher and deliverer as one task and aborts it (a crash: no
+/// graceful shutdown) once the sink has been called `after_calls` times, or
+/// after `after_time` when `after_calls` is 0.
+async fn crash_once(
+    backend: &MemoryBackend,
+    sink: &Arc<ScriptedSink>,
+    config: &EngineConfig,
+    input: &Input,
+    after_calls: usize,
+    after_time: Duration,
+) {
+    let engine = engine(backend, sink.clone(), config.clone());
+    let task = {
+        let input = input.clone();
+        tokio::spawn(async move {
+            let cancel = CancellationToken::new();
+            let deliverer = engine.deliverer();
+            let batcher = engine.batcher();
+            let _ = tokio::join!(deliverer.run(cancel.clone()), batcher.run(&input, &cancel));
+        })
+    };
+    if after_calls == 0 {
+        tokio::time::sleep(after_time).await;
+    } else {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while sink.call_count() < after_calls && Instant::now() < deadline {
+            let notified = sink.called.notified();
+            let _ = tokio::time::timeout(Duration::from_millis(5), notified).await;
+        }
+    }
+    task.abort();
+    let _ = task.await;
+}
+
+async fn crash_and_recover(mode: DeliveryMode) {
+    let lines = 600u64;
+    let mut config = fast_config();
+    config.mode = mode;
+    let window = (config.effective_batches_in_flight() * config.batch_size) as u64;
+    // Abort points: while reading (by time) and at many sink calls.
+    let points: &[(usize, u64)] = &[(0, 0), (0, 3), (1, 0), (7, 0), (33, 0), (150, 0), (401, 0), (599, 0)];
+    for (round, &(after_calls, after_ms)) in points.iter().enumerate() {
+        let input = Input::from_bytes(format!("crash-{round}.csv"), users_csv(lines as usize), None, None);
+        let backend = MemoryBackend::new();
+        let sink = ScriptedSink::ok(Duration::from_millis(1));
+        crash_once(&backend, &sink, &config, &input, after_calls, Duration::from_millis(after_ms)).await;
+        let calls_at_crash = sink.call_count();
+
+        // A new engine on the same backend finishes the job.
+        let recovered = engine(&backend, sink.clone(), config.clone());
+        let report = recovered.run_once(&input).await.unwrap();
+        let acc = account(&backend, &report, 1..=lines).await;
+        assert_eq!(report.lines, lines, "round {round}: {report:?}");
+        assert_eq!(report.enqueued, lines, "round {round}: a line was enqueued twice or skipped");
+
+        let per_id = sink.calls_per_id();
+        match mode {
+            DeliveryMode::AtMostOnce => {
+                // G1: the sink never saw a message twice.
+                let twice: Vec<_> = per_id.iter().filter(|(_, &n)| n > 1).collect();
+                assert!(twice.is_empty(), "round {round}: sent twice: {twice:?}");
+                // In doubt only what was on the wire at the crash.
+                assert!(acc.in_doubt <= window, "round {round}: {} in doubt > window {window}", acc.in_doubt);
+                assert_eq!(acc.dead, acc.in_doubt, "round {round}: only in-doubt deaths expected");
+                // Every delivered line was sent exactly once, and every in-doubt
+                // line at most once, before the crash.
+                for line in 1..=lines {
+                    let id = MessageId { job: report.job.clone(), line };
+                    let n = per_id.get(&id).copied().unwrap_or(0);
+                    match backend.outcome(&id).await.unwrap() {
+                        Some(LineOutcome::Delivered { .. }) => assert_eq!(n, 1, "round {round} line {line}"),
+                        Some(LineOutcome::Dead { .. }) => assert!(n <= 1),
+                        other => panic!("round {round} line {line}: {other:?}"),
+                    }
+                }
+            }
+            DeliveryMode::AtLeastOnce => {
+                // G5's premise: nothing lost, every line delivered; repeats
+                // only of what was on the wire at the crash.
+                assert_eq!(acc.delivered, lines, "round {round}: {report:?}");
+                let repeats: u64 = per_id.values().map(|&n| u64::from(n.saturating_sub(1))).sum();
+                assert!(repeats <= window, "round {round}: {repeats} repeats > window {window}");
+                assert_eq!(per_id.len() as u64, lines);
+            }
+        }
+        eprintln!(
+            "{mode:?} round {round}: crashed after {calls_at_crash} calls; delivered {} in doubt {}",
+            acc.delivered, acc.in_doubt
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashes_at_many_points_at_most_once() {
+    crash_and_recover(DeliveryMode::AtMostOnce).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashes_at_many_points_at_least_once() {
+    crash_and_recover(DeliveryMode::AtLeastOnce).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batcher_killed_mid_file_resumes_without_repeats() {
+    let lines = 5_000u64;
+    // Repeated users late in the file must still count as duplicates after
+    // a resume, so the filter has to be rebuilt from the part already read.
+    let mut body = users_csv(lines as usize);
+    body.extend_from_slice(b"user-1,Your alert number 1\nuser-2500,Your alert number 2500\n");
+    let input = Input::from_bytes("resume.csv", body, None, None);
+    let backend = MemoryBackend::new();
+    let mut config = fast_config();
+    config.batch_size = 50;
+    let sink = ScriptedSink::ok(Duration::ZERO);
+    for delay_us in [0u64, 200, 500, 1_000, 2_000, 4_000] {
+        let engine = engine(&backend, sink.clone(), config.clone());
+        let task = {
+            let input = input.clone();
+            tokio::spawn(async move { engine.batcher().run(&input, &CancellationToken::new()).await })
+        };
+        tokio::time::sleep(Duration::from_micros(delay_us)).await;
+        task.abort();
+        let _ = task.await;
+    }
+    let report = engine(&backend, sink.clone(), config).run_once(&input).await.unwrap();
+    assert_eq!(report.lines, lines + 2);
+    assert_eq!(report.enqueued, lines);
+    assert_eq!(report.duplicate, 2);
+    assert_eq!(report.delivered, lines);
+    account(&backend, &report, 1..=lines + 2).await;
+    assert!(sink.calls_per_id().values().all(|&n| n == 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_leaves_nothing_leased_or_in_doubt() {
+    let lines = 2_000u64;
+    let input = Input::from_bytes("stop.csv", users_csv(lines as usize), None, None);
+    let backend = MemoryBackend::new();
+    let sink = ScriptedSink::ok(Duration::from_millis(2));
+    let first = engine(&backend, sink.clone(), fast_config());
+    let job = first.submit(&input).await.unwrap().job;
+    let cancel = CancellationToken::new();
+    let deliverer = first.deliverer();
+    let run = tokio::spawn({
+        let cancel = cancel.clone();
+        async move { deliverer.run(cancel).await }
+    });
+    while sink.call_count() < 300 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    cancel.cancel();
+    run.await.unwrap().unwrap();
+    let stats = backend.stats().await.unwrap();
+    assert_eq!(stats.leased, 0, "a lease survived the shutdown: {stats:?}");
+    let mid = backend.report(&job).await.unwrap().unwrap();
+    assert!(mid.delivered >= 300 && mid.delivered < lines, "{mid:?}");
+
+    let report = engine(&backend, sink.clone(), fast_config())
+        .run_once(&input)
+        .await
+        .unwrap();
+    assert_eq!((report.delivered, report.dead, report.in_doubt), (lines, 0, 0));
+    account(&backend, &report, 1..=lines).await;
+    let seen: HashSet<_> = sink.calls().into_iter().map(|c| c.id).collect();
+    assert_eq!(seen.len() as u64, lines);
+    assert_eq!(sink.call_count() as u64, lines, "a message was sent twice");
+}

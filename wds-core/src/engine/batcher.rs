@@ -1,0 +1,311 @@
+//! The batcher: reads an input into batches on the [`Queue`].
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::io::{Read, Seek, SeekFrom};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::backoff::with_backoff;
+use super::config::EngineConfig;
+use crate::error::{Error, Result};
+use crate::model::{
+    now_ms, Checkpoint, Claim, JobId, JobMeta, JobReport, Message, Push, Reject, RejectKind,
+};
+use crate::offsets::OffsetStore;
+use crate::parse::{detect_format, Parsed, Position, RecordReader};
+use crate::queue::Queue;
+use crate::source::Input;
+
+/// Reads inputs into the queue, a batch at a time.
+///
+/// Each push carries the checkpoint after its batch, applied atomically by the
+/// queue, so a batcher that dies mid-file resumes exactly where the last push
+/// left off: no line enqueued twice, none skipped (guarantee G1). Repeats of
+/// the same `(userId, alertMessage)` within a job are counted as duplicates
+/// and not enqueued; after a restart the set of seen pairs is rebuilt by
+/// re-reading (not re-pushing) the part already done.
+#[derive(Clone, Debug)]
+pub struct Batcher {
+    queue: Arc<dyn Queue>,
+    offsets: Arc<dyn OffsetStore>,
+    config: EngineConfig,
+}
+
+/// One chunk of parsed input, ready to become a [`Push`].
+#[derive(Debug)]
+struct Chunk {
+    messages: Vec<Message>,
+    rejects: Vec<Reject>,
+    end: Position,
+    records: u64,
+}
+
+impl Batcher {
+    /// A batcher over a queue and the offset store of the same backend.
+    pub fn new(
+        queue: Arc<dyn Queue>,
+        offsets: Arc<dyn OffsetStore>,
+        config: EngineConfig,
+    ) -> Result<Self> {
+        config.validate()?;
+        Ok(Batcher {
+            queue,
+            offsets,
+            config,
+        })
+    }
+
+    /// Claims the input's job (creating it once per identity).
+    pub async fn claim(&self, input: &Input) -> Result<Claim> {
+        let format = match input.format {
+            Some(f) => f,
+            None => {
+                let input = input.clone();
+                tokio::task::spawn_blocking(move || -> Result<_> {
+                    let mut head = Vec::with_capacity(4096);
+                    input
+                        .open()?
+                        .take(4096)
+                        .read_to_end(&mut head)
+                        .map_err(|source| Error::Input {
+                            name: input.name.clone(),
+                            source,
+                        })?;
+                    Ok(detect_format(&input.name, &head))
+                })
+                .await
+                .map_err(|e| Error::Config(format!("format detection task failed: {e}")))??
+            }
+        };
+        let meta = JobMeta {
+            name: input.name.clone(),
+            format,
+            default_message: input.default_message.clone(),
+            created_ms: now_ms(),
+        };
+        let offsets = &self.offsets;
+        with_backoff("claim", || offsets.claim(&input.identity, meta.clone())).await
+    }
+
+    /// Reads the whole input into the queue (resuming a job already begun),
+    /// and returns the job's report once it is completely read. Returns early,
+    /// with the report so far, when `cancel` fires or another batcher is found
+    /// to be reading the same job.
+    pub async fn run(&self, input: &Input, cancel: &CancellationToken) -> Result<JobReport> {
+        let claim = self.claim(input).await?;
+        self.read(input, &claim, cancel).await?;
+        self.report(&claim.job).await
+    }
+
+    async fn report(&self, job: &JobId) -> Result<JobReport> {
+        let offsets = &self.offsets;
+        with_backoff("report", || offsets.report(job))
+            .await?
+            .ok_or_else(|| Error::UnknownJob { job: job.clone() })
+    }
+
+    async fn read(&self, input: &Input, claim: &Claim, cancel: &CancellationToken) -> Result<()> {
+        let offsets = &self.offsets;
+        let mut checkpoint = with_backoff("checkpoint", || offsets.checkpoint(&claim.job)).await?;
+        if checkpoint.done {
+            return Ok(());
+        }
+        if checkpoint.seq > 0 {
+            tracing::info!(job = %claim.job, line = checkpoint.line, "resuming job");
+        } else {
+            tracing::info!(job = %claim.job, name = %input.name, "reading job");
+        }
+        let (tx, mut rx) = mpsc::channel::<Result<Chunk>>(4);
+        let reader = {
+            let input = input.clone();
+            let claim = claim.clone();
+            let config = self.config.clone();
+            tokio::task::spawn_blocking(move || parse_chunks(&input, &claim, checkpoint, &config, tx))
+        };
+        let mut outcome = Ok(());
+        loop {
+            let chunk = tokio::select! {
+                _ = cancel.cancelled() => break,
+                chunk = rx.recv() => chunk,
+            };
+            let chunk = match chunk {
+                Some(Ok(chunk)) => chunk,
+                Some(Err(e)) => {
+                    outcome = Err(e);
+                    break;
+                }
+                None => {
+                    // The reader hit the end: record that the job is fully read.
+                    let push = Push {
+                        job: claim.job.clone(),
+                        messages: Vec::new(),
+                        rejects: Vec::new(),
+                        next: Checkpoint {
+                            seq: checkpoint.seq + 1,
+                            done: true,
+                            ..checkpoint
+                        },
+                    };
+                    let queue = &self.queue;
+                    let pushed = with_backoff("push", || queue.push(push.clone())).await?;
+                    if !pushed.applied {
+                        tracing::info!(job = %claim.job, "another batcher finished the job");
+                    }
+                    break;
+                }
+            };
+            let next = Checkpoint {
+                seq: checkpoint.seq + 1,
+                byte: chunk.end.byte,
+                line: chunk.end.line,
+                records: checkpoint.records + chunk.records,
+                done: false,
+            };
+            let push = Push {
+                job: claim.job.clone(),
+                messages: chunk.messages,
+                rejects: chunk.rejects,
+                next,
+            };
+            let queue = &self.queue;
+            let pushed = with_backoff("push", || queue.push(push.clone())).await?;
+            if !pushed.applied {
+                // Someone else applied this step: another batcher is reading
+                // the same job. Leave it to them rather than race.
+                tracing::warn!(job = %claim.job, seq = next.seq, "another batcher is ahead; stopping");
+                break;
+            }
+            checkpoint = next;
+            if pushed.depth > self.config.high_water {
+                self.wait_for_room(cancel).await?;
+            }
+        }
+        drop(rx);
+        // The parser stops at its next send once the receiver is gone.
+        reader
+            .await
+            .map_err(|e| Error::Config(format!("reader task failed: {e}")))?;
+        outcome
+    }
+
+    /// Backpressure: wait while the queue is above its high-water mark.
+    async fn wait_for_room(&self, cancel: &CancellationToken) -> Result<()> {
+        let queue = &self.queue;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let stats = with_backoff("stats", || queue.stats()).await?;
+            if stats.ready <= self.config.high_water / 2 || cancel.is_cancelled() {
+                return Ok(());
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(pause) => {}
+            }
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
+    }
+}
+
+/// A 128-bit key for a (user, message) pair. 128 bits make an accidental
+/// collision (which would drop a user as a "duplicate") practically impossible.
+fn pair_key(user_id: &str, message: &str) -> u128 {
+    let mut a = DefaultHasher::new();
+    (user_id, message).hash(&mut a);
+    let mut b = DefaultHasher::new();
+    (0x5eed_u32, user_id, message).hash(&mut b);
+    ((a.finish() as u128) << 64) | b.finish() as u128
+}
+
+/// Runs on a blocking thread: parses the input from the checkpoint and sends
+/// chunks of up to `batch_size` records.
+fn parse_chunks(
+    input: &Input,
+    claim: &Claim,
+    checkpoint: Checkpoint,
+    config: &EngineConfig,
+    tx: mpsc::Sender<Result<Chunk>>,
+) {
+    let io_err = |source| Error::Input {
+        name: input.name.clone(),
+        source,
+    };
+    let result = (|| -> Result<()> {
+        let format = claim.meta.format;
+        let default = claim.meta.default_message.clone();
+        let mut seen: HashMap<u128, u64> = HashMap::new();
+        if checkpoint.byte > 0 {
+            // Rebuild the duplicate filter from the part already pushed.
+            let mut reader = RecordReader::new(
+                std::io::BufReader::with_capacity(256 * 1024, input.open()?).take(checkpoint.byte),
+                format,
+                default.clone(),
+                config.limits,
+                Position::START,
+            );
+            while let Some(item) = reader.next_record().map_err(io_err)? {
+                if let Parsed::Record(r) = item {
+                    seen.entry(pair_key(&r.user_id, &r.alert_message))
+                        .or_insert(r.line);
+                }
+            }
+        }
+        let mut file = input.open()?;
+        file.seek(SeekFrom::Start(checkpoint.byte)).map_err(io_err)?;
+        let start = if checkpoint.byte == 0 {
+            Position::START
+        } else {
+            Position {
+                byte: checkpoint.byte,
+                line: checkpoint.line,
+            }
+        };
+        let mut reader = RecordReader::new(file, format, default, config.limits, start);
+        loop {
+            let mut chunk = Chunk {
+                messages: Vec::with_capacity(config.batch_size),
+                rejects: Vec::new(),
+                end: reader.position(),
+                records: 0,
+            };
+            while chunk.records < config.batch_size as u64 {
+                let Some(item) = reader.next_record().map_err(io_err)? else {
+                    break;
+                };
+                chunk.records += 1;
+                match item {
+                    Parsed::Record(r) => {
+                        let key = pair_key(&r.user_id, &r.alert_message);
+                        match seen.get(&key) {
+                            Some(&first) => chunk.rejects.push(Reject {
+                                line: r.line,
+                                kind: RejectKind::Duplicate { of_line: first },
+                            }),
+                            None => {
+                                seen.insert(key, r.line);
+                                chunk.messages.push(Message::new(&claim.job, r));
+                            }
+                        }
+                    }
+                    Parsed::Invalid(inv) => chunk.rejects.push(Reject {
+                        line: inv.line,
+                        kind: RejectKind::Invalid { reason: inv.reason },
+                    }),
+                }
+            }
+            chunk.end = reader.position();
+            if chunk.records == 0 {
+                return Ok(());
+            }
+            if tx.blocking_send(Ok(chunk)).is_err() {
+                return Ok(()); // The batcher stopped.
+            }
+        }
+    })();
+    if let Err(e) = result {
+        let _ = tx.blocking_send(Err(e));
+    }
+}

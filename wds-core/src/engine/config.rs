@@ -1,0 +1,116 @@
+//! Engine settings.
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::parse::Limits;
+use crate::retry::RetryPolicy;
+
+/// What the engine does with a message whose worker died while it was on the
+/// wire (guarantees G1, G2 and G5).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum DeliveryMode {
+    /// Never call the sink twice for one message: an in-doubt message is
+    /// dead-lettered as `in_doubt` (replayable by hand). The default.
+    #[default]
+    AtMostOnce,
+    /// Re-send in-doubt messages with the same id; a receiver that drops
+    /// repeated ids then sees every message exactly once.
+    AtLeastOnce,
+}
+
+impl std::str::FromStr for DeliveryMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().replace('-', "_").as_str() {
+            "at_most_once" | "atmostonce" => Ok(DeliveryMode::AtMostOnce),
+            "at_least_once" | "atleastonce" => Ok(DeliveryMode::AtLeastOnce),
+            other => Err(format!(
+                "unknown delivery mode {other:?} (expected at-most-once or at-least-once)"
+            )),
+        }
+    }
+}
+
+/// Settings of the [`crate::Engine`], the [`crate::Batcher`] and the
+/// [`crate::Deliverer`]. Start from `EngineConfig::default()`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EngineConfig {
+    /// Messages per batch (one queue round trip each). Default 100.
+    pub batch_size: usize,
+    /// The batcher stops reading while more than this many messages are ready
+    /// in the queue (backpressure). Default 100,000.
+    pub high_water: u64,
+    /// Sink calls in flight at once, per deliverer. Default 64.
+    pub concurrency: usize,
+    /// Batches a deliverer holds at once; 0 means `concurrency / batch_size + 2`.
+    pub batches_in_flight: usize,
+    /// How long a lease lasts without being extended. Default 30 s.
+    pub lease_ttl: Duration,
+    /// Timeout of one sink call; a timeout is a retryable failure. Default 10 s.
+    pub delivery_timeout: Duration,
+    /// Retries of retryable failures.
+    pub retry: RetryPolicy,
+    /// At-most-once (default) or at-least-once.
+    pub mode: DeliveryMode,
+    /// Size limits on input records.
+    pub limits: Limits,
+    /// Longest wait between two lease attempts on an idle queue. Default 100 ms.
+    pub idle_poll: Duration,
+    /// Inputs read at the same time by one engine. Default 4.
+    pub concurrent_jobs: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            batch_size: 100,
+            high_water: 100_000,
+            concurrency: 64,
+            batches_in_flight: 0,
+            lease_ttl: Duration::from_secs(30),
+            delivery_timeout: Duration::from_secs(10),
+            retry: RetryPolicy::default(),
+            mode: DeliveryMode::AtMostOnce,
+            limits: Limits::default(),
+            idle_poll: Duration::from_millis(100),
+            concurrent_jobs: 4,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// Checks the settings, with a message that names the bad one.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(Error::Config(m.to_string()));
+        if self.batch_size == 0 {
+            return bad("batch_size must be at least 1");
+        }
+        if self.concurrency == 0 {
+            return bad("concurrency must be at least 1");
+        }
+        if self.concurrent_jobs == 0 {
+            return bad("concurrent_jobs must be at least 1");
+        }
+        if self.lease_ttl < Duration::from_millis(50) {
+            return bad("lease_ttl must be at least 50 ms");
+        }
+        if self.delivery_timeout.is_zero() {
+            return bad("delivery_timeout must be positive");
+        }
+        if self.retry.max_attempts == 0 {
+            return bad("retry.max_attempts must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// Batches a deliverer holds at once.
+    pub fn effective_batches_in_flight(&self) -> usize {
+        if self.batches_in_flight > 0 {
+            self.batches_in_flight
+        } else {
+            self.concurrency / self.batch_size.max(1) + 2
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! The deliverer: leases batches and calls the [`Sink`] for every message.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use futures::FutureExt;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::backoff::with_backoff;
+use super::config::{DeliveryMode, EngineConfig};
+use crate::error::{Error, Result, SinkError};
+use crate::limiter::Limiter;
+use crate::model::{now_ms, DeadKind, DeadReason, Lease, Message, Receipt, Settle};
+use crate::queue::Queue;
+use crate::sink::Sink;
+
+/// How long to wait after a 429 that carried no `Retry-After`.
+const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Leases batches from the [`Queue`] and delivers their messages through the
+/// [`Sink`] with bounded concurrency, under a [`Limiter`], with retries.
+///
+/// For each batch: mark it as sending (one queue call), deliver every message,
+/// settle the batch (one queue call). A batch found `previously_sending` (its
+/// worker died mid-send) is dead-lettered as `in_doubt` in
+/// [`DeliveryMode::AtMostOnce`] and re-sent in [`DeliveryMode::AtLeastOnce`].
+#[derive(Clone, Debug)]
+pub struct Deliverer {
+    queue: Arc<dyn Queue>,
+    sink: Arc<dyn Sink>,
+    limiter: Arc<dyn Limiter>,
+    config: EngineConfig,
+    calls: Arc<Semaphore>,
+}
+
+impl Deliverer {
+    /// A deliverer over a queue, a sink and a limiter.
+    pub fn new(
+        queue: Arc<dyn Queue>,
+        sink: Arc<dyn Sink>,
+        limiter: Arc<dyn Limiter>,
+        config: EngineConfig,
+    ) -> Result<Self> {
+        config.validate()?;
+        let calls = Arc::new(Semaphore::new(config.concurrency));
+        Ok(Deliverer {
+            queue,
+            sink,
+            limiter,
+            config,
+            calls,
+        })
+    }
+
+    /// Delivers until `cancel` fires, then shuts down gracefully: no new
+    /// batch is leased, batches not yet sending are released, and batches on
+    /// the wire are finished and settled before this returns.
+    pub async fn run(&self, cancel: CancellationToken) -> Result<()> {
+        let slots = Arc::new(Semaphore::new(self.config.effective_batches_in_flight()));
+        let mut tasks = JoinSet::new();
+        let mut idle = Duration::from_millis(1);
+        loop {
+            while let Some(done) = tasks.try_join_next() {
+                report_task(done);
+            }
+            let first = tokio::select! {
+                _ = cancel.cancelled() => break,
+                permit = slots.clone().acquire_owned() => match permit {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            let mut permits = vec![first];
+            while let Ok(p) = slots.clone().try_acquire_owned() {
+                permits.push(p);
+            }
+            let leases = match self.queue.lease(permits.len(), self.config.lease_ttl).await {
+                Ok(leases) => leases,
+                Err(e) if e.is_retryable() => {
+                    tracing::warn!(error = %e, "lease failed; retrying");
+                    Vec::new()
+                }
+                Err(e) => return Err(e),
+            };
+            if leases.is_empty() {
+                drop(permits);
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tokio::time::sleep(idle) => {}
+                }
+                idle = (idle * 2).min(self.config.idle_poll);
+                continue;
+            }
+            idle = Duration::from_millis(1);
+            for (lease, permit) in leases.into_iter().zip(permits) {
+                let this = self.clone();
+                let cancel = cancel.clone();
+                tasks.spawn(async move {
+                    let _slot = permit;
+                    this.process(lease, &cancel).await
+                });
+            }
+        }
+        while let Some(done) = tasks.join_next().await {
+            report_task(done);
+        }
+        Ok(())
+    }
+
+    /// Delivers one leased batch and settles it.
+    async fn process(&self, lease: Lease, cancel: &CancellationToken) -> Result<()> {
+        let queue = &self.queue;
+        if lease.previously_sending && self.config.mode == DeliveryMode::AtMostOnce {
+            let outcomes = lease
+                .batch
+                .messages
+                .iter()
+                .map(|m| Settle::Dead {
+                    message: m.clone(),
+                    reason: DeadReason {
+                        kind: DeadKind::InDoubt,
+                        detail: "a worker stopped while this message's batch was being sent; \
+                                 it may or may not have been delivered"
+                            .into(),
+                    },
+                })
+                .collect::<Vec<_>>();
+            tracing::warn!(batch = %lease.batch.id, messages = outcomes.len(), "batch in doubt");
+            return with_backoff("settle", || queue.settle(&lease, outcomes.clone())).await;
+        }
+        if cancel.is_cancelled() {
+            return with_backoff("release", || queue.release(&lease)).await;
+        }
+        with_backoff("mark_sending", || queue.mark_sending(&lease)).await?;
+
+        let mut pending: FuturesUnordered<_> = lease
+            .batch
+            .messages
+            .iter()
+            .map(|m| self.deliver_one(m))
+            .collect();
+        let mut outcomes = Vec::with_capacity(lease.batch.messages.len());
+        let renew_every = self.config.lease_ttl / 3;
+        let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + renew_every, renew_every);
+        while !pending.is_empty() {
+            tokio::select! {
+                Some(outcome) = pending.next() => outcomes.push(outcome),
+                _ = renew.tick() => {
+                    match queue.extend(&lease, self.config.lease_ttl).await {
+                        Ok(_) => {}
+                        Err(e) if e.is_retryable() => tracing::warn!(error = %e, "lease extension failed"),
+                        // The batch belongs to someone else now: stop sending it.
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+        drop(pending);
+        with_backoff("settle", || queue.settle(&lease, outcomes.clone())).await
+    }
+
+    /// Calls the sink once for `message` and decides what happens next.
+    async fn deliver_one(&self, message: &Message) -> Settle {
+        let _call = self.calls.acquire().await;
+        if let Err(e) = with_backoff("limiter", || self.limiter.acquire(1)).await {
+            // Only a misconfigured limiter fails for good; try the message later.
+            return self.failed(message, now_ms(), &e.to_string(), None);
+        }
+        let started_ms = now_ms();
+        let start = Instant::now();
+        let call = AssertUnwindSafe(self.sink.deliver(message)).catch_unwind();
+        let result = match tokio::time::timeout(self.config.delivery_timeout, call).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_panic)) => Err(SinkError::retryable("the sink panicked")),
+            Err(_) => Err(SinkError::retryable(format!(
+                "timed out after {:?}",
+                self.config.delivery_timeout
+            ))),
+        };
+        match result {
+            Ok(delivered) => Settle::Delivered {
+                id: message.id.clone(),
+                receipt: Receipt {
+                    status: delivered.status,
+                    attempt: message.attempts + 1,
+                    latency_ms: start.elapsed().as_millis() as u64,
+                    at_ms: now_ms(),
+                },
+            },
+            Err(SinkError::Permanent { status, reason }) => Settle::Dead {
+                message: message.clone(),
+                reason: DeadReason {
+                    kind: DeadKind::Permanent,
+                    detail: match status {
+                        Some(s) => format!("status {s}: {reason}"),
+                        None => reason,
+                    },
+                },
+            },
+            Err(SinkError::RateLimited { retry_after }) => {
+                let wait = retry_after.unwrap_or(DEFAULT_RETRY_AFTER);
+                let until = now_ms() + wait.as_millis() as u64;
+                if let Err(e) = self.limiter.back_off(until).await {
+                    tracing::warn!(error = %e, "could not share the back-off");
+                }
+                self.failed(message, started_ms, "rate limited (429)", Some(wait))
+            }
+            Err(e) => self.failed(message, started_ms, &e.to_string(), None),
+        }
+    }
+
+    /// A retryable failure: schedule a retry, or give up when the policy says so.
+    fn failed(
+        &self,
+        message: &Message,
+        started_ms: u64,
+        error: &str,
+        retry_after: Option<Duration>,
+    ) -> Settle {
+        let failed = message.attempts + 1;
+        let first = message.first_attempt_ms.unwrap_or(started_ms);
+        let age = Duration::from_millis(now_ms().saturating_sub(first));
+        match self.config.retry.next_delay(failed, age, retry_after) {
+            Some(delay) => {
+                let mut message = message.clone();
+                message.attempts = failed;
+                message.first_attempt_ms = Some(first);
+                Settle::Retry {
+                    message,
+                    at_ms: now_ms() + delay.as_millis() as u64,
+                }
+            }
+            None => Settle::Dead {
+                message: message.clone(),
+                reason: DeadReason {
+                    kind: DeadKind::Exhausted,
+                    detail: format!("gave up after {failed} attempts; last error: {error}"),
+                },
+            },
+        }
+    }
+}
+
+fn report_task(done: std::result::Result<Result<()>, tokio::task::JoinError>) {
+    match done {
+        Ok(Ok(())) => {}
+        Ok(Err(Error::LeaseLost { lease, batch })) => {
+            tracing::warn!(%lease, %batch, "lost a lease while delivering; its batch is now in doubt")
+        }
+        Ok(Err(e)) => tracing::error!(error = %e, "delivering a batch failed"),
+        Err(e) => tracing::error!(error = %e, "a delivery task panicked"),
+    }
+}

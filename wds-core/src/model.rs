@@ -1,0 +1,538 @@
+//! The domain model: jobs, records, messages, batches, leases and outcomes.
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// Milliseconds since the Unix epoch, the clock every backend shares.
+///
+/// Wall-clock time is used (not `Instant`) because lease deadlines and retry
+/// times are compared by other processes and by Redis.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The stable id of a job (one input file).
+///
+/// It is derived from the input's identity (see [`crate::Input::identity`]),
+/// so the same file seen twice, by two initiators or after a restart, has
+/// the same id.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(pub String);
+
+impl JobId {
+    /// The job id for an input identity: the first 16 hex digits of its SHA-256.
+    pub fn from_identity(identity: &str) -> Self {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(identity.as_bytes());
+        let mut id = String::with_capacity(16);
+        for b in &digest[..8] {
+            id.push_str(&format!("{b:02x}"));
+        }
+        JobId(id)
+    }
+
+    /// The id as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The deterministic id of a message: its job and the line it came from.
+///
+/// Rendered as `{job}:{line}` and sent as the webhook's idempotency key
+/// (`webhook-id`), identical on every retry and replay.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct MessageId {
+    /// The job the message belongs to.
+    pub job: JobId,
+    /// The 1-based physical line the record starts on.
+    pub line: u64,
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.job, self.line)
+    }
+}
+
+/// One valid line of an input file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// The 1-based physical line the record starts on.
+    pub line: u64,
+    /// The user to alert.
+    pub user_id: String,
+    /// The alert text (from the line, or the job's default message).
+    pub alert_message: String,
+}
+
+/// A line that could not be parsed or failed validation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invalid {
+    /// The 1-based physical line the bad record starts on.
+    pub line: u64,
+    /// Why it was rejected, for a person to read.
+    pub reason: String,
+}
+
+/// A record ready to deliver.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// Deterministic id, the webhook's idempotency key.
+    pub id: MessageId,
+    /// The user to alert.
+    #[serde(rename = "userId")]
+    pub user_id: String,
+    /// The alert text.
+    #[serde(rename = "alertMessage")]
+    pub alert_message: String,
+    /// How many delivery attempts already failed (0 for a fresh message).
+    #[serde(default)]
+    pub attempts: u32,
+    /// When the first attempt was made, if any (for the retry age limit).
+    #[serde(default)]
+    pub first_attempt_ms: Option<u64>,
+}
+
+impl Message {
+    /// A fresh message for a record of `job`.
+    pub fn new(job: &JobId, record: Record) -> Self {
+        Message {
+            id: MessageId {
+                job: job.clone(),
+                line: record.line,
+            },
+            user_id: record.user_id,
+            alert_message: record.alert_message,
+            attempts: 0,
+            first_attempt_ms: None,
+        }
+    }
+}
+
+/// Identifies a batch inside a queue. Opaque: backends choose the format.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct BatchId(pub String);
+
+impl fmt::Display for BatchId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The unit of work between components: many messages moved in one round trip.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Batch {
+    /// The batch's id in its queue.
+    pub id: BatchId,
+    /// The messages; a batch made by a retry or a replay may mix jobs.
+    pub messages: Vec<Message>,
+}
+
+/// Identifies one lease of a batch. Opaque; a new lease of the same batch
+/// (after expiry) has a different id, so a late worker cannot settle it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct LeaseId(pub String);
+
+impl fmt::Display for LeaseId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A batch handed to one worker until `deadline_ms`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    /// This lease's id (fencing token).
+    pub id: LeaseId,
+    /// The leased batch.
+    pub batch: Batch,
+    /// When the lease expires, in [`now_ms`] time, unless extended.
+    pub deadline_ms: u64,
+    /// True when an earlier lease of this batch marked it as sending and then
+    /// expired: some of its messages may already have reached the sink
+    /// (the *in-doubt* case of guarantee G2).
+    pub previously_sending: bool,
+}
+
+/// Proof of one delivered message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// The status the endpoint answered with, when the sink speaks HTTP.
+    pub status: Option<u16>,
+    /// Which attempt succeeded (1 for the first).
+    pub attempt: u32,
+    /// How long the successful call took, in milliseconds.
+    pub latency_ms: u64,
+    /// When it was confirmed, in [`now_ms`] time.
+    pub at_ms: u64,
+}
+
+/// Why a message was dead-lettered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeadKind {
+    /// The sink said the message can never be delivered (e.g. a 4xx).
+    Permanent,
+    /// Retryable failures went on past the attempt or age limit.
+    Exhausted,
+    /// A worker died while the message's batch was on the wire: it may or may
+    /// not have been delivered, and in `AtMostOnce` mode it is not re-sent.
+    InDoubt,
+}
+
+impl DeadKind {
+    /// The snake_case name used in reports and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadKind::Permanent => "permanent",
+            DeadKind::Exhausted => "exhausted",
+            DeadKind::InDoubt => "in_doubt",
+        }
+    }
+}
+
+/// The reason attached to a dead letter.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadReason {
+    /// The class of failure.
+    pub kind: DeadKind,
+    /// A human-readable detail (the last error, the status line…).
+    pub detail: String,
+}
+
+/// A message that will not be delivered unless replayed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// The message, as it will be replayed.
+    pub message: Message,
+    /// Why it is dead.
+    pub reason: DeadReason,
+    /// When it was dead-lettered, in [`now_ms`] time.
+    pub at_ms: u64,
+}
+
+/// What a worker decided for one message of a leased batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Settle {
+    /// Delivered; terminal.
+    Delivered {
+        /// The delivered message.
+        id: MessageId,
+        /// The proof.
+        receipt: Receipt,
+    },
+    /// Dead-lettered; terminal until replayed.
+    Dead {
+        /// The message (kept whole so it can be replayed).
+        message: Message,
+        /// Why.
+        reason: DeadReason,
+    },
+    /// To be tried again no earlier than `at_ms`.
+    Retry {
+        /// The message with its `attempts` already incremented.
+        message: Message,
+        /// The earliest time to lease it again, in [`now_ms`] time.
+        at_ms: u64,
+    },
+}
+
+impl Settle {
+    /// The id of the message this settles.
+    pub fn id(&self) -> &MessageId {
+        match self {
+            Settle::Delivered { id, .. } => id,
+            Settle::Dead { message, .. } | Settle::Retry { message, .. } => &message.id,
+        }
+    }
+}
+
+/// A line the batcher did not turn into a message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reject {
+    /// The 1-based physical line.
+    pub line: u64,
+    /// Why it was not enqueued.
+    pub kind: RejectKind,
+}
+
+/// Why a line was not enqueued.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum RejectKind {
+    /// It could not be parsed or failed validation.
+    Invalid {
+        /// What was wrong with it.
+        reason: String,
+    },
+    /// The same user and message already appeared earlier in the job.
+    Duplicate {
+        /// The line of the first occurrence.
+        of_line: u64,
+    },
+}
+
+/// How far the batcher has read a job. Stored atomically with each push, so a
+/// resumed batcher seeks to `byte` and neither re-reads nor skips a line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// How many pushes have been applied (the next push must carry this `seq`).
+    pub seq: u64,
+    /// Byte offset in the input of the next unread record.
+    pub byte: u64,
+    /// The physical line number (1-based) at `byte`.
+    pub line: u64,
+    /// Records consumed so far (messages + invalid + duplicate lines).
+    pub records: u64,
+    /// True once the whole input has been read.
+    pub done: bool,
+}
+
+/// One step of the batcher: a batch of messages, the lines it rejected, and
+/// the checkpoint after them, applied atomically by [`crate::Queue::push`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Push {
+    /// The job being read.
+    pub job: JobId,
+    /// Messages to enqueue (may be empty, e.g. for the final checkpoint).
+    pub messages: Vec<Message>,
+    /// Invalid and duplicate lines among the records consumed.
+    pub rejects: Vec<Reject>,
+    /// The checkpoint after this push; `next.seq` is the current `seq + 1`.
+    pub next: Checkpoint,
+}
+
+impl Push {
+    /// The sequence number this push expects the job to be at.
+    pub fn seq(&self) -> u64 {
+        self.next.seq.saturating_sub(1)
+    }
+}
+
+/// What [`crate::Queue::push`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pushed {
+    /// False when the push had already been applied (an idempotent re-push).
+    pub applied: bool,
+    /// Ready messages in the queue after the push (for backpressure).
+    pub depth: u64,
+}
+
+/// Counts of what a queue holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueStats {
+    /// Messages ready to lease.
+    pub ready: u64,
+    /// Messages in leased batches.
+    pub leased: u64,
+    /// Messages waiting for a scheduled retry.
+    pub scheduled: u64,
+    /// Messages in the dead-letter set.
+    pub dead: u64,
+}
+
+/// The input format of a job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    /// `userId[,alertMessage]` per record, RFC 4180 quoting, optional header.
+    Csv,
+    /// One JSON object per line.
+    JsonLines,
+    /// One JSON array of objects.
+    JsonArray,
+}
+
+impl Format {
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Csv => "csv",
+            Format::JsonLines => "json_lines",
+            Format::JsonArray => "json_array",
+        }
+    }
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "csv" | "txt" => Ok(Format::Csv),
+            "jsonl" | "ndjson" | "json_lines" | "jsonlines" => Ok(Format::JsonLines),
+            "json" | "json_array" => Ok(Format::JsonArray),
+            other => Err(format!(
+                "unknown format {other:?} (expected csv, jsonl or json)"
+            )),
+        }
+    }
+}
+
+/// What the engine knows about a job when it claims it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobMeta {
+    /// A display name (the file name).
+    pub name: String,
+    /// The format the job is read with (fixed at claim time).
+    pub format: Format,
+    /// The message for lines that carry only a user id.
+    pub default_message: Option<String>,
+    /// When the job was claimed, in [`now_ms`] time.
+    pub created_ms: u64,
+}
+
+/// The result of [`crate::OffsetStore::claim`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claim {
+    /// The job for the identity.
+    pub job: JobId,
+    /// True when this call created the job; false when it already existed.
+    pub fresh: bool,
+    /// The job's metadata as first claimed (a later claim never changes it).
+    pub meta: JobMeta,
+}
+
+/// Where a job is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// The input is still being read.
+    Reading,
+    /// All lines are read; some are not yet in a terminal state.
+    Delivering,
+    /// Every line is in a terminal state.
+    Done,
+}
+
+/// A job's progress and the G2 counts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobReport {
+    /// The job.
+    pub job: JobId,
+    /// Its metadata.
+    pub meta: JobMeta,
+    /// Where it is.
+    pub state: JobState,
+    /// Records read so far (the total once `state` is not `Reading`).
+    pub lines: u64,
+    /// Messages enqueued (valid, unique records).
+    pub enqueued: u64,
+    /// Messages delivered with a receipt.
+    pub delivered: u64,
+    /// Messages dead-lettered (all kinds, in-doubt included).
+    pub dead: u64,
+    /// Of `dead`, those dead because they were in doubt.
+    pub in_doubt: u64,
+    /// Invalid lines.
+    pub invalid: u64,
+    /// Duplicate lines.
+    pub duplicate: u64,
+    /// When the job finished, in [`now_ms`] time.
+    pub finished_ms: Option<u64>,
+}
+
+impl JobReport {
+    /// Lines in a terminal state: `delivered + dead + invalid + duplicate`.
+    pub fn accounted(&self) -> u64 {
+        self.delivered + self.dead + self.invalid + self.duplicate
+    }
+
+    /// Messages enqueued and not yet delivered or dead.
+    pub fn in_flight(&self) -> u64 {
+        self.enqueued.saturating_sub(self.delivered + self.dead)
+    }
+
+    /// Whether every line is accounted for (guarantee G2) and reading is done.
+    pub fn is_complete(&self) -> bool {
+        self.state == JobState::Done && self.accounted() == self.lines
+    }
+
+    /// Wall time from claim to finish, once finished.
+    pub fn elapsed(&self) -> Option<Duration> {
+        self.finished_ms
+            .map(|f| Duration::from_millis(f.saturating_sub(self.meta.created_ms)))
+    }
+}
+
+/// The terminal (or pending) state of one line, as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum LineOutcome {
+    /// Delivered, with its receipt.
+    Delivered {
+        /// The proof of delivery.
+        receipt: Receipt,
+    },
+    /// Dead-lettered.
+    Dead {
+        /// Why.
+        reason: DeadReason,
+    },
+    /// Rejected by the batcher (invalid or duplicate).
+    Rejected {
+        /// Why.
+        kind: RejectKind,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_id_is_stable_and_short() {
+        let a = JobId::from_identity("sha256:abc");
+        assert_eq!(a, JobId::from_identity("sha256:abc"));
+        assert_ne!(a, JobId::from_identity("sha256:abd"));
+        assert_eq!(a.as_str().len(), 16);
+    }
+
+    #[test]
+    fn message_id_renders_as_webhook_id() {
+        let id = MessageId {
+            job: JobId("j1".into()),
+            line: 42,
+        };
+        assert_eq!(id.to_string(), "j1:42");
+    }
+
+    #[test]
+    fn report_accounting() {
+        let r = JobReport {
+            job: JobId("j".into()),
+            meta: JobMeta {
+                name: "f.csv".into(),
+                format: Format::Csv,
+                default_message: None,
+                created_ms: 0,
+            },
+            state: JobState::Done,
+            lines: 10,
+            enqueued: 7,
+            delivered: 5,
+            dead: 2,
+            in_doubt: 1,
+            invalid: 2,
+            duplicate: 1,
+            finished_ms: Some(5),
+        };
+        assert_eq!(r.accounted(), 10);
+        assert!(r.is_complete());
+        assert_eq!(r.in_flight(), 0);
+    }
+}

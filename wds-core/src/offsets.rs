@@ -1,0 +1,85 @@
+//! The [`OffsetStore`] trait: what each job has done.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::error::Result;
+use crate::model::{Checkpoint, Claim, JobId, JobMeta, JobReport, LineOutcome, MessageId, Reject};
+
+/// What each job has done: claimed inputs, read checkpoints, counters and
+/// the outcome of every line.
+///
+/// It is written through [`crate::Queue::push`] and [`crate::Queue::settle`]
+/// (which update it atomically with the queue) and by [`OffsetStore::claim`].
+///
+/// # Contract
+///
+/// - [`claim`](OffsetStore::claim) MUST create the job for an identity at most
+///   once, across all processes: of any number of concurrent claims of one
+///   identity exactly one returns `fresh: true`, and all return the same job id
+///   and the metadata of the first claim.
+/// - [`checkpoint`](OffsetStore::checkpoint) MUST return the checkpoint stored
+///   by the last applied push (the default checkpoint before any).
+/// - [`report`](OffsetStore::report) MUST reflect every applied push and
+///   settle; its state is `Reading` until a push with `done` is applied, then
+///   `Delivering`, then `Done` once `delivered + dead + invalid + duplicate ==
+///   lines`. A replay of dead letters moves a `Done` job back to `Delivering`.
+/// - [`outcome`](OffsetStore::outcome) MUST return the terminal state of a line
+///   once it has one, and `None` while it is pending.
+///
+/// # Errors
+///
+/// Transient backend failures are [`crate::Error::Unavailable`]; asking about a
+/// job that was never claimed is [`crate::Error::UnknownJob`] (except for
+/// `report`, which answers `None`).
+///
+/// # Cancel safety
+///
+/// Each method is atomic; a dropped `claim` either claimed or did not.
+#[async_trait]
+pub trait OffsetStore: Send + Sync + Debug + 'static {
+    /// Claims the job for an input identity, creating it if it is new.
+    async fn claim(&self, identity: &str, meta: JobMeta) -> Result<Claim>;
+
+    /// The job's read checkpoint.
+    async fn checkpoint(&self, job: &JobId) -> Result<Checkpoint>;
+
+    /// The job's progress and counts, or `None` for an unknown job.
+    async fn report(&self, job: &JobId) -> Result<Option<JobReport>>;
+
+    /// Every job's report, newest first.
+    async fn reports(&self) -> Result<Vec<JobReport>>;
+
+    /// The terminal state of one line, if it has one.
+    async fn outcome(&self, id: &MessageId) -> Result<Option<LineOutcome>>;
+
+    /// Up to `limit` rejected lines of a job (invalid and duplicate), by line.
+    async fn rejects(&self, job: &JobId, limit: usize) -> Result<Vec<Reject>>;
+}
+
+#[async_trait]
+impl<T: OffsetStore + ?Sized> OffsetStore for Arc<T> {
+    async fn claim(&self, identity: &str, meta: JobMeta) -> Result<Claim> {
+        (**self).claim(identity, meta).await
+    }
+    async fn checkpoint(&self, job: &JobId) -> Result<Checkpoint> {
+        (**self).checkpoint(job).await
+    }
+    async fn report(&self, job: &JobId) -> Result<Option<JobReport>> {
+        (**self).report(job).await
+    }
+    async fn reports(&self) -> Result<Vec<JobReport>> {
+        (**self).reports().await
+    }
+    async fn outcome(&self, id: &MessageId) -> Result<Option<LineOutcome>> {
+        (**self).outcome(id).await
+    }
+    async fn rejects(&self, job: &JobId, limit: usize) -> Result<Vec<Reject>> {
+        (**self).rejects(job, limit).await
+    }
+}
+
+#[allow(dead_code)]
+fn _object_safe(_: Arc<dyn OffsetStore>) {}

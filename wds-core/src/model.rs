@@ -57,7 +57,8 @@ impl fmt::Display for JobId {
 pub struct MessageId {
     /// The job the message belongs to.
     pub job: JobId,
-    /// The 1-based physical line the record starts on.
+    /// The 1-based physical line the record starts on (for a JSON array
+    /// input, the element's 1-based number in the array).
     pub line: u64,
 }
 
@@ -70,7 +71,9 @@ impl fmt::Display for MessageId {
 /// One valid line of an input file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
-    /// The 1-based physical line the record starts on.
+    /// The 1-based physical line the record starts on (for a JSON array
+    /// input, the element's 1-based number, so that minified arrays still
+    /// give every record its own message id).
     pub line: u64,
     /// The user to alert.
     pub user_id: String,
@@ -81,7 +84,8 @@ pub struct Record {
 /// A line that could not be parsed or failed validation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Invalid {
-    /// The 1-based physical line the bad record starts on.
+    /// The 1-based physical line the bad record starts on (element number
+    /// for a JSON array input).
     pub line: u64,
     /// Why it was rejected, for a person to read.
     pub reason: String,
@@ -295,7 +299,8 @@ pub struct Checkpoint {
     pub seq: u64,
     /// Byte offset in the input of the next unread record.
     pub byte: u64,
-    /// The physical line number (1-based) at `byte`.
+    /// The physical line number (1-based) at `byte` (the next element's
+    /// number for a JSON array input).
     pub line: u64,
     /// Records consumed so far (messages + invalid + duplicate lines).
     pub records: u64,

@@ -1,0 +1,573 @@
+//! CSV: `userId[,alertMessage]` per record, RFC 4180 quoting, on csv-core's
+//! state machine.
+//!
+//! Records end at `\n` only (a `\r` before it is trimmed with the other
+//! surrounding whitespace), so every record starts on its own physical line
+//! and line numbers, which make message ids, are unique within a file.
+
+use std::fmt;
+use std::io::{self, Read};
+
+use csv_core::{ReadRecordResult, Reader, ReaderBuilder, Terminator};
+
+use super::buffer::Buffer;
+use super::{invalid, Limits, MessageField, Parsed, Rules};
+
+const NO_DEFAULT: &str = "line has only a userId and the job has no default message";
+const EMPTY_MESSAGE: &str = "alertMessage is empty and the job has no default message";
+const UNTERMINATED: &str = "unterminated quoted field: a \" opened in this record is never closed";
+
+/// How many field ends csv-core may report per call; more fields than this
+/// are only counted.
+const ENDS: usize = 4;
+
+/// The CSV parser's state between records.
+pub(super) struct CsvParser {
+    machine: Reader,
+    /// The unquoted fields of the current record, back to back. Grows up to
+    /// `max_fields_len`; a record whose fields do not fit is too long.
+    fields: Vec<u8>,
+    max_fields_len: usize,
+    /// The first record of an input may be a header.
+    header_allowed: bool,
+}
+
+impl fmt::Debug for CsvParser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CsvParser")
+            .field("fields_capacity", &self.fields.len())
+            .field("header_allowed", &self.header_allowed)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What csv-core made of one record.
+enum RawRecord {
+    /// The fields fit: `count` fields, the first two ending at `ends`
+    /// (offsets into `CsvParser::fields`), `len` bytes of fields in all.
+    Fields {
+        count: usize,
+        ends: [usize; 2],
+        len: usize,
+    },
+    /// Longer than `max_record_bytes`; skipped.
+    TooLong,
+    /// The input ended inside a quoted field.
+    Unterminated,
+}
+
+impl CsvParser {
+    pub(super) fn new(limits: &Limits, at_input_start: bool) -> Self {
+        let mut machine = ReaderBuilder::new()
+            .terminator(Terminator::Any(b'\n'))
+            .build();
+        // csv-core strips a BOM from the first bytes it ever sees. The record
+        // reader strips it itself, at byte 0 only; without this empty line a
+        // reader resumed mid-file would strip BOM-like bytes that a reader
+        // from the start keeps.
+        let _ = machine.read_record(b"\n", &mut [0u8; 1], &mut [0usize; 1]);
+        // Unquoted fields are never longer than the raw record, which may
+        // also hold the "\r" of its line break: fields that fill this are a
+        // record over the limit.
+        let max = limits.max_record_bytes.saturating_add(2);
+        CsvParser {
+            machine,
+            fields: vec![0; max.min(4096)],
+            max_fields_len: max,
+            header_allowed: at_input_start,
+        }
+    }
+
+    /// The next record or invalid line; `None` at the end of the input.
+    pub(super) fn next<R: Read>(
+        &mut self,
+        input: &mut Buffer<R>,
+        rules: &Rules,
+    ) -> io::Result<Option<Parsed>> {
+        loop {
+            if !skip_line_breaks(input)? {
+                return Ok(None);
+            }
+            let line = input.position().line;
+            match self.read_record(input, rules.limits().max_record_bytes)? {
+                RawRecord::TooLong => {
+                    self.header_allowed = false;
+                    return Ok(Some(rules.too_long(line)));
+                }
+                RawRecord::Unterminated => {
+                    self.header_allowed = false;
+                    return Ok(Some(invalid(line, UNTERMINATED)));
+                }
+                RawRecord::Fields { count, ends, len } => {
+                    if let Some(item) = self.interpret(line, count, ends, len, rules) {
+                        return Ok(Some(item));
+                    }
+                    // A blank record or the header: not an item.
+                }
+            }
+        }
+    }
+
+    /// Runs csv-core over one record, which starts at the first available
+    /// byte (not a line break), and consumes it with its terminator.
+    fn read_record<R: Read>(
+        &mut self,
+        input: &mut Buffer<R>,
+        max_record_bytes: usize,
+    ) -> io::Result<RawRecord> {
+        let mut len = 0; // bytes used in `fields`
+        let mut count = 0;
+        let mut first_ends = [0; 2];
+        let mut ends = [0; ENDS];
+        let mut overflow = false; // the fields did not fit: only skipping
+        let mut raw_len: u64 = 0; // bytes consumed, terminator included
+        let mut last_two = [0u8; 2]; // the last bytes consumed, to spot "\r\n"
+        loop {
+            let at_eof = input.available().is_empty() && !input.fill()?;
+            // At the end of the input, a line break closes the last record
+            // if it is complete, and lands inside the field if a quote is
+            // still open: csv-core has no other way to tell.
+            let data = if at_eof {
+                &b"\n"[..]
+            } else {
+                input.available()
+            };
+            if len == self.fields.len() {
+                if self.fields.len() < self.max_fields_len {
+                    let grown = (self.fields.len() * 2).min(self.max_fields_len);
+                    self.fields.resize(grown, 0);
+                } else {
+                    overflow = true;
+                    len = 0; // keep counting fields in the same space
+                }
+            }
+            let line_before = self.machine.line();
+            let (result, nin, nout, nend) =
+                self.machine
+                    .read_record(data, &mut self.fields[len..], &mut ends);
+            if !at_eof {
+                last_two = match nin {
+                    0 => last_two,
+                    1 => [last_two[1], data[0]],
+                    _ => [data[nin - 2], data[nin - 1]],
+                };
+                let newlines = self.machine.line() - line_before;
+                input.consume_counted(nin, newlines);
+                raw_len += nin as u64;
+            }
+            len += nout;
+            for &end in &ends[..nend] {
+                if count < 2 {
+                    first_ends[count] = end;
+                }
+                count += 1;
+            }
+            match result {
+                ReadRecordResult::Record | ReadRecordResult::End => break,
+                ReadRecordResult::InputEmpty if at_eof => {
+                    return Ok(if overflow || raw_len > max_record_bytes as u64 {
+                        RawRecord::TooLong
+                    } else {
+                        RawRecord::Unterminated
+                    });
+                }
+                ReadRecordResult::InputEmpty
+                | ReadRecordResult::OutputFull
+                | ReadRecordResult::OutputEndsFull => {}
+            }
+        }
+        let mut content_len = raw_len;
+        if last_two[1] == b'\n' && raw_len > 0 {
+            content_len -= 1 + u64::from(last_two[0] == b'\r');
+        }
+        if overflow || content_len > max_record_bytes as u64 {
+            return Ok(RawRecord::TooLong);
+        }
+        Ok(RawRecord::Fields {
+            count,
+            ends: first_ends,
+            len,
+        })
+    }
+
+    /// Turns a record's fields into an item, or `None` for a blank record or
+    /// the header.
+    fn interpret(
+        &mut self,
+        line: u64,
+        count: usize,
+        ends: [usize; 2],
+        len: usize,
+        rules: &Rules,
+    ) -> Option<Parsed> {
+        let fields = &self.fields[..len];
+        let first = fields[..ends[0]].trim_ascii();
+        // A row of empty fields (`,` is how spreadsheets export an empty
+        // row) carries no user: skip it like a blank line.
+        if first.is_empty() && fields.iter().all(u8::is_ascii_whitespace) {
+            return None;
+        }
+        let header_allowed = std::mem::replace(&mut self.header_allowed, false);
+        if count > 2 {
+            return Some(invalid(
+                line,
+                format!(
+                    "expected 1 or 2 fields, found {count} \
+                     (quote an alertMessage that contains commas)"
+                ),
+            ));
+        }
+        let second = if count == 2 {
+            fields[ends[0]..ends[1]].trim_ascii()
+        } else {
+            &[]
+        };
+        if header_allowed
+            && first.eq_ignore_ascii_case(b"userId")
+            && (count == 1 || second.eq_ignore_ascii_case(b"alertMessage"))
+        {
+            return None;
+        }
+        let (Ok(user_id), Ok(message)) = (std::str::from_utf8(first), std::str::from_utf8(second))
+        else {
+            return Some(invalid(line, "record is not valid UTF-8"));
+        };
+        let message = if count == 1 {
+            MessageField::Missing(NO_DEFAULT)
+        } else {
+            MessageField::non_empty(message, EMPTY_MESSAGE)
+        };
+        Some(rules.record(line, user_id.into(), message))
+    }
+}
+
+/// Consumes line breaks (blank lines) before a record. Returns `false` at the
+/// end of the input.
+fn skip_line_breaks<R: Read>(input: &mut Buffer<R>) -> io::Result<bool> {
+    loop {
+        let available = input.available();
+        let n = available
+            .iter()
+            .take_while(|&&b| b == b'\n' || b == b'\r')
+            .count();
+        let more = n < available.len();
+        input.consume(n);
+        if more {
+            return Ok(true);
+        }
+        if !input.fill()? {
+            return Ok(false);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{check_resume, invalid_at, parse, parse_with, rec};
+    use super::super::{Limits, Position};
+    use crate::model::Format;
+
+    fn csv(data: &str, default: Option<&str>) -> Vec<super::Parsed> {
+        check_resume(data.as_bytes(), Format::Csv, default, Limits::default())
+    }
+
+    #[test]
+    fn one_and_two_fields() {
+        assert_eq!(
+            csv("u1,Hello\nu2\n", Some("Default")),
+            [rec(1, "u1", "Hello"), rec(2, "u2", "Default")]
+        );
+    }
+
+    #[test]
+    fn one_field_without_a_default_message_is_invalid() {
+        let items = csv("u1\nu2,hi\n", None);
+        assert_eq!(
+            invalid_at(&items[0]),
+            (
+                1,
+                "line has only a userId and the job has no default message"
+            )
+        );
+        assert_eq!(items[1], rec(2, "u2", "hi"));
+    }
+
+    #[test]
+    fn an_empty_message_falls_back_to_the_default() {
+        assert_eq!(
+            csv("u1,\nu2, \t\n", Some("D")),
+            [rec(1, "u1", "D"), rec(2, "u2", "D")]
+        );
+        let items = csv("u1,\n", None);
+        assert_eq!(
+            invalid_at(&items[0]),
+            (
+                1,
+                "alertMessage is empty and the job has no default message"
+            )
+        );
+    }
+
+    #[test]
+    fn fields_are_trimmed() {
+        assert_eq!(
+            csv("  u1 \t,  Hello there  \r\n", None),
+            [rec(1, "u1", "Hello there")]
+        );
+    }
+
+    #[test]
+    fn quotes_protect_commas_quotes_and_newlines() {
+        let data = "u1,\"Hello, world\"\n\"u2\",\"Say \"\"hi\"\"\"\nu3,\"two\nlines\r\nthree\"\nu4,after\n";
+        assert_eq!(
+            csv(data, None),
+            [
+                rec(1, "u1", "Hello, world"),
+                rec(2, "u2", "Say \"hi\""),
+                rec(3, "u3", "two\nlines\r\nthree"),
+                // The quoted newlines moved the line count along.
+                rec(6, "u4", "after"),
+            ]
+        );
+    }
+
+    #[test]
+    fn more_than_two_fields_is_invalid() {
+        let items = csv("u1,Hello, world\nu2,ok\n", None);
+        assert_eq!(
+            invalid_at(&items[0]),
+            (
+                1,
+                "expected 1 or 2 fields, found 3 (quote an alertMessage that contains commas)"
+            )
+        );
+        assert_eq!(items[1], rec(2, "u2", "ok"));
+        let items = csv(&format!("u1{}\n", ",x".repeat(50)), None);
+        assert!(invalid_at(&items[0]).1.contains("found 51"));
+    }
+
+    #[test]
+    fn crlf_and_lf_mix() {
+        assert_eq!(
+            csv("u1,a\r\nu2,b\nu3,c\r\n\r\nu4,d", None),
+            [
+                rec(1, "u1", "a"),
+                rec(2, "u2", "b"),
+                rec(3, "u3", "c"),
+                rec(5, "u4", "d")
+            ]
+        );
+    }
+
+    #[test]
+    fn positions_are_just_after_each_line() {
+        let data = b"u1,a\r\n\nu2,b\nu3";
+        let mut reader = super::super::RecordReader::new(
+            &data[..],
+            Format::Csv,
+            Some("d".into()),
+            Limits::default(),
+            Position::START,
+        );
+        let mut positions = Vec::new();
+        while reader.next_record().ok().flatten().is_some() {
+            positions.push(reader.position());
+        }
+        assert_eq!(
+            positions,
+            [
+                Position { byte: 6, line: 2 },
+                Position { byte: 12, line: 4 },
+                Position { byte: 14, line: 4 },
+            ]
+        );
+    }
+
+    #[test]
+    fn blank_lines_are_not_records() {
+        assert_eq!(
+            csv("\n\nu1,a\n\n   \n\t\r\n,\n , \n,,,\nu2,b\n\n", None),
+            [rec(3, "u1", "a"), rec(10, "u2", "b")]
+        );
+        assert_eq!(csv("\n\r\n  \n", None), []);
+        assert_eq!(csv("", None), []);
+    }
+
+    #[test]
+    fn a_bom_at_the_start_is_skipped() {
+        assert_eq!(csv("\u{feff}u1,a\n", None), [rec(1, "u1", "a")]);
+        // Only at the start: elsewhere it is part of the data.
+        let items = csv("u1,a\n\u{feff}u2,b\n", None);
+        assert_eq!(items[1], rec(2, "\u{feff}u2", "b"));
+    }
+
+    #[test]
+    fn a_header_is_skipped_only_as_the_first_record() {
+        for header in [
+            "userId,alertMessage",
+            "userid,ALERTMESSAGE",
+            " userId , alertMessage ",
+            "\"userId\",\"alertMessage\"",
+            "userId",
+            "\u{feff}userId,alertMessage",
+            "\n\nuserId,alertMessage",
+        ] {
+            let data = format!("{header}\r\nu1,hi\nuserId,alertMessage\n");
+            let items = csv(&data, None);
+            let first = 2 + header.matches('\n').count() as u64;
+            assert_eq!(
+                items,
+                [
+                    rec(first, "u1", "hi"),
+                    rec(first + 1, "userId", "alertMessage")
+                ],
+                "{header:?}"
+            );
+        }
+        // Not headers: a user id that merely starts like one, a third column.
+        assert_eq!(
+            csv("userIds,alertMessage\n", None)[0],
+            rec(1, "userIds", "alertMessage")
+        );
+        assert_eq!(
+            csv("userId,message\n", None)[0],
+            rec(1, "userId", "message")
+        );
+        assert!(matches!(
+            csv("userId,alertMessage,x\n", None)[0],
+            super::Parsed::Invalid(_)
+        ));
+        // A header after an invalid first record is a record.
+        let items = csv("a,b,c\nuserId\n", Some("d"));
+        assert_eq!(items[1], rec(2, "userId", "d"));
+    }
+
+    #[test]
+    fn a_resumed_reader_does_not_look_for_a_header() {
+        let data = b"u0,x\nuserId,alertMessage\n";
+        let reader = super::super::RecordReader::new(
+            &data[5..],
+            Format::Csv,
+            None,
+            Limits::default(),
+            Position { byte: 5, line: 2 },
+        );
+        let (items, _) = super::super::tests::collect(reader);
+        assert_eq!(items[0].0, rec(2, "userId", "alertMessage"));
+    }
+
+    #[test]
+    fn invalid_utf8_is_invalid_and_reading_goes_on() {
+        let items = check_resume(
+            b"u1,caf\xe9\n\xff\nu2,ok\n",
+            Format::Csv,
+            Some("d"),
+            Limits::default(),
+        );
+        assert_eq!(invalid_at(&items[0]), (1, "record is not valid UTF-8"));
+        assert_eq!(invalid_at(&items[1]), (2, "record is not valid UTF-8"));
+        assert_eq!(items[2], rec(3, "u2", "ok"));
+    }
+
+    #[test]
+    fn an_unterminated_quote_at_the_end_is_invalid() {
+        let items = csv("u1,a\nu2,\"never closed\nu3,x\n", None);
+        assert_eq!(items[0], rec(1, "u1", "a"));
+        assert_eq!(
+            invalid_at(&items[1]),
+            (
+                2,
+                "unterminated quoted field: a \" opened in this record is never closed"
+            )
+        );
+        assert_eq!(items.len(), 2);
+        // A closed quote at the very end is fine.
+        assert_eq!(csv("u1,\"a\"", None), [rec(1, "u1", "a")]);
+    }
+
+    #[test]
+    fn quotes_inside_an_unquoted_field_are_literal() {
+        assert_eq!(csv("u1,say \"hi\"\n", None), [rec(1, "u1", "say \"hi\"")]);
+    }
+
+    #[test]
+    fn a_too_long_record_is_skipped_and_the_next_one_read() {
+        let limits = Limits {
+            max_record_bytes: 20,
+            ..Limits::default()
+        };
+        let long = "x".repeat(100_000);
+        let data = format!(
+            "u1,{long}\nu2,ok\nu3,\"{long}\n,{long}\"\nu4,ok\n\"{long}\"\nu5,ok\nu6,{long}"
+        );
+        let items = check_resume(data.as_bytes(), Format::Csv, None, limits);
+        let reason = "record longer than 20 bytes";
+        assert_eq!(invalid_at(&items[0]), (1, reason));
+        assert_eq!(items[1], rec(2, "u2", "ok"));
+        assert_eq!(invalid_at(&items[2]), (3, reason));
+        assert_eq!(items[3], rec(5, "u4", "ok"));
+        assert_eq!(invalid_at(&items[4]), (6, reason));
+        assert_eq!(items[5], rec(7, "u5", "ok"));
+        assert_eq!(invalid_at(&items[6]), (8, reason));
+        assert_eq!(items.len(), 7);
+    }
+
+    #[test]
+    fn the_record_limit_is_exact_and_ignores_the_line_terminator() {
+        let limits = Limits {
+            max_record_bytes: 10,
+            ..Limits::default()
+        };
+        // Ten bytes, with LF, CRLF and no terminator: all fit.
+        for data in ["u1,4567890\n", "u1,4567890\r\n", "u1,4567890"] {
+            assert_eq!(
+                parse_with(data.as_bytes(), Format::Csv, None, limits),
+                [rec(1, "u1", "4567890")]
+            );
+        }
+        let items = parse_with(b"u1,45678901\n", Format::Csv, None, limits);
+        assert_eq!(invalid_at(&items[0]), (1, "record longer than 10 bytes"));
+        // Quoting counts: the raw record is what is limited.
+        let items = parse_with(b"u1,\"\"\"\"\"\"\"\"\n", Format::Csv, None, limits);
+        assert_eq!(invalid_at(&items[0]), (1, "record longer than 10 bytes"));
+    }
+
+    #[test]
+    fn an_unterminated_quote_longer_than_the_limit_is_too_long() {
+        let limits = Limits {
+            max_record_bytes: 10,
+            ..Limits::default()
+        };
+        let items = parse_with(b"u1,\"abc\nu2,def\nu3\n", Format::Csv, None, limits);
+        assert_eq!(invalid_at(&items[0]), (1, "record longer than 10 bytes"));
+        assert_eq!(items.len(), 1);
+    }
+
+    #[test]
+    fn control_characters_in_a_user_id_are_invalid() {
+        let items = parse(b"\"u\n1\",hi\nu\x1b2,hi\n", Format::Csv, None);
+        assert_eq!(
+            invalid_at(&items[0]),
+            (1, "userId contains a control character (U+000A)")
+        );
+        assert_eq!(
+            invalid_at(&items[1]),
+            (3, "userId contains a control character (U+001B)")
+        );
+    }
+
+    #[test]
+    fn an_empty_user_id_is_invalid() {
+        let items = csv(",hello\n\"\",hi\n", None);
+        assert_eq!(invalid_at(&items[0]), (1, "userId is empty"));
+        assert_eq!(invalid_at(&items[1]), (2, "userId is empty"));
+    }
+
+    #[test]
+    fn unicode_passes_through() {
+        assert_eq!(
+            csv("usér-1,Votre commande 📦 est partie\n", None),
+            [rec(1, "usér-1", "Votre commande 📦 est partie")]
+        );
+    }
+}

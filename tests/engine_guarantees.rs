@@ -406,3 +406,29 @@ async fn graceful_shutdown_leaves_nothing_leased_or_in_doubt() {
     assert_eq!(seen.len() as u64, lines);
     assert_eq!(sink.call_count() as u64, lines, "a message was sent twice");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_inputs_give_every_record_its_own_id() {
+    // A minified JSON array (every element on line 1) and JSON Lines with a
+    // wrong type: ids stay distinct and the bad record is reported.
+    let mut array = String::from("[");
+    for i in 1..=100 {
+        array.push_str(&format!("{{\"userId\":\"u{i}\",\"alertMessage\":\"hi {i}\"}},"));
+    }
+    array.push_str("{\"userId\":42,\"alertMessage\":\"numeric id\"},{\"userId\":[1]}]");
+    let jsonl = "{\"userId\":\"a\",\"alertMessage\":\"x\"}\n{\"userId\":true}\n{\"userId\":\"b\"}\n";
+    let backend = MemoryBackend::new();
+    let sink = ScriptedSink::ok(Duration::ZERO);
+    let engine = engine(&backend, sink.clone(), fast_config());
+
+    let array_input = Input::from_bytes("users.json", array.into_bytes(), None, None);
+    let report = engine.run_once(&array_input).await.unwrap();
+    assert_eq!((report.lines, report.delivered, report.invalid), (102, 101, 1), "{report:?}");
+    account(&backend, &report, 1..=102).await;
+
+    let jsonl_input = Input::from_bytes("users.jsonl", jsonl.as_bytes().to_vec(), None, Some("default".into()));
+    let report = engine.run_once(&jsonl_input).await.unwrap();
+    assert_eq!((report.lines, report.delivered, report.invalid), (3, 2, 1), "{report:?}");
+    account(&backend, &report, 1..=3).await;
+    assert_eq!(sink.calls_per_id().len(), 103);
+}

@@ -40,7 +40,8 @@ use crate::model::{DeadLetter, JobId, Lease, Push, Pushed, QueueStats, Settle};
 /// - [`release`](Queue::release) returns an unsent batch to the front of the
 ///   ready queue at once, as if it had never been leased.
 /// - [`replay`](Queue::replay) moves dead letters back to ready with their
-///   attempts reset and takes them out of the `dead` counts.
+///   `attempts` reset to 0 and `first_attempt_ms` cleared (so the retry age
+///   limit starts again), and takes them out of the `dead` counts.
 ///
 /// # Errors
 ///

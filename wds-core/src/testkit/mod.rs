@@ -1,0 +1,236 @@
+//! The conformance suite every [`Queue`] and [`OffsetStore`] backend runs.
+//!
+//! Each check is a plain `pub async fn(&dyn Queue, &dyn OffsetStore)` that
+//! exercises one part of the `# Contract` sections of [`Queue`] and
+//! [`OffsetStore`] and panics with a message naming the rule it saw broken.
+//! Both arguments MUST be views of one fresh, empty backend: the checks
+//! count what the queue holds.
+//!
+//! [`run_all`] runs every check, each on a new backend made by your factory,
+//! and panics at the end with the list of the checks that failed (each
+//! failure's own panic message is printed as it happens, too).
+//!
+//! # Writing a backend
+//!
+//! Enable the `testkit` feature in your backend's dev-dependencies:
+//!
+//! ```toml
+//! [dev-dependencies]
+//! wds-core = { version = "0.1", features = ["testkit"] }
+//! tokio = { version = "1", features = ["rt-multi-thread", "macros"] }
+//! ```
+//!
+//! and run the suite from an integration test, on the concrete type and
+//! through trait objects (which is how the engine holds a backend):
+//!
+//! ```ignore
+//! // tests/conformance.rs
+//! use std::sync::Arc;
+//!
+//! use wds_core::{testkit, OffsetStore, Queue};
+//! use my_backend::MyBackend;
+//!
+//! /// A fresh, empty backend per check (a new database, key prefix, …).
+//! async fn fresh() -> MyBackend {
+//!     MyBackend::connect(&test_url(), &unique_prefix()).await.unwrap()
+//! }
+//!
+//! #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+//! async fn conformance() {
+//!     testkit::run_all(fresh).await;
+//! }
+//!
+//! #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+//! async fn conformance_through_trait_objects() {
+//!     testkit::run_all_views(|| async {
+//!         let backend = fresh().await;
+//!         let queue: Arc<dyn Queue> = Arc::new(backend.clone());
+//!         let offsets: Arc<dyn OffsetStore> = Arc::new(backend);
+//!         (queue, offsets)
+//!     })
+//!     .await;
+//! }
+//!
+//! // One check alone, while you work on it:
+//! #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+//! async fn reclaim() {
+//!     let backend = fresh().await;
+//!     testkit::expired_lease_is_reclaimed(&backend, &backend).await;
+//! }
+//! ```
+//!
+//! # Requirements
+//!
+//! The checks run on a Tokio runtime with the time driver enabled (any
+//! `#[tokio::test]`), sleep on the wall clock ([`crate::now_ms`], which lease
+//! deadlines and retry times use), and take a few seconds in all. Lease
+//! expiry is exercised with ttls of 200–500 ms; nothing is asserted to *not*
+//! happen unless it would be well early, and what must happen is polled for
+//! generously, so the suite holds on a slow, loaded machine.
+//!
+//! # Readings of the contract
+//!
+//! Where the contract leaves room, the suite takes the reading an
+//! experienced user would expect, and no more:
+//!
+//! - one push is leased as one batch holding its messages in order;
+//! - `lease(n)` may return fewer than `n` batches, but not none while one is ready;
+//! - a replay resets `attempts` (what `first_attempt_ms` becomes is not checked),
+//!   and the order of dead letters and of replayed messages is not checked;
+//! - a push to a job that was never claimed fails with some error, not
+//!   necessarily [`crate::Error::UnknownJob`]; a settle that does not name
+//!   every message exactly once fails with some error;
+//! - `finished_ms` is `None` until the job is first `Done` (its value after a
+//!   replay is not checked);
+//! - `reports()` lists jobs newest first by claim order (the checks claim
+//!   with increasing `created_ms` too, so either clock agrees).
+
+use std::any::Any;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+
+use crate::{OffsetStore, Queue};
+
+mod claims;
+mod lease;
+mod push;
+mod replay;
+mod settle;
+mod stats;
+mod support;
+
+pub use claims::{
+    claim_creates_a_job_once, claims_of_different_identities_differ,
+    concurrent_claims_make_one_job, unknown_jobs_are_refused,
+};
+pub use lease::{
+    expired_lease_is_reclaimed, expired_leases_come_first, extend_keeps_the_lease,
+    lease_in_push_order, leased_batch_has_one_holder, release_returns_the_batch_at_once,
+    sending_mark_is_sticky,
+};
+pub use push::{
+    job_state_follows_reading_and_accounting, push_ahead_conflicts, push_applies_atomically,
+    repush_changes_nothing,
+};
+pub use replay::{replay_of_all_jobs, replay_of_one_job};
+pub use settle::{
+    retry_waits_until_due, settle_dead_records_a_dead_letter, settle_delivered_records_the_receipt,
+    settle_must_name_every_message_once, settle_requires_a_held_lease,
+};
+pub use stats::stats_count_messages;
+
+/// How long one check may take before it counts as failed (hung).
+const CHECK_TIMEOUT: Duration = Duration::from_secs(60);
+
+type Check = for<'a> fn(&'a dyn Queue, &'a dyn OffsetStore) -> BoxFuture<'a, ()>;
+
+macro_rules! checks {
+    ($($name:ident),* $(,)?) => {
+        &[$((stringify!($name), {
+            fn run<'a>(q: &'a dyn Queue, s: &'a dyn OffsetStore) -> BoxFuture<'a, ()> {
+                Box::pin($name(q, s))
+            }
+            run as Check
+        })),*]
+    };
+}
+
+/// Every check, in the order [`run_all`] runs them.
+const CHECKS: &[(&str, Check)] = checks![
+    claim_creates_a_job_once,
+    claims_of_different_identities_differ,
+    concurrent_claims_make_one_job,
+    unknown_jobs_are_refused,
+    push_applies_atomically,
+    repush_changes_nothing,
+    push_ahead_conflicts,
+    job_state_follows_reading_and_accounting,
+    lease_in_push_order,
+    leased_batch_has_one_holder,
+    settle_delivered_records_the_receipt,
+    settle_dead_records_a_dead_letter,
+    settle_must_name_every_message_once,
+    settle_requires_a_held_lease,
+    expired_lease_is_reclaimed,
+    sending_mark_is_sticky,
+    expired_leases_come_first,
+    extend_keeps_the_lease,
+    release_returns_the_batch_at_once,
+    retry_waits_until_due,
+    replay_of_one_job,
+    replay_of_all_jobs,
+    stats_count_messages,
+];
+
+/// Runs every check, each on a fresh backend from `make`, which serves as
+/// both the [`Queue`] and the [`OffsetStore`].
+///
+/// # Panics
+///
+/// After running them all, if any check failed or hung, listing each with
+/// its message.
+pub async fn run_all<F, Fut, B>(mut make: F)
+where
+    F: FnMut() -> Fut + Send,
+    Fut: Future<Output = B> + Send,
+    B: Queue + OffsetStore + Clone,
+{
+    run_all_views(move || {
+        let backend = make();
+        async move {
+            let backend = backend.await;
+            (backend.clone(), backend)
+        }
+    })
+    .await;
+}
+
+/// Runs every check, each on a fresh pair of views of one backend from
+/// `make`: use it to run the suite through `Arc<dyn Queue>` and
+/// `Arc<dyn OffsetStore>`, or when the two views are different types.
+///
+/// # Panics
+///
+/// After running them all, if any check failed or hung, listing each with
+/// its message.
+pub async fn run_all_views<F, Fut, Q, S>(mut make: F)
+where
+    F: FnMut() -> Fut + Send,
+    Fut: Future<Output = (Q, S)> + Send,
+    Q: Queue,
+    S: OffsetStore,
+{
+    let mut failures = Vec::new();
+    for (name, check) in CHECKS {
+        let (queue, offsets) = make().await;
+        let run = AssertUnwindSafe(check(&queue, &offsets)).catch_unwind();
+        match tokio::time::timeout(CHECK_TIMEOUT, run).await {
+            Ok(Ok(())) => {}
+            Ok(Err(panic)) => failures.push(format!("{name}: {}", panic_message(&*panic))),
+            Err(_) => failures.push(format!("{name}: did not finish within {CHECK_TIMEOUT:?}")),
+        }
+    }
+    if !failures.is_empty() {
+        panic!(
+            "{} of {} conformance checks failed:\n- {}",
+            failures.len(),
+            CHECKS.len(),
+            failures.join("\n- ")
+        );
+    }
+}
+
+/// The message a panic was raised with.
+fn panic_message(payload: &(dyn Any + Send)) -> &str {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s
+    } else {
+        "(a panic without a message)"
+    }
+}

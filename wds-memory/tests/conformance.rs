@@ -1,0 +1,23 @@
+//! The `wds_core::testkit` conformance suite, run on [`MemoryBackend`] as
+//! the concrete type and through `Arc<dyn Queue>` / `Arc<dyn OffsetStore>`.
+
+use std::sync::Arc;
+
+use wds_core::{testkit, OffsetStore, Queue};
+use wds_memory::MemoryBackend;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_backend_conforms() {
+    testkit::run_all(|| async { MemoryBackend::default() }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_backend_conforms_through_trait_objects() {
+    testkit::run_all_views(|| async {
+        let backend = MemoryBackend::default();
+        let queue: Arc<dyn Queue> = Arc::new(backend.clone());
+        let offsets: Arc<dyn OffsetStore> = Arc::new(backend);
+        (queue, offsets)
+    })
+    .await;
+}

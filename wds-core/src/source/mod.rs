@@ -64,9 +64,9 @@ impl Input {
         default_message: Option<String>,
     ) -> Self {
         let bytes: Arc<[u8]> = bytes.into();
-        let mut hasher = Sha256::new();
+        let mut hasher = IdentityHasher::new();
         hasher.update(&bytes);
-        let identity = identity_of(hasher, format, default_message.as_deref());
+        let identity = hasher.finish(format, default_message.as_deref());
         Input {
             name: name.into(),
             identity,
@@ -92,7 +92,7 @@ impl Input {
             source,
         };
         let mut file = std::fs::File::open(path).map_err(io_err)?;
-        let mut hasher = Sha256::new();
+        let mut hasher = IdentityHasher::new();
         let mut buf = vec![0u8; 256 * 1024];
         loop {
             let n = file.read(&mut buf).map_err(io_err)?;
@@ -101,7 +101,7 @@ impl Input {
             }
             hasher.update(&buf[..n]);
         }
-        let identity = identity_of(hasher, format, default_message.as_deref());
+        let identity = hasher.finish(format, default_message.as_deref());
         Ok(Input {
             name,
             identity,
@@ -130,22 +130,54 @@ impl Input {
 pub trait ReadSeek: std::io::Read + std::io::Seek + Send {}
 impl<T: std::io::Read + std::io::Seek + Send> ReadSeek for T {}
 
-fn identity_of(hasher: Sha256, format: Option<Format>, default_message: Option<&str>) -> String {
-    let mut hasher = hasher;
-    // Separate the parts so different (content, message) pairs cannot collide.
-    hasher.update(b"\0format=");
-    hasher.update(format.map(Format::as_str).unwrap_or("auto").as_bytes());
-    hasher.update(b"\0message=");
-    if let Some(m) = default_message {
-        hasher.update(b"some:");
-        hasher.update(m.as_bytes());
+/// Computes an input's identity while its bytes stream past, e.g. during an
+/// upload, so the job id is known before the file is handed to a source.
+///
+/// ```
+/// use wds_core::{source::IdentityHasher, Input, JobId};
+/// let mut h = IdentityHasher::new();
+/// h.update(b"u1,");
+/// h.update(b"hi\n");
+/// let identity = h.finish(None, None);
+/// assert_eq!(identity, Input::from_bytes("x", b"u1,hi\n".to_vec(), None, None).identity);
+/// let job = JobId::from_identity(&identity);
+/// # let _ = job;
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct IdentityHasher {
+    content: Sha256,
+}
+
+impl IdentityHasher {
+    /// A hasher over no bytes yet.
+    pub fn new() -> Self {
+        Self::default()
     }
-    let digest = hasher.finalize();
-    let mut s = String::from("sha256:");
-    for b in digest {
-        s.push_str(&format!("{b:02x}"));
+
+    /// Feeds the next bytes of the content.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.content.update(bytes);
     }
-    s
+
+    /// The identity of the content with this format (`None`: detected) and
+    /// default message, as [`Input::identity`] holds it.
+    pub fn finish(self, format: Option<Format>, default_message: Option<&str>) -> String {
+        let mut hasher = self.content;
+        // Separate the parts so different (content, message) pairs cannot collide.
+        hasher.update(b"\0format=");
+        hasher.update(format.map(Format::as_str).unwrap_or("auto").as_bytes());
+        hasher.update(b"\0message=");
+        if let Some(m) = default_message {
+            hasher.update(b"some:");
+            hasher.update(m.as_bytes());
+        }
+        let digest = hasher.finalize();
+        let mut s = String::from("sha256:");
+        for b in digest {
+            s.push_str(&format!("{b:02x}"));
+        }
+        s
+    }
 }
 
 /// Yields inputs that are complete and ready to read.

@@ -1,0 +1,479 @@
+//! [`HttpSink`]: delivers each message as a signed Standard Webhooks call.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::{Client, Response, Url};
+use serde::Serialize;
+use wds_core::{Delivered, Message, Sink, SinkError};
+
+use crate::classify::{self, Class, REASON_BODY_BYTES};
+use crate::signature::{self, Secret, SecretError};
+
+/// The header carrying the message id (the idempotency key).
+pub const WEBHOOK_ID: &str = "webhook-id";
+/// The header carrying the attempt's unix time in seconds.
+pub const WEBHOOK_TIMESTAMP: &str = "webhook-timestamp";
+/// The header carrying the space-separated `v1,<base64>` signatures.
+pub const WEBHOOK_SIGNATURE: &str = "webhook-signature";
+
+/// The request timeout when none is set.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How much of a response body is read so that its keep-alive connection can
+/// go back to the pool; a larger body is abandoned with its connection.
+const DRAIN_LIMIT: usize = 64 * 1024;
+
+/// Headers the sink sets itself, which `header()` may not override.
+const RESERVED: [&str; 6] = [
+    WEBHOOK_ID,
+    WEBHOOK_TIMESTAMP,
+    WEBHOOK_SIGNATURE,
+    "content-type",
+    "content-length",
+    "host",
+];
+
+/// The webhook body, `{"userId": …, "alertMessage": …}` in that order.
+#[derive(Serialize)]
+struct Body<'a> {
+    #[serde(rename = "userId")]
+    user_id: &'a str,
+    #[serde(rename = "alertMessage")]
+    alert_message: &'a str,
+}
+
+/// A [`Sink`] that POSTs each message to one URL as JSON
+/// `{"userId": …, "alertMessage": …}` with the
+/// [Standard Webhooks](https://www.standardwebhooks.com/) headers:
+/// `webhook-id` (the message id, the same on every retry), `webhook-timestamp`
+/// and, when secrets are configured, `webhook-signature`.
+///
+/// One pooled keep-alive [`reqwest::Client`] serves every call; cloning the
+/// sink shares it. Redirects are not followed.
+///
+/// # Classification
+///
+/// | response | result |
+/// | --- | --- |
+/// | 2xx | `Ok(Delivered { status })` |
+/// | 429 | [`SinkError::RateLimited`] with `Retry-After` (seconds or HTTP-date) |
+/// | 408, 425, 5xx except 501, timeout, connection error | [`SinkError::Retryable`] |
+/// | 3xx, 410, 501, other 4xx | [`SinkError::Permanent`] with the status and the start of the body |
+///
+/// ```no_run
+/// # async fn demo(message: wds_core::Message) -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use wds_core::Sink;
+///
+/// let sink = wds_http::HttpSink::builder("http://127.0.0.1:9000/webhook")
+///     .timeout(Duration::from_secs(5))
+///     .secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+///     .build()?;
+/// let delivered = sink.deliver(&message).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct HttpSink {
+    client: Client,
+    url: Url,
+    secrets: Arc<[Secret]>,
+    timeout: Duration,
+}
+
+impl fmt::Debug for HttpSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpSink")
+            .field("url", &self.url.as_str())
+            .field("secrets", &self.secrets.len())
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpSink {
+    /// Starts building a sink that posts to `url`.
+    pub fn builder(url: impl Into<String>) -> HttpSinkBuilder {
+        HttpSinkBuilder {
+            url: url.into(),
+            timeout: DEFAULT_TIMEOUT,
+            secrets: Vec::new(),
+            headers: Vec::new(),
+        }
+    }
+
+    /// The endpoint.
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// The per-request timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The JSON body sent for `message`.
+    ///
+    /// # Errors
+    ///
+    /// Never in practice (two strings always serialize); kept fallible so a
+    /// failure is a [`SinkError::Permanent`] rather than a panic.
+    pub fn body(message: &Message) -> Result<Vec<u8>, SinkError> {
+        serde_json::to_vec(&Body {
+            user_id: &message.user_id,
+            alert_message: &message.alert_message,
+        })
+        .map_err(|e| SinkError::permanent(format!("cannot encode the webhook body: {e}")))
+    }
+
+    async fn classify_response(&self, response: Response) -> Result<Delivered, SinkError> {
+        let status = response.status();
+        let code = status.as_u16();
+        match classify::classify(code) {
+            Class::Delivered => {
+                // The status is the confirmation; the body only matters for
+                // returning the connection to the pool.
+                let _ = read_prefix(response, 0).await;
+                Ok(Delivered { status: Some(code) })
+            }
+            Class::RateLimited => {
+                let retry_after = response
+                    .headers()
+                    .get(RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| classify::parse_retry_after(v, SystemTime::now()));
+                let _ = read_prefix(response, 0).await;
+                Err(SinkError::RateLimited { retry_after })
+            }
+            Class::Retryable | Class::Permanent => {
+                let body = read_prefix(response, REASON_BODY_BYTES + 4)
+                    .await
+                    .unwrap_or_default();
+                Err(classify::failure(code, status.canonical_reason(), &body))
+            }
+        }
+    }
+
+    fn transport_error(&self, e: reqwest::Error) -> SinkError {
+        if e.is_builder() {
+            // The request itself is malformed: sending it again cannot help.
+            return SinkError::permanent(format!("cannot build the request: {}", chain(&e)));
+        }
+        let reason = if e.is_timeout() {
+            format!("no response within {:?}", self.timeout)
+        } else if e.is_connect() {
+            format!("connection failed: {}", chain(&e))
+        } else {
+            format!("request failed: {}", chain(&e))
+        };
+        SinkError::retryable(reason)
+    }
+}
+
+#[async_trait]
+impl Sink for HttpSink {
+    async fn deliver(&self, message: &Message) -> Result<Delivered, SinkError> {
+        let body = Self::body(message)?;
+        let id = message.id.to_string();
+        let id_value = HeaderValue::from_str(&id).map_err(|_| {
+            SinkError::permanent(format!(
+                "message id {id:?} cannot be sent in a webhook-id header"
+            ))
+        })?;
+        // A fresh timestamp per attempt (the spec's replay protection); the
+        // id stays the same so the receiver can drop repeats.
+        let now = signature::unix_seconds(SystemTime::now());
+        let timestamp = now.to_string();
+        let mut headers = HeaderMap::with_capacity(4);
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(WEBHOOK_ID, id_value);
+        headers.insert(WEBHOOK_TIMESTAMP, HeaderValue::from(now));
+        if !self.secrets.is_empty() {
+            let signatures = signature::sign(&self.secrets, &id, &timestamp, &body);
+            // Base64, commas and spaces only: always a valid header value.
+            if let Ok(v) = HeaderValue::from_str(&signatures) {
+                headers.insert(WEBHOOK_SIGNATURE, v);
+            }
+        }
+        let request = self
+            .client
+            .post(self.url.clone())
+            .headers(headers)
+            .body(body);
+        match request.send().await {
+            Ok(response) => self.classify_response(response).await,
+            Err(e) => Err(self.transport_error(e)),
+        }
+    }
+}
+
+/// Reads the body, keeping at most `keep` bytes and reading at most
+/// [`DRAIN_LIMIT`], so that a small body leaves the connection reusable.
+async fn read_prefix(mut response: Response, keep: usize) -> Result<Vec<u8>, reqwest::Error> {
+    let mut kept = Vec::new();
+    let mut read = 0usize;
+    while let Some(chunk) = response.chunk().await? {
+        if kept.len() < keep {
+            let room = keep - kept.len();
+            kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        }
+        read += chunk.len();
+        if read > DRAIN_LIMIT {
+            break;
+        }
+    }
+    Ok(kept)
+}
+
+/// An error and its sources, joined with `: ` (reqwest puts the useful part,
+/// such as "connection refused", in the sources).
+fn chain(e: &dyn StdError) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// Builds an [`HttpSink`]; see [`HttpSink::builder`].
+#[derive(Clone)]
+#[must_use = "call build() to get the sink"]
+pub struct HttpSinkBuilder {
+    url: String,
+    timeout: Duration,
+    secrets: Vec<String>,
+    headers: Vec<(String, String)>,
+}
+
+impl fmt::Debug for HttpSinkBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpSinkBuilder")
+            .field("url", &self.url)
+            .field("timeout", &self.timeout)
+            .field("secrets", &self.secrets.len())
+            .field("headers", &self.headers)
+            .finish()
+    }
+}
+
+impl HttpSinkBuilder {
+    /// The whole-request timeout (connect, send, response); default 10 s.
+    /// A call that runs out of time is [`SinkError::Retryable`].
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Adds a signing secret (`whsec_<base64>`). Each secret adds one
+    /// signature to `webhook-signature`, in the order added.
+    pub fn secret(mut self, secret: impl Into<String>) -> Self {
+        self.secrets.push(secret.into());
+        self
+    }
+
+    /// Adds several signing secrets, e.g. the old and the new one during a
+    /// key rotation.
+    pub fn secrets<I, S>(mut self, secrets: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.secrets.extend(secrets.into_iter().map(Into::into));
+        self
+    }
+
+    /// Adds a header sent with every call (for example an API key). The
+    /// Standard Webhooks headers, `content-type`, `content-length` and
+    /// `host` are the sink's own and cannot be set here.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Validates the settings and builds the client.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError`] for a URL that does not parse or is not http(s) (https
+    /// needs the `rustls` feature), a secret that is not a valid `whsec_`
+    /// secret, an invalid or reserved header, or a zero timeout.
+    pub fn build(self) -> Result<HttpSink, BuildError> {
+        let url = Url::parse(self.url.trim()).map_err(|e| BuildError::InvalidUrl {
+            url: self.url.clone(),
+            reason: e.to_string(),
+        })?;
+        match url.scheme() {
+            "http" => {}
+            "https" if cfg!(feature = "rustls") => {}
+            "https" => return Err(BuildError::HttpsDisabled),
+            other => {
+                return Err(BuildError::UnsupportedScheme {
+                    scheme: other.to_owned(),
+                })
+            }
+        }
+        let has_host = matches!(url.host_str(), Some(host) if !host.is_empty());
+        if !has_host {
+            return Err(BuildError::InvalidUrl {
+                url: self.url,
+                reason: "the URL has no host".into(),
+            });
+        }
+        if self.timeout.is_zero() {
+            return Err(BuildError::ZeroTimeout);
+        }
+        let secrets = self
+            .secrets
+            .iter()
+            .enumerate()
+            .map(|(index, s)| {
+                Secret::parse(s).map_err(|source| BuildError::InvalidSecret { index, source })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut extra = HeaderMap::new();
+        for (name, value) in &self.headers {
+            let invalid = |reason: String| BuildError::InvalidHeader {
+                name: name.clone(),
+                reason,
+            };
+            let header = HeaderName::from_bytes(name.trim().as_bytes())
+                .map_err(|e| invalid(e.to_string()))?;
+            if RESERVED.contains(&header.as_str()) {
+                return Err(invalid("the sink sets this header itself".into()));
+            }
+            let value = HeaderValue::from_str(value).map_err(|e| invalid(e.to_string()))?;
+            extra.append(header, value);
+        }
+        let client = Client::builder()
+            .timeout(self.timeout)
+            .connect_timeout(self.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .tcp_nodelay(true)
+            .user_agent(concat!("wds-http/", env!("CARGO_PKG_VERSION")))
+            .default_headers(extra)
+            .build()
+            .map_err(|e| BuildError::Client(Box::new(e)))?;
+        Ok(HttpSink {
+            client,
+            url,
+            secrets: secrets.into(),
+            timeout: self.timeout,
+        })
+    }
+}
+
+/// Why [`HttpSinkBuilder::build`] failed. None of these is retryable: fix
+/// the configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The URL does not parse or has no host.
+    #[error("invalid webhook URL {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The URL's scheme is neither http nor https.
+    #[error("unsupported URL scheme {scheme:?}: use http or https")]
+    UnsupportedScheme {
+        /// The scheme given.
+        scheme: String,
+    },
+    /// An https URL was given but the crate was built without `rustls`.
+    #[error("https URLs need wds-http's `rustls` feature")]
+    HttpsDisabled,
+    /// A secret is not a valid `whsec_` secret.
+    #[error("signing secret #{index} is invalid: {source}")]
+    InvalidSecret {
+        /// Its position among the secrets added (from 0).
+        index: usize,
+        /// What is wrong with it.
+        #[source]
+        source: SecretError,
+    },
+    /// An extra header has an invalid or reserved name, or an invalid value.
+    #[error("invalid header {name:?}: {reason}")]
+    InvalidHeader {
+        /// The header name as given.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The timeout is zero, so every call would fail.
+    #[error("the request timeout must be greater than zero")]
+    ZeroTimeout,
+    /// The HTTP client could not be created (e.g. TLS initialization failed).
+    #[error("cannot create the HTTP client: {0}")]
+    Client(#[source] Box<dyn StdError + Send + Sync>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wds_core::{JobId, MessageId};
+
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    #[test]
+    fn body_is_exactly_user_id_and_alert_message() {
+        let m = Message {
+            id: MessageId {
+                job: JobId("j".into()),
+                line: 3,
+            },
+            user_id: "u\"1".into(),
+            alert_message: "hi, there".into(),
+            attempts: 2,
+            first_attempt_ms: Some(5),
+        };
+        let body = HttpSink::body(&m).unwrap();
+        assert_eq!(body, br#"{"userId":"u\"1","alertMessage":"hi, there"}"#);
+    }
+
+    #[test]
+    fn builder_rejects_bad_settings_clearly() {
+        let err = |b: HttpSinkBuilder| b.build().unwrap_err().to_string();
+        assert!(err(HttpSink::builder("not a url")).contains("invalid webhook URL"));
+        assert!(err(HttpSink::builder("ftp://x/y")).contains("unsupported URL scheme"));
+        let e = err(HttpSink::builder("http://h/").secret("s3cret"));
+        assert!(e.contains("#0") && e.contains("whsec_"), "{e}");
+        let e = err(HttpSink::builder("http://h/").secrets([SECRET, "whsec_???"]));
+        assert!(e.contains("#1") && e.contains("base64"), "{e}");
+        let e = err(HttpSink::builder("http://h/").header("webhook-id", "x"));
+        assert!(e.contains("sets this header itself"), "{e}");
+        let e = err(HttpSink::builder("http://h/").header("bad name", "x"));
+        assert!(e.contains("invalid header"), "{e}");
+        let e = err(HttpSink::builder("http://h/").timeout(Duration::ZERO));
+        assert!(e.contains("greater than zero"), "{e}");
+        let sink = HttpSink::builder(" http://127.0.0.1:1/hook ")
+            .secret(SECRET)
+            .header("x-api-key", "k")
+            .build()
+            .unwrap();
+        assert_eq!(sink.url().as_str(), "http://127.0.0.1:1/hook");
+        assert_eq!(sink.timeout(), DEFAULT_TIMEOUT);
+        assert!(!format!("{sink:?}").contains("MfKQ"));
+    }
+
+    #[test]
+    fn https_follows_the_rustls_feature() {
+        let r = HttpSink::builder("https://example.invalid/hook").build();
+        if cfg!(feature = "rustls") {
+            assert!(r.is_ok());
+        } else {
+            assert!(matches!(r, Err(BuildError::HttpsDisabled)));
+        }
+    }
+}

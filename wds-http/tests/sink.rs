@@ -1,0 +1,374 @@
+//! `HttpSink` against tiny real servers on loopback: what it sends, and how
+//! every family of answer (and non-answer) is classified.
+
+mod support;
+
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use base64::Engine as _;
+use tokio::net::TcpListener;
+use wds_http::signature::{self, Secret};
+use wds_http::wds_core::{Delivered, Sink, SinkError};
+use wds_http::HttpSink;
+
+use support::{message, SECRET_A, SECRET_B};
+
+/// Serves `app` on a free loopback port for the rest of the test.
+async fn serve(app: Router) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+/// `POST /{script}` answers the scripted status (see the match).
+async fn scripted(Path(script): Path<String>) -> Response {
+    match script.as_str() {
+        "429-seconds" => (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, "7".to_owned())],
+            "slow down",
+        )
+            .into_response(),
+        "429-date" => {
+            let at = SystemTime::now() + Duration::from_secs(120);
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(header::RETRY_AFTER, httpdate::fmt_http_date(at))],
+                "slow down",
+            )
+                .into_response()
+        }
+        "429-none" => StatusCode::TOO_MANY_REQUESTS.into_response(),
+        "301" => (
+            StatusCode::MOVED_PERMANENTLY,
+            [(header::LOCATION, "/200".to_owned())],
+            "moved",
+        )
+            .into_response(),
+        "big-200" => (StatusCode::OK, "x".repeat(200_000)).into_response(),
+        code => {
+            let status = code
+                .parse()
+                .ok()
+                .and_then(|c| StatusCode::from_u16(c).ok())
+                .unwrap_or(StatusCode::IM_A_TEAPOT);
+            (status, format!("scripted {code}")).into_response()
+        }
+    }
+}
+
+async fn deliver_to(url: String) -> Result<Delivered, SinkError> {
+    let sink = HttpSink::builder(url)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    sink.deliver(&message("job", 1, "u1", "hello")).await
+}
+
+#[tokio::test]
+async fn every_status_family_is_classified() {
+    let base = serve(Router::new().route("/{script}", post(scripted))).await;
+    for (script, status) in [("200", 200), ("201", 201), ("204", 204), ("big-200", 200)] {
+        let got = deliver_to(format!("{base}/{script}")).await;
+        assert_eq!(
+            got.unwrap(),
+            Delivered {
+                status: Some(status)
+            },
+            "{script}"
+        );
+    }
+    for code in [408u16, 425, 500, 502, 503, 504] {
+        match deliver_to(format!("{base}/{code}")).await {
+            Err(SinkError::Retryable { status, reason }) => {
+                assert_eq!(status, Some(code));
+                assert!(reason.contains(&format!("scripted {code}")), "{reason}");
+            }
+            other => panic!("{code}: expected Retryable, got {other:?}"),
+        }
+    }
+    for code in [301u16, 400, 401, 404, 410, 422, 501] {
+        match deliver_to(format!("{base}/{code}")).await {
+            Err(SinkError::Permanent { status, reason }) => {
+                assert_eq!(status, Some(code));
+                assert!(reason.starts_with(&format!("HTTP {code}")), "{reason}");
+            }
+            other => panic!("{code}: expected Permanent, got {other:?}"),
+        }
+    }
+    match deliver_to(format!("{base}/404")).await {
+        Err(e @ SinkError::Permanent { .. }) => {
+            assert_eq!(
+                e.to_string(),
+                "permanent failure (status 404): HTTP 404 Not Found: scripted 404"
+            )
+        }
+        other => panic!("expected Permanent, got {other:?}"),
+    }
+    match deliver_to(format!("{base}/429-seconds")).await {
+        Err(SinkError::RateLimited { retry_after }) => {
+            assert_eq!(retry_after, Some(Duration::from_secs(7)))
+        }
+        other => panic!("expected RateLimited, got {other:?}"),
+    }
+    match deliver_to(format!("{base}/429-date")).await {
+        Err(SinkError::RateLimited {
+            retry_after: Some(wait),
+        }) => {
+            // HTTP-dates have whole seconds, and a second may tick meanwhile.
+            assert!(
+                (Duration::from_secs(115)..=Duration::from_secs(120)).contains(&wait),
+                "{wait:?}"
+            )
+        }
+        other => panic!("expected RateLimited with a wait, got {other:?}"),
+    }
+    match deliver_to(format!("{base}/429-none")).await {
+        Err(SinkError::RateLimited { retry_after: None }) => {}
+        other => panic!("expected RateLimited without a wait, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_server_that_never_answers_times_out_as_retryable() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        // Accept and hold every connection without ever answering.
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    let sink = HttpSink::builder(format!("http://{addr}/hook"))
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    match sink.deliver(&message("job", 1, "u", "m")).await {
+        Err(SinkError::Retryable {
+            status: None,
+            reason,
+        }) => {
+            assert!(reason.contains("no response within"), "{reason}")
+        }
+        other => panic!("expected a retryable timeout, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn a_dropped_connection_is_retryable() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        // Accept, then close at once: the request gets no response.
+        while let Ok((stream, _)) = listener.accept().await {
+            drop(stream);
+        }
+    });
+    let sink = HttpSink::builder(format!("http://{addr}/hook"))
+        .build()
+        .unwrap();
+    match sink.deliver(&message("job", 1, "u", "m")).await {
+        Err(SinkError::Retryable { status: None, .. }) => {}
+        other => panic!("expected retryable, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_retryable() {
+    // Bind to learn a free port, then close it so nothing listens there.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let sink = HttpSink::builder(format!("http://{addr}/hook"))
+        .build()
+        .unwrap();
+    match sink.deliver(&message("job", 1, "u", "m")).await {
+        Err(SinkError::Retryable {
+            status: None,
+            reason,
+        }) => {
+            assert!(reason.contains("connection failed"), "{reason}")
+        }
+        other => panic!("expected retryable, got {other:?}"),
+    }
+}
+
+type Seen = Arc<Mutex<Vec<(HeaderMap, Bytes)>>>;
+
+async fn capture(State(seen): State<Seen>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    seen.lock().unwrap().push((headers, body));
+    StatusCode::NO_CONTENT
+}
+
+#[tokio::test]
+async fn sends_the_standard_webhooks_headers_and_the_exact_body() {
+    let seen_all = Seen::default();
+    let base = serve(
+        Router::new()
+            .route("/hook", post(capture))
+            .with_state(Arc::clone(&seen_all)),
+    )
+    .await;
+    let sink = HttpSink::builder(format!("{base}/hook"))
+        .secrets([SECRET_A, SECRET_B])
+        .header("x-api-key", "k1")
+        .build()
+        .unwrap();
+    let m = message("0123abcd", 42, "user,1", "line \"one\"\nline two");
+    for _ in 0..2 {
+        assert_eq!(sink.deliver(&m).await.unwrap().status, Some(204));
+    }
+    let seen = seen_all.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    let now = signature::unix_seconds(SystemTime::now());
+    for (headers, body) in seen.iter() {
+        let h = |name: &str| headers.get(name).unwrap().to_str().unwrap().to_owned();
+        assert_eq!(
+            &body[..],
+            br#"{"userId":"user,1","alertMessage":"line \"one\"\nline two"}"#
+        );
+        assert_eq!(h("content-type"), "application/json");
+        assert_eq!(h("x-api-key"), "k1");
+        // The same id on every attempt: the receiver's idempotency key.
+        assert_eq!(h("webhook-id"), "0123abcd:42");
+        let ts = h("webhook-timestamp");
+        assert!((now - ts.parse::<i64>().unwrap()).abs() <= 5, "{ts}");
+        let sigs = h("webhook-signature");
+        let entries: Vec<&str> = sigs.split(' ').collect();
+        assert_eq!(entries.len(), 2, "{sigs}");
+        assert!(entries.iter().all(|e| e.starts_with("v1,")));
+        for secret in [SECRET_A, SECRET_B] {
+            let s: Secret = secret.parse().unwrap();
+            signature::verify(
+                &[s],
+                "0123abcd:42",
+                &ts,
+                &sigs,
+                body,
+                signature::DEFAULT_TOLERANCE,
+                SystemTime::now(),
+            )
+            .unwrap();
+        }
+    }
+    // Without secrets: the id and timestamp, but no signature header.
+    let unsigned = HttpSink::builder(format!("{base}/hook")).build().unwrap();
+    unsigned.deliver(&m).await.unwrap();
+    let seen = seen_all.lock().unwrap().clone();
+    let (headers, _) = seen.last().unwrap();
+    assert!(headers.get("webhook-signature").is_none());
+    assert_eq!(headers.get("webhook-id").unwrap(), "0123abcd:42");
+    assert!(headers.get("webhook-timestamp").is_some());
+}
+
+/// Cross-checks our signatures with an independent implementation written in
+/// Python (standard library only) from the specification's text.
+#[test]
+fn signatures_agree_with_an_independent_python_implementation() {
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let a: Secret = SECRET_A.parse().unwrap();
+    let b: Secret = SECRET_B.parse().unwrap();
+    let now = signature::unix_seconds(SystemTime::now());
+    let ts = now.to_string();
+    let bodies: [&[u8]; 3] = [
+        br#"{"userId":"u1","alertMessage":"hello"}"#,
+        "{\"userId\":\"ü,\\\"x\\\"\",\"alertMessage\":\"line\\nbreak ✓\"}".as_bytes(),
+        b"",
+    ];
+    let mut verify = Vec::new();
+    let mut expected = Vec::new();
+    for (i, body) in bodies.iter().enumerate() {
+        let id = format!("job{i}:{}", i + 1);
+        let header = signature::sign(&[a.clone(), b.clone()], &id, &ts, body);
+        for secret in [SECRET_A, SECRET_B] {
+            verify.push(serde_json::json!({
+                "secret": secret, "id": id, "timestamp": ts, "body_b64": b64(body),
+                "signature": header, "now": now,
+            }));
+            expected.push(true);
+        }
+        // Tampered body, and a stale timestamp: Python must refuse both,
+        // which shows the script is not vacuously accepting.
+        verify.push(serde_json::json!({
+            "secret": SECRET_A, "id": id, "timestamp": ts, "body_b64": b64(b"{}x"),
+            "signature": header, "now": now,
+        }));
+        expected.push(false);
+        verify.push(serde_json::json!({
+            "secret": SECRET_A, "id": id, "timestamp": ts, "body_b64": b64(body),
+            "signature": header, "now": now + 301,
+        }));
+        expected.push(false);
+    }
+    let sign: Vec<_> = bodies
+        .iter()
+        .map(|body| {
+            serde_json::json!({
+                "secret": SECRET_B, "id": "msg_1", "timestamp": ts, "body_b64": b64(body),
+            })
+        })
+        .collect();
+    let request = serde_json::json!({ "verify": verify, "sign": sign });
+
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/python/standard_webhooks.py"
+    );
+    let mut child = match Command::new("python3")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) => panic!(
+            "python3 is required for this test and could not be started ({e}); \
+             install it (e.g. `apt-get install python3`)"
+        ),
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(request.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "python3 failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let verified: Vec<bool> = serde_json::from_value(answer["verified"].clone()).unwrap();
+    assert_eq!(verified, expected);
+    // And the other way round: Python's signatures verify with ours.
+    let signed: Vec<String> = serde_json::from_value(answer["signed"].clone()).unwrap();
+    assert_eq!(signed.len(), bodies.len());
+    for (sig, body) in signed.iter().zip(bodies) {
+        assert_eq!(sig, &b.sign("msg_1", &ts, body));
+        signature::verify(
+            std::slice::from_ref(&b),
+            "msg_1",
+            &ts,
+            sig,
+            body,
+            signature::DEFAULT_TOLERANCE,
+            SystemTime::now(),
+        )
+        .unwrap();
+    }
+}

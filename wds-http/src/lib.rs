@@ -10,7 +10,10 @@
 //! - [`Receiver`], the webhook receiver (the "alert notifier"): verifies
 //!   signatures, rate-limits per client, drops repeated `webhook-id`s and
 //!   appends each alert to a CSV file;
-//! - [`signature`], the signing scheme both of them use.
+//! - [`signature`], the signing scheme both of them use;
+//! - [`ControlApi`], the initiator's control API: upload, retry, jobs,
+//!   health and Prometheus [`Metrics`] (with [`Metered`], a sink wrapper
+//!   that counts every call).
 //!
 //! # Features
 //!
@@ -18,10 +21,14 @@
 //!   works without it.
 
 mod classify;
+pub mod control;
+pub mod metrics;
 pub mod receiver;
 pub mod signature;
 mod sink;
 
+pub use control::{ControlApi, ControlConfig};
+pub use metrics::{Metered, Metrics};
 pub use receiver::{serve, FlushPolicy, Receiver, ReceiverConfig, ReceiverError};
 pub use signature::{Secret, SecretError, VerifyError};
 pub use sink::{

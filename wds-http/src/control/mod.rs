@@ -1,0 +1,356 @@
+//! The control API (the initiator's HTTP server): upload files, replay dead
+//! letters, follow jobs, health and metrics.
+//!
+//! | route | what it does |
+//! |---|---|
+//! | `POST /upload` | multipart field `file` (required), `message` and `format` (optional); streamed to a temporary file in the inbox and renamed into place, so a half-uploaded file is never picked up. Answers `202` with the job id. |
+//! | `POST /retry` | replays dead letters: all, or one job's with `{"job": "<id>"}` or `?job=<id>`. Answers `{"replayed": n}`. |
+//! | `GET /jobs` | every job: state, lines, delivered, dead, in_doubt, invalid, duplicate, in_flight, rate, started/finished. |
+//! | `GET /jobs/{id}` | one job, with its first rejected lines and dead letters. |
+//! | `GET /healthz` | `200` when the backend answers, `503` otherwise. Never needs the token. |
+//! | `GET /metrics` | Prometheus text format (see [`crate::Metrics`]). |
+//!
+//! Every error is a JSON body `{"error": "..."}` with a 4xx or 5xx status.
+//! When a token is configured, every route but `/healthz` needs
+//! `Authorization: Bearer <token>` (compared in constant time).
+//!
+//! Bind it to a loopback address unless it is behind a proxy that
+//! authenticates: the caller chooses the listener.
+
+mod upload;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use subtle::ConstantTimeEq;
+use tokio_util::sync::CancellationToken;
+use wds_core::{now_ms, DeadLetter, JobId, JobReport, OffsetStore, Queue, Reject};
+
+use crate::metrics::Metrics;
+
+/// Settings of the [`ControlApi`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ControlConfig {
+    /// The folder the initiator watches: uploads are renamed into it.
+    pub inbox: PathBuf,
+    /// Largest accepted upload, in bytes (default 1 GiB).
+    pub max_upload_bytes: u64,
+    /// Bearer token required on every route but `/healthz`, when set.
+    pub token: Option<String>,
+    /// How many rejected lines and dead letters `GET /jobs/{id}` shows (default 100).
+    pub detail_limit: usize,
+}
+
+impl ControlConfig {
+    /// Settings for an inbox, with the defaults.
+    pub fn new(inbox: impl Into<PathBuf>) -> Self {
+        ControlConfig {
+            inbox: inbox.into(),
+            max_upload_bytes: 1 << 30,
+            token: None,
+            detail_limit: 100,
+        }
+    }
+
+    /// Sets the largest accepted upload.
+    pub fn max_upload_bytes(mut self, bytes: u64) -> Self {
+        self.max_upload_bytes = bytes;
+        self
+    }
+
+    /// Requires `Authorization: Bearer <token>` (ignored when `None` or empty).
+    pub fn token(mut self, token: Option<String>) -> Self {
+        self.token = token.filter(|t| !t.is_empty());
+        self
+    }
+}
+
+/// The control API over a backend. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ControlApi {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    queue: Arc<dyn Queue>,
+    offsets: Arc<dyn OffsetStore>,
+    metrics: Arc<Metrics>,
+    config: ControlConfig,
+}
+
+/// An error answered as `{"error": "..."}` with a status.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn backend(e: wds_core::Error) -> Self {
+        tracing::warn!(error = %e, "backend call failed in the control API");
+        let status = if e.is_retryable() {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        };
+        ApiError::new(status, format!("backend error: {e}"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+/// Backend calls from a request get this long before the answer is a 503.
+const BACKEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn backend<T>(
+    fut: impl std::future::Future<Output = wds_core::Result<T>>,
+) -> Result<T, ApiError> {
+    match tokio::time::timeout(BACKEND_TIMEOUT, fut).await {
+        Ok(r) => r.map_err(ApiError::backend),
+        Err(_) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the backend did not answer in time",
+        )),
+    }
+}
+
+impl ControlApi {
+    /// The API over a queue and offset store of one backend.
+    pub fn new(
+        queue: Arc<dyn Queue>,
+        offsets: Arc<dyn OffsetStore>,
+        metrics: Arc<Metrics>,
+        config: ControlConfig,
+    ) -> Self {
+        ControlApi {
+            inner: Arc::new(Inner {
+                queue,
+                offsets,
+                metrics,
+                config,
+            }),
+        }
+    }
+
+    /// The routes, ready to serve or to nest in your own router.
+    pub fn router(&self) -> Router {
+        let upload_limit = usize::try_from(self.inner.config.max_upload_bytes)
+            .unwrap_or(usize::MAX)
+            .saturating_add(1 << 20);
+        let protected = Router::new()
+            .route(
+                "/upload",
+                post(upload::upload).layer(DefaultBodyLimit::max(upload_limit)),
+            )
+            .route("/retry", post(retry))
+            .route("/jobs", get(jobs))
+            .route("/jobs/{id}", get(job))
+            .route("/metrics", get(metrics))
+            .route_layer(middleware::from_fn_with_state(self.clone(), require_token));
+        Router::new()
+            .route("/healthz", get(healthz))
+            .merge(protected)
+            .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
+            .method_not_allowed_fallback(|| async {
+                ApiError::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method not allowed on this route",
+                )
+            })
+            .with_state(self.clone())
+    }
+
+    /// Serves the API on `listener` until `shutdown` fires.
+    ///
+    /// # Errors
+    ///
+    /// An I/O error of the listener.
+    pub async fn serve(
+        &self,
+        listener: tokio::net::TcpListener,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+    }
+}
+
+async fn require_token(State(api): State<ControlApi>, request: Request, next: Next) -> Response {
+    let Some(token) = &api.inner.config.token else {
+        return next.run(request).await;
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let ok = given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(token.as_bytes())));
+    if ok {
+        return next.run(request).await;
+    }
+    let mut response = ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "missing or wrong bearer token (Authorization: Bearer <token>)",
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
+
+/// A job's report with the figures a person watching it wants.
+#[derive(Debug, Serialize)]
+struct JobView {
+    #[serde(flatten)]
+    report: JobReport,
+    in_flight: u64,
+    started_ms: u64,
+    elapsed_ms: u64,
+    deliveries_per_s: f64,
+}
+
+impl JobView {
+    fn new(report: JobReport) -> Self {
+        let end = report.finished_ms.unwrap_or_else(now_ms);
+        let elapsed_ms = end.saturating_sub(report.meta.created_ms);
+        let rate = if elapsed_ms == 0 {
+            0.0
+        } else {
+            report.delivered as f64 * 1000.0 / elapsed_ms as f64
+        };
+        JobView {
+            in_flight: report.in_flight(),
+            started_ms: report.meta.created_ms,
+            elapsed_ms,
+            deliveries_per_s: (rate * 10.0).round() / 10.0,
+            report,
+        }
+    }
+}
+
+async fn jobs(State(api): State<ControlApi>) -> Result<Json<Vec<JobView>>, ApiError> {
+    let reports = backend(api.inner.offsets.reports()).await?;
+    Ok(Json(reports.into_iter().map(JobView::new).collect()))
+}
+
+#[derive(Debug, Serialize)]
+struct JobDetail {
+    #[serde(flatten)]
+    view: JobView,
+    rejects: Vec<Reject>,
+    dead_letters: Vec<DeadLetter>,
+}
+
+async fn job(
+    State(api): State<ControlApi>,
+    Path(id): Path<String>,
+) -> Result<Json<JobDetail>, ApiError> {
+    let job = JobId(id);
+    let not_found = || ApiError::new(StatusCode::NOT_FOUND, format!("no job {job}"));
+    let report = backend(api.inner.offsets.report(&job))
+        .await?
+        .ok_or_else(not_found)?;
+    let limit = api.inner.config.detail_limit;
+    let rejects = backend(api.inner.offsets.rejects(&job, limit)).await?;
+    let dead_letters = backend(api.inner.queue.dead_letters(Some(&job), limit)).await?;
+    Ok(Json(JobDetail {
+        view: JobView::new(report),
+        rejects,
+        dead_letters,
+    }))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetryRequest {
+    job: Option<String>,
+}
+
+async fn retry(
+    State(api): State<ControlApi>,
+    Query(query): Query<RetryRequest>,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let from_body: RetryRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RetryRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("expected an empty body or {{\"job\": \"<id>\"}}: {e}"),
+            )
+        })?
+    };
+    let job = from_body.job.or(query.job).map(JobId);
+    if let Some(job) = &job {
+        if backend(api.inner.offsets.report(job)).await?.is_none() {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no job {job}"),
+            ));
+        }
+    }
+    let replayed = backend(api.inner.queue.replay(job.as_ref())).await?;
+    tracing::info!(replayed, job = ?job, "dead letters replayed");
+    Ok(Json(json!({ "replayed": replayed })))
+}
+
+async fn healthz(State(api): State<ControlApi>) -> Response {
+    match tokio::time::timeout(Duration::from_secs(2), api.inner.queue.stats()).await {
+        Ok(Ok(_)) => Json(json!({ "status": "ok" })).into_response(),
+        Ok(Err(e)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "unavailable", "error": e.to_string() })),
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "unavailable", "error": "backend timed out" })),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(api): State<ControlApi>) -> Response {
+    // A scrape still answers when the backend is down: the gauges just
+    // keep their last values.
+    let stats = backend(api.inner.queue.stats()).await.ok();
+    let reports = backend(api.inner.offsets.reports())
+        .await
+        .unwrap_or_default();
+    let text = api.inner.metrics.render(stats.as_ref(), &reports);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}

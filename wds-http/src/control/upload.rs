@@ -1,0 +1,250 @@
+//! `POST /upload`: a multipart upload streamed into the watched folder.
+
+use std::path::{Path, PathBuf};
+
+use axum::extract::multipart::{Field, MultipartRejection};
+use axum::extract::{Multipart, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+use wds_core::source::IdentityHasher;
+use wds_core::{now_ms, Format, JobId};
+
+use super::{ApiError, ControlApi};
+
+/// Longest `message` field, in bytes (the parser's default message limit).
+const MAX_MESSAGE_BYTES: usize = 4096;
+
+/// Temporary files that are removed unless the upload completes.
+#[derive(Debug, Default)]
+struct Temps(Vec<PathBuf>);
+
+impl Drop for Temps {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// What was received of the `file` field.
+#[derive(Debug)]
+struct Received {
+    temp: PathBuf,
+    bytes: u64,
+    hasher: IdentityHasher,
+    client_ext: Option<&'static str>,
+}
+
+pub(super) async fn upload(
+    State(api): State<ControlApi>,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let mut multipart = multipart.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("expected a multipart/form-data body with a `file` field: {e}"),
+        )
+    })?;
+    let config = &api.inner.config;
+    let inbox = &config.inbox;
+    let mut temps = Temps::default();
+    let mut received: Option<Received> = None;
+    let mut message: Option<String> = None;
+    let mut format: Option<Format> = None;
+    loop {
+        let field = multipart.next_field().await.map_err(bad_multipart)?;
+        let Some(field) = field else { break };
+        match field.name() {
+            Some("file") if received.is_none() => {
+                received =
+                    Some(receive_file(field, inbox, config.max_upload_bytes, &mut temps).await?);
+            }
+            Some("file") => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "only one `file` field is allowed",
+                ));
+            }
+            Some("message") => message = Some(read_text(field, "message").await?),
+            Some("format") => {
+                let text = read_text(field, "format").await?;
+                format = Some(
+                    text.trim()
+                        .parse()
+                        .map_err(|e: String| ApiError::new(StatusCode::BAD_REQUEST, e))?,
+                );
+            }
+            other => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "unknown field {:?} (expected file, message, format)",
+                        other.unwrap_or("")
+                    ),
+                ))
+            }
+        }
+    }
+    let received = received.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "the multipart body has no `file` field",
+        )
+    })?;
+    // The folder source trims a sidecar message and treats an empty one as
+    // none; do the same so the job id computed here is the one it claims.
+    let message = message
+        .map(|m| m.trim().to_string())
+        .filter(|m| !m.is_empty());
+
+    // The name is ours: the client's file name only hints at the format.
+    let ext = match format {
+        Some(Format::Csv) => "csv",
+        Some(Format::JsonLines) => "jsonl",
+        Some(Format::JsonArray) => "json",
+        None => received.client_ext.unwrap_or("upload"),
+    };
+    let name = format!(
+        "upload-{}-{:06x}.{ext}",
+        now_ms(),
+        fastrand::u32(..0xff_ffff)
+    );
+    let target = inbox.join(&name);
+    if let Some(m) = &message {
+        // The sidecar goes in first, so the data file is never seen without it.
+        let temp = inbox.join(format!(".{name}.message.part"));
+        temps.0.push(temp.clone());
+        tokio::fs::write(&temp, m.as_bytes())
+            .await
+            .map_err(io_error)?;
+        tokio::fs::rename(&temp, inbox.join(format!("{name}.message")))
+            .await
+            .map_err(io_error)?;
+    }
+    tokio::fs::rename(&received.temp, &target)
+        .await
+        .map_err(io_error)?;
+    temps.0.clear();
+
+    let identity = received.hasher.finish(None, message.as_deref());
+    let job = JobId::from_identity(&identity);
+    tracing::info!(%job, file = %name, bytes = received.bytes, "upload accepted");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "job": job,
+            "file": name,
+            "bytes": received.bytes,
+            "message": message,
+        })),
+    ))
+}
+
+async fn receive_file(
+    mut field: Field<'_>,
+    inbox: &Path,
+    limit: u64,
+    temps: &mut Temps,
+) -> Result<Received, ApiError> {
+    let client_ext = field.file_name().and_then(known_extension);
+    // A dotfile ending in .part: the folder source ignores it until renamed.
+    let temp = inbox.join(format!(
+        ".upload-{}-{:08x}.part",
+        now_ms(),
+        fastrand::u32(..)
+    ));
+    let mut file = tokio::fs::File::create(&temp).await.map_err(io_error)?;
+    temps.0.push(temp.clone());
+    let mut bytes = 0u64;
+    let mut hasher = IdentityHasher::new();
+    while let Some(chunk) = field.chunk().await.map_err(bad_multipart)? {
+        bytes += chunk.len() as u64;
+        if bytes > limit {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the file is larger than the limit of {limit} bytes"),
+            ));
+        }
+        hasher.update(&chunk);
+        file.write_all(&chunk).await.map_err(io_error)?;
+    }
+    file.flush().await.map_err(io_error)?;
+    // On disk before it is renamed into the inbox, so a crash right after
+    // the rename cannot leave a truncated file to be processed.
+    file.sync_all().await.map_err(io_error)?;
+    Ok(Received {
+        temp,
+        bytes,
+        hasher,
+        client_ext,
+    })
+}
+
+async fn read_text(mut field: Field<'_>, what: &str) -> Result<String, ApiError> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(bad_multipart)? {
+        buf.extend_from_slice(&chunk);
+        if buf.len() > MAX_MESSAGE_BYTES {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the `{what}` field is longer than {MAX_MESSAGE_BYTES} bytes"),
+            ));
+        }
+    }
+    String::from_utf8(buf).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("the `{what}` field is not UTF-8"),
+        )
+    })
+}
+
+/// The extension of a client's file name, when it names a format we read.
+fn known_extension(name: &str) -> Option<&'static str> {
+    let ext = Path::new(name).extension()?.to_str()?.to_ascii_lowercase();
+    match ext.as_str() {
+        "csv" => Some("csv"),
+        "txt" => Some("txt"),
+        "jsonl" => Some("jsonl"),
+        "ndjson" => Some("ndjson"),
+        "json" => Some("json"),
+        _ => None,
+    }
+}
+
+fn bad_multipart(e: axum::extract::multipart::MultipartError) -> ApiError {
+    let status = e.status();
+    let status = if status.is_client_error() {
+        status
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    ApiError::new(
+        status,
+        format!("malformed multipart body: {}", e.body_text()),
+    )
+}
+
+fn io_error(e: std::io::Error) -> ApiError {
+    tracing::error!(error = %e, "upload failed on disk");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("could not store the upload: {e}"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::known_extension;
+
+    #[test]
+    fn only_known_extensions_are_kept() {
+        assert_eq!(known_extension("users.CSV"), Some("csv"));
+        assert_eq!(known_extension("../../etc/passwd"), None);
+        assert_eq!(known_extension("a.json"), Some("json"));
+        assert_eq!(known_extension("noext"), None);
+        assert_eq!(known_extension("evil.csv/../../x.sh"), None);
+    }
+}

@@ -1,0 +1,443 @@
+//! The control API over real loopback HTTP, on the in-memory backend.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+use wds_http::wds_core::{Delivered, Engine, Input, Message, OffsetStore, Queue, Sink, SinkError};
+use wds_http::{ControlApi, ControlConfig, Metrics};
+use wds_memory::MemoryBackend;
+
+const BOUNDARY: &str = "wdsTestBoundary7MA4YWxk";
+
+struct Api {
+    addr: SocketAddr,
+    inbox: PathBuf,
+    backend: MemoryBackend,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+impl Api {
+    async fn start(config: impl FnOnce(ControlConfig) -> ControlConfig) -> Api {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = dir.path().join("inbox");
+        std::fs::create_dir_all(&inbox).unwrap();
+        let backend = MemoryBackend::new();
+        let metrics = Arc::new(Metrics::new());
+        let api = ControlApi::new(
+            Arc::new(backend.clone()),
+            Arc::new(backend.clone()),
+            metrics.clone(),
+            config(ControlConfig::new(&inbox)),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        tokio::spawn({
+            let stop = stop.clone();
+            async move { api.serve(listener, stop).await }
+        });
+        Api {
+            addr,
+            inbox,
+            backend,
+            metrics,
+            stop,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn inbox_files(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.inbox)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// A multipart body with the given (name, file name, content) parts.
+fn multipart(parts: &[(&str, Option<&str>, &[u8])]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (name, file_name, content) in parts {
+        body.extend_from_slice(format!("--{BOUNDARY}\r\n").as_bytes());
+        match file_name {
+            Some(f) => body.extend_from_slice(
+                format!("Content-Disposition: form-data; name=\"{name}\"; filename=\"{f}\"\r\nContent-Type: application/octet-stream\r\n\r\n").as_bytes(),
+            ),
+            None => body.extend_from_slice(
+                format!("Content-Disposition: form-data; name=\"{name}\"\r\n\r\n").as_bytes(),
+            ),
+        }
+        body.extend_from_slice(content);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+    body
+}
+
+async fn post_multipart(api: &Api, body: Vec<u8>, token: Option<&str>) -> (u16, Value) {
+    let mut req = reqwest::Client::new()
+        .post(api.url("/upload"))
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
+        .body(body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, json_of(resp).await)
+}
+
+async fn get(api: &Api, path: &str, token: Option<&str>) -> (u16, Value) {
+    let mut req = reqwest::Client::new().get(api.url(path));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, json_of(resp).await)
+}
+
+async fn json_of(resp: reqwest::Response) -> Value {
+    let bytes = resp.bytes().await.unwrap();
+    serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+}
+
+fn error_of(v: &Value) -> &str {
+    v["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not a JSON error: {v}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_lands_in_the_inbox_with_its_message_and_job_id() {
+    let api = Api::start(|c| c).await;
+    let body = multipart(&[
+        ("message", None, b"  Maintenance at 22:00  "),
+        ("file", Some("../../etc/passwd.csv"), b"userId\nu1\nu2\n"),
+    ]);
+    let (status, json) = post_multipart(&api, body, None).await;
+    assert_eq!(status, 202, "{json}");
+    let name = json["file"].as_str().unwrap().to_string();
+    assert!(
+        name.starts_with("upload-") && name.ends_with(".csv"),
+        "{name}"
+    );
+    assert_eq!(
+        api.inbox_files(),
+        vec![name.clone(), format!("{name}.message")]
+    );
+    let path = api.inbox.join(&name);
+    assert_eq!(std::fs::read(&path).unwrap(), b"userId\nu1\nu2\n");
+    let sidecar = std::fs::read_to_string(api.inbox.join(format!("{name}.message"))).unwrap();
+    assert_eq!(sidecar, "Maintenance at 22:00");
+    // The job id answered is the one the folder source will claim.
+    let input = Input::from_file(&path, None, Some(sidecar)).unwrap();
+    let job = wds_http::wds_core::JobId::from_identity(&input.identity);
+    assert_eq!(json["job"].as_str().unwrap(), job.as_str());
+    assert_eq!(json["bytes"].as_u64(), Some(13));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_upload_is_streamed_to_disk_not_held_in_memory() {
+    let api = Api::start(|c| c).await;
+    // 8 MiB of users, sent in two halves over a raw connection with a pause:
+    // the first half must already be on disk (in a hidden .part file the
+    // folder source ignores) while the second is still to come.
+    let mut content = Vec::new();
+    let mut i = 0u64;
+    while content.len() < 8 << 20 {
+        content.extend_from_slice(format!("user-{i},hello {i}\n").as_bytes());
+        i += 1;
+    }
+    let body = multipart(&[("file", Some("big.csv"), &content)]);
+    let (first, second) = body.split_at(body.len() / 2);
+    let mut conn = tokio::net::TcpStream::connect(api.addr).await.unwrap();
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(first).await.unwrap();
+    let part_size = |dir: &Path| -> u64 {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".part"))
+            .map(|e| e.metadata().unwrap().len())
+            .sum()
+    };
+    let mut seen = 0;
+    for _ in 0..100 {
+        seen = part_size(&api.inbox);
+        if seen > (first.len() as u64) / 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        seen > (first.len() as u64) / 2,
+        "only {seen} bytes on disk mid-upload"
+    );
+    let visible: Vec<_> = api
+        .inbox_files()
+        .into_iter()
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    assert!(
+        visible.is_empty(),
+        "a half-uploaded file is visible: {visible:?}"
+    );
+    conn.write_all(second).await.unwrap();
+    let mut response = String::new();
+    conn.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 202"), "{response}");
+    let files = api.inbox_files();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(std::fs::read(api.inbox.join(&files[0])).unwrap(), content);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_uploads_get_a_json_4xx_and_leave_nothing_behind() {
+    let api = Api::start(|c| c.max_upload_bytes(1000)).await;
+    let big = vec![b'a'; 5000];
+    let cases: Vec<(Vec<u8>, u16, &str)> = vec![
+        (
+            multipart(&[("file", Some("a.csv"), &big)]),
+            413,
+            "larger than",
+        ),
+        (multipart(&[("message", None, b"hi")]), 400, "no `file`"),
+        (
+            multipart(&[("file", Some("a.csv"), b"u1,x\n"), ("format", None, b"xml")]),
+            400,
+            "unknown format",
+        ),
+        (
+            multipart(&[
+                ("file", Some("a.csv"), b"u1,x\n"),
+                ("file", Some("b.csv"), b"u2,x\n"),
+            ]),
+            400,
+            "only one",
+        ),
+        (multipart(&[("evil", None, b"x")]), 400, "unknown field"),
+        (b"not multipart at all".to_vec(), 400, "multipart"),
+    ];
+    for (body, want, needle) in cases {
+        let (status, json) = post_multipart(&api, body, None).await;
+        assert_eq!(status, want, "{json}");
+        assert!(error_of(&json).contains(needle), "{json}");
+    }
+    // Not multipart by content type.
+    let resp = reqwest::Client::new()
+        .post(api.url("/upload"))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let json = json_of(resp).await;
+    error_of(&json);
+    assert!(api.inbox_files().is_empty(), "{:?}", api.inbox_files());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_guards_every_route_but_healthz() {
+    let api = Api::start(|c| c.token(Some("s3cret".into()))).await;
+    for path in ["/jobs", "/metrics", "/jobs/abc"] {
+        let (status, json) = get(&api, path, None).await;
+        assert_eq!(status, 401, "{path}: {json}");
+        error_of(&json);
+        assert_eq!(get(&api, path, Some("wrong")).await.0, 401, "{path}");
+    }
+    assert_eq!(get(&api, "/jobs", Some("s3cret")).await.0, 200);
+    assert_eq!(
+        get(&api, "/healthz", None).await,
+        (200, serde_json::json!({"status": "ok"}))
+    );
+    let (status, _) =
+        post_multipart(&api, multipart(&[("file", Some("a.csv"), b"u,m\n")]), None).await;
+    assert_eq!(status, 401);
+    let (status, _) = post_multipart(
+        &api,
+        multipart(&[("file", Some("a.csv"), b"u,m\n")]),
+        Some("s3cret"),
+    )
+    .await;
+    assert_eq!(status, 202);
+    // Without a token configured, no header is needed.
+    let open = Api::start(|c| c).await;
+    assert_eq!(get(&open, "/jobs", None).await.0, 200);
+}
+
+/// Fails lines whose user id starts with `gone` until healed.
+#[derive(Debug, Default)]
+struct Flaky {
+    healed: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait]
+impl Sink for Flaky {
+    async fn deliver(&self, m: &Message) -> Result<Delivered, SinkError> {
+        if m.user_id.starts_with("gone") && !self.healed.load(std::sync::atomic::Ordering::SeqCst) {
+            Err(SinkError::Permanent {
+                status: Some(410),
+                reason: "gone".into(),
+            })
+        } else {
+            Ok(Delivered { status: Some(200) })
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_retry_and_metrics_tell_the_truth() {
+    let api = Api::start(|c| c).await;
+    let flaky = Arc::new(Flaky::default());
+    let engine = Engine::builder()
+        .backend(api.backend.clone())
+        .sink(api.metrics.wrap(flaky.clone()))
+        .build()
+        .unwrap();
+    let input = Input::from_bytes(
+        "users.csv",
+        b"u1,a\nu2,b\ngone1,c\nbad,line,x\nu1,a\n".to_vec(),
+        None,
+        None,
+    );
+    let report = engine.run_once(&input).await.unwrap();
+    let id = report.job.to_string();
+
+    let (status, jobs) = get(&api, "/jobs", None).await;
+    assert_eq!(status, 200);
+    let job = &jobs[0];
+    assert_eq!(job["job"], id.as_str());
+    assert_eq!(job["state"], "done");
+    assert_eq!(
+        (
+            job["lines"].as_u64(),
+            job["delivered"].as_u64(),
+            job["dead"].as_u64()
+        ),
+        (Some(5), Some(2), Some(1))
+    );
+    assert_eq!(
+        (job["invalid"].as_u64(), job["duplicate"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(job["in_flight"].as_u64(), Some(0));
+
+    let (status, detail) = get(&api, &format!("/jobs/{id}"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(detail["rejects"].as_array().unwrap().len(), 2);
+    assert_eq!(detail["dead_letters"][0]["reason"]["kind"], "permanent");
+    let (status, json) = get(&api, "/jobs/0000000000000000", None).await;
+    assert_eq!(status, 404);
+    error_of(&json);
+
+    let metrics = reqwest::get(api.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("wds_deliveries_total{outcome=\"delivered\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("wds_deliveries_total{outcome=\"permanent\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("wds_queue_messages{state=\"dead\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("wds_jobs{state=\"done\"} 1"), "{metrics}");
+
+    // Retry: bad bodies and unknown jobs are refused; a good one replays.
+    let client = reqwest::Client::new();
+    let resp = client
+        .post(api.url("/retry"))
+        .body("{nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let resp = client
+        .post(api.url("/retry"))
+        .body(r#"{"job":"ffffffffffffffff"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
+    flaky
+        .healed
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let resp = client
+        .post(api.url("/retry"))
+        .body(format!(r#"{{"job":"{id}"}}"#))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let json = json_of(resp).await;
+    assert_eq!(json["replayed"].as_u64(), Some(1));
+    assert_eq!(api.backend.stats().await.unwrap().dead, 0);
+    // Delivering the replayed letter completes the job again.
+    let cancel = CancellationToken::new();
+    let deliverer = engine.deliverer();
+    let task = tokio::spawn({
+        let cancel = cancel.clone();
+        async move { deliverer.run(cancel).await }
+    });
+    let report = engine
+        .wait_for(&report.job, Some(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+    assert_eq!((report.delivered, report.dead), (3, 0));
+    let stored = api.backend.report(&report.job).await.unwrap().unwrap();
+    assert_eq!(stored.accounted(), stored.lines);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_routes_and_methods_answer_json() {
+    let api = Api::start(|c| c).await;
+    let (status, json) = get(&api, "/nope", None).await;
+    assert_eq!(status, 404);
+    error_of(&json);
+    let resp = reqwest::Client::new()
+        .delete(api.url("/jobs"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 405);
+    let json = json_of(resp).await;
+    error_of(&json);
+}

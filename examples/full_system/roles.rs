@@ -1,0 +1,172 @@
+//! The three services: initiator, worker and notifier.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use wds_core::{Engine, FolderSource, Limiter, OffsetStore, Queue, Source};
+use wds_http::{ControlApi, ControlConfig, HttpSink, Metrics, Receiver, ReceiverConfig};
+use wds_memory::MemoryBackend;
+
+use crate::settings::Settings;
+
+/// A one-line error for the user; `main` prints it and exits non-zero.
+pub(crate) type Fallible<T> = Result<T, String>;
+
+/// The queue, offset store and (shared) limiter every role of a deployment uses.
+#[derive(Clone, Debug)]
+pub(crate) struct Backend {
+    pub(crate) queue: Arc<dyn Queue>,
+    pub(crate) offsets: Arc<dyn OffsetStore>,
+    /// A limiter shared by every worker (Redis); `None`: one per process.
+    pub(crate) limiter: Option<Arc<dyn Limiter>>,
+    pub(crate) name: &'static str,
+}
+
+impl Backend {
+    pub(crate) fn memory() -> Backend {
+        let b = MemoryBackend::new();
+        Backend {
+            queue: Arc::new(b.clone()),
+            offsets: Arc::new(b),
+            limiter: None,
+            name: "memory",
+        }
+    }
+
+    /// The backend the settings ask for: Redis with a URL, memory without.
+    pub(crate) async fn connect(settings: &Settings, role: &str) -> Fallible<Backend> {
+        match &settings.redis {
+            Some(url) => crate::redis::connect(url, settings).await,
+            None if role == "all" || role == "demo" => Ok(Backend::memory()),
+            None => Err(format!(
+                "the {role} role runs as its own process, so it needs a shared backend: \
+                 pass --redis redis://HOST:PORT (or set WDS_REDIS_URL), or run `all`"
+            )),
+        }
+    }
+
+    fn engine(&self, settings: &Settings, sink: Option<HttpSink>, metrics: &Arc<Metrics>) -> Fallible<Engine> {
+        let mut builder = Engine::builder()
+            .queue(self.queue.clone())
+            .offsets(self.offsets.clone())
+            .config(settings.engine_config());
+        builder = match sink {
+            Some(sink) => builder.sink(metrics.wrap(sink)),
+            // The initiator never delivers; it still needs a sink to build.
+            None => builder.sink(NoDelivery),
+        };
+        builder = match (&self.limiter, settings.rate) {
+            (Some(shared), Some(_)) => builder.limiter(shared.clone()),
+            (_, Some(rate)) => builder.rate_limit(rate, settings.burst.max(1)),
+            (_, None) => builder,
+        };
+        builder.build().map_err(|e| e.to_string())
+    }
+}
+
+/// The initiator's engine only reads files; it never calls a sink.
+#[derive(Debug)]
+struct NoDelivery;
+
+#[async_trait::async_trait]
+impl wds_core::Sink for NoDelivery {
+    async fn deliver(&self, _: &wds_core::Message) -> Result<wds_core::Delivered, wds_core::SinkError> {
+        Err(wds_core::SinkError::retryable("this process does not deliver"))
+    }
+}
+
+/// Binds a listener with an error that names the address.
+pub(crate) async fn bind(addr: SocketAddr, what: &str) -> Fallible<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr} for the {what}: {e}"))
+}
+
+/// The notifier: the webhook receiver writing its output CSV.
+pub(crate) async fn notifier(
+    settings: &Settings,
+    listener: TcpListener,
+    output: std::path::PathBuf,
+    cancel: CancellationToken,
+) -> Fallible<()> {
+    if let Some(dir) = output.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create the output folder {}: {e}", dir.display()))?;
+    }
+    let mut config = ReceiverConfig::new(&output);
+    config.secrets = settings.secrets.clone();
+    config.rate = settings.notifier_rate.map(|r| (r, settings.burst.max(1)));
+    let receiver = Receiver::new(config).map_err(|e| format!("notifier: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(%addr, output = %output.display(), "notifier listening");
+    receiver
+        .serve(listener, cancel.cancelled_owned())
+        .await
+        .map_err(|e| format!("notifier: {e}"))
+}
+
+/// The initiator: watches the inbox, reads files into the queue, serves the
+/// control API. Expired leases and due retries need no loop of their own:
+/// every lease call reclaims and promotes them in the same atomic step.
+pub(crate) async fn initiator(
+    settings: &Settings,
+    backend: &Backend,
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+) -> Fallible<()> {
+    let inbox = settings.inbox();
+    std::fs::create_dir_all(&inbox)
+        .map_err(|e| format!("cannot create the inbox {}: {e}", inbox.display()))?;
+    let source = FolderSource::builder(&inbox)
+        .settle(Duration::from_millis(settings.settle_ms.max(1)))
+        .default_message(settings.default_message.clone())
+        .archive(Some(settings.archive()))
+        .build()
+        .map_err(|e| format!("inbox: {e}"))?;
+    let engine = backend.engine(settings, None, &metrics)?;
+    let api = ControlApi::new(
+        backend.queue.clone(),
+        backend.offsets.clone(),
+        metrics,
+        ControlConfig::new(&inbox).token(settings.token.clone()),
+    );
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(inbox = %inbox.display(), api = %addr, backend = backend.name, "initiator running");
+    let source: Arc<dyn Source> = Arc::new(source);
+    let (read, served) = tokio::join!(engine.read_source(source, cancel.clone()), async {
+        let served = api.serve(listener, cancel.clone()).await;
+        cancel.cancel();
+        served
+    });
+    served.map_err(|e| format!("control API: {e}"))?;
+    read.map_err(|e| format!("initiator: {e}"))
+}
+
+/// A worker: leases batches and calls the webhook until cancelled, then
+/// finishes what is on the wire and releases the rest.
+pub(crate) async fn worker(
+    settings: &Settings,
+    backend: &Backend,
+    webhook_url: String,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+) -> Fallible<()> {
+    let mut sink = HttpSink::builder(&webhook_url).timeout(Duration::from_millis(settings.timeout_ms));
+    if !settings.secrets.is_empty() {
+        sink = sink.secrets(settings.secrets.iter().cloned());
+    }
+    let sink = sink
+        .build()
+        .map_err(|e| format!("webhook {webhook_url}: {e}"))?;
+    let engine = backend.engine(settings, Some(sink), &metrics)?;
+    tracing::info!(webhook = %webhook_url, concurrency = settings.concurrency, backend = backend.name, "worker running");
+    engine
+        .deliverer()
+        .run(cancel)
+        .await
+        .map_err(|e| format!("worker: {e}"))
+}

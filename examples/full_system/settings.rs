@@ -1,0 +1,171 @@
+//! Every setting: a flag and a `WDS_*` environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use wds_core::retry::RetryPolicy;
+use wds_core::{DeliveryMode, EngineConfig};
+
+/// WDS — turns files of users into webhook calls, within a rate limit, with
+/// proof that nobody was missed and nobody was alerted twice.
+///
+/// With no role it runs `all`: the three services in one process on the
+/// in-memory backend. With --redis each role uses Redis, so an initiator,
+/// any number of workers and a notifier run as separate processes.
+#[derive(Debug, Parser)]
+#[command(name = "full_system", version)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) role: Option<Role>,
+    #[command(flatten)]
+    pub(crate) settings: Settings,
+}
+
+/// What this process runs.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Role {
+    /// Initiator, worker and notifier in one process (the default).
+    All,
+    /// Watches the inbox, reads files into the queue, serves the control API.
+    Initiator,
+    /// Delivers from the queue to the webhook (run as many as you like).
+    Worker,
+    /// The webhook receiver: verifies, rate-limits, dedupes, writes the output CSV.
+    Notifier,
+    /// Generates a file of users, drops it into the inbox, shows progress and
+    /// exits with the job report once every line is accounted for.
+    Demo(DemoArgs),
+}
+
+/// Settings of `demo`.
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// How many users the generated file lists.
+    #[arg(long, default_value_t = 100_000)]
+    pub(crate) rows: u64,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Settings shared by every role.
+#[derive(Clone, Debug, Args)]
+pub(crate) struct Settings {
+    /// Redis URL (redis:// or rediss://, with password and db number). Without
+    /// it every role uses the in-memory backend, which only `all` and `demo` can share.
+    #[arg(long, env = "WDS_REDIS_URL", global = true)]
+    pub(crate) redis: Option<String>,
+    /// Key prefix in Redis, so several deployments can share one server.
+    #[arg(long, env = "WDS_REDIS_PREFIX", default_value = "wds", global = true)]
+    pub(crate) redis_prefix: String,
+    /// Folder for the inbox, archive and outbox when they are not set one by one.
+    #[arg(long, env = "WDS_DATA_DIR", default_value = "wds-data", global = true)]
+    pub(crate) data_dir: PathBuf,
+    /// The watched folder [default: DATA_DIR/inbox].
+    #[arg(long, env = "WDS_INBOX", global = true)]
+    pub(crate) inbox: Option<PathBuf>,
+    /// Where completely read files are moved [default: DATA_DIR/done].
+    #[arg(long, env = "WDS_ARCHIVE", global = true)]
+    pub(crate) archive: Option<PathBuf>,
+    /// The notifier's output CSV [default: DATA_DIR/outbox/alerts.csv].
+    #[arg(long, env = "WDS_OUTPUT", global = true)]
+    pub(crate) output: Option<PathBuf>,
+    /// Message for files that list only user ids (a `<file>.message` sidecar overrides it).
+    #[arg(long, env = "WDS_DEFAULT_MESSAGE", global = true)]
+    pub(crate) default_message: Option<String>,
+    /// A file counts as written once unchanged this long (milliseconds).
+    #[arg(long, env = "WDS_SETTLE_MS", default_value_t = 500, global = true)]
+    pub(crate) settle_ms: u64,
+    /// The webhook workers call [default: the notifier, http://NOTIFIER_LISTEN/webhook].
+    #[arg(long, env = "WDS_WEBHOOK_URL", global = true)]
+    pub(crate) webhook_url: Option<String>,
+    /// Deliveries per second to the webhook, across all workers (with Redis)
+    /// or in this process [default: unlimited].
+    #[arg(long, env = "WDS_RATE", global = true)]
+    pub(crate) rate: Option<u32>,
+    /// Largest burst above the rate.
+    #[arg(long, env = "WDS_BURST", default_value_t = 50, global = true)]
+    pub(crate) burst: u32,
+    /// Webhook calls in flight at once, per worker.
+    #[arg(long, env = "WDS_CONCURRENCY", default_value_t = 64, global = true)]
+    pub(crate) concurrency: usize,
+    /// Messages per batch (one queue round trip each).
+    #[arg(long, env = "WDS_BATCH_SIZE", default_value_t = 100, global = true)]
+    pub(crate) batch_size: usize,
+    /// Attempts per message before it is dead-lettered as exhausted.
+    #[arg(long, env = "WDS_MAX_ATTEMPTS", default_value_t = 5, global = true)]
+    pub(crate) max_attempts: u32,
+    /// Timeout of one webhook call (milliseconds).
+    #[arg(long, env = "WDS_TIMEOUT_MS", default_value_t = 10_000, global = true)]
+    pub(crate) timeout_ms: u64,
+    /// at-most-once (in-doubt messages are dead-lettered) or at-least-once
+    /// (they are re-sent with the same webhook-id).
+    #[arg(long, env = "WDS_MODE", default_value = "at-most-once", value_parser = parse_mode, global = true)]
+    pub(crate) mode: DeliveryMode,
+    /// Signing secrets (whsec_…), comma-separated: workers sign with each
+    /// (several signatures, for key rotation) and the notifier accepts any.
+    #[arg(long = "secret", env = "WDS_SECRETS", value_delimiter = ',', global = true)]
+    pub(crate) secrets: Vec<String>,
+    /// Bearer token for the control API (every route but /healthz).
+    #[arg(long, env = "WDS_TOKEN", global = true, hide_env_values = true)]
+    pub(crate) token: Option<String>,
+    /// Where the control API listens.
+    #[arg(long, env = "WDS_API_LISTEN", default_value = "127.0.0.1:8080", global = true)]
+    pub(crate) api_listen: SocketAddr,
+    /// Where the notifier listens.
+    #[arg(long, env = "WDS_NOTIFIER_LISTEN", default_value = "127.0.0.1:8090", global = true)]
+    pub(crate) notifier_listen: SocketAddr,
+    /// The notifier's own rate limit per client, requests/s [default: none].
+    #[arg(long, env = "WDS_NOTIFIER_RATE", global = true)]
+    pub(crate) notifier_rate: Option<u32>,
+    /// Log format.
+    #[arg(long, env = "WDS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human, global = true)]
+    pub(crate) log_format: LogFormat,
+}
+
+fn parse_mode(s: &str) -> Result<DeliveryMode, String> {
+    s.parse()
+}
+
+impl Settings {
+    pub(crate) fn inbox(&self) -> PathBuf {
+        self.inbox.clone().unwrap_or_else(|| self.data_dir.join("inbox"))
+    }
+
+    pub(crate) fn archive(&self) -> PathBuf {
+        self.archive.clone().unwrap_or_else(|| self.data_dir.join("done"))
+    }
+
+    pub(crate) fn output(&self) -> PathBuf {
+        self.output
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("outbox").join("alerts.csv"))
+    }
+
+    pub(crate) fn webhook_url(&self, notifier: SocketAddr) -> String {
+        self.webhook_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{notifier}/webhook"))
+    }
+
+    pub(crate) fn engine_config(&self) -> EngineConfig {
+        let mut c = EngineConfig::default();
+        c.concurrency = self.concurrency;
+        c.batch_size = self.batch_size;
+        c.mode = self.mode;
+        c.delivery_timeout = Duration::from_millis(self.timeout_ms);
+        c.retry = RetryPolicy {
+            max_attempts: self.max_attempts,
+            ..RetryPolicy::default()
+        };
+        c
+    }
+}

@@ -31,7 +31,7 @@ pub(crate) async fn run(settings: &Settings, args: &DemoArgs, cancel: Cancellati
     let stamp = now_ms();
     let output = settings.data_dir.join("outbox").join(format!("demo-{stamp}.csv"));
     let services = cancel.child_token();
-    let running = {
+    let mut running = {
         let (settings_output, services) = (output.clone(), services.clone());
         let backend = backend.clone();
         let settings = settings.clone();
@@ -48,7 +48,14 @@ pub(crate) async fn run(settings: &Settings, args: &DemoArgs, cancel: Cancellati
     println!("notifier on http://{notifier_addr}/webhook, control API on http://{api_addr}, backend: {}", backend.name);
 
     let started = Instant::now();
-    let report = follow(&backend, &job, args.rows, &cancel).await;
+    let report = tokio::select! {
+        report = follow(&backend, &job, args.rows, &cancel) => report,
+        // A service that stops before the job is done failed to start or crashed.
+        stopped = &mut running => {
+            let stopped = stopped.map_err(|e| format!("services failed: {e}"))?;
+            return Err(stopped.err().unwrap_or_else(|| "the services stopped before the job was done".into()));
+        }
+    };
     services.cancel();
     let stopped = running
         .await

@@ -163,10 +163,43 @@ pub(crate) async fn worker(
         .build()
         .map_err(|e| format!("webhook {webhook_url}: {e}"))?;
     let engine = backend.engine(settings, Some(sink), &metrics)?;
+    let metrics_server = match settings.metrics_listen {
+        Some(addr) => Some(bind(addr, "worker metrics").await?),
+        None => None,
+    };
     tracing::info!(webhook = %webhook_url, concurrency = settings.concurrency, backend = backend.name, "worker running");
-    engine
-        .deliverer()
-        .run(cancel)
+    let deliverer = engine.deliverer();
+    let (delivered, served) = tokio::join!(deliverer.run(cancel.clone()), async {
+        match metrics_server {
+            Some(listener) => serve_metrics(listener, backend.clone(), metrics, cancel).await,
+            None => Ok(()),
+        }
+    });
+    served?;
+    delivered.map_err(|e| format!("worker: {e}"))
+}
+
+/// A worker's own `/metrics` (its delivery counters and the queue gauges)
+/// and `/healthz`.
+async fn serve_metrics(
+    listener: TcpListener,
+    backend: Backend,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+) -> Fallible<()> {
+    use axum::routing::get;
+    let render = move || {
+        let (backend, metrics) = (backend.clone(), metrics.clone());
+        async move {
+            let stats = backend.queue.stats().await.ok();
+            metrics.render(stats.as_ref(), &[])
+        }
+    };
+    let app = axum::Router::new()
+        .route("/metrics", get(render))
+        .route("/healthz", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(cancel.cancelled_owned())
         .await
-        .map_err(|e| format!("worker: {e}"))
+        .map_err(|e| format!("worker metrics: {e}"))
 }

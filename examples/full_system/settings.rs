@@ -123,6 +123,9 @@ pub(crate) struct Settings {
     /// Where the notifier listens.
     #[arg(long, env = "WDS_NOTIFIER_LISTEN", default_value = "127.0.0.1:8090", global = true)]
     pub(crate) notifier_listen: SocketAddr,
+    /// Where a worker serves its own /metrics and /healthz [default: not served].
+    #[arg(long, env = "WDS_METRICS_LISTEN", global = true)]
+    pub(crate) metrics_listen: Option<SocketAddr>,
     /// The notifier's own rate limit per client, requests/s [default: none].
     #[arg(long, env = "WDS_NOTIFIER_RATE", global = true)]
     pub(crate) notifier_rate: Option<u32>,

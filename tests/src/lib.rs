@@ -1,6 +1,8 @@
 //! Shared helpers for the WDS end-to-end tests: a scripted [`Sink`] that
 //! records every call, and checks of the guarantees over a finished job.
 
+pub mod process;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -1,0 +1,120 @@
+//! Real processes for end-to-end tests: the `full_system` example binary,
+//! started with flags, stopped with a signal or killed with SIGKILL.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The `full_system` binary, built (debug profile) on first use.
+pub fn full_system() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("Cargo.toml");
+        let out = Command::new(&cargo)
+            .args(["build", "--quiet", "-p", "wds-examples", "--example", "full_system", "--manifest-path"])
+            .arg(&manifest)
+            .output()
+            .expect("cannot run cargo to build the full_system example");
+        assert!(
+            out.status.success(),
+            "building full_system failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target"));
+        let bin = target.join("debug").join("examples").join("full_system");
+        assert!(bin.exists(), "no binary at {}", bin.display());
+        bin
+    })
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; good enough for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+/// A child process killed (SIGKILL) when dropped, its output in a log file.
+#[derive(Debug)]
+pub struct Service {
+    /// What it is, for messages.
+    pub name: String,
+    child: Option<Child>,
+    /// Where its stdout and stderr go.
+    pub log: PathBuf,
+}
+
+impl Service {
+    /// Starts `full_system` with `args` in `dir`, logging to `dir/<name>.log`.
+    pub fn start(name: &str, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Service {
+        let log = dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).expect("log file");
+        let err = file.try_clone().expect("log file");
+        let mut cmd = Command::new(full_system());
+        cmd.args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(file)
+            .stderr(err)
+            .env("RUST_LOG", "info");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("cannot start full_system");
+        Service {
+            name: name.into(),
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    /// Sends a signal (`"TERM"`, `"KILL"`, `"INT"`) with kill(1).
+    pub fn signal(&self, signal: &str) {
+        let _ = Command::new("kill").arg(format!("-{signal}")).arg(self.pid().to_string()).status();
+    }
+
+    /// Waits for the process to exit, up to `timeout`.
+    pub fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL now, and reap the process.
+    pub fn kill(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Its log so far, for failure messages.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

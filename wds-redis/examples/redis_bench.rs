@@ -1,0 +1,190 @@
+//! Throughput of the engine over the Redis backend, next to the in-memory
+//! one, and the Redis commands each delivered message costs.
+//!
+//! ```text
+//! cargo run --release -p wds-redis --features test-server --example redis_bench [lines]
+//! ```
+//!
+//! Starts its own redis-server, pushes one job of `lines` (default 100,000)
+//! lines through `Engine::run_once` with a sink that does nothing, first on
+//! `wds_memory::MemoryBackend`, then on `RedisBackend`, and prints
+//! messages per second for each, their ratio, and from `INFO commandstats`
+//! (reset before the Redis run) the round trips per message (commands the
+//! clients sent) and all commands per message (including those the Lua
+//! scripts ran inside Redis).
+//!
+//! Environment: `WDS_BENCH_IN_FLIGHT=n` sets the engine's
+//! `batches_in_flight` for both runs (default: `concurrency / batch_size + 2`
+//! = 2); `WDS_BENCH_REDIS_URL` uses your server instead of starting one
+//! (its statistics are reset); `WDS_BENCH_VERBOSE=1` prints the whole
+//! `INFO commandstats`.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use wds_core::{
+    Delivered, Engine, EngineConfig, Format, Input, JobReport, Message, Sink, SinkError,
+};
+use wds_memory::MemoryBackend;
+use wds_redis::redis;
+use wds_redis::{RedisBackend, RedisServer};
+
+/// Accepts everything at once: the benchmark measures the engine and backend.
+#[derive(Debug)]
+struct Noop;
+
+#[async_trait]
+impl Sink for Noop {
+    async fn deliver(&self, _message: &Message) -> Result<Delivered, SinkError> {
+        Ok(Delivered { status: Some(200) })
+    }
+}
+
+/// A CSV job of `lines` distinct users; `salt` makes each run a new job.
+fn input(lines: u64, salt: &str) -> Input {
+    let mut csv = String::with_capacity(lines as usize * 40);
+    for i in 0..lines {
+        csv.push_str(&format!("user-{i:07},Your alert number {i} ({salt})\n"));
+    }
+    Input::from_bytes(
+        format!("bench-{salt}.csv"),
+        csv.into_bytes(),
+        Some(Format::Csv),
+        None,
+    )
+}
+
+/// Runs one job; returns its report and seconds from claim to finish (the
+/// job's own `finished_ms - created_ms`, which leaves out how long
+/// `run_once` takes to notice that the job is done).
+async fn run(
+    engine: &Engine,
+    input: &Input,
+) -> Result<(JobReport, f64), Box<dyn std::error::Error>> {
+    let start = Instant::now();
+    let report = engine.run_once(input).await?;
+    let wall = start.elapsed().as_secs_f64();
+    if !report.is_complete() || report.delivered != report.lines {
+        return Err(format!("the job did not complete: {report:?}").into());
+    }
+    let secs = report
+        .elapsed()
+        .map_or(wall, |d| d.as_secs_f64().max(0.001));
+    Ok((report, secs))
+}
+
+/// `cmdstat_<name>` → calls, from `INFO commandstats`.
+fn command_calls(info: &str) -> BTreeMap<String, u64> {
+    if std::env::var_os("WDS_BENCH_VERBOSE").is_some() {
+        eprintln!("{info}");
+    }
+    info.lines()
+        .filter_map(|line| {
+            let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest.split(',').find_map(|kv| kv.strip_prefix("calls="))?;
+            Some((name.to_string(), calls.parse().ok()?))
+        })
+        .collect()
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let lines: u64 = match std::env::args().nth(1) {
+        Some(n) => n.parse()?,
+        None => 100_000,
+    };
+    // WDS_BENCH_REDIS_URL points the benchmark at a server of your own
+    // (its command statistics are reset!); by default it starts one.
+    let server = match std::env::var("WDS_BENCH_REDIS_URL") {
+        Ok(_) => None,
+        Err(_) => Some(RedisServer::start()),
+    };
+    let url = match &server {
+        Some(server) => server.url(),
+        None => std::env::var("WDS_BENCH_REDIS_URL")?,
+    };
+    println!("redis-server on {url}; {lines} lines, batch size 100, noop sink");
+
+    // WDS_BENCH_IN_FLIGHT sets `batches_in_flight` for both engines (the
+    // default, 0, means `concurrency / batch_size + 2` = 2).
+    let mut config = EngineConfig::default();
+    if let Ok(n) = std::env::var("WDS_BENCH_IN_FLIGHT") {
+        config.batches_in_flight = n.parse()?;
+    }
+    println!(
+        "engine: concurrency {}, {} batches in flight",
+        config.concurrency,
+        config.effective_batches_in_flight()
+    );
+    let memory = Engine::builder()
+        .config(config.clone())
+        .backend(MemoryBackend::default())
+        .sink(Noop)
+        .build()?;
+    // Warm up (allocator, thread pool), then measure.
+    run(&memory, &input(lines / 10, "warm-memory")).await?;
+    let (_, memory_secs) = run(&memory, &input(lines, "memory")).await?;
+    let memory_rate = lines as f64 / memory_secs;
+    println!("memory: {memory_secs:>7.3} s  {memory_rate:>10.0} messages/s");
+
+    let backend = RedisBackend::builder(url.clone())
+        .prefix("bench")
+        .connect()
+        .await?;
+    let engine = Engine::builder()
+        .config(config)
+        .backend(backend)
+        .sink(Noop)
+        .build()?;
+    run(&engine, &input(lines / 10, "warm-redis")).await?;
+
+    let client = redis::Client::open(url.as_str())?;
+    let mut admin = client.get_multiplexed_async_connection().await?;
+    redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async::<()>(&mut admin)
+        .await?;
+    let (_, redis_secs) = run(&engine, &input(lines, "redis")).await?;
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut admin)
+        .await?;
+    let redis_rate = lines as f64 / redis_secs;
+    println!("redis:  {redis_secs:>7.3} s  {redis_rate:>10.0} messages/s");
+    println!(
+        "ratio redis/memory: {:.0}% (target >= 50%)",
+        100.0 * redis_rate / memory_rate
+    );
+
+    let calls = command_calls(&info);
+    // What the benchmark itself asked for is not the backend's cost.
+    let ours = |name: &str| name == "info" || name.starts_with("config");
+    // Every backend call is an EVALSHA (EVAL and SCRIPT LOAD only after a
+    // NOSCRIPT); everything else ran inside a script.
+    let sent_by_clients = ["evalsha", "eval", "script|load", "ping"];
+    let round_trips: u64 = calls
+        .iter()
+        .filter(|(name, _)| sent_by_clients.contains(&name.as_str()))
+        .map(|(_, n)| n)
+        .sum();
+    let all: u64 = calls
+        .iter()
+        .filter(|(name, _)| !ours(name))
+        .map(|(_, n)| n)
+        .sum();
+    println!("commands during the Redis run (INFO commandstats):");
+    for (name, n) in calls.iter().filter(|(name, _)| !ours(name)) {
+        println!("  {name:<16} {n:>9}");
+    }
+    println!(
+        "round trips per message: {:.4} (evalsha {} + other client commands; target <= 0.1)",
+        round_trips as f64 / lines as f64,
+        calls.get("evalsha").copied().unwrap_or(0)
+    );
+    println!(
+        "all commands per message, including those run inside scripts: {:.4}",
+        all as f64 / lines as f64
+    );
+    Ok(())
+}

@@ -1,0 +1,256 @@
+//! [`RedisLimiter`]: one rate limit per endpoint, shared by every worker.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+use wds_core::{now_ms, Error, Limiter, Result};
+
+use crate::backend::RedisBackend;
+use crate::codec;
+use crate::scripts::SCRIPTS;
+
+/// A [`Limiter`] shared through Redis by every worker that delivers to one
+/// endpoint: GCRA (the generic cell rate algorithm) in one Lua script, plus
+/// a shared back-off.
+///
+/// # How permits are shared
+///
+/// The script keeps the endpoint's *theoretical arrival time* in Redis and
+/// hands out permits as time slots: permit `i` of a reservation may be used
+/// from `base + i·T − τ`, where `T = 1/rate` and `τ = (burst − 1)·T`. Each
+/// call reserves up to [`reserve`](RedisLimiter::reserve) permits whose slots
+/// fall within a short look-ahead, and this instance hands them out locally,
+/// each no earlier than its slot. So a busy worker makes one round trip per
+/// `reserve` permits rather than one per message, while the permits used by
+/// all workers together are exactly a GCRA-conforming sequence: never more
+/// than `burst + rate·t` in any window of length `t`. A reserved permit
+/// that is not used within one emission interval of its slot is dropped
+/// (never used late), so an idle worker cannot save permits up.
+///
+/// # Back-off
+///
+/// [`back_off`](Limiter::back_off) stores the pause in Redis: every
+/// reservation made during it grants nothing until it ends, and this
+/// instance drops the permits it holds and waits at once. Other instances
+/// notice at their next reservation: until then each may still use the
+/// permits it had already reserved, which is at most `reserve` permits
+/// within one look-ahead (`reserve / rate`, 50 ms by default). Checking
+/// Redis on every acquire would close that window at the price of one
+/// round trip per message.
+///
+/// Times are Redis server time, so workers with skewed clocks agree.
+///
+/// ```no_run
+/// # async fn demo(backend: wds_redis::RedisBackend, sink: impl wds_core::Sink) -> wds_core::Result<()> {
+/// use std::sync::Arc;
+/// use wds_redis::RedisLimiter;
+///
+/// let limiter = RedisLimiter::new(&backend, "alerts-api", 200, 20)?;
+/// let engine = wds_core::Engine::builder()
+///     .backend(backend)
+///     .limiter(Arc::new(limiter))
+///     .sink(sink)
+///     .build()?;
+/// # let _ = engine; Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct RedisLimiter {
+    backend: RedisBackend,
+    key: String,
+    /// Emission interval T, in microseconds.
+    interval_us: u64,
+    /// Tolerance τ = (burst − 1)·T, in microseconds.
+    tolerance_us: u64,
+    burst: u32,
+    reserve: u32,
+    state: Mutex<Reserved>,
+    /// This instance's back-off, in [`now_ms`] time.
+    paused_until_ms: AtomicU64,
+    /// Bumped by every back-off, to drop permits reserved before it.
+    epoch: AtomicU64,
+}
+
+/// Permits reserved and not yet handed out, by slot.
+#[derive(Debug, Default)]
+struct Reserved {
+    slots: VecDeque<Instant>,
+    epoch: u64,
+}
+
+/// What one reservation returned.
+#[derive(Debug)]
+struct Grant {
+    granted: u32,
+    now_us: u64,
+    base_us: u64,
+    pause_us: u64,
+}
+
+impl RedisLimiter {
+    /// A limiter of `rate` permits per second with bursts of up to `burst`
+    /// for the endpoint `endpoint` (any name; every worker that uses the same
+    /// name and backend prefix shares the limit).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when `rate` or `burst` is zero or `rate` is above
+    /// one million per second.
+    pub fn new(backend: &RedisBackend, endpoint: &str, rate: u32, burst: u32) -> Result<Self> {
+        if rate == 0 || rate > 1_000_000 {
+            return Err(Error::Config(format!(
+                "the rate must be between 1 and 1,000,000 per second, got {rate}"
+            )));
+        }
+        if burst == 0 {
+            return Err(Error::Config("the burst must be at least 1".into()));
+        }
+        let interval_us = 1_000_000 / u64::from(rate);
+        Ok(RedisLimiter {
+            backend: backend.clone(),
+            key: backend.key(&format!("limit:{endpoint}")),
+            interval_us,
+            tolerance_us: u64::from(burst - 1) * interval_us,
+            burst,
+            // About 50 ms of permits per round trip, within the burst.
+            reserve: (rate / 20).clamp(1, burst),
+            state: Mutex::new(Reserved::default()),
+            paused_until_ms: AtomicU64::new(0),
+            epoch: AtomicU64::new(0),
+        })
+    }
+
+    /// How many permits one round trip reserves at most (default `rate / 20`,
+    /// between 1 and the burst). Larger means fewer round trips but a longer
+    /// look-ahead (`reserve` emission intervals) and more permits that a
+    /// worker that stops may waste.
+    pub fn reserve(mut self, permits: u32) -> Self {
+        self.reserve = permits.clamp(1, self.burst);
+        self
+    }
+
+    /// The Redis key holding this endpoint's state.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    async fn reserve_permits(&self, want: u32) -> Result<Grant> {
+        let op = "limiter";
+        let ahead_us = u64::from(self.reserve) * self.interval_us;
+        let mut invocation = SCRIPTS.gcra_reserve.prepare_invoke();
+        invocation
+            .key(&self.key)
+            .arg(self.interval_us)
+            .arg(self.tolerance_us)
+            .arg(want.clamp(1, self.burst))
+            .arg(ahead_us);
+        let reply = self.backend.inner.conns.invoke(op, &invocation).await?;
+        let [granted, now, base, pause] = codec::array(op, &reply)? else {
+            return Err(codec::unexpected(op, &reply));
+        };
+        Ok(Grant {
+            granted: u32::try_from(codec::uint(op, granted)?).unwrap_or(0),
+            now_us: codec::uint(op, now)?,
+            base_us: codec::uint(op, base)?,
+            pause_us: codec::uint(op, pause)?,
+        })
+    }
+
+    /// Waits out this instance's back-off.
+    async fn wait_for_back_off(&self) {
+        loop {
+            let until = self.paused_until_ms.load(Ordering::Acquire);
+            let now = now_ms();
+            if until <= now {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(until - now)).await;
+        }
+    }
+}
+
+#[async_trait]
+impl Limiter for RedisLimiter {
+    async fn acquire(&self, n: u32) -> Result<()> {
+        self.wait_for_back_off().await;
+        let n = n.clamp(1, self.burst);
+        // A permit may be handed out up to one emission interval after its
+        // slot, never later: see the type's docs.
+        let stale = Duration::from_micros(self.interval_us.max(1_000));
+        let mut last_slot = None;
+        let mut needed = n;
+        {
+            let mut reserved = self.state.lock().await;
+            loop {
+                let epoch = self.epoch.load(Ordering::Acquire);
+                if reserved.epoch != epoch {
+                    reserved.slots.clear();
+                    reserved.epoch = epoch;
+                }
+                let now = Instant::now();
+                while reserved.slots.front().is_some_and(|s| *s + stale < now) {
+                    reserved.slots.pop_front();
+                }
+                while needed > 0 {
+                    let Some(slot) = reserved.slots.pop_front() else {
+                        break;
+                    };
+                    last_slot = Some(slot);
+                    needed -= 1;
+                }
+                if needed == 0 {
+                    break;
+                }
+                let grant = self.reserve_permits(needed.max(self.reserve)).await?;
+                let arrived = Instant::now();
+                if grant.pause_us > grant.now_us {
+                    // Another worker backed off: wait with everyone.
+                    tokio::time::sleep(Duration::from_micros(grant.pause_us - grant.now_us)).await;
+                    continue;
+                }
+                // Slots in server time, mapped to our clock at the reply.
+                let first_us = grant.base_us.saturating_sub(self.tolerance_us);
+                if grant.granted == 0 {
+                    let ahead_us = u64::from(self.reserve) * self.interval_us;
+                    let wait = first_us.saturating_sub(grant.now_us + ahead_us);
+                    tokio::time::sleep(Duration::from_micros(wait.max(500))).await;
+                    continue;
+                }
+                for i in 0..u64::from(grant.granted) {
+                    let at = (first_us + i * self.interval_us).saturating_sub(grant.now_us);
+                    reserved
+                        .slots
+                        .push_back(arrived + Duration::from_micros(at));
+                }
+            }
+        }
+        if let Some(slot) = last_slot {
+            tokio::time::sleep_until(slot).await;
+        }
+        // A back-off may have begun while we waited for the slot.
+        self.wait_for_back_off().await;
+        Ok(())
+    }
+
+    async fn back_off(&self, until_ms: u64) -> Result<()> {
+        self.paused_until_ms.fetch_max(until_ms, Ordering::AcqRel);
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        let pause_ms = until_ms.saturating_sub(now_ms());
+        if pause_ms == 0 {
+            return Ok(());
+        }
+        let mut invocation = SCRIPTS.gcra_back_off.prepare_invoke();
+        invocation
+            .key(&self.key)
+            .arg(pause_ms.saturating_mul(1_000));
+        self.backend
+            .inner
+            .conns
+            .invoke("limiter back_off", &invocation)
+            .await?;
+        Ok(())
+    }
+}

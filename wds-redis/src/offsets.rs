@@ -1,0 +1,196 @@
+//! `OffsetStore` for [`RedisBackend`].
+
+use async_trait::async_trait;
+use deadpool_redis::redis::Value;
+use wds_core::{
+    Checkpoint, Claim, Error, JobId, JobMeta, JobReport, JobState, LineOutcome, MessageId,
+    OffsetStore, Reject, Result,
+};
+
+use crate::backend::RedisBackend;
+use crate::codec;
+use crate::scripts::SCRIPTS;
+
+/// A job's report from the field/value list of its hash.
+fn report(op: &str, job: JobId, fields: &[Value]) -> Result<JobReport> {
+    let mut meta = None;
+    let (mut records, mut done, mut enqueued, mut delivered, mut dead) = (0, false, 0, 0, 0);
+    let (mut in_doubt, mut invalid, mut duplicate, mut finished_ms) = (0, 0, 0, None);
+    for pair in fields.chunks_exact(2) {
+        let name = codec::bytes(op, &pair[0])?;
+        let value = &pair[1];
+        match name {
+            b"meta" => {
+                meta = Some(
+                    serde_json::from_slice::<JobMeta>(codec::bytes(op, value)?).map_err(|e| {
+                        Error::Corrupt {
+                            key: format!("job {job} meta"),
+                            detail: e.to_string(),
+                        }
+                    })?,
+                );
+            }
+            b"records" => records = codec::uint(op, value)?,
+            b"done" => done = codec::uint(op, value)? == 1,
+            b"enqueued" => enqueued = codec::uint(op, value)?,
+            b"delivered" => delivered = codec::uint(op, value)?,
+            b"dead" => dead = codec::uint(op, value)?,
+            b"in_doubt" => in_doubt = codec::uint(op, value)?,
+            b"invalid" => invalid = codec::uint(op, value)?,
+            b"duplicate" => duplicate = codec::uint(op, value)?,
+            b"finished_ms" => finished_ms = Some(codec::uint(op, value)?),
+            _ => {}
+        }
+    }
+    let meta = meta.ok_or_else(|| Error::Corrupt {
+        key: format!("job {job}"),
+        detail: "no metadata".into(),
+    })?;
+    let accounted = delivered + dead + invalid + duplicate;
+    let state = if !done {
+        JobState::Reading
+    } else if accounted == records {
+        JobState::Done
+    } else {
+        JobState::Delivering
+    };
+    Ok(JobReport {
+        job,
+        meta,
+        state,
+        lines: records,
+        enqueued,
+        delivered,
+        dead,
+        in_doubt,
+        invalid,
+        duplicate,
+        finished_ms,
+    })
+}
+
+#[async_trait]
+impl OffsetStore for RedisBackend {
+    async fn claim(&self, identity: &str, meta: JobMeta) -> Result<Claim> {
+        let op = "claim";
+        let job = JobId::from_identity(identity);
+        let mut invocation = SCRIPTS.claim.prepare_invoke();
+        invocation
+            .arg(identity)
+            .arg(job.as_str())
+            .arg(codec::json("job meta", &meta)?);
+        let reply = self.run(op, &mut invocation).await?;
+        let [fresh, job, stored] = codec::array(op, &reply)? else {
+            return Err(codec::unexpected(op, &reply));
+        };
+        let job = JobId(codec::string(op, job)?);
+        let meta =
+            serde_json::from_slice(codec::bytes(op, stored)?).map_err(|e| Error::Corrupt {
+                key: format!("job {job} meta"),
+                detail: e.to_string(),
+            })?;
+        Ok(Claim {
+            job,
+            fresh: codec::int(op, fresh)? == 1,
+            meta,
+        })
+    }
+
+    async fn checkpoint(&self, job: &JobId) -> Result<Checkpoint> {
+        let op = "checkpoint";
+        let mut invocation = SCRIPTS.checkpoint.prepare_invoke();
+        invocation.arg(job.as_str());
+        let reply = self.run(op, &mut invocation).await?;
+        let [seq, byte, line, records, done] = codec::array(op, &reply)? else {
+            return Err(codec::unexpected(op, &reply));
+        };
+        if *seq == Value::Nil {
+            return Err(Error::UnknownJob { job: job.clone() });
+        }
+        Ok(Checkpoint {
+            seq: codec::uint(op, seq)?,
+            byte: codec::uint(op, byte)?,
+            line: codec::uint(op, line)?,
+            records: codec::uint(op, records)?,
+            done: codec::uint(op, done)? == 1,
+        })
+    }
+
+    async fn report(&self, job: &JobId) -> Result<Option<JobReport>> {
+        let op = "report";
+        let mut invocation = SCRIPTS.report.prepare_invoke();
+        invocation.arg(job.as_str());
+        let reply = self.run(op, &mut invocation).await?;
+        let fields: Vec<Value> = match reply {
+            Value::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+            other => codec::array(op, &other)?.to_vec(),
+        };
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        report(op, job.clone(), &fields).map(Some)
+    }
+
+    async fn reports(&self) -> Result<Vec<JobReport>> {
+        let op = "reports";
+        let reply = self.run(op, &mut SCRIPTS.reports.prepare_invoke()).await?;
+        codec::array(op, &reply)?
+            .iter()
+            .map(|item| {
+                let [job, fields] = codec::array(op, item)? else {
+                    return Err(codec::unexpected(op, item));
+                };
+                report(
+                    op,
+                    JobId(codec::string(op, job)?),
+                    codec::array(op, fields)?,
+                )
+            })
+            .collect()
+    }
+
+    async fn outcome(&self, id: &MessageId) -> Result<Option<LineOutcome>> {
+        let op = "outcome";
+        let mut invocation = SCRIPTS.outcome.prepare_invoke();
+        invocation
+            .arg(id.job.as_str())
+            .arg(id.line / codec::CHUNK_LINES);
+        let reply = self.run(op, &mut invocation).await?;
+        let fields = codec::array(op, &reply)?;
+        if fields.first().map(|k| codec::int(op, k)).transpose()? != Some(1) {
+            return Err(Error::UnknownJob {
+                job: id.job.clone(),
+            });
+        }
+        match fields.get(1) {
+            None => Ok(None),
+            Some(value) => codec::opt_bytes(op, value)?
+                .and_then(|chunk| codec::find_in_chunk(chunk, id.line))
+                .map(codec::decode_outcome)
+                .transpose(),
+        }
+    }
+
+    async fn rejects(&self, job: &JobId, limit: usize) -> Result<Vec<Reject>> {
+        let op = "rejects";
+        let mut invocation = SCRIPTS.rejects.prepare_invoke();
+        invocation.arg(job.as_str()).arg(limit);
+        let reply = self.run(op, &mut invocation).await?;
+        let fields = codec::array(op, &reply)?;
+        if fields.first().map(|k| codec::int(op, k)).transpose()? != Some(1) {
+            return Err(Error::UnknownJob { job: job.clone() });
+        }
+        match fields.get(1) {
+            None => Ok(Vec::new()),
+            Some(list) => codec::array(op, list)?
+                .iter()
+                .map(|r| {
+                    serde_json::from_slice(codec::bytes(op, r)?).map_err(|e| Error::Corrupt {
+                        key: format!("rejects of job {job}"),
+                        detail: e.to_string(),
+                    })
+                })
+                .collect(),
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! `Queue` for [`RedisBackend`]: one script call per method.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use wds_core::{
+    now_ms, DeadKind, DeadLetter, Error, JobId, Lease, LineOutcome, MessageId, Push, Pushed, Queue,
+    QueueStats, RejectKind, Result, Settle,
+};
+
+use crate::backend::{RedisBackend, MAX_DUE_PER_LEASE, REBATCH_SIZE};
+use crate::codec;
+use crate::scripts::SCRIPTS;
+
+impl RedisBackend {
+    fn retention_secs(&self) -> u64 {
+        self.inner.retention.as_secs().max(1)
+    }
+
+    /// `LeaseLost` for `lease`.
+    fn lost(lease: &Lease) -> Error {
+        Error::LeaseLost {
+            lease: lease.id.clone(),
+            batch: lease.batch.id.clone(),
+        }
+    }
+}
+
+/// The outcomes of one job in a settle.
+#[derive(Debug)]
+struct Group {
+    job: JobId,
+    /// Every delivered and dead line's stored outcome.
+    outcomes: codec::Chunks,
+    delivered: usize,
+    /// Dead entries.
+    dead: Vec<Vec<u8>>,
+    in_doubt: usize,
+}
+
+impl Group {
+    fn of(groups: &mut Vec<Group>, job: JobId) -> &mut Group {
+        let at = match groups.iter().position(|g| g.job == job) {
+            Some(at) => at,
+            None => {
+                groups.push(Group {
+                    job,
+                    outcomes: codec::Chunks::default(),
+                    delivered: 0,
+                    dead: Vec::new(),
+                    in_doubt: 0,
+                });
+                groups.len() - 1
+            }
+        };
+        &mut groups[at]
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[async_trait]
+impl Queue for RedisBackend {
+    async fn push(&self, push: Push) -> Result<Pushed> {
+        let op = "push";
+        let seq = push.seq();
+        let next = push.next;
+        let (mut invalid, mut duplicate) = (0u64, 0u64);
+        let mut invocation = SCRIPTS.push.prepare_invoke();
+        invocation
+            .arg(push.job.as_str())
+            .arg(seq)
+            .arg(next.seq)
+            .arg(next.byte)
+            .arg(next.line)
+            .arg(next.records)
+            .arg(u8::from(next.done))
+            .arg(push.messages.len())
+            .arg(if push.messages.is_empty() {
+                Vec::new()
+            } else {
+                codec::payload(&push.messages)?
+            });
+        for reject in &push.rejects {
+            match reject.kind {
+                RejectKind::Invalid { .. } => invalid += 1,
+                RejectKind::Duplicate { .. } => duplicate += 1,
+            }
+        }
+        let mut chunks = codec::Chunks::default();
+        for reject in &push.rejects {
+            let outcome = LineOutcome::Rejected {
+                kind: reject.kind.clone(),
+            };
+            chunks.add(reject.line, &codec::outcome(&outcome)?);
+        }
+        invocation
+            .arg(invalid)
+            .arg(duplicate)
+            .arg(self.retention_secs())
+            .arg(chunks.len());
+        for (chunk, entries) in chunks.iter() {
+            invocation.arg(chunk).arg(entries);
+        }
+        for reject in &push.rejects {
+            invocation.arg(codec::json("reject", reject)?);
+        }
+        let reply = self.run(op, &mut invocation).await?;
+        let fields = codec::array(op, &reply)?;
+        let tag = fields.first().map(|t| codec::string(op, t)).transpose()?;
+        match (tag.as_deref(), fields.get(1)) {
+            (Some("ok"), Some(depth)) => Ok(Pushed {
+                applied: true,
+                depth: codec::uint(op, depth)?,
+            }),
+            (Some("stale"), Some(depth)) => Ok(Pushed {
+                applied: false,
+                depth: codec::uint(op, depth)?,
+            }),
+            (Some("conflict"), Some(current)) => Err(Error::Conflict {
+                job: push.job,
+                seq,
+                current: codec::uint(op, current)?,
+            }),
+            (Some("unknown"), _) => Err(Error::UnknownJob { job: push.job }),
+            _ => Err(codec::unexpected(op, &reply)),
+        }
+    }
+
+    async fn lease(&self, max_batches: usize, ttl: Duration) -> Result<Vec<Lease>> {
+        if max_batches == 0 {
+            return Ok(Vec::new());
+        }
+        let mut invocation = SCRIPTS.lease.prepare_invoke();
+        invocation
+            .arg(max_batches)
+            .arg(millis(ttl).max(1))
+            .arg(REBATCH_SIZE)
+            .arg(MAX_DUE_PER_LEASE);
+        let reply = self.run("lease", &mut invocation).await?;
+        codec::decode_leases(&reply)
+    }
+
+    async fn mark_sending(&self, lease: &Lease) -> Result<()> {
+        let mut invocation = SCRIPTS.mark_sending.prepare_invoke();
+        invocation.arg(&lease.id.0).arg(&lease.batch.id.0);
+        match codec::int(
+            "mark_sending",
+            &self.run("mark_sending", &mut invocation).await?,
+        )? {
+            1 => Ok(()),
+            _ => Err(Self::lost(lease)),
+        }
+    }
+
+    async fn extend(&self, lease: &Lease, ttl: Duration) -> Result<u64> {
+        let mut invocation = SCRIPTS.extend.prepare_invoke();
+        invocation
+            .arg(&lease.id.0)
+            .arg(&lease.batch.id.0)
+            .arg(millis(ttl).max(1));
+        let deadline = codec::int("extend", &self.run("extend", &mut invocation).await?)?;
+        u64::try_from(deadline).map_err(|_| Self::lost(lease))
+    }
+
+    async fn settle(&self, lease: &Lease, outcomes: Vec<Settle>) -> Result<()> {
+        let op = "settle";
+        // The lease carries its batch: check the outcomes against it here,
+        // before any round trip (the script checks the count against the
+        // stored batch too).
+        let expected: HashSet<&MessageId> = lease.batch.messages.iter().map(|m| &m.id).collect();
+        let given: HashSet<&MessageId> = outcomes.iter().map(Settle::id).collect();
+        if given.len() != outcomes.len() || given != expected {
+            return Err(Error::Config(format!(
+                "settle of batch {} must name each of its {} messages exactly once",
+                lease.batch.id,
+                expected.len()
+            )));
+        }
+        // Grouped by job (a batch of a push has one; retries and replays
+        // may mix jobs), so the script hands each group's outcomes to Redis
+        // as one slice of arguments.
+        let at_ms = now_ms();
+        let mut groups: Vec<Group> = Vec::with_capacity(1);
+        let mut retries: Vec<(u64, Vec<u8>)> = Vec::new();
+        for outcome in outcomes {
+            match outcome {
+                Settle::Delivered { id, receipt } => {
+                    let line = id.line;
+                    let stored = codec::outcome(&LineOutcome::Delivered { receipt })?;
+                    let group = Group::of(&mut groups, id.job);
+                    group.outcomes.add(line, &stored);
+                    group.delivered += 1;
+                }
+                Settle::Dead { message, reason } => {
+                    let stored = codec::outcome(&LineOutcome::Dead {
+                        reason: reason.clone(),
+                    })?;
+                    let in_doubt = reason.kind == DeadKind::InDoubt;
+                    let line = message.id.line;
+                    let job = message.id.job.clone();
+                    let entry = codec::dead_entry(&DeadLetter {
+                        message,
+                        reason,
+                        at_ms,
+                    })?;
+                    let group = Group::of(&mut groups, job);
+                    group.outcomes.add(line, &stored);
+                    group.dead.push(entry);
+                    group.in_doubt += usize::from(in_doubt);
+                }
+                Settle::Retry { message, at_ms } => {
+                    retries.push((at_ms, codec::message(&message)?));
+                }
+            }
+        }
+        let mut invocation = SCRIPTS.settle.prepare_invoke();
+        invocation
+            .arg(&lease.id.0)
+            .arg(&lease.batch.id.0)
+            .arg(self.retention_secs())
+            .arg(lease.batch.messages.len())
+            .arg(groups.len())
+            .arg(retries.len());
+        for group in &groups {
+            invocation
+                .arg(group.job.as_str())
+                .arg(group.delivered)
+                .arg(group.dead.len())
+                .arg(group.in_doubt)
+                .arg(group.outcomes.len());
+            for (chunk, entries) in group.outcomes.iter() {
+                invocation.arg(chunk).arg(entries);
+            }
+            for entry in &group.dead {
+                invocation.arg(entry);
+            }
+        }
+        for (due, message) in &retries {
+            invocation.arg(*due).arg(message);
+        }
+        let reply = self.run(op, &mut invocation).await?;
+        let fields = codec::array(op, &reply)?;
+        let tag = fields.first().map(|t| codec::string(op, t)).transpose()?;
+        match (tag.as_deref(), fields.get(1)) {
+            (Some("ok"), _) => Ok(()),
+            (Some("lost"), _) => Err(Self::lost(lease)),
+            (Some("count"), Some(n)) => Err(Error::Config(format!(
+                "settle of batch {} must name each of its {} messages exactly once",
+                lease.batch.id,
+                codec::uint(op, n)?
+            ))),
+            (Some("unknown"), Some(job)) => Err(Error::UnknownJob {
+                job: JobId(codec::string(op, job)?),
+            }),
+            _ => Err(codec::unexpected(op, &reply)),
+        }
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<()> {
+        let mut invocation = SCRIPTS.release.prepare_invoke();
+        invocation.arg(&lease.id.0).arg(&lease.batch.id.0);
+        match codec::int("release", &self.run("release", &mut invocation).await?)? {
+            1 => Ok(()),
+            _ => Err(Self::lost(lease)),
+        }
+    }
+
+    async fn dead_letters(&self, job: Option<&JobId>, limit: usize) -> Result<Vec<DeadLetter>> {
+        let op = "dead_letters";
+        let mut invocation = SCRIPTS.dead_letters.prepare_invoke();
+        invocation.arg(job.map_or("", JobId::as_str)).arg(limit);
+        let reply = self.run(op, &mut invocation).await?;
+        codec::array(op, &reply)?
+            .iter()
+            .map(|entry| codec::decode_dead_entry(codec::bytes(op, entry)?))
+            .collect()
+    }
+
+    async fn replay(&self, job: Option<&JobId>) -> Result<u64> {
+        let mut invocation = SCRIPTS.replay.prepare_invoke();
+        invocation
+            .arg(job.map_or("", JobId::as_str))
+            .arg(REBATCH_SIZE);
+        codec::uint("replay", &self.run("replay", &mut invocation).await?)
+    }
+
+    async fn stats(&self) -> Result<QueueStats> {
+        let op = "stats";
+        let reply = self.run(op, &mut SCRIPTS.stats.prepare_invoke()).await?;
+        let [ready, leased, scheduled, dead] = codec::array(op, &reply)? else {
+            return Err(codec::unexpected(op, &reply));
+        };
+        Ok(QueueStats {
+            ready: codec::uint(op, ready)?,
+            leased: codec::uint(op, leased)?,
+            scheduled: codec::uint(op, scheduled)?,
+            dead: codec::uint(op, dead)?,
+        })
+    }
+}

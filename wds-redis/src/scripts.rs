@@ -1,0 +1,572 @@
+//! The Lua scripts: one per trait call, so each call is one round trip
+//! (`EVALSHA`, with `redis::Script` loading the script on `NOSCRIPT`) and
+//! each call's writes are atomic.
+//!
+//! # Layout
+//!
+//! `KEYS[1]` is the hash tag `{prefix}`; every key is `{prefix}:…`, so all
+//! of a deployment's keys live in one slot and the scripts are valid on
+//! Redis Cluster.
+//!
+//! | key | type | holds |
+//! | --- | --- | --- |
+//! | `:claims` | hash | input identity → job id |
+//! | `:jobs` | zset | job id by claim order (`:jobno` counter) |
+//! | `:job:<job>` | hash | `meta` json, checkpoint (`seq byte line records done`), counts, `finished_ms` |
+//! | `:out:<job>` | hash | chunk of 128 lines → `<line>=<outcome>\n…` (last entry of a line wins; empty means pending again); expires `retention` after the job is done |
+//! | `:rejects:<job>` | list | `Reject` json in line order; expires with `:out:` |
+//! | `:ready` | list | batch ids in lease order |
+//! | `:b:<batch>` | hash | `p` payload, `n` messages, `l` lease id, `d` deadline, `s` sending (sticky) |
+//! | `:leases` | zset | batch id by lease deadline |
+//! | `:scheduled` | zset | message (wire form) by due time |
+//! | `:dead:<job>` | list | dead entries; `:deadjobs` (set) lists the jobs that have some |
+//! | `:counts` | hash | `ready`, `leased`, `dead` message counts |
+//! | `:next` | string | counter for lease and batch ids |
+//!
+//! A message's wire form is the JSON array
+//! `[job, line, userId, alertMessage, attempts, first_attempt_ms]`, and a
+//! batch payload is a JSON array of those, so the scripts can cut and join
+//! batches with `table.concat` without decoding anything.
+
+use std::sync::LazyLock;
+
+use deadpool_redis::redis::Script;
+
+/// Shared by every script: the key prefix, server time and helpers.
+macro_rules! prelude {
+    () => {
+        r#"
+local P = KEYS[1]
+local COUNTS = P .. ':counts'
+
+-- Redis server time, so that workers with skewed clocks agree on deadlines.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- A variadic command in slices of 1000 arguments: unpack() is limited by
+-- the Lua C stack. Slices are even, so field/value pairs stay together.
+local function bulk(cmd, key, args)
+  local n = #args
+  local i = 1
+  while i <= n do
+    local j = i + 999
+    if j > n then j = n end
+    redis.call(cmd, key, unpack(args, i, j))
+    i = j + 1
+  end
+end
+
+-- Stamps (or clears) a job's finish time after its counts changed. Once
+-- done, its per-line data expires after the retention; a replay keeps it.
+-- `fields` are the job hash fields about to be written.
+local function finish(job, was_finished, is_done, fields, retention)
+  local out, rejects = P .. ':out:' .. job, P .. ':rejects:' .. job
+  if is_done then
+    if not was_finished then
+      fields[#fields + 1] = 'finished_ms'
+      fields[#fields + 1] = now_ms()
+      redis.call('EXPIRE', out, retention)
+      redis.call('EXPIRE', rejects, retention)
+    end
+  elseif was_finished then
+    redis.call('HDEL', P .. ':job:' .. job, 'finished_ms')
+    redis.call('PERSIST', out)
+    redis.call('PERSIST', rejects)
+  end
+end
+
+-- ARGV[from..to] as a table (unpack() would hit the C stack limit).
+local function args(from, to)
+  local t = {}
+  for i = from, to do t[#t + 1] = ARGV[i] end
+  return t
+end
+
+-- Appends `line=outcome\n` entries to a job's outcome chunks: `pairs` is a
+-- flat list of chunk, entries. One string per 128 lines, rather than a hash
+-- field per line, costs Redis a tenth of the work and of the memory.
+local function append_chunks(job, pairs)
+  local out = P .. ':out:' .. job
+  for i = 1, #pairs, 2 do
+    local old = redis.call('HGET', out, pairs[i])
+    redis.call('HSET', out, pairs[i], (old or '') .. pairs[i + 1])
+  end
+end
+
+-- Appends messages (wire form) to the ready list as new batches.
+local function rebatch(elems, kind, size)
+  local ids = {}
+  for i = 1, #elems, size do
+    local j = i + size - 1
+    if j > #elems then j = #elems end
+    local batch = kind .. '/' .. redis.call('INCR', P .. ':next')
+    redis.call('HSET', P .. ':b:' .. batch,
+      'p', '[' .. table.concat(elems, ',', i, j) .. ']', 'n', j - i + 1)
+    ids[#ids + 1] = batch
+  end
+  bulk('RPUSH', P .. ':ready', ids)
+  redis.call('HINCRBY', COUNTS, 'ready', #elems)
+end
+
+-- The batch hash of a lease that is still held, or nil.
+local function held(lease, batch, fields)
+  local h = redis.call('HMGET', P .. ':b:' .. batch, 'l', 'd', unpack(fields))
+  if h[1] ~= lease or tonumber(h[2]) <= now_ms() then return nil end
+  return h
+end
+"#
+    };
+}
+
+/// ARGV: identity, job id, meta json. Returns `{fresh, job, meta}`.
+const CLAIM: &str = concat!(
+    prelude!(),
+    r#"
+local claims = P .. ':claims'
+local job = redis.call('HGET', claims, ARGV[1])
+if job then
+  return {0, job, redis.call('HGET', P .. ':job:' .. job, 'meta') or ''}
+end
+job = ARGV[2]
+local jk = P .. ':job:' .. job
+redis.call('HSET', claims, ARGV[1], job)
+if redis.call('EXISTS', jk) == 1 then
+  -- Two identities with one 64-bit job id: never reset the existing job.
+  return {0, job, redis.call('HGET', jk, 'meta') or ''}
+end
+redis.call('HSET', jk, 'meta', ARGV[3], 'seq', 0, 'byte', 0, 'line', 0, 'records', 0,
+  'done', 0, 'enqueued', 0, 'delivered', 0, 'dead', 0, 'in_doubt', 0, 'invalid', 0,
+  'duplicate', 0)
+redis.call('ZADD', P .. ':jobs', redis.call('INCR', P .. ':jobno'), job)
+return {1, job, ARGV[3]}
+"#
+);
+
+/// ARGV: 1 job, 2 seq, 3 next seq, 4 byte, 5 line, 6 records, 7 done (0/1),
+/// 8 message count, 9 batch payload, 10 invalid, 11 duplicate,
+/// 12 retention (s), 13 outcome chunks, then `chunk, entries` per chunk
+/// (see `append_chunks`), then the rejects' json.
+/// Returns `{'ok', ready}`, `{'stale', ready}`, `{'conflict', current}` or
+/// `{'unknown'}`.
+const PUSH: &str = concat!(
+    prelude!(),
+    r#"
+local job = ARGV[1]
+local jk = P .. ':job:' .. job
+local v = redis.call('HMGET', jk, 'seq', 'enqueued', 'delivered', 'dead', 'invalid',
+  'duplicate', 'finished_ms')
+if not v[1] then return {'unknown'} end
+local current, seq = tonumber(v[1]), tonumber(ARGV[2])
+if seq < current then
+  return {'stale', tonumber(redis.call('HGET', COUNTS, 'ready') or '0')}
+end
+if seq > current then return {'conflict', current} end
+local n = tonumber(ARGV[8])
+local invalid = tonumber(v[5]) + tonumber(ARGV[10])
+local duplicate = tonumber(v[6]) + tonumber(ARGV[11])
+local chunks = tonumber(ARGV[13])
+if chunks > 0 then
+  append_chunks(job, args(14, 13 + 2 * chunks))
+  bulk('RPUSH', P .. ':rejects:' .. job, args(14 + 2 * chunks, #ARGV))
+end
+local ready
+if n > 0 then
+  local batch = job .. '/' .. ARGV[2]
+  redis.call('HSET', P .. ':b:' .. batch, 'p', ARGV[9], 'n', n)
+  redis.call('RPUSH', P .. ':ready', batch)
+  ready = redis.call('HINCRBY', COUNTS, 'ready', n)
+else
+  ready = tonumber(redis.call('HGET', COUNTS, 'ready') or '0')
+end
+local fields = {'seq', ARGV[3], 'byte', ARGV[4], 'line', ARGV[5], 'records', ARGV[6],
+  'done', ARGV[7], 'enqueued', tonumber(v[2]) + n, 'invalid', invalid,
+  'duplicate', duplicate}
+local accounted = tonumber(v[3]) + tonumber(v[4]) + invalid + duplicate
+finish(job, v[7], ARGV[7] == '1' and accounted == tonumber(ARGV[6]), fields, ARGV[12])
+redis.call('HSET', jk, unpack(fields))
+return {'ok', ready}
+"#
+);
+
+/// ARGV: 1 max batches, 2 ttl (ms), 3 rebatch size, 4 most due retries to
+/// move per call. Returns `{deadline, {{lease, batch, payload, sending}…}}`.
+const LEASE: &str = concat!(
+    prelude!(),
+    r#"
+local max, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
+local now = now_ms()
+local deadline = now + ttl
+local LEASES, READY, SCHED = P .. ':leases', P .. ':ready', P .. ':scheduled'
+-- 1. Expired leases first: their holders are presumed dead.
+local batches = redis.call('ZRANGEBYSCORE', LEASES, '-inf', now, 'LIMIT', 0, max)
+local reclaimed = #batches
+-- 2. Due retries become ready.
+local due = redis.call('ZRANGEBYSCORE', SCHED, '-inf', now, 'LIMIT', 0, tonumber(ARGV[4]))
+if #due > 0 then
+  bulk('ZREM', SCHED, due)
+  rebatch(due, 'retry', tonumber(ARGV[3]))
+end
+-- 3. Ready batches in push order.
+if #batches < max then
+  local popped = redis.call('LPOP', READY, max - #batches)
+  if popped then
+    for _, b in ipairs(popped) do batches[#batches + 1] = b end
+  end
+end
+if #batches == 0 then return {deadline, {}} end
+local base = redis.call('INCRBY', P .. ':next', #batches) - #batches
+local out, index, moved = {}, {}, 0
+for i, batch in ipairs(batches) do
+  local bk = P .. ':b:' .. batch
+  local h = redis.call('HMGET', bk, 'p', 'n', 's')
+  if h[1] then
+    local id = batch .. '#' .. (base + i)
+    redis.call('HSET', bk, 'l', id, 'd', deadline)
+    index[#index + 1] = deadline
+    index[#index + 1] = batch
+    out[#out + 1] = {id, batch, h[1], h[3] and 1 or 0}
+    if i > reclaimed then moved = moved + tonumber(h[2]) end
+  elseif i <= reclaimed then
+    redis.call('ZREM', LEASES, batch)
+  end
+end
+if #index > 0 then bulk('ZADD', LEASES, index) end
+if moved > 0 then
+  redis.call('HINCRBY', COUNTS, 'ready', -moved)
+  redis.call('HINCRBY', COUNTS, 'leased', moved)
+end
+return {deadline, out}
+"#
+);
+
+/// ARGV: lease, batch. Returns 1, or 0 when the lease is not held.
+const MARK_SENDING: &str = concat!(
+    prelude!(),
+    r#"
+if not held(ARGV[1], ARGV[2], {}) then return 0 end
+redis.call('HSET', P .. ':b:' .. ARGV[2], 's', 1)
+return 1
+"#
+);
+
+/// ARGV: lease, batch, ttl (ms). Returns the new deadline, or -1 when the
+/// lease is not held.
+const EXTEND: &str = concat!(
+    prelude!(),
+    r#"
+if not held(ARGV[1], ARGV[2], {}) then return -1 end
+local deadline = now_ms() + tonumber(ARGV[3])
+redis.call('HSET', P .. ':b:' .. ARGV[2], 'd', deadline)
+redis.call('ZADD', P .. ':leases', deadline, ARGV[2])
+return deadline
+"#
+);
+
+/// ARGV: lease, batch. Returns 1, or 0 when the lease is not held. The
+/// sending mark stays (it is sticky).
+const RELEASE: &str = concat!(
+    prelude!(),
+    r#"
+local h = held(ARGV[1], ARGV[2], {'n'})
+if not h then return 0 end
+local n = tonumber(h[3])
+redis.call('HDEL', P .. ':b:' .. ARGV[2], 'l', 'd')
+redis.call('ZREM', P .. ':leases', ARGV[2])
+redis.call('LPUSH', P .. ':ready', ARGV[2])
+redis.call('HINCRBY', COUNTS, 'leased', -n)
+redis.call('HINCRBY', COUNTS, 'ready', n)
+return 1
+"#
+);
+
+/// ARGV: 1 lease, 2 batch, 3 retention (s), 4 outcome count, 5 job
+/// groups, 6 retries, then per job group: job, delivered, dead, of which in
+/// doubt, outcome chunks, then `chunk, entries` per chunk (see
+/// `append_chunks`), then the dead entries; then `due time, message` per
+/// retry. Returns `{'ok'}`,
+/// `{'lost'}`, `{'count', n}` or `{'unknown', job}`.
+///
+/// The client groups the outcomes by job so that each group's writes are
+/// ARGV slices handed straight to `HSET` and `RPUSH`: no per-message work
+/// in Lua.
+const SETTLE: &str = concat!(
+    prelude!(),
+    r#"
+local h = held(ARGV[1], ARGV[2], {'n'})
+if not h then return {'lost'} end
+local n = tonumber(h[3])
+if tonumber(ARGV[4]) ~= n then return {'count', n} end
+local groups, retries = tonumber(ARGV[5]), tonumber(ARGV[6])
+-- Each argument slice of `count` items from `at`, in chunks of 1000.
+local function slice(cmd, key, at, count)
+  local last = at + count - 1
+  while at <= last do
+    local j = at + 999
+    if j > last then j = last end
+    redis.call(cmd, key, unpack(ARGV, at, j))
+    at = j + 1
+  end
+end
+-- Check every job before writing anything: a script cannot roll back.
+local jobs, at = {}, 7
+for g = 1, groups do
+  local job = ARGV[at]
+  local v = redis.call('HMGET', P .. ':job:' .. job, 'records', 'done', 'delivered', 'dead',
+    'in_doubt', 'invalid', 'duplicate', 'finished_ms')
+  if not v[1] then return {'unknown', job} end
+  local delivered, dead = tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
+  local chunks = tonumber(ARGV[at + 4])
+  jobs[g] = {job = job, v = v, at = at, delivered = delivered, dead = dead,
+    in_doubt = tonumber(ARGV[at + 3]), chunks = chunks}
+  at = at + 5 + 2 * chunks + dead
+end
+redis.call('DEL', P .. ':b:' .. ARGV[2])
+redis.call('ZREM', P .. ':leases', ARGV[2])
+local dead_total = 0
+for _, j in ipairs(jobs) do
+  local job, v = j.job, j.v
+  local first = j.at + 5
+  append_chunks(job, args(first, first + 2 * j.chunks - 1))
+  if j.dead > 0 then
+    slice('RPUSH', P .. ':dead:' .. job, first + 2 * j.chunks, j.dead)
+    redis.call('SADD', P .. ':deadjobs', job)
+    dead_total = dead_total + j.dead
+  end
+  local delivered = tonumber(v[3]) + j.delivered
+  local dead = tonumber(v[4]) + j.dead
+  local fields = {'delivered', delivered, 'dead', dead, 'in_doubt', tonumber(v[5]) + j.in_doubt}
+  local accounted = delivered + dead + tonumber(v[6]) + tonumber(v[7])
+  finish(job, v[8], v[2] == '1' and accounted == tonumber(v[1]), fields, ARGV[3])
+  redis.call('HSET', P .. ':job:' .. job, unpack(fields))
+end
+if retries > 0 then slice('ZADD', P .. ':scheduled', at, 2 * retries) end
+redis.call('HINCRBY', COUNTS, 'leased', -n)
+if dead_total > 0 then redis.call('HINCRBY', COUNTS, 'dead', dead_total) end
+return {'ok'}
+"#
+);
+
+/// ARGV: job (`''` for all), rebatch size. Returns how many were replayed.
+///
+/// A dead entry is `<line>:<in doubt 0/1>:<length>:<message><dead letter json>`,
+/// where `<message>` is the wire form to replay (attempts already reset)
+/// and `<length>` its byte length.
+const REPLAY: &str = concat!(
+    prelude!(),
+    r#"
+local jobs
+if ARGV[1] ~= '' then jobs = {ARGV[1]} else jobs = redis.call('SMEMBERS', P .. ':deadjobs') end
+local elems, total = {}, 0
+for _, job in ipairs(jobs) do
+  local dk = P .. ':dead:' .. job
+  local entries = redis.call('LRANGE', dk, 0, -1)
+  if #entries > 0 then
+    redis.call('DEL', dk)
+    redis.call('SREM', P .. ':deadjobs', job)
+    -- Each replayed line gets an empty entry: pending again.
+    local chunks, order, in_doubt = {}, {}, 0
+    for _, e in ipairs(entries) do
+      local line, d, len, at = string.match(e, '^(%d+):(%d):(%d+):()')
+      local chunk = tostring(math.floor(tonumber(line) / 128))
+      if not chunks[chunk] then
+        chunks[chunk] = {}
+        order[#order + 1] = chunk
+      end
+      local c = chunks[chunk]
+      c[#c + 1] = line .. '=\n'
+      if d == '1' then in_doubt = in_doubt + 1 end
+      elems[#elems + 1] = string.sub(e, at, at + tonumber(len) - 1)
+    end
+    local jk = P .. ':job:' .. job
+    local v = redis.call('HMGET', jk, 'dead', 'in_doubt', 'finished_ms')
+    if v[1] then
+      local pairs = {}
+      for _, chunk in ipairs(order) do
+        pairs[#pairs + 1] = chunk
+        pairs[#pairs + 1] = table.concat(chunks[chunk])
+      end
+      append_chunks(job, pairs)
+      local fields = {'dead', tonumber(v[1]) - #entries, 'in_doubt', tonumber(v[2]) - in_doubt}
+      finish(job, v[3], false, fields, 0)
+      redis.call('HSET', jk, unpack(fields))
+    end
+    total = total + #entries
+  end
+end
+if total > 0 then
+  rebatch(elems, 'replay', tonumber(ARGV[2]))
+  redis.call('HINCRBY', COUNTS, 'dead', -total)
+end
+return total
+"#
+);
+
+/// ARGV: job (`''` for all), limit. Returns up to `limit` dead entries.
+const DEAD_LETTERS: &str = concat!(
+    prelude!(),
+    r#"
+local limit = tonumber(ARGV[2])
+local out = {}
+if limit <= 0 then return out end
+local jobs
+if ARGV[1] ~= '' then jobs = {ARGV[1]} else jobs = redis.call('SMEMBERS', P .. ':deadjobs') end
+for _, job in ipairs(jobs) do
+  if #out >= limit then break end
+  local got = redis.call('LRANGE', P .. ':dead:' .. job, 0, limit - #out - 1)
+  for _, e in ipairs(got) do out[#out + 1] = e end
+end
+return out
+"#
+);
+
+/// No ARGV. Returns `{ready, leased, scheduled, dead}`.
+const STATS: &str = concat!(
+    prelude!(),
+    r#"
+local c = redis.call('HMGET', COUNTS, 'ready', 'leased', 'dead')
+return {tonumber(c[1] or '0'), tonumber(c[2] or '0'), redis.call('ZCARD', P .. ':scheduled'),
+  tonumber(c[3] or '0')}
+"#
+);
+
+/// No ARGV. Returns `{{job, {field, value…}}…}`, newest job first.
+const REPORTS: &str = concat!(
+    prelude!(),
+    r#"
+local out = {}
+for _, job in ipairs(redis.call('ZREVRANGE', P .. ':jobs', 0, -1)) do
+  out[#out + 1] = {job, redis.call('HGETALL', P .. ':job:' .. job)}
+end
+return out
+"#
+);
+
+/// ARGV: job. Returns the job hash as `{field, value…}` (empty when unknown).
+const REPORT: &str = concat!(
+    prelude!(),
+    r#"
+return redis.call('HGETALL', P .. ':job:' .. ARGV[1])
+"#
+);
+
+/// ARGV: job. Returns `{seq, byte, line, records, done}` (nils when unknown).
+const CHECKPOINT: &str = concat!(
+    prelude!(),
+    r#"
+return redis.call('HMGET', P .. ':job:' .. ARGV[1], 'seq', 'byte', 'line', 'records', 'done')
+"#
+);
+
+/// ARGV: job, chunk. Returns `{0}` for an unknown job, else `{1, chunk or nil}`.
+const OUTCOME: &str = concat!(
+    prelude!(),
+    r#"
+if redis.call('EXISTS', P .. ':job:' .. ARGV[1]) == 0 then return {0} end
+return {1, redis.call('HGET', P .. ':out:' .. ARGV[1], ARGV[2])}
+"#
+);
+
+/// ARGV: job, limit. Returns `{0}` for an unknown job, else `{1, {reject…}}`.
+const REJECTS: &str = concat!(
+    prelude!(),
+    r#"
+if redis.call('EXISTS', P .. ':job:' .. ARGV[1]) == 0 then return {0} end
+local limit = tonumber(ARGV[2])
+if limit <= 0 then return {1, {}} end
+return {1, redis.call('LRANGE', P .. ':rejects:' .. ARGV[1], 0, limit - 1)}
+"#
+);
+
+/// GCRA reservation of up to `k` permits for one endpoint, shared by every
+/// worker. Times are server microseconds.
+///
+/// KEYS[1]: the endpoint's hash (`tat`, `pause`). ARGV: 1 emission interval
+/// T (µs), 2 tolerance tau = (burst − 1)·T (µs), 3 k, 4 look-ahead (µs).
+///
+/// Permit `i` of a reservation may be used from
+/// `max(now, base + i·T − tau)`; the script grants the permits whose time
+/// is within the look-ahead and returns `{granted, now, base, pause}`. When
+/// a back-off is in force it grants nothing and `pause` says until when.
+const GCRA_RESERVE: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local T, tau, k, ahead = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local v = redis.call('HMGET', KEYS[1], 'tat', 'pause')
+local tat, pause = tonumber(v[1] or '0'), tonumber(v[2] or '0')
+if pause > now then
+  return {0, string.format('%.0f', now), string.format('%.0f', tat), string.format('%.0f', pause)}
+end
+local base = math.max(tat, now)
+-- Permit i fits when base + i*T - tau <= now + ahead.
+local fit = math.floor((now + ahead + tau - base) / T) + 1
+local granted = math.max(0, math.min(k, fit))
+if granted > 0 then
+  local new_tat = base + granted * T
+  redis.call('HSET', KEYS[1], 'tat', string.format('%.0f', new_tat))
+  -- Forget the endpoint once it has been idle for a minute.
+  redis.call('PEXPIRE', KEYS[1], math.ceil((new_tat - now) / 1000) + 60000)
+end
+return {granted, string.format('%.0f', now), string.format('%.0f', base), '0'}
+"#;
+
+/// Stores a back-off for every worker of an endpoint.
+///
+/// KEYS[1]: the endpoint's hash. ARGV: 1 pause length from now (µs).
+/// A shorter back-off never shortens a longer one; reservations resume
+/// after it. Returns the pause end in server microseconds.
+const GCRA_BACK_OFF: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local untl = now + tonumber(ARGV[1])
+local v = redis.call('HMGET', KEYS[1], 'tat', 'pause')
+local pause = math.max(tonumber(v[2] or '0'), untl)
+local tat = math.max(tonumber(v[1] or '0'), pause)
+redis.call('HSET', KEYS[1], 'pause', string.format('%.0f', pause), 'tat', string.format('%.0f', tat))
+redis.call('PEXPIRE', KEYS[1], math.ceil((tat - now) / 1000) + 60000)
+return string.format('%.0f', pause)
+"#;
+
+/// Every script, compiled (hashed) once per process.
+#[derive(Debug)]
+pub(crate) struct Scripts {
+    pub(crate) claim: Script,
+    pub(crate) push: Script,
+    pub(crate) lease: Script,
+    pub(crate) mark_sending: Script,
+    pub(crate) extend: Script,
+    pub(crate) release: Script,
+    pub(crate) settle: Script,
+    pub(crate) replay: Script,
+    pub(crate) dead_letters: Script,
+    pub(crate) stats: Script,
+    pub(crate) report: Script,
+    pub(crate) checkpoint: Script,
+    pub(crate) reports: Script,
+    pub(crate) outcome: Script,
+    pub(crate) rejects: Script,
+    pub(crate) gcra_reserve: Script,
+    pub(crate) gcra_back_off: Script,
+}
+
+/// The scripts, shared by every backend of the process.
+pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+    claim: Script::new(CLAIM),
+    push: Script::new(PUSH),
+    lease: Script::new(LEASE),
+    mark_sending: Script::new(MARK_SENDING),
+    extend: Script::new(EXTEND),
+    release: Script::new(RELEASE),
+    settle: Script::new(SETTLE),
+    replay: Script::new(REPLAY),
+    dead_letters: Script::new(DEAD_LETTERS),
+    stats: Script::new(STATS),
+    report: Script::new(REPORT),
+    checkpoint: Script::new(CHECKPOINT),
+    reports: Script::new(REPORTS),
+    outcome: Script::new(OUTCOME),
+    rejects: Script::new(REJECTS),
+    gcra_reserve: Script::new(GCRA_RESERVE),
+    gcra_back_off: Script::new(GCRA_BACK_OFF),
+});

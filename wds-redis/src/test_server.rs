@@ -1,0 +1,271 @@
+//! [`RedisServer`]: a private `redis-server` for tests and benchmarks.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a server may take to answer `PING` after it starts (a restart
+/// with a large append-only file replays it first).
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A `redis-server` of its own, on a free port of 127.0.0.1, with its data in
+/// a temporary directory; killed when dropped.
+///
+/// Tests use it to get an empty Redis that they may also stop, kill and
+/// restart. The binary is `redis-server` from `PATH`, or the one named by
+/// the `WDS_REDIS_SERVER` environment variable.
+///
+/// ```no_run
+/// use wds_redis::RedisServer;
+///
+/// # async fn demo() -> wds_core::Result<()> {
+/// let mut server = RedisServer::builder().append_only(true).start();
+/// let backend = wds_redis::RedisBackend::builder(server.url()).connect().await?;
+/// server.stop(); // SHUTDOWN: the append-only file has every write
+/// server.restart(); // same port, same data
+/// # let _ = backend; Ok(()) }
+/// ```
+///
+/// # Panics
+///
+/// Starting panics when `redis-server` is missing (saying how to install
+/// it) or does not answer in time (showing its log): a test that needs
+/// Redis fails loudly rather than skipping.
+#[derive(Debug)]
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+    append_only: bool,
+}
+
+/// Options of a [`RedisServer`]; made by [`RedisServer::builder`].
+#[derive(Debug, Default, Clone)]
+pub struct RedisServerBuilder {
+    append_only: bool,
+}
+
+impl RedisServerBuilder {
+    /// Persists every write before answering (`appendonly yes`,
+    /// `appendfsync always`), so a [`RedisServer::stop`] or
+    /// [`RedisServer::kill`] followed by [`RedisServer::restart`] loses
+    /// nothing that was acknowledged. Off by default (nothing is persisted).
+    pub fn append_only(mut self, on: bool) -> Self {
+        self.append_only = on;
+        self
+    }
+
+    /// Starts the server and waits until it answers `PING`.
+    ///
+    /// # Panics
+    ///
+    /// When `redis-server` is missing, or does not start.
+    pub fn start(self) -> RedisServer {
+        let dir = match tempfile::Builder::new().prefix("wds-redis-").tempdir() {
+            Ok(dir) => dir,
+            Err(e) => panic!("cannot create a temporary directory for redis-server: {e}"),
+        };
+        let mut server = RedisServer {
+            child: None,
+            port: 0,
+            dir,
+            append_only: self.append_only,
+        };
+        let mut last_error = String::new();
+        // The free port we pick may be taken before the server binds it: retry.
+        for _ in 0..5 {
+            server.port = free_port();
+            match server.spawn() {
+                Ok(()) => return server,
+                Err(e) => {
+                    last_error = e;
+                    server.kill();
+                }
+            }
+        }
+        panic!("redis-server did not start: {last_error}");
+    }
+}
+
+impl RedisServer {
+    /// Starts a server without persistence (see [`RedisServer::builder`]).
+    ///
+    /// # Panics
+    ///
+    /// When `redis-server` is missing, or does not start.
+    pub fn start() -> Self {
+        RedisServerBuilder::default().start()
+    }
+
+    /// Options: persistence.
+    pub fn builder() -> RedisServerBuilder {
+        RedisServerBuilder::default()
+    }
+
+    /// `redis://127.0.0.1:<port>/0`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// The port it listens on (kept across restarts).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The directory holding its data and `redis.log`.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Whether the process is running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(Child::try_wait), Some(Ok(None)))
+    }
+
+    /// Stops the server cleanly (`SHUTDOWN`; with persistence, everything
+    /// acknowledged is on disk), falling back to a kill after 10 s.
+    pub fn stop(&mut self) {
+        if self.child.is_none() {
+            return;
+        }
+        let shutdown = if self.append_only {
+            "SHUTDOWN"
+        } else {
+            "SHUTDOWN NOSAVE"
+        };
+        // The connection closes without a reply when it works.
+        let _ = command(self.port, shutdown);
+        let give_up = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < give_up {
+            match self.child.as_mut().map(Child::try_wait) {
+                Some(Ok(Some(_))) | None | Some(Err(_)) => {
+                    self.child = None;
+                    return;
+                }
+                Some(Ok(None)) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+        self.kill();
+    }
+
+    /// Kills the server at once (`SIGKILL`), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and directory (so, with
+    /// persistence, with the same data), stopping it first if it runs.
+    ///
+    /// # Panics
+    ///
+    /// When it does not start again.
+    pub fn restart(&mut self) {
+        self.stop();
+        if let Err(e) = self.spawn() {
+            panic!("redis-server did not restart: {e}");
+        }
+    }
+
+    fn spawn(&mut self) -> Result<(), String> {
+        let binary = std::env::var_os("WDS_REDIS_SERVER")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("redis-server"));
+        let dir = self.dir.path();
+        let log = dir.join("redis.log");
+        let mut cmd = Command::new(&binary);
+        cmd.arg("--port")
+            .arg(self.port.to_string())
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--protected-mode",
+                "no",
+                "--daemonize",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(dir)
+            .arg("--logfile")
+            .arg(&log)
+            .args(["--save", ""]);
+        if self.append_only {
+            cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
+        } else {
+            cmd.args(["--appendonly", "no"]);
+        }
+        let child = match cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        {
+            Ok(child) => child,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+                "`{}` was not found: the Redis tests need a redis-server binary. Install it \
+                 with `apt-get install redis-server` (or `brew install redis`), or point \
+                 WDS_REDIS_SERVER at one.",
+                binary.display()
+            ),
+            Err(e) => return Err(format!("cannot run {}: {e}", binary.display())),
+        };
+        self.child = Some(child);
+        let give_up = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok(reply) = command(self.port, "PING") {
+                if reply.starts_with("+PONG") {
+                    return Ok(());
+                }
+            }
+            if !self.is_running() {
+                self.child = None;
+                return Err(format!("it exited; its log:\n{}", tail(&log)));
+            }
+            if Instant::now() > give_up {
+                return Err(format!(
+                    "no answer to PING within {START_TIMEOUT:?}; its log:\n{}",
+                    tail(&log)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A port that was free a moment ago.
+fn free_port() -> u16 {
+    match TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).and_then(|l| l.local_addr()) {
+        Ok(addr) => addr.port(),
+        Err(e) => panic!("cannot find a free port for redis-server: {e}"),
+    }
+}
+
+/// Sends one inline command and returns the first reply line.
+fn command(port: u16, line: &str) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect_timeout(
+        &(Ipv4Addr::LOCALHOST, port).into(),
+        Duration::from_millis(200),
+    )?;
+    stream.set_read_timeout(Some(Duration::from_secs(1)))?;
+    stream.write_all(format!("{line}\r\n").as_bytes())?;
+    let mut buf = [0u8; 256];
+    let n = stream.read(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+/// The end of a log file, for panic messages.
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}

@@ -1,0 +1,40 @@
+//! The `wds_core::testkit` conformance suite against a real redis-server,
+//! on [`RedisBackend`] as the concrete type and through `Arc<dyn Queue>` /
+//! `Arc<dyn OffsetStore>`. Each check gets a fresh key prefix on the
+//! test's own server, which is as good as an empty Redis.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use wds_core::{testkit, OffsetStore, Queue};
+use wds_redis::{RedisBackend, RedisServer};
+
+/// A backend on `url` under a prefix no other check uses.
+async fn fresh(url: &str, suite: &str) -> RedisBackend {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let prefix = format!("{suite}-{}", N.fetch_add(1, Ordering::Relaxed));
+    match RedisBackend::builder(url).prefix(prefix).connect().await {
+        Ok(backend) => backend,
+        Err(e) => panic!("cannot connect to the test redis-server: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_backend_conforms() {
+    let server = RedisServer::start();
+    let url = server.url();
+    testkit::run_all(|| fresh(&url, "concrete")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_backend_conforms_through_trait_objects() {
+    let server = RedisServer::start();
+    let url = server.url();
+    testkit::run_all_views(|| async {
+        let backend = fresh(&url, "dyn").await;
+        let queue: Arc<dyn Queue> = Arc::new(backend.clone());
+        let offsets: Arc<dyn OffsetStore> = Arc::new(backend);
+        (queue, offsets)
+    })
+    .await;
+}

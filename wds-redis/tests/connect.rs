@@ -1,0 +1,117 @@
+//! Connecting, and losing the connection: clear errors, quickly, and no
+//! panic; a restarted Redis is used again without reconnecting by hand.
+
+use std::net::{Ipv4Addr, TcpListener};
+use std::time::{Duration, Instant};
+
+use wds_core::{Error, Queue};
+use wds_redis::{RedisBackend, RedisServer};
+
+#[tokio::test]
+async fn a_malformed_url_is_a_config_error() {
+    for url in [
+        "not a url",
+        "http://127.0.0.1:6379",
+        "redis://127.0.0.1:notaport",
+    ] {
+        let start = Instant::now();
+        match RedisBackend::builder(url).connect().await {
+            Err(Error::Config(message)) => {
+                assert!(
+                    message.contains("Redis URL"),
+                    "unclear message for {url:?}: {message}"
+                )
+            }
+            other => panic!("{url:?} must be refused as Error::Config, got {other:?}"),
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "{url:?} took {:?}",
+            start.elapsed()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_bad_prefix_is_a_config_error() {
+    for prefix in ["", "a{b}"] {
+        let result = RedisBackend::builder("redis://127.0.0.1:1")
+            .prefix(prefix)
+            .connect()
+            .await;
+        assert!(
+            matches!(result, Err(Error::Config(_))),
+            "prefix {prefix:?}: {result:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_unavailable_quickly() {
+    // A port that nobody listens on (free a moment ago).
+    let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let url = format!("redis://:secret@127.0.0.1:{port}/0");
+    let start = Instant::now();
+    let result = RedisBackend::builder(&url)
+        .command_timeout(Duration::from_secs(2))
+        .connect()
+        .await;
+    let elapsed = start.elapsed();
+    match result {
+        Err(e @ Error::Unavailable { .. }) => {
+            assert!(e.is_retryable());
+            let message = e.to_string();
+            assert!(
+                message.contains(&port.to_string()),
+                "the message names the server: {message}"
+            );
+            assert!(
+                !message.contains("secret"),
+                "the message must not show the password: {message}"
+            );
+        }
+        other => panic!("an unreachable server must be Error::Unavailable, got {other:?}"),
+    }
+    assert!(elapsed < Duration::from_secs(3), "took {elapsed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_connection_is_unavailable_and_heals_after_a_restart() {
+    let mut server = RedisServer::start();
+    let backend = RedisBackend::builder(server.url())
+        .command_timeout(Duration::from_millis(500))
+        .connect()
+        .await
+        .expect("connect");
+    backend.stats().await.expect("stats while up");
+
+    server.kill();
+    let start = Instant::now();
+    match backend.stats().await {
+        Err(e) => assert!(
+            e.is_retryable(),
+            "a lost connection must be retryable: {e:?}"
+        ),
+        Ok(stats) => panic!("stats with Redis down answered {stats:?}"),
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        start.elapsed()
+    );
+
+    server.restart();
+    // The broken connection is replaced on the next call.
+    let mut result = backend.stats().await;
+    for _ in 0..20 {
+        if result.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        result = backend.stats().await;
+    }
+    assert_eq!(result.expect("stats after the restart").ready, 0);
+}

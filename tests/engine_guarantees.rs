@@ -277,7 +277,7 @@ async fn crash_and_recover(mode: DeliveryMode) {
     let lines = 600u64;
     let mut config = fast_config();
     config.mode = mode;
-    let window = (config.effective_batches_in_flight() * config.batch_size) as u64;
+    let window = (config.sending_batches() * config.batch_size) as u64;
     // Abort points: while reading (by time) and at many sink calls.
     let points: &[(usize, u64)] = &[(0, 0), (0, 3), (1, 0), (7, 0), (33, 0), (150, 0), (401, 0), (599, 0)];
     for (round, &(after_calls, after_ms)) in points.iter().enumerate() {
@@ -431,4 +431,73 @@ async fn json_inputs_give_every_record_its_own_id() {
     assert_eq!((report.lines, report.delivered, report.invalid), (3, 2, 1), "{report:?}");
     account(&backend, &report, 1..=3).await;
     assert_eq!(sink.calls_per_id().len(), 103);
+}
+
+/// A queue whose replies to some pushes are lost after the push was applied,
+/// as when a connection drops between the backend's write and its answer.
+#[derive(Debug)]
+struct LostReplies {
+    inner: MemoryBackend,
+    pushes: std::sync::atomic::AtomicU64,
+}
+
+#[async_trait::async_trait]
+impl Queue for LostReplies {
+    async fn push(&self, push: wds_core::Push) -> wds_core::Result<wds_core::Pushed> {
+        let pushed = self.inner.push(push).await?;
+        if self.pushes.fetch_add(1, Ordering::SeqCst) % 3 == 1 {
+            return Err(wds_core::Error::unavailable("push", "connection reset after the write"));
+        }
+        Ok(pushed)
+    }
+    async fn lease(&self, n: usize, ttl: Duration) -> wds_core::Result<Vec<wds_core::Lease>> {
+        self.inner.lease(n, ttl).await
+    }
+    async fn mark_sending(&self, l: &wds_core::Lease) -> wds_core::Result<()> {
+        self.inner.mark_sending(l).await
+    }
+    async fn extend(&self, l: &wds_core::Lease, ttl: Duration) -> wds_core::Result<u64> {
+        self.inner.extend(l, ttl).await
+    }
+    async fn settle(&self, l: &wds_core::Lease, o: Vec<wds_core::Settle>) -> wds_core::Result<()> {
+        self.inner.settle(l, o).await
+    }
+    async fn release(&self, l: &wds_core::Lease) -> wds_core::Result<()> {
+        self.inner.release(l).await
+    }
+    async fn dead_letters(&self, j: Option<&wds_core::JobId>, n: usize) -> wds_core::Result<Vec<wds_core::DeadLetter>> {
+        self.inner.dead_letters(j, n).await
+    }
+    async fn replay(&self, j: Option<&wds_core::JobId>) -> wds_core::Result<u64> {
+        self.inner.replay(j).await
+    }
+    async fn stats(&self) -> wds_core::Result<wds_core::QueueStats> {
+        self.inner.stats().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_push_reply_does_not_stall_or_repeat_the_job() {
+    let lines = 1_000u64;
+    let input = Input::from_bytes("lost.csv", users_csv(lines as usize), None, None);
+    let backend = MemoryBackend::new();
+    let queue = Arc::new(LostReplies {
+        inner: backend.clone(),
+        pushes: Default::default(),
+    });
+    let sink = ScriptedSink::ok(Duration::ZERO);
+    let engine = Engine::builder()
+        .queue(queue)
+        .offsets(Arc::new(backend.clone()))
+        .shared_sink(sink.clone())
+        .config(fast_config())
+        .build()
+        .unwrap();
+    let report = tokio::time::timeout(Duration::from_secs(60), engine.run_once(&input))
+        .await
+        .expect("the job stalled")
+        .unwrap();
+    assert_eq!((report.lines, report.enqueued, report.delivered), (lines, lines, lines));
+    account(&backend, &report, 1..=lines).await;
+    assert!(sink.calls_per_id().values().all(|&n| n == 1));
 }

@@ -173,9 +173,9 @@ impl Batcher {
             };
             let queue = &self.queue;
             let pushed = with_backoff("push", || queue.push(push.clone())).await?;
-            if !pushed.applied {
-                // Someone else applied this step: another batcher is reading
-                // the same job. Leave it to them rather than race.
+            if !pushed.applied && !self.already_applied(&claim.job, &next).await? {
+                // Another batcher is reading the same job and is ahead of
+                // us: leave it to them rather than race.
                 tracing::warn!(job = %claim.job, seq = next.seq, "another batcher is ahead; stopping");
                 break;
             }
@@ -190,6 +190,16 @@ impl Batcher {
             .await
             .map_err(|e| Error::Config(format!("reader task failed: {e}")))?;
         outcome
+    }
+
+    /// Whether a push reported as not applied was in fact ours: a retry after
+    /// a lost reply (the connection dropped after the backend applied it)
+    /// finds the checkpoint exactly where this push put it. Going on is then
+    /// right; anything else means another batcher is ahead.
+    async fn already_applied(&self, job: &JobId, next: &Checkpoint) -> Result<bool> {
+        let offsets = &self.offsets;
+        let stored = with_backoff("checkpoint", || offsets.checkpoint(job)).await?;
+        Ok(stored.seq == next.seq && stored.byte == next.byte && stored.records == next.records)
     }
 
     /// Backpressure: wait while the queue is above its high-water mark.

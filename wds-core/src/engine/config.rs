@@ -44,7 +44,10 @@ pub struct EngineConfig {
     pub high_water: u64,
     /// Sink calls in flight at once, per deliverer. Default 64.
     pub concurrency: usize,
-    /// Batches a deliverer holds at once; 0 means `concurrency / batch_size + 2`.
+    /// Batches a deliverer holds at once (leased ahead, so round trips to the
+    /// queue overlap with sending); 0 means twice the sending window.
+    /// Only the sending window's batches are ever marked as sending, so this
+    /// does not grow the in-doubt set.
     pub batches_in_flight: usize,
     /// How long a lease lasts without being extended. Default 30 s.
     pub lease_ttl: Duration,
@@ -110,7 +113,22 @@ impl EngineConfig {
         if self.batches_in_flight > 0 {
             self.batches_in_flight
         } else {
-            self.concurrency / self.batch_size.max(1) + 2
+            2 * self.sending_batches()
+        }
+    }
+
+    /// Batches a deliverer has marked as sending at once,
+    /// `concurrency / batch_size + 2`: enough to keep every call slot busy.
+    /// A deliverer that dies leaves at most this many batches in doubt.
+    pub fn sending_batches(&self) -> usize {
+        (self.concurrency / self.batch_size.max(1) + 2).min(self.effective_cap())
+    }
+
+    fn effective_cap(&self) -> usize {
+        if self.batches_in_flight > 0 {
+            self.batches_in_flight
+        } else {
+            usize::MAX
         }
     }
 }

@@ -35,6 +35,8 @@ pub struct Deliverer {
     limiter: Arc<dyn Limiter>,
     config: EngineConfig,
     calls: Arc<Semaphore>,
+    /// Batches marked as sending at once: the in-doubt window.
+    sending: Arc<Semaphore>,
 }
 
 impl Deliverer {
@@ -47,12 +49,14 @@ impl Deliverer {
     ) -> Result<Self> {
         config.validate()?;
         let calls = Arc::new(Semaphore::new(config.concurrency));
+        let sending = Arc::new(Semaphore::new(config.sending_batches()));
         Ok(Deliverer {
             queue,
             sink,
             limiter,
             config,
             calls,
+            sending,
         })
     }
 
@@ -132,6 +136,23 @@ impl Deliverer {
             tracing::warn!(batch = %lease.batch.id, messages = outcomes.len(), "batch in doubt");
             return with_backoff("settle", || queue.settle(&lease, outcomes.clone())).await;
         }
+        let renew_every = self.config.lease_ttl / 3;
+        let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + renew_every, renew_every);
+        // Wait for a sending slot without marking the batch: a prefetched
+        // batch that is not yet sending is never in doubt, so the in-doubt
+        // window stays at the sending slots however many batches are held.
+        let slot = loop {
+            tokio::select! {
+                _ = cancel.cancelled() => {
+                    return with_backoff("release", || queue.release(&lease)).await;
+                }
+                slot = self.sending.clone().acquire_owned() => match slot {
+                    Ok(slot) => break slot,
+                    Err(_) => return with_backoff("release", || queue.release(&lease)).await,
+                },
+                _ = renew.tick() => self.renew(&lease).await?,
+            }
+        };
         if cancel.is_cancelled() {
             return with_backoff("release", || queue.release(&lease)).await;
         }
@@ -144,23 +165,30 @@ impl Deliverer {
             .map(|m| self.deliver_one(m))
             .collect();
         let mut outcomes = Vec::with_capacity(lease.batch.messages.len());
-        let renew_every = self.config.lease_ttl / 3;
-        let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + renew_every, renew_every);
         while !pending.is_empty() {
             tokio::select! {
                 Some(outcome) = pending.next() => outcomes.push(outcome),
-                _ = renew.tick() => {
-                    match queue.extend(&lease, self.config.lease_ttl).await {
-                        Ok(_) => {}
-                        Err(e) if e.is_retryable() => tracing::warn!(error = %e, "lease extension failed"),
-                        // The batch belongs to someone else now: stop sending it.
-                        Err(e) => return Err(e),
-                    }
-                }
+                _ = renew.tick() => self.renew(&lease).await?,
             }
         }
         drop(pending);
+        // Nothing of this batch is on the wire any more: let the next one
+        // start sending while this one settles.
+        drop(slot);
         with_backoff("settle", || queue.settle(&lease, outcomes.clone())).await
+    }
+
+    /// Extends a held lease. A transient failure is logged (the next tick
+    /// tries again); a lost lease stops the batch: it belongs to someone else.
+    async fn renew(&self, lease: &Lease) -> Result<()> {
+        match self.queue.extend(lease, self.config.lease_ttl).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(error = %e, "lease extension failed");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Calls the sink once for `message` and decides what happens next.

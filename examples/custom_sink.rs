@@ -21,10 +21,14 @@ impl Sink for JsonLinesSink {
         if m.user_id.is_empty() {
             return Err(SinkError::permanent("no user"));
         }
-        let line = serde_json::json!({"id": m.id.to_string(), "user": m.user_id, "text": m.alert_message})
-            .to_string()
-            + "\n";
-        let mut file = self.0.lock().map_err(|_| SinkError::retryable("lock poisoned"))?;
+        let line =
+            serde_json::json!({"id": m.id.to_string(), "user": m.user_id, "text": m.alert_message})
+                .to_string()
+                + "\n";
+        let mut file = self
+            .0
+            .lock()
+            .map_err(|_| SinkError::retryable("lock poisoned"))?;
         file.write_all(line.as_bytes())
             .map_err(|e| SinkError::retryable(e.to_string()))?; // a full disk may clear up
         Ok(Delivered::default())

@@ -38,7 +38,10 @@ type Reply = (StatusCode, Json<Value>);
 
 async fn create(State(app): State<App>, Json(req): Json<AlertRequest>) -> Reply {
     if req.users.is_empty() || req.message.trim().is_empty() {
-        return (StatusCode::BAD_REQUEST, Json(json!({"error": "need a message and at least one user"})));
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "need a message and at least one user"})),
+        );
     }
     // One JSON object per user; the request's message is the job's default.
     let mut body = Vec::new();
@@ -46,19 +49,33 @@ async fn create(State(app): State<App>, Json(req): Json<AlertRequest>) -> Reply 
         body.extend_from_slice(json!({ "userId": user }).to_string().as_bytes());
         body.push(b'\n');
     }
-    let input = Input::from_bytes(format!("api-{}", now_ms()), body, Some(Format::JsonLines), Some(req.message));
+    let input = Input::from_bytes(
+        format!("api-{}", now_ms()),
+        body,
+        Some(Format::JsonLines),
+        Some(req.message),
+    );
     let job = JobId::from_identity(&input.identity);
     match app.submitter.submit(input).await {
         Ok(()) => (StatusCode::ACCEPTED, Json(json!({ "job": job }))),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "error": e.to_string() }))),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "error": e.to_string() })),
+        ),
     }
 }
 
 async fn status(State(app): State<App>, Path(id): Path<String>) -> Reply {
     match app.jobs.report(&JobId(id)).await {
         Ok(Some(r)) => (StatusCode::OK, Json(json!(r))),
-        Ok(None) => (StatusCode::NOT_FOUND, Json(json!({"error": "no such job (yet)"}))),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": e.to_string()}))),
+        Ok(None) => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "no such job (yet)"})),
+        ),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": e.to_string()})),
+        ),
     }
 }
 
@@ -91,17 +108,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
 
     // Your service, with the engine behind two routes.
-    let app = App { submitter, jobs: Arc::new(backend) };
+    let app = App {
+        submitter,
+        jobs: Arc::new(backend),
+    };
     let router = Router::new()
         .route("/alerts", post(create))
         .route("/alerts/{id}", get(status))
         .with_state(app);
-    let addr = if serve { "127.0.0.1:3000" } else { "127.0.0.1:0" };
+    let addr = if serve {
+        "127.0.0.1:3000"
+    } else {
+        "127.0.0.1:0"
+    };
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let base = format!("http://{}", listener.local_addr()?);
     let server = tokio::spawn({
         let stop = cancel.clone();
-        async move { axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await }
+        async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        }
     });
     println!("service on {base}, delivering to {hook_url}");
 
@@ -118,11 +146,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .send()
             .await?;
         let job: Value = serde_json::from_slice(&resp.bytes().await?)?;
-        let job = job["job"].as_str().ok_or("no job id in the answer")?.to_string();
+        let job = job["job"]
+            .as_str()
+            .ok_or("no job id in the answer")?
+            .to_string();
         loop {
-            let r: Value = serde_json::from_slice(&client.get(format!("{base}/alerts/{job}")).send().await?.bytes().await?)?;
+            let r: Value = serde_json::from_slice(
+                &client
+                    .get(format!("{base}/alerts/{job}"))
+                    .send()
+                    .await?
+                    .bytes()
+                    .await?,
+            )?;
             if r["state"] == "done" {
-                println!("job {job}: {} lines, {} delivered, {} dead", r["lines"], r["delivered"], r["dead"]);
+                println!(
+                    "job {job}: {} lines, {} delivered, {} dead",
+                    r["lines"], r["delivered"], r["dead"]
+                );
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

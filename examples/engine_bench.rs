@@ -35,7 +35,13 @@ fn csv(lines: usize) -> Vec<u8> {
 
 fn parse_rate(body: &[u8], format: Format) -> f64 {
     let start = Instant::now();
-    let mut reader = RecordReader::new(Cursor::new(body), format, None, Limits::default(), Position::START);
+    let mut reader = RecordReader::new(
+        Cursor::new(body),
+        format,
+        None,
+        Limits::default(),
+        Position::START,
+    );
     let mut n = 0u64;
     while let Ok(Some(_)) = reader.next_record() {
         n += 1;
@@ -45,11 +51,16 @@ fn parse_rate(body: &[u8], format: Format) -> f64 {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let lines: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
+    let lines: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
     let body = csv(lines);
     // Warm up, then measure three times and keep the best.
     parse_rate(&body[..body.len() / 10], Format::Csv);
-    let parse = (0..3).map(|_| parse_rate(&body, Format::Csv)).fold(0.0, f64::max);
+    let parse = (0..3)
+        .map(|_| parse_rate(&body, Format::Csv))
+        .fold(0.0, f64::max);
     println!("csv parse:                         {parse:>12.0} lines/s");
 
     let mut best = 0.0f64;

@@ -25,7 +25,10 @@ struct CsvFileSink {
 #[async_trait]
 impl Sink for CsvFileSink {
     async fn deliver(&self, m: &Message) -> Result<Delivered, SinkError> {
-        let mut out = self.out.lock().map_err(|_| SinkError::retryable("poisoned"))?;
+        let mut out = self
+            .out
+            .lock()
+            .map_err(|_| SinkError::retryable("poisoned"))?;
         writeln!(out, "{},{}", m.user_id, m.alert_message)
             .map_err(|e| SinkError::retryable(e.to_string()))?;
         Ok(Delivered::default())
@@ -35,7 +38,9 @@ impl Sink for CsvFileSink {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rows: usize = match std::env::args().nth(1) {
-        Some(s) => s.parse().map_err(|_| format!("ROWS must be a number, got {s:?}"))?,
+        Some(s) => s
+            .parse()
+            .map_err(|_| format!("ROWS must be a number, got {s:?}"))?,
         None => 100_000,
     };
     let inbox = std::path::Path::new("wds-data/inbox");
@@ -60,7 +65,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         out: Mutex::new(std::io::BufWriter::new(std::fs::File::create(&out_path)?)),
     };
     let backend = MemoryBackend::new();
-    let engine = Engine::builder().backend(backend.clone()).sink(sink).build()?;
+    let engine = Engine::builder()
+        .backend(backend.clone())
+        .sink(sink)
+        .build()?;
     let input = Input::from_file(&path, None, None)?;
 
     let started = Instant::now();
@@ -93,7 +101,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!("alerts written to {}", out_path.display());
     if report.accounted() != report.lines {
-        return Err(format!("{} lines unaccounted for", report.lines - report.accounted()).into());
+        return Err(format!(
+            "{} lines unaccounted for",
+            report.lines - report.accounted()
+        )
+        .into());
     }
     Ok(())
 }

@@ -95,7 +95,13 @@ async fn retryable_failures_are_retried_until_delivered() {
     let input = Input::from_bytes("retry.csv", users_csv(300), None, None);
     let backend = MemoryBackend::new();
     // Every message fails twice, then succeeds.
-    let sink = ScriptedSink::new(|_, n| if n <= 2 { Step::Fail } else { Step::Ok(Duration::ZERO) });
+    let sink = ScriptedSink::new(|_, n| {
+        if n <= 2 {
+            Step::Fail
+        } else {
+            Step::Ok(Duration::ZERO)
+        }
+    });
     let report = engine(&backend, sink.clone(), fast_config())
         .run_once(&input)
         .await
@@ -103,7 +109,10 @@ async fn retryable_failures_are_retried_until_delivered() {
     assert_eq!(report.delivered, 300, "{report:?}");
     account(&backend, &report, 1..=300).await;
     assert!(sink.calls_per_id().values().all(|&n| n == 3));
-    let id = MessageId { job: report.job.clone(), line: 7 };
+    let id = MessageId {
+        job: report.job.clone(),
+        line: 7,
+    };
     match backend.outcome(&id).await.unwrap() {
         Some(LineOutcome::Delivered { receipt }) => {
             assert_eq!(receipt.attempt, 3);
@@ -138,7 +147,11 @@ async fn exhausted_messages_are_dead_and_replayable() {
     let dead = backend.dead_letters(Some(&report.job), 1000).await.unwrap();
     assert_eq!(dead.len(), 50);
     assert!(dead.iter().all(|d| d.reason.kind == DeadKind::Exhausted));
-    assert!(dead[0].reason.detail.contains("503"), "{:?}", dead[0].reason);
+    assert!(
+        dead[0].reason.detail.contains("503"),
+        "{:?}",
+        dead[0].reason
+    );
     for (id, n) in sink.calls_per_id() {
         let expect = if id.line % 2 == 0 { max_attempts } else { 1 };
         assert_eq!(n, expect, "calls for line {}", id.line);
@@ -175,7 +188,10 @@ async fn a_429_pauses_every_delivery_for_its_retry_after() {
     });
     let mut config = fast_config();
     config.concurrency = 4;
-    let report = engine(&backend, sink.clone(), config).run_once(&input).await.unwrap();
+    let report = engine(&backend, sink.clone(), config)
+        .run_once(&input)
+        .await
+        .unwrap();
     assert_eq!(report.delivered, 200, "{report:?}");
     account(&backend, &report, 1..=200).await;
 
@@ -189,7 +205,11 @@ async fn a_429_pauses_every_delivery_for_its_retry_after() {
         .iter()
         .filter(|c| c.at > quiet_from && c.at < quiet_to)
         .collect();
-    assert!(during.is_empty(), "{} calls during the back-off", during.len());
+    assert!(
+        during.is_empty(),
+        "{} calls during the back-off",
+        during.len()
+    );
     let retried = calls.iter().filter(|c| c.id.line == 30).nth(1).unwrap().at;
     assert!(retried >= limited_at + retry_after - Duration::from_millis(20));
 }
@@ -198,7 +218,11 @@ async fn a_429_pauses_every_delivery_for_its_retry_after() {
 async fn permanent_failures_are_dead_at_once() {
     let mut body = String::new();
     for i in 1..=60 {
-        let user = if i % 3 == 0 { format!("gone-{i}") } else { format!("user-{i}") };
+        let user = if i % 3 == 0 {
+            format!("gone-{i}")
+        } else {
+            format!("user-{i}")
+        };
         body.push_str(&format!("{user},hello\n"));
     }
     let input = Input::from_bytes("perm.csv", body.into_bytes(), None, None);
@@ -210,12 +234,20 @@ async fn permanent_failures_are_dead_at_once() {
             Step::Ok(Duration::ZERO)
         }
     });
-    let report = engine(&backend, sink.clone(), fast_config()).run_once(&input).await.unwrap();
+    let report = engine(&backend, sink.clone(), fast_config())
+        .run_once(&input)
+        .await
+        .unwrap();
     assert_eq!((report.delivered, report.dead), (40, 20), "{report:?}");
     account(&backend, &report, 1..=60).await;
-    assert!(sink.calls_per_id().values().all(|&n| n == 1), "a permanent failure was retried");
+    assert!(
+        sink.calls_per_id().values().all(|&n| n == 1),
+        "a permanent failure was retried"
+    );
     let dead = backend.dead_letters(Some(&report.job), 100).await.unwrap();
-    assert!(dead.iter().all(|d| d.reason.kind == DeadKind::Permanent && d.reason.detail.contains("404")));
+    assert!(dead
+        .iter()
+        .all(|d| d.reason.kind == DeadKind::Permanent && d.reason.detail.contains("404")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -230,7 +262,10 @@ async fn a_call_that_hangs_times_out_and_is_retried() {
         }
     });
     let started = Instant::now();
-    let report = engine(&backend, sink.clone(), fast_config()).run_once(&input).await.unwrap();
+    let report = engine(&backend, sink.clone(), fast_config())
+        .run_once(&input)
+        .await
+        .unwrap();
     assert_eq!(report.delivered, 50, "{report:?}");
     account(&backend, &report, 1..=50).await;
     assert!(started.elapsed() < Duration::from_secs(30));
@@ -279,12 +314,34 @@ async fn crash_and_recover(mode: DeliveryMode) {
     config.mode = mode;
     let window = (config.sending_batches() * config.batch_size) as u64;
     // Abort points: while reading (by time) and at many sink calls.
-    let points: &[(usize, u64)] = &[(0, 0), (0, 3), (1, 0), (7, 0), (33, 0), (150, 0), (401, 0), (599, 0)];
+    let points: &[(usize, u64)] = &[
+        (0, 0),
+        (0, 3),
+        (1, 0),
+        (7, 0),
+        (33, 0),
+        (150, 0),
+        (401, 0),
+        (599, 0),
+    ];
     for (round, &(after_calls, after_ms)) in points.iter().enumerate() {
-        let input = Input::from_bytes(format!("crash-{round}.csv"), users_csv(lines as usize), None, None);
+        let input = Input::from_bytes(
+            format!("crash-{round}.csv"),
+            users_csv(lines as usize),
+            None,
+            None,
+        );
         let backend = MemoryBackend::new();
         let sink = ScriptedSink::ok(Duration::from_millis(1));
-        crash_once(&backend, &sink, &config, &input, after_calls, Duration::from_millis(after_ms)).await;
+        crash_once(
+            &backend,
+            &sink,
+            &config,
+            &input,
+            after_calls,
+            Duration::from_millis(after_ms),
+        )
+        .await;
         let calls_at_crash = sink.call_count();
 
         // A new engine on the same backend finishes the job.
@@ -292,7 +349,10 @@ async fn crash_and_recover(mode: DeliveryMode) {
         let report = recovered.run_once(&input).await.unwrap();
         let acc = account(&backend, &report, 1..=lines).await;
         assert_eq!(report.lines, lines, "round {round}: {report:?}");
-        assert_eq!(report.enqueued, lines, "round {round}: a line was enqueued twice or skipped");
+        assert_eq!(
+            report.enqueued, lines,
+            "round {round}: a line was enqueued twice or skipped"
+        );
 
         let per_id = sink.calls_per_id();
         match mode {
@@ -301,15 +361,27 @@ async fn crash_and_recover(mode: DeliveryMode) {
                 let twice: Vec<_> = per_id.iter().filter(|(_, &n)| n > 1).collect();
                 assert!(twice.is_empty(), "round {round}: sent twice: {twice:?}");
                 // In doubt only what was on the wire at the crash.
-                assert!(acc.in_doubt <= window, "round {round}: {} in doubt > window {window}", acc.in_doubt);
-                assert_eq!(acc.dead, acc.in_doubt, "round {round}: only in-doubt deaths expected");
+                assert!(
+                    acc.in_doubt <= window,
+                    "round {round}: {} in doubt > window {window}",
+                    acc.in_doubt
+                );
+                assert_eq!(
+                    acc.dead, acc.in_doubt,
+                    "round {round}: only in-doubt deaths expected"
+                );
                 // Every delivered line was sent exactly once, and every in-doubt
                 // line at most once, before the crash.
                 for line in 1..=lines {
-                    let id = MessageId { job: report.job.clone(), line };
+                    let id = MessageId {
+                        job: report.job.clone(),
+                        line,
+                    };
                     let n = per_id.get(&id).copied().unwrap_or(0);
                     match backend.outcome(&id).await.unwrap() {
-                        Some(LineOutcome::Delivered { .. }) => assert_eq!(n, 1, "round {round} line {line}"),
+                        Some(LineOutcome::Delivered { .. }) => {
+                            assert_eq!(n, 1, "round {round} line {line}")
+                        }
                         Some(LineOutcome::Dead { .. }) => assert!(n <= 1),
                         other => panic!("round {round} line {line}: {other:?}"),
                     }
@@ -319,8 +391,14 @@ async fn crash_and_recover(mode: DeliveryMode) {
                 // G5's premise: nothing lost, every line delivered; repeats
                 // only of what was on the wire at the crash.
                 assert_eq!(acc.delivered, lines, "round {round}: {report:?}");
-                let repeats: u64 = per_id.values().map(|&n| u64::from(n.saturating_sub(1))).sum();
-                assert!(repeats <= window, "round {round}: {repeats} repeats > window {window}");
+                let repeats: u64 = per_id
+                    .values()
+                    .map(|&n| u64::from(n.saturating_sub(1)))
+                    .sum();
+                assert!(
+                    repeats <= window,
+                    "round {round}: {repeats} repeats > window {window}"
+                );
                 assert_eq!(per_id.len() as u64, lines);
             }
         }
@@ -357,13 +435,21 @@ async fn a_batcher_killed_mid_file_resumes_without_repeats() {
         let engine = engine(&backend, sink.clone(), config.clone());
         let task = {
             let input = input.clone();
-            tokio::spawn(async move { engine.batcher().run(&input, &CancellationToken::new()).await })
+            tokio::spawn(async move {
+                engine
+                    .batcher()
+                    .run(&input, &CancellationToken::new())
+                    .await
+            })
         };
         tokio::time::sleep(Duration::from_micros(delay_us)).await;
         task.abort();
         let _ = task.await;
     }
-    let report = engine(&backend, sink.clone(), config).run_once(&input).await.unwrap();
+    let report = engine(&backend, sink.clone(), config)
+        .run_once(&input)
+        .await
+        .unwrap();
     assert_eq!(report.lines, lines + 2);
     assert_eq!(report.enqueued, lines);
     assert_eq!(report.duplicate, 2);
@@ -400,7 +486,10 @@ async fn graceful_shutdown_leaves_nothing_leased_or_in_doubt() {
         .run_once(&input)
         .await
         .unwrap();
-    assert_eq!((report.delivered, report.dead, report.in_doubt), (lines, 0, 0));
+    assert_eq!(
+        (report.delivered, report.dead, report.in_doubt),
+        (lines, 0, 0)
+    );
     account(&backend, &report, 1..=lines).await;
     let seen: HashSet<_> = sink.calls().into_iter().map(|c| c.id).collect();
     assert_eq!(seen.len() as u64, lines);
@@ -413,22 +502,38 @@ async fn json_inputs_give_every_record_its_own_id() {
     // wrong type: ids stay distinct and the bad record is reported.
     let mut array = String::from("[");
     for i in 1..=100 {
-        array.push_str(&format!("{{\"userId\":\"u{i}\",\"alertMessage\":\"hi {i}\"}},"));
+        array.push_str(&format!(
+            "{{\"userId\":\"u{i}\",\"alertMessage\":\"hi {i}\"}},"
+        ));
     }
     array.push_str("{\"userId\":42,\"alertMessage\":\"numeric id\"},{\"userId\":[1]}]");
-    let jsonl = "{\"userId\":\"a\",\"alertMessage\":\"x\"}\n{\"userId\":true}\n{\"userId\":\"b\"}\n";
+    let jsonl =
+        "{\"userId\":\"a\",\"alertMessage\":\"x\"}\n{\"userId\":true}\n{\"userId\":\"b\"}\n";
     let backend = MemoryBackend::new();
     let sink = ScriptedSink::ok(Duration::ZERO);
     let engine = engine(&backend, sink.clone(), fast_config());
 
     let array_input = Input::from_bytes("users.json", array.into_bytes(), None, None);
     let report = engine.run_once(&array_input).await.unwrap();
-    assert_eq!((report.lines, report.delivered, report.invalid), (102, 101, 1), "{report:?}");
+    assert_eq!(
+        (report.lines, report.delivered, report.invalid),
+        (102, 101, 1),
+        "{report:?}"
+    );
     account(&backend, &report, 1..=102).await;
 
-    let jsonl_input = Input::from_bytes("users.jsonl", jsonl.as_bytes().to_vec(), None, Some("default".into()));
+    let jsonl_input = Input::from_bytes(
+        "users.jsonl",
+        jsonl.as_bytes().to_vec(),
+        None,
+        Some("default".into()),
+    );
     let report = engine.run_once(&jsonl_input).await.unwrap();
-    assert_eq!((report.lines, report.delivered, report.invalid), (3, 2, 1), "{report:?}");
+    assert_eq!(
+        (report.lines, report.delivered, report.invalid),
+        (3, 2, 1),
+        "{report:?}"
+    );
     account(&backend, &report, 1..=3).await;
     assert_eq!(sink.calls_per_id().len(), 103);
 }
@@ -446,7 +551,10 @@ impl Queue for LostReplies {
     async fn push(&self, push: wds_core::Push) -> wds_core::Result<wds_core::Pushed> {
         let pushed = self.inner.push(push).await?;
         if self.pushes.fetch_add(1, Ordering::SeqCst) % 3 == 1 {
-            return Err(wds_core::Error::unavailable("push", "connection reset after the write"));
+            return Err(wds_core::Error::unavailable(
+                "push",
+                "connection reset after the write",
+            ));
         }
         Ok(pushed)
     }
@@ -465,7 +573,11 @@ impl Queue for LostReplies {
     async fn release(&self, l: &wds_core::Lease) -> wds_core::Result<()> {
         self.inner.release(l).await
     }
-    async fn dead_letters(&self, j: Option<&wds_core::JobId>, n: usize) -> wds_core::Result<Vec<wds_core::DeadLetter>> {
+    async fn dead_letters(
+        &self,
+        j: Option<&wds_core::JobId>,
+        n: usize,
+    ) -> wds_core::Result<Vec<wds_core::DeadLetter>> {
         self.inner.dead_letters(j, n).await
     }
     async fn replay(&self, j: Option<&wds_core::JobId>) -> wds_core::Result<u64> {
@@ -497,7 +609,10 @@ async fn a_lost_push_reply_does_not_stall_or_repeat_the_job() {
         .await
         .expect("the job stalled")
         .unwrap();
-    assert_eq!((report.lines, report.enqueued, report.delivered), (lines, lines, lines));
+    assert_eq!(
+        (report.lines, report.enqueued, report.delivered),
+        (lines, lines, lines)
+    );
     account(&backend, &report, 1..=lines).await;
     assert!(sink.calls_per_id().values().all(|&n| n == 1));
 }

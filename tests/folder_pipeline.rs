@@ -16,7 +16,10 @@ async fn wait_until_done(backend: &MemoryBackend, jobs: usize) -> Vec<wds_core::
         if reports.len() >= jobs && reports.iter().all(|r| r.state == JobState::Done) {
             return reports;
         }
-        assert!(Instant::now() < deadline, "jobs not done in time: {reports:?}");
+        assert!(
+            Instant::now() < deadline,
+            "jobs not done in time: {reports:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -65,7 +68,11 @@ async fn dropped_files_are_delivered_once_each() {
     cancel.cancel();
     run.await.unwrap().unwrap();
 
-    assert_eq!(reports.len(), 3, "the copy must not become a job: {reports:?}");
+    assert_eq!(
+        reports.len(),
+        3,
+        "the copy must not become a job: {reports:?}"
+    );
     let mut lines = 0;
     for report in &reports {
         // ids.csv has a header, so its records are lines 2 to 4.
@@ -78,7 +85,13 @@ async fn dropped_files_are_delivered_once_each() {
     assert_eq!(per_id.len() as u64, lines);
     assert!(per_id.values().all(|&n| n == 1));
     let ids = reports.iter().find(|r| r.meta.name == "ids.csv").unwrap();
-    assert_eq!(ids.meta.default_message.as_deref(), Some("Maintenance tonight"));
+    assert_eq!(
+        ids.meta.default_message.as_deref(),
+        Some("Maintenance tonight")
+    );
     assert_eq!(ids.delivered, 3);
-    assert!(archive.join("early.csv").exists(), "finished files are archived");
+    assert!(
+        archive.join("early.csv").exists(),
+        "finished files are archived"
+    );
 }

@@ -11,7 +11,10 @@ use wds_redis::RedisServer;
 use wds_tests::process::{free_port, http_get, Service};
 
 fn rows() -> u64 {
-    std::env::var("WDS_E2E_ROWS").ok().and_then(|s| s.parse().ok()).unwrap_or(30_000)
+    std::env::var("WDS_E2E_ROWS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30_000)
 }
 
 fn get_json(addr: &str, path: &str) -> Option<serde_json::Value> {
@@ -45,7 +48,11 @@ fn initiator_three_workers_and_notifier_deliver_every_user_once() {
     let inbox = dir.path().join("wds-data/inbox");
     let deadline = Instant::now() + Duration::from_secs(60);
     while !inbox.exists() {
-        assert!(Instant::now() < deadline, "the initiator never created its inbox:\n{}", initiator.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "the initiator never created its inbox:\n{}",
+            initiator.log_text()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let staging = dir.path().join("users.csv");
@@ -66,8 +73,19 @@ fn initiator_three_workers_and_notifier_deliver_every_user_once() {
                 }
             }
         }
-        let logs = || workers.iter().map(Service::log_text).collect::<Vec<_>>().join("\n");
-        assert!(started.elapsed() < Duration::from_secs(600), "job not done in time:\n{}\n{}", initiator.log_text(), logs());
+        let logs = || {
+            workers
+                .iter()
+                .map(Service::log_text)
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "job not done in time:\n{}\n{}",
+            initiator.log_text(),
+            logs()
+        );
         std::thread::sleep(Duration::from_millis(250));
     };
     let secs = started.elapsed().as_secs_f64();
@@ -82,13 +100,23 @@ fn initiator_three_workers_and_notifier_deliver_every_user_once() {
     initiator.signal("TERM");
     notifier.signal("TERM");
     for s in workers.iter_mut().chain([&mut initiator, &mut notifier]) {
-        let status = s.wait(Duration::from_secs(30)).unwrap_or_else(|| panic!("{} did not stop", s.name));
-        assert!(status.success(), "{} exited {status}:\n{}", s.name, s.log_text());
+        let status = s
+            .wait(Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("{} did not stop", s.name));
+        assert!(
+            status.success(),
+            "{} exited {status}:\n{}",
+            s.name,
+            s.log_text()
+        );
     }
 
     // The notifier's CSV (flushed on shutdown): one line per user.
     let output = dir.path().join("wds-data/outbox/alerts.csv");
-    let mut reader = csv::ReaderBuilder::new().has_headers(false).from_path(&output).unwrap();
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_path(&output)
+        .unwrap();
     let mut users = std::collections::HashSet::new();
     let mut lines = 0u64;
     for record in reader.records() {
@@ -101,5 +129,8 @@ fn initiator_three_workers_and_notifier_deliver_every_user_once() {
     for w in &workers {
         assert!(w.log_text().contains("worker running"), "{}", w.log_text());
     }
-    eprintln!("{rows} users through 3 workers in {secs:.1}s ({:.0}/s)", rows as f64 / secs);
+    eprintln!(
+        "{rows} users through 3 workers in {secs:.1}s ({:.0}/s)",
+        rows as f64 / secs
+    );
 }

@@ -9,19 +9,36 @@ use wds_tests::process::Service;
 fn demo_delivers_every_user_once_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let rows = 20_000;
-    let mut demo = Service::start("demo", dir.path(), &["demo", "--rows", &rows.to_string()], &[]);
+    let mut demo = Service::start(
+        "demo",
+        dir.path(),
+        &["demo", "--rows", &rows.to_string()],
+        &[],
+    );
     let status = demo
         .wait(Duration::from_secs(300))
         .unwrap_or_else(|| panic!("demo did not finish:\n{}", demo.log_text()));
     let log = demo.log_text();
     assert!(status.success(), "demo failed ({status}):\n{log}");
     assert!(log.contains("every line accounted for"), "{log}");
-    assert!(log.contains(&format!("delivered       {rows:>5}")) || log.contains(&format!("delivered        {rows}")), "{log}");
+    assert!(
+        log.contains(&format!("delivered       {rows:>5}"))
+            || log.contains(&format!("delivered        {rows}")),
+        "{log}"
+    );
 
     // The notifier's CSV, read independently: one line per user.
     let outbox = dir.path().join("wds-data/outbox");
-    let file = std::fs::read_dir(&outbox).unwrap().next().unwrap().unwrap().path();
-    let mut reader = csv::ReaderBuilder::new().has_headers(false).from_path(&file).unwrap();
+    let file = std::fs::read_dir(&outbox)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_path(&file)
+        .unwrap();
     let mut users = std::collections::HashSet::new();
     let mut lines = 0;
     for record in reader.records() {
@@ -35,7 +52,12 @@ fn demo_delivers_every_user_once_and_exits_zero() {
         assert!(users.contains(&format!("user-{i}")));
     }
     // The file was archived once read.
-    assert_eq!(std::fs::read_dir(dir.path().join("wds-data/done")).unwrap().count(), 1);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("wds-data/done"))
+            .unwrap()
+            .count(),
+        1
+    );
 }
 
 #[test]
@@ -45,7 +67,10 @@ fn bad_settings_fail_with_one_clear_line() {
         (&["worker"], "needs a shared backend"),
         (&["demo", "--redis", "redis://127.0.0.1:1"], "redis"),
         (&["demo", "--redis", "not a url"], "redis"),
-        (&["--webhook-url", "ftp://x", "demo", "--rows", "10"], "webhook"),
+        (
+            &["--webhook-url", "ftp://x", "demo", "--rows", "10"],
+            "webhook",
+        ),
         (&["--mode", "twice", "all"], "delivery mode"),
     ];
     for (i, (args, needle)) in cases.iter().enumerate() {
@@ -61,8 +86,19 @@ fn bad_settings_fail_with_one_clear_line() {
     // A port in use.
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = busy.local_addr().unwrap().to_string();
-    let mut p = Service::start("busy", dir.path(), &["notifier", "--notifier-listen", &addr], &[]);
-    let status = p.wait(Duration::from_secs(60)).expect("hung on a busy port");
+    let mut p = Service::start(
+        "busy",
+        dir.path(),
+        &["notifier", "--notifier-listen", &addr],
+        &[],
+    );
+    let status = p
+        .wait(Duration::from_secs(60))
+        .expect("hung on a busy port");
     assert!(!status.success());
-    assert!(p.log_text().contains("cannot listen on"), "{}", p.log_text());
+    assert!(
+        p.log_text().contains("cannot listen on"),
+        "{}",
+        p.log_text()
+    );
 }

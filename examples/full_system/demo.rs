@@ -16,7 +16,11 @@ use crate::settings::{DemoArgs, Settings};
 
 /// Generates `rows` users, drops them into the inbox, runs every role until
 /// each line is accounted for, and prints the report.
-pub(crate) async fn run(settings: &Settings, args: &DemoArgs, cancel: CancellationToken) -> Fallible<ExitCode> {
+pub(crate) async fn run(
+    settings: &Settings,
+    args: &DemoArgs,
+    cancel: CancellationToken,
+) -> Fallible<ExitCode> {
     if args.rows == 0 {
         return Err("--rows must be at least 1".into());
     }
@@ -29,23 +33,48 @@ pub(crate) async fn run(settings: &Settings, args: &DemoArgs, cancel: Cancellati
     let api_addr = api_listener.local_addr().map_err(|e| e.to_string())?;
 
     let stamp = now_ms();
-    let output = settings.data_dir.join("outbox").join(format!("demo-{stamp}.csv"));
+    let output = settings
+        .data_dir
+        .join("outbox")
+        .join(format!("demo-{stamp}.csv"));
     let services = cancel.child_token();
     let mut running = {
         let (settings_output, services) = (output.clone(), services.clone());
         let backend = backend.clone();
         let settings = settings.clone();
         tokio::spawn(async move {
-            run_all(&settings, &backend, api_listener, notifier_listener, settings_output, services).await
+            run_all(
+                &settings,
+                &backend,
+                api_listener,
+                notifier_listener,
+                settings_output,
+                services,
+            )
+            .await
         })
     };
 
     let inbox = settings.inbox();
-    std::fs::create_dir_all(&inbox).map_err(|e| format!("cannot create the inbox {}: {e}", inbox.display()))?;
+    std::fs::create_dir_all(&inbox)
+        .map_err(|e| format!("cannot create the inbox {}: {e}", inbox.display()))?;
     let name = format!("demo-{stamp}.csv");
-    let job = write_users(&inbox, &name, args.rows, stamp, settings.default_message.clone())?;
-    println!("dropped {} users into {} (job {job})", args.rows, inbox.join(&name).display());
-    println!("notifier on http://{notifier_addr}/webhook, control API on http://{api_addr}, backend: {}", backend.name);
+    let job = write_users(
+        &inbox,
+        &name,
+        args.rows,
+        stamp,
+        settings.default_message.clone(),
+    )?;
+    println!(
+        "dropped {} users into {} (job {job})",
+        args.rows,
+        inbox.join(&name).display()
+    );
+    println!(
+        "notifier on http://{notifier_addr}/webhook, control API on http://{api_addr}, backend: {}",
+        backend.name
+    );
 
     let started = Instant::now();
     let report = tokio::select! {
@@ -57,9 +86,7 @@ pub(crate) async fn run(settings: &Settings, args: &DemoArgs, cancel: Cancellati
         }
     };
     services.cancel();
-    let stopped = running
-        .await
-        .map_err(|e| format!("services failed: {e}"))?;
+    let stopped = running.await.map_err(|e| format!("services failed: {e}"))?;
     let Some(report) = report? else {
         println!("interrupted; the job is left as it is");
         return Ok(ExitCode::from(130));
@@ -99,7 +126,11 @@ pub(crate) async fn run_all(
     };
     let (n, i, w) = tokio::join!(
         async { stop_all(roles::notifier(settings, notifier, output, cancel.clone()).await) },
-        async { stop_all(roles::initiator(settings, backend, api, metrics.clone(), cancel.clone()).await) },
+        async {
+            stop_all(
+                roles::initiator(settings, backend, api, metrics.clone(), cancel.clone()).await,
+            )
+        },
         async {
             let url = settings.webhook_url(notifier_addr);
             stop_all(roles::worker(settings, backend, url, metrics.clone(), cancel.clone()).await)
@@ -110,13 +141,23 @@ pub(crate) async fn run_all(
 
 /// Writes the users under a `.part` name, then renames it into place so the
 /// initiator never reads half of it. Returns the job id it will become.
-fn write_users(inbox: &Path, name: &str, rows: u64, stamp: u64, default_message: Option<String>) -> Fallible<JobId> {
+fn write_users(
+    inbox: &Path,
+    name: &str,
+    rows: u64,
+    stamp: u64,
+    default_message: Option<String>,
+) -> Fallible<JobId> {
     let part = inbox.join(format!(".{name}.part"));
     let err = |e: std::io::Error| format!("cannot write {}: {e}", part.display());
     let mut file = std::io::BufWriter::new(std::fs::File::create(&part).map_err(err)?);
     writeln!(file, "userId,alertMessage").map_err(err)?;
     for i in 1..=rows {
-        writeln!(file, "user-{i},\"Demo {stamp}: your order #{i} has shipped\"").map_err(err)?;
+        writeln!(
+            file,
+            "user-{i},\"Demo {stamp}: your order #{i} has shipped\""
+        )
+        .map_err(err)?;
     }
     file.flush().map_err(err)?;
     drop(file);
@@ -126,7 +167,12 @@ fn write_users(inbox: &Path, name: &str, rows: u64, stamp: u64, default_message:
 }
 
 /// Shows progress until the job is done (`Ok(Some)`) or the user interrupts (`Ok(None)`).
-async fn follow(backend: &Backend, job: &JobId, rows: u64, cancel: &CancellationToken) -> Fallible<Option<JobReport>> {
+async fn follow(
+    backend: &Backend,
+    job: &JobId,
+    rows: u64,
+    cancel: &CancellationToken,
+) -> Fallible<Option<JobReport>> {
     let tty = std::io::stderr().is_terminal();
     let bar = if tty {
         let bar = ProgressBar::new(rows);
@@ -151,7 +197,10 @@ async fn follow(backend: &Backend, job: &JobId, rows: u64, cancel: &Cancellation
         if let Some(r) = &report {
             let secs = started.elapsed().as_secs_f64().max(0.001);
             let rate = r.delivered as f64 / secs;
-            let msg = format!("read {} · delivered {} · dead {} · {:.0}/s", r.lines, r.delivered, r.dead, rate);
+            let msg = format!(
+                "read {} · delivered {} · dead {} · {:.0}/s",
+                r.lines, r.delivered, r.dead, rate
+            );
             match &bar {
                 Some(bar) => {
                     bar.set_position(r.accounted());
@@ -197,9 +246,20 @@ fn csv_reader(path: &Path) -> Fallible<csv::Reader<std::fs::File>> {
         .map_err(|e| format!("cannot read the notifier's output {}: {e}", path.display()))
 }
 
-fn print_report(r: &JobReport, name: &str, wall: Duration, output: &Path, out_lines: u64, distinct: u64) {
+fn print_report(
+    r: &JobReport,
+    name: &str,
+    wall: Duration,
+    output: &Path,
+    out_lines: u64,
+    distinct: u64,
+) {
     let secs = wall.as_secs_f64().max(0.001);
-    let verdict = if r.accounted() == r.lines { "every line accounted for" } else { "LINES MISSING" };
+    let verdict = if r.accounted() == r.lines {
+        "every line accounted for"
+    } else {
+        "LINES MISSING"
+    };
     println!("job {} ({name}): {verdict}", r.job);
     println!("  lines       {:>10}", r.lines);
     println!("  delivered   {:>10}", r.delivered);
@@ -207,6 +267,12 @@ fn print_report(r: &JobReport, name: &str, wall: Duration, output: &Path, out_li
     println!("  invalid     {:>10}", r.invalid);
     println!("  duplicate   {:>10}", r.duplicate);
     println!("  wall time   {:>10.2} s", secs);
-    println!("  rate        {:>10.0} deliveries/s", r.delivered as f64 / secs);
-    println!("  notifier    {out_lines:>10} lines, {distinct} distinct users, in {}", output.display());
+    println!(
+        "  rate        {:>10.0} deliveries/s",
+        r.delivered as f64 / secs
+    );
+    println!(
+        "  notifier    {out_lines:>10} lines, {distinct} distinct users, in {}",
+        output.display()
+    );
 }

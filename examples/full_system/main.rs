@@ -27,14 +27,24 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let role = cli.role.unwrap_or(Role::All);
     // The demo draws a progress bar: keep the log to warnings unless asked.
-    let default_level = if matches!(role, Role::Demo(_)) { "warn" } else { "info" };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
-    let subscriber = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let default_level = if matches!(role, Role::Demo(_)) {
+        "warn"
+    } else {
+        "info"
+    };
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match cli.settings.log_format {
         LogFormat::Human => subscriber.init(),
         LogFormat::Json => subscriber.json().init(),
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -64,17 +74,39 @@ async fn run(role: Role, settings: settings::Settings) -> Fallible<ExitCode> {
                 settings.api_listen,
                 settings.notifier_listen
             );
-            demo::run_all(&settings, &backend, api, notifier, settings.output(), cancel).await?;
+            demo::run_all(
+                &settings,
+                &backend,
+                api,
+                notifier,
+                settings.output(),
+                cancel,
+            )
+            .await?;
         }
         Role::Initiator => {
             let backend = Backend::connect(&settings, "initiator").await?;
             let api = bind(settings.api_listen, "control API").await?;
-            roles::initiator(&settings, &backend, api, std::sync::Arc::new(Metrics::new()), cancel).await?;
+            roles::initiator(
+                &settings,
+                &backend,
+                api,
+                std::sync::Arc::new(Metrics::new()),
+                cancel,
+            )
+            .await?;
         }
         Role::Worker => {
             let backend = Backend::connect(&settings, "worker").await?;
             let url = settings.webhook_url(settings.notifier_listen);
-            roles::worker(&settings, &backend, url, std::sync::Arc::new(Metrics::new()), cancel).await?;
+            roles::worker(
+                &settings,
+                &backend,
+                url,
+                std::sync::Arc::new(Metrics::new()),
+                cancel,
+            )
+            .await?;
         }
         Role::Notifier => {
             let listener = bind(settings.notifier_listen, "notifier").await?;
@@ -91,15 +123,16 @@ async fn shutdown_on_signal(cancel: CancellationToken) {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                let _ = ctrl_c.await;
-                cancel.cancel();
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                    let _ = ctrl_c.await;
+                    cancel.cancel();
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

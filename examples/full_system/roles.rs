@@ -48,7 +48,12 @@ impl Backend {
         }
     }
 
-    fn engine(&self, settings: &Settings, sink: Option<HttpSink>, metrics: &Arc<Metrics>) -> Fallible<Engine> {
+    fn engine(
+        &self,
+        settings: &Settings,
+        sink: Option<HttpSink>,
+        metrics: &Arc<Metrics>,
+    ) -> Fallible<Engine> {
         let mut builder = Engine::builder()
             .queue(self.queue.clone())
             .offsets(self.offsets.clone())
@@ -73,8 +78,13 @@ struct NoDelivery;
 
 #[async_trait::async_trait]
 impl wds_core::Sink for NoDelivery {
-    async fn deliver(&self, _: &wds_core::Message) -> Result<wds_core::Delivered, wds_core::SinkError> {
-        Err(wds_core::SinkError::retryable("this process does not deliver"))
+    async fn deliver(
+        &self,
+        _: &wds_core::Message,
+    ) -> Result<wds_core::Delivered, wds_core::SinkError> {
+        Err(wds_core::SinkError::retryable(
+            "this process does not deliver",
+        ))
     }
 }
 
@@ -155,7 +165,8 @@ pub(crate) async fn worker(
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
 ) -> Fallible<()> {
-    let mut sink = HttpSink::builder(&webhook_url).timeout(Duration::from_millis(settings.timeout_ms));
+    let mut sink =
+        HttpSink::builder(&webhook_url).timeout(Duration::from_millis(settings.timeout_ms));
     if !settings.secrets.is_empty() {
         sink = sink.secrets(settings.secrets.iter().cloned());
     }
@@ -195,9 +206,10 @@ async fn serve_metrics(
             metrics.render(stats.as_ref(), &[])
         }
     };
-    let app = axum::Router::new()
-        .route("/metrics", get(render))
-        .route("/healthz", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }));
+    let app = axum::Router::new().route("/metrics", get(render)).route(
+        "/healthz",
+        get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+    );
     axum::serve(listener, app)
         .with_graceful_shutdown(cancel.cancelled_owned())
         .await

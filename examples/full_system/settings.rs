@@ -112,16 +112,31 @@ pub(crate) struct Settings {
     pub(crate) mode: DeliveryMode,
     /// Signing secrets (whsec_…), comma-separated: workers sign with each
     /// (several signatures, for key rotation) and the notifier accepts any.
-    #[arg(long = "secret", env = "WDS_SECRETS", value_delimiter = ',', global = true)]
+    #[arg(
+        long = "secret",
+        env = "WDS_SECRETS",
+        value_delimiter = ',',
+        global = true
+    )]
     pub(crate) secrets: Vec<String>,
     /// Bearer token for the control API (every route but /healthz).
     #[arg(long, env = "WDS_TOKEN", global = true, hide_env_values = true)]
     pub(crate) token: Option<String>,
     /// Where the control API listens.
-    #[arg(long, env = "WDS_API_LISTEN", default_value = "127.0.0.1:8080", global = true)]
+    #[arg(
+        long,
+        env = "WDS_API_LISTEN",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
     pub(crate) api_listen: SocketAddr,
     /// Where the notifier listens.
-    #[arg(long, env = "WDS_NOTIFIER_LISTEN", default_value = "127.0.0.1:8090", global = true)]
+    #[arg(
+        long,
+        env = "WDS_NOTIFIER_LISTEN",
+        default_value = "127.0.0.1:8090",
+        global = true
+    )]
     pub(crate) notifier_listen: SocketAddr,
     /// Where a worker serves its own /metrics and /healthz [default: not served].
     #[arg(long, env = "WDS_METRICS_LISTEN", global = true)]
@@ -140,11 +155,15 @@ fn parse_mode(s: &str) -> Result<DeliveryMode, String> {
 
 impl Settings {
     pub(crate) fn inbox(&self) -> PathBuf {
-        self.inbox.clone().unwrap_or_else(|| self.data_dir.join("inbox"))
+        self.inbox
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("inbox"))
     }
 
     pub(crate) fn archive(&self) -> PathBuf {
-        self.archive.clone().unwrap_or_else(|| self.data_dir.join("done"))
+        self.archive
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("done"))
     }
 
     pub(crate) fn output(&self) -> PathBuf {

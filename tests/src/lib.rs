@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use tokio::sync::Notify;
 use wds_core::{
-    Delivered, DeadKind, JobReport, LineOutcome, Message, MessageId, OffsetStore, Sink, SinkError,
+    DeadKind, Delivered, JobReport, LineOutcome, Message, MessageId, OffsetStore, Sink, SinkError,
 };
 
 /// What the scripted sink does on one call.
@@ -167,11 +167,25 @@ pub async fn account(
             None => acc.missing.push(line),
         }
     }
-    assert!(acc.missing.is_empty(), "lines with no terminal state: {:?}", acc.missing);
-    assert_eq!(report.accounted(), report.lines, "G2 sum broken: {report:?}");
-    assert_eq!(acc.delivered, report.delivered, "delivered count vs outcomes: {report:?}");
+    assert!(
+        acc.missing.is_empty(),
+        "lines with no terminal state: {:?}",
+        acc.missing
+    );
+    assert_eq!(
+        report.accounted(),
+        report.lines,
+        "G2 sum broken: {report:?}"
+    );
+    assert_eq!(
+        acc.delivered, report.delivered,
+        "delivered count vs outcomes: {report:?}"
+    );
     assert_eq!(acc.dead, report.dead, "dead count vs outcomes: {report:?}");
-    assert_eq!(acc.in_doubt, report.in_doubt, "in-doubt count vs outcomes: {report:?}");
+    assert_eq!(
+        acc.in_doubt, report.in_doubt,
+        "in-doubt count vs outcomes: {report:?}"
+    );
     assert_eq!(
         acc.rejected,
         report.invalid + report.duplicate,

@@ -12,9 +12,19 @@ pub fn full_system() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("Cargo.toml");
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join("Cargo.toml");
         let out = Command::new(&cargo)
-            .args(["build", "--quiet", "-p", "wds-examples", "--example", "full_system", "--manifest-path"])
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "wds-examples",
+                "--example",
+                "full_system",
+                "--manifest-path",
+            ])
             .arg(&manifest)
             .output()
             .expect("cannot run cargo to build the full_system example");
@@ -25,7 +35,11 @@ pub fn full_system() -> &'static Path {
         );
         let target = std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target"));
+            .unwrap_or_else(|| {
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("..")
+                    .join("target")
+            });
         let bin = target.join("debug").join("examples").join("full_system");
         assert!(bin.exists(), "no binary at {}", bin.display());
         bin
@@ -81,7 +95,10 @@ impl Service {
 
     /// Sends a signal (`"TERM"`, `"KILL"`, `"INT"`) with kill(1).
     pub fn signal(&self, signal: &str) {
-        let _ = Command::new("kill").arg(format!("-{signal}")).arg(self.pid().to_string()).status();
+        let _ = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status();
     }
 
     /// Waits for the process to exit, up to `timeout`.
@@ -126,13 +143,20 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut conn = std::net::TcpStream::connect(addr).ok()?;
     conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(conn, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut raw = Vec::new();
     conn.read_to_end(&mut raw).ok()?;
     let text = String::from_utf8_lossy(&raw);
     let status = text.split_whitespace().nth(1)?.parse().ok()?;
     let (head, body) = text.split_once("\r\n\r\n")?;
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(body)
     } else {
         body.to_string()
@@ -143,7 +167,9 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
 fn dechunk(mut body: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
         if n == 0 || rest.len() < n {
             break;
         }

@@ -31,13 +31,13 @@ pub mod source;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
-pub use engine::{Batcher, DeliveryMode, Deliverer, Engine, EngineBuilder, EngineConfig};
+pub use engine::{Batcher, Deliverer, DeliveryMode, Engine, EngineBuilder, EngineConfig};
 pub use error::{BoxError, Error, Result, SinkError};
 pub use limiter::{Limiter, LocalLimiter};
 pub use model::*;
 pub use offsets::OffsetStore;
 pub use queue::Queue;
 pub use sink::{Delivered, Sink};
-pub use source::{ChannelSource, Input, InputData, Source, Submitter};
 #[cfg(feature = "folder")]
 pub use source::FolderSource;
+pub use source::{ChannelSource, Input, InputData, Source, Submitter};

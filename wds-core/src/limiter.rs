@@ -73,7 +73,9 @@ impl LocalLimiter {
         let burst = NonZeroU32::new(burst)
             .ok_or_else(|| Error::Config("burst must be at least 1".into()))?;
         Ok(LocalLimiter {
-            gcra: Some(RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))),
+            gcra: Some(RateLimiter::direct(
+                Quota::per_second(rate).allow_burst(burst),
+            )),
             paused_until_ms: AtomicU64::new(0),
         })
     }
@@ -132,7 +134,11 @@ mod tests {
             l.acquire(1).await.unwrap();
         }
         // 10 free, then 50 at 100/s: at least ~500 ms.
-        assert!(start.elapsed() >= Duration::from_millis(450), "{:?}", start.elapsed());
+        assert!(
+            start.elapsed() >= Duration::from_millis(450),
+            "{:?}",
+            start.elapsed()
+        );
     }
 
     #[tokio::test]
@@ -142,11 +148,18 @@ mod tests {
         l.back_off(now_ms() + 50).await.unwrap();
         let start = Instant::now();
         l.acquire(1).await.unwrap();
-        assert!(start.elapsed() >= Duration::from_millis(250), "{:?}", start.elapsed());
+        assert!(
+            start.elapsed() >= Duration::from_millis(250),
+            "{:?}",
+            start.elapsed()
+        );
     }
 
     #[test]
     fn zero_rate_is_a_config_error() {
-        assert!(matches!(LocalLimiter::per_second(0, 1), Err(Error::Config(_))));
+        assert!(matches!(
+            LocalLimiter::per_second(0, 1),
+            Err(Error::Config(_))
+        ));
     }
 }

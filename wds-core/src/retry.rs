@@ -88,11 +88,16 @@ mod tests {
     #[test]
     fn retry_after_is_a_floor_and_delay_is_capped() {
         let p = RetryPolicy::default();
-        let d = p.next_delay(1, Duration::ZERO, Some(Duration::from_secs(7))).unwrap();
+        let d = p
+            .next_delay(1, Duration::ZERO, Some(Duration::from_secs(7)))
+            .unwrap();
         assert!(d >= Duration::from_secs(7));
         let d = p.next_delay(4, Duration::ZERO, None).unwrap();
         assert!(d <= p.max_delay);
-        let long = RetryPolicy { max_attempts: 100, ..p };
+        let long = RetryPolicy {
+            max_attempts: 100,
+            ..p
+        };
         assert!(long.next_delay(60, Duration::ZERO, None).unwrap() <= p.max_delay);
     }
 }

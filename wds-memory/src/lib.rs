@@ -49,7 +49,9 @@ impl Hasher for LineHasher {
         }
     }
     fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
+        self.0 = (self.0 ^ n)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(29);
     }
 }
 
@@ -323,18 +325,25 @@ impl Queue for MemoryBackend {
             }
         }
         // 2. Due retries become ready.
-        let due: Vec<(u64, u64)> = st.scheduled.range(..(now + 1, 0)).map(|(k, _)| *k).collect();
+        let due: Vec<(u64, u64)> = st
+            .scheduled
+            .range(..(now + 1, 0))
+            .map(|(k, _)| *k)
+            .collect();
         if !due.is_empty() {
-            let messages: Vec<Message> = due
-                .iter()
-                .filter_map(|k| st.scheduled.remove(k))
-                .collect();
+            let messages: Vec<Message> =
+                due.iter().filter_map(|k| st.scheduled.remove(k)).collect();
             st.enqueue_messages(messages, "retry");
         }
         // 3. Ready batches, oldest first.
         while leases.len() < max_batches {
-            let Some(id) = st.ready.pop_front() else { break };
-            let size = st.batches.get(&id).map_or(0, |e| e.batch.messages.len() as u64);
+            let Some(id) = st.ready.pop_front() else {
+                break;
+            };
+            let size = st
+                .batches
+                .get(&id)
+                .map_or(0, |e| e.batch.messages.len() as u64);
             st.ready_messages -= size;
             if let Some(lease) = st.take_lease(&id, ttl, now) {
                 leases.push(lease);
@@ -393,7 +402,8 @@ impl Queue for MemoryBackend {
                 Settle::Delivered { id, receipt } => {
                     let job = st.job_mut(&id.job)?;
                     job.delivered += 1;
-                    job.outcomes.insert(id.line, LineOutcome::Delivered { receipt });
+                    job.outcomes
+                        .insert(id.line, LineOutcome::Delivered { receipt });
                     job.note_progress();
                 }
                 Settle::Dead { message, reason } => {
@@ -549,6 +559,12 @@ impl OffsetStore for MemoryBackend {
 
     async fn rejects(&self, job: &JobId, limit: usize) -> Result<Vec<Reject>> {
         let mut st = self.lock();
-        Ok(st.job_mut(job)?.rejects.iter().take(limit).cloned().collect())
+        Ok(st
+            .job_mut(job)?
+            .rejects
+            .iter()
+            .take(limit)
+            .cloned()
+            .collect())
     }
 }

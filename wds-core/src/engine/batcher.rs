@@ -124,7 +124,9 @@ impl Batcher {
             let input = input.clone();
             let claim = claim.clone();
             let config = self.config.clone();
-            tokio::task::spawn_blocking(move || parse_chunks(&input, &claim, checkpoint, &config, tx))
+            tokio::task::spawn_blocking(move || {
+                parse_chunks(&input, &claim, checkpoint, &config, tx)
+            })
         };
         let mut outcome = Ok(());
         loop {
@@ -308,7 +310,8 @@ fn parse_chunks(
             }
         }
         let mut file = input.open()?;
-        file.seek(SeekFrom::Start(checkpoint.byte)).map_err(io_err)?;
+        file.seek(SeekFrom::Start(checkpoint.byte))
+            .map_err(io_err)?;
         let start = if checkpoint.byte == 0 {
             Position::START
         } else {

@@ -137,7 +137,8 @@ impl Deliverer {
             return with_backoff("settle", || queue.settle(&lease, outcomes.clone())).await;
         }
         let renew_every = self.config.lease_ttl / 3;
-        let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + renew_every, renew_every);
+        let mut renew =
+            tokio::time::interval_at(tokio::time::Instant::now() + renew_every, renew_every);
         // Wait for a sending slot without marking the batch: a prefetched
         // batch that is not yet sending is never in doubt, so the in-doubt
         // window stays at the sending slots however many batches are held.

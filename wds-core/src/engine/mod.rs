@@ -185,8 +185,12 @@ impl Engine {
 
     /// A batcher over this engine's backend.
     pub fn batcher(&self) -> Batcher {
-        Batcher::new(self.queue.clone(), self.offsets.clone(), self.config.clone())
-            .expect("config validated by the builder")
+        Batcher::new(
+            self.queue.clone(),
+            self.offsets.clone(),
+            self.config.clone(),
+        )
+        .expect("config validated by the builder")
     }
 
     /// A deliverer over this engine's backend, sink and limiter.
@@ -245,7 +249,11 @@ impl Engine {
 
     /// Reads every input the source yields into the queue, until `cancel`
     /// fires or the source ends. No delivery (the initiator's half).
-    pub async fn read_source(&self, source: Arc<dyn Source>, cancel: CancellationToken) -> Result<()> {
+    pub async fn read_source(
+        &self,
+        source: Arc<dyn Source>,
+        cancel: CancellationToken,
+    ) -> Result<()> {
         let jobs = Arc::new(tokio::sync::Semaphore::new(self.config.concurrent_jobs));
         let mut tasks = JoinSet::new();
         let result = loop {

@@ -23,7 +23,7 @@
 //! and run the suite from an integration test, on the concrete type and
 //! through trait objects (which is how the engine holds a backend):
 //!
-//! ```ignore
+//! ```text
 //! // tests/conformance.rs
 //! use std::sync::Arc;
 //!

@@ -372,3 +372,72 @@ fn signatures_agree_with_an_independent_python_implementation() {
         .unwrap();
     }
 }
+
+/// Cross-checks our signatures with the official Standard Webhooks package
+/// for Python (`standardwebhooks`), installed by `scripts/test` into
+/// `target/pydeps` (or anywhere on `WDS_PYDEPS`).
+#[test]
+fn signatures_agree_with_the_official_standard_webhooks_package() {
+    let pydeps = std::env::var("WDS_PYDEPS")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target/pydeps").to_string());
+    let a: Secret = SECRET_A.parse().unwrap();
+    let b: Secret = SECRET_B.parse().unwrap();
+    let ts = signature::unix_seconds(SystemTime::now()).to_string();
+    let bodies = [
+        r#"{"userId":"u1","alertMessage":"hello"}"#.to_string(),
+        serde_json::json!({"userId": "ü,\"x\"", "alertMessage": "line\nbreak ✓"}).to_string(),
+    ];
+    let mut cases = Vec::new();
+    let mut expected = Vec::new();
+    for (i, body) in bodies.iter().enumerate() {
+        let id = format!("job{i}:{}", i + 1);
+        let both = signature::sign(&[a.clone(), b.clone()], &id, &ts, body.as_bytes());
+        for secret in [SECRET_A, SECRET_B] {
+            cases.push(serde_json::json!({"secret": secret, "id": id, "timestamp": ts, "body": body, "signature": both}));
+            expected.push(true);
+        }
+        // A tampered body must be refused, so the check cannot pass vacuously.
+        cases.push(serde_json::json!({"secret": SECRET_A, "id": id, "timestamp": ts, "body": format!("{body} "), "signature": both}));
+        expected.push(false);
+    }
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/python/official_standardwebhooks.py"
+    );
+    let mut child = Command::new("python3")
+        .arg(script)
+        .env("PYTHONPATH", &pydeps)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("python3 is required for this test ({e}); install it (apt-get install python3)")
+        });
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(serde_json::json!({ "cases": cases }).to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the official standardwebhooks package is needed: run ./scripts/test, or \
+         `python3 -m pip install --target {pydeps} standardwebhooks==1.1.0`.\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let verified: Vec<bool> = serde_json::from_value(answer["verified"].clone()).unwrap();
+    assert_eq!(verified, expected);
+    // The package's own signatures are exactly ours.
+    let signed: Vec<String> = serde_json::from_value(answer["signed"].clone()).unwrap();
+    for (case, theirs) in cases.iter().zip(&signed) {
+        let secret: Secret = case["secret"].as_str().unwrap().parse().unwrap();
+        let body = case["body"].as_str().unwrap();
+        assert_eq!(
+            theirs,
+            &secret.sign(case["id"].as_str().unwrap(), &ts, body.as_bytes())
+        );
+    }
+}

@@ -62,7 +62,7 @@ fn _object_safe(_: Arc<dyn Limiter>) {}
 #[derive(Debug)]
 pub struct LocalLimiter {
     gcra: Option<DefaultDirectRateLimiter>,
-    paused_until_ms: AtomicU64,
+    pause: Pause,
 }
 
 impl LocalLimiter {
@@ -76,7 +76,7 @@ impl LocalLimiter {
             gcra: Some(RateLimiter::direct(
                 Quota::per_second(rate).allow_burst(burst),
             )),
-            paused_until_ms: AtomicU64::new(0),
+            pause: Pause::default(),
         })
     }
 
@@ -84,13 +84,30 @@ impl LocalLimiter {
     pub fn unlimited() -> Self {
         LocalLimiter {
             gcra: None,
-            paused_until_ms: AtomicU64::new(0),
+            pause: Pause::default(),
         }
     }
+}
 
-    async fn wait_for_back_off(&self) {
+/// A pause every task of a process honours: the local half of
+/// [`Limiter::back_off`], for limiters to build on.
+#[derive(Debug, Default)]
+pub struct Pause {
+    until_ms: AtomicU64,
+}
+
+impl Pause {
+    /// Pauses until `until_ms` ([`now_ms`] time); a shorter pause never
+    /// shortens a longer one.
+    pub fn until(&self, until_ms: u64) {
+        self.until_ms.fetch_max(until_ms, Ordering::AcqRel);
+    }
+
+    /// Waits until no pause is in force (at once when none is), including
+    /// pauses that start while waiting.
+    pub async fn wait(&self) {
         loop {
-            let until = self.paused_until_ms.load(Ordering::Acquire);
+            let until = self.until_ms.load(Ordering::Acquire);
             let now = now_ms();
             if until <= now {
                 return;
@@ -103,20 +120,20 @@ impl LocalLimiter {
 #[async_trait]
 impl Limiter for LocalLimiter {
     async fn acquire(&self, n: u32) -> Result<()> {
-        self.wait_for_back_off().await;
+        self.pause.wait().await;
         if let Some(gcra) = &self.gcra {
             let n = NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
             gcra.until_n_ready(n)
                 .await
                 .map_err(|e| Error::Config(format!("cannot take {n} permits at once: {e}")))?;
             // A back-off may have started while we waited for the permits.
-            self.wait_for_back_off().await;
+            self.pause.wait().await;
         }
         Ok(())
     }
 
     async fn back_off(&self, until_ms: u64) -> Result<()> {
-        self.paused_until_ms.fetch_max(until_ms, Ordering::AcqRel);
+        self.pause.until(until_ms);
         Ok(())
     }
 }

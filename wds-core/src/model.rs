@@ -257,6 +257,28 @@ pub enum Settle {
 }
 
 impl Settle {
+    /// Checks that `outcomes` name every message of `batch` exactly once, as
+    /// [`crate::Queue::settle`] requires. Backends call it before changing
+    /// anything, so a bad call changes nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::Config`] naming the batch when an id is missing,
+    /// repeated or foreign.
+    pub fn check_covers(batch: &Batch, outcomes: &[Settle]) -> crate::Result<()> {
+        use std::collections::HashSet;
+        let expected: HashSet<&MessageId> = batch.messages.iter().map(|m| &m.id).collect();
+        let given: HashSet<&MessageId> = outcomes.iter().map(Settle::id).collect();
+        if given.len() != outcomes.len() || given != expected {
+            return Err(crate::Error::Config(format!(
+                "settle of batch {} must name each of its {} messages exactly once",
+                batch.id,
+                expected.len()
+            )));
+        }
+        Ok(())
+    }
+
     /// The id of the message this settles.
     pub fn id(&self) -> &MessageId {
         match self {

@@ -18,7 +18,7 @@
 //! require. State is lost when the process exits: use `wds-redis` when jobs
 //! must survive a restart.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -380,15 +380,7 @@ impl Queue for MemoryBackend {
         let now = now_ms();
         let entry = st.held(lease, now)?;
         // Validate before mutating anything, so a bad call changes nothing.
-        let expected: HashSet<&MessageId> = entry.batch.messages.iter().map(|m| &m.id).collect();
-        let given: HashSet<&MessageId> = outcomes.iter().map(Settle::id).collect();
-        if given.len() != outcomes.len() || given != expected {
-            return Err(Error::Config(format!(
-                "settle of batch {} must name each of its {} messages exactly once",
-                lease.batch.id,
-                expected.len()
-            )));
-        }
+        Settle::check_covers(&entry.batch, &outcomes)?;
         for outcome in &outcomes {
             if !st.jobs.contains_key(&outcome.id().job) {
                 return Err(Error::UnknownJob {

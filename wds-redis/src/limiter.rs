@@ -7,6 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
+use wds_core::limiter::Pause;
 use wds_core::{now_ms, Error, Limiter, Result};
 
 use crate::backend::RedisBackend;
@@ -68,8 +69,8 @@ pub struct RedisLimiter {
     burst: u32,
     reserve: u32,
     state: Mutex<Reserved>,
-    /// This instance's back-off, in [`now_ms`] time.
-    paused_until_ms: AtomicU64,
+    /// This instance's back-off.
+    pause: Pause,
     /// Bumped by every back-off, to drop permits reserved before it.
     epoch: AtomicU64,
 }
@@ -118,7 +119,7 @@ impl RedisLimiter {
             // About 50 ms of permits per round trip, within the burst.
             reserve: (rate / 20).clamp(1, burst),
             state: Mutex::new(Reserved::default()),
-            paused_until_ms: AtomicU64::new(0),
+            pause: Pause::default(),
             epoch: AtomicU64::new(0),
         })
     }
@@ -158,24 +159,12 @@ impl RedisLimiter {
             pause_us: codec::uint(op, pause)?,
         })
     }
-
-    /// Waits out this instance's back-off.
-    async fn wait_for_back_off(&self) {
-        loop {
-            let until = self.paused_until_ms.load(Ordering::Acquire);
-            let now = now_ms();
-            if until <= now {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(until - now)).await;
-        }
-    }
 }
 
 #[async_trait]
 impl Limiter for RedisLimiter {
     async fn acquire(&self, n: u32) -> Result<()> {
-        self.wait_for_back_off().await;
+        self.pause.wait().await;
         let n = n.clamp(1, self.burst);
         // A permit may be handed out up to one emission interval after its
         // slot, never later: see the type's docs.
@@ -231,12 +220,12 @@ impl Limiter for RedisLimiter {
             tokio::time::sleep_until(slot).await;
         }
         // A back-off may have begun while we waited for the slot.
-        self.wait_for_back_off().await;
+        self.pause.wait().await;
         Ok(())
     }
 
     async fn back_off(&self, until_ms: u64) -> Result<()> {
-        self.paused_until_ms.fetch_max(until_ms, Ordering::AcqRel);
+        self.pause.until(until_ms);
         self.epoch.fetch_add(1, Ordering::AcqRel);
         let pause_ms = until_ms.saturating_sub(now_ms());
         if pause_ms == 0 {

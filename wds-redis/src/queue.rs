@@ -1,11 +1,10 @@
 //! `Queue` for [`RedisBackend`]: one script call per method.
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use wds_core::{
-    now_ms, DeadKind, DeadLetter, Error, JobId, Lease, LineOutcome, MessageId, Push, Pushed, Queue,
+    now_ms, DeadKind, DeadLetter, Error, JobId, Lease, LineOutcome, Push, Pushed, Queue,
     QueueStats, RejectKind, Result, Settle,
 };
 
@@ -171,15 +170,7 @@ impl Queue for RedisBackend {
         // The lease carries its batch: check the outcomes against it here,
         // before any round trip (the script checks the count against the
         // stored batch too).
-        let expected: HashSet<&MessageId> = lease.batch.messages.iter().map(|m| &m.id).collect();
-        let given: HashSet<&MessageId> = outcomes.iter().map(Settle::id).collect();
-        if given.len() != outcomes.len() || given != expected {
-            return Err(Error::Config(format!(
-                "settle of batch {} must name each of its {} messages exactly once",
-                lease.batch.id,
-                expected.len()
-            )));
-        }
+        Settle::check_covers(&lease.batch, &outcomes)?;
         // Grouped by job (a batch of a push has one; retries and replays
         // may mix jobs), so the script hands each group's outcomes to Redis
         // as one slice of arguments.

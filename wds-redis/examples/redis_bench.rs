@@ -14,8 +14,8 @@
 //! scripts ran inside Redis).
 //!
 //! Environment: `WDS_BENCH_IN_FLIGHT=n` sets the engine's
-//! `batches_in_flight` for both runs (default: `concurrency / batch_size + 2`
-//! = 2); `WDS_BENCH_REDIS_URL` uses your server instead of starting one
+//! `batches_in_flight` for both runs (default: twice the sending window of
+//! `concurrency / batch_size + 2` batches, so 4); `WDS_BENCH_REDIS_URL` uses your server instead of starting one
 //! (its statistics are reset); `WDS_BENCH_VERBOSE=1` prints the whole
 //! `INFO commandstats`.
 
@@ -107,7 +107,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("redis-server on {url}; {lines} lines, batch size 100, noop sink");
 
     // WDS_BENCH_IN_FLIGHT sets `batches_in_flight` for both engines (the
-    // default, 0, means `concurrency / batch_size + 2` = 2).
+    // default, 0, means twice the sending window: 4).
     let mut config = EngineConfig::default();
     if let Ok(n) = std::env::var("WDS_BENCH_IN_FLIGHT") {
         config.batches_in_flight = n.parse()?;

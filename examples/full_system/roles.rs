@@ -7,7 +7,9 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use wds_core::{Engine, FolderSource, Limiter, OffsetStore, Queue, Source};
-use wds_http::{ControlApi, ControlConfig, HttpSink, Metrics, Receiver, ReceiverConfig};
+use wds_http::{
+    ControlApi, ControlConfig, FlushPolicy, HttpSink, Metrics, Receiver, ReceiverConfig,
+};
 use wds_memory::MemoryBackend;
 
 use crate::settings::Settings;
@@ -107,6 +109,11 @@ pub(crate) async fn notifier(
             .map_err(|e| format!("cannot create the output folder {}: {e}", dir.display()))?;
     }
     let mut config = ReceiverConfig::new(&output);
+    // Write every accepted alert through to the file before answering 200:
+    // with a buffer, a notifier killed with SIGKILL lost the alerts it had
+    // already acknowledged, which WDS then counts as delivered (G4). One
+    // write(2) per alert is far below the cost of the HTTP request.
+    config.flush = FlushPolicy::EveryWrite;
     config.secrets = settings.secrets.clone();
     config.rate = settings.notifier_rate.map(|r| (r, settings.burst.max(1)));
     let receiver = Receiver::new(config).map_err(|e| format!("notifier: {e}"))?;

@@ -106,6 +106,16 @@ pub(crate) struct Settings {
     /// Timeout of one webhook call (milliseconds).
     #[arg(long, env = "WDS_TIMEOUT_MS", default_value_t = 10_000, global = true)]
     pub(crate) timeout_ms: u64,
+    /// How long a worker's lease on a batch lasts without being extended
+    /// (milliseconds): how soon the batches of a worker that died go to
+    /// another worker. Leases are extended every third of it while held.
+    #[arg(
+        long,
+        env = "WDS_LEASE_TTL_MS",
+        default_value_t = 30_000,
+        global = true
+    )]
+    pub(crate) lease_ttl_ms: u64,
     /// at-most-once (in-doubt messages are dead-lettered) or at-least-once
     /// (they are re-sent with the same webhook-id).
     #[arg(long, env = "WDS_MODE", default_value = "at-most-once", value_parser = parse_mode, global = true)]
@@ -184,6 +194,7 @@ impl Settings {
         c.batch_size = self.batch_size;
         c.mode = self.mode;
         c.delivery_timeout = Duration::from_millis(self.timeout_ms);
+        c.lease_ttl = Duration::from_millis(self.lease_ttl_ms);
         c.retry = RetryPolicy {
             max_attempts: self.max_attempts,
             ..RetryPolicy::default()

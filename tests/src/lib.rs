@@ -1,7 +1,9 @@
 //! Shared helpers for the WDS end-to-end tests: a scripted [`Sink`] that
 //! records every call, and checks of the guarantees over a finished job.
 
+pub mod cluster;
 pub mod process;
+pub mod receiver;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

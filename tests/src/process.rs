@@ -140,12 +140,18 @@ impl Drop for Service {
 /// or `None` when nothing answers. (Enough HTTP/1.1 for the tests' needs:
 /// `Connection: close`, body to the end of the stream.)
 pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    request(addr, "GET", path, "")
+}
+
+fn request(addr: &str, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut conn = std::net::TcpStream::connect(addr).ok()?;
     conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let len = body.len();
     write!(
         conn,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {len}\r\n\r\n{body}"
     )
     .ok()?;
     let mut raw = Vec::new();
@@ -162,6 +168,11 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
         body.to_string()
     };
     Some((status, body))
+}
+
+/// `POST http://{addr}{path}` with a JSON `body`, like [`http_get`].
+pub fn http_post(addr: &str, path: &str, body: &str) -> Option<(u16, String)> {
+    request(addr, "POST", path, body)
 }
 
 fn dechunk(mut body: &str) -> String {

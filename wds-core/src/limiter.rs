@@ -58,7 +58,9 @@ impl<T: Limiter + ?Sized> Limiter for Arc<T> {
 fn _object_safe(_: Arc<dyn Limiter>) {}
 
 /// An in-process limiter: `rate` permits per second with bursts of up to
-/// `burst`, or unlimited, plus a back-off shared by every task of the process.
+/// `burst` (of which it uses half, keeping the rest as a margin for jitter
+/// at an endpoint that enforces the same limit), or unlimited, plus a
+/// back-off shared by every task of the process.
 #[derive(Debug)]
 pub struct LocalLimiter {
     gcra: Option<DefaultDirectRateLimiter>,
@@ -72,9 +74,15 @@ impl LocalLimiter {
             .ok_or_else(|| Error::Config("rate must be at least 1 per second".into()))?;
         let burst = NonZeroU32::new(burst)
             .ok_or_else(|| Error::Config("burst must be at least 1".into()))?;
+        // Pace with half the burst's tolerance, keeping the rest as a margin
+        // for jitter: a full burst leaves an endpoint that enforces the same
+        // rate and burst with an empty bucket, so any request that arrives a
+        // little early gets a 429 (and a pause of every delivery). The same
+        // margin as `wds_redis::RedisLimiter`'s.
+        let paced = NonZeroU32::new(burst.get().div_ceil(2)).unwrap_or(NonZeroU32::MIN);
         Ok(LocalLimiter {
             gcra: Some(RateLimiter::direct(
-                Quota::per_second(rate).allow_burst(burst),
+                Quota::per_second(rate).allow_burst(paced),
             )),
             pause: Pause::default(),
         })

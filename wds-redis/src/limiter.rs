@@ -32,6 +32,17 @@ use crate::scripts::SCRIPTS;
 /// that is not used within one emission interval of its slot is dropped
 /// (never used late), so an idle worker cannot save permits up.
 ///
+/// # Jitter margin
+///
+/// The permits are paced with half the burst's tolerance,
+/// `τ = (burst − 1)·T / 2`: a full burst would leave an endpoint that
+/// enforces the same rate and burst with an empty bucket from then on, so
+/// that any request arriving a little early (network or scheduling jitter,
+/// a reply mapped to the local clock late) is answered 429, and each 429
+/// pauses every worker for its `Retry-After`. Keeping half the tolerance as
+/// a margin absorbs that jitter; the sustained rate is unchanged, and the
+/// permits stay within `rate` with bursts of at most `burst`.
+///
 /// # Back-off
 ///
 /// [`back_off`](Limiter::back_off) stores the pause in Redis: every
@@ -114,7 +125,8 @@ impl RedisLimiter {
             backend: backend.clone(),
             key: backend.key(&format!("limit:{endpoint}")),
             interval_us,
-            tolerance_us: u64::from(burst - 1) * interval_us,
+            // Half the burst's tolerance: see "Jitter margin" above.
+            tolerance_us: u64::from(burst - 1) * interval_us / 2,
             burst,
             // About 50 ms of permits per round trip, within the burst.
             reserve: (rate / 20).clamp(1, burst),

@@ -1,0 +1,82 @@
+//! Scenario 8 of the fault tests (G3): four workers share one rate limit
+//! through Redis, against a receiver that allows R requests/s with the same
+//! burst and answers 429 above it. Measured at the receiver: never more than
+//! R + burst requests in any one-second window, fewer than 0.5% answered
+//! 429, and an achieved rate of at least 90% of R.
+//!
+//! `WDS_FAULT_SCALE=n` multiplies the run's length (about 10 s).
+
+use std::time::{Duration, Instant};
+
+use wds_tests::cluster::{count, scale, Cluster};
+use wds_tests::receiver::{max_in_window, Reply, TestReceiver};
+use wds_tests::users_csv;
+
+const RATE: u32 = 200;
+const BURST: u32 = 20;
+
+#[test]
+fn four_workers_hold_a_shared_rate_limit() {
+    let lines = u64::from(RATE) * 10 * scale();
+    let receiver = TestReceiver::start();
+    receiver.limit(RATE, BURST);
+    let url = receiver.url();
+    let (rate, burst) = (RATE.to_string(), BURST.to_string());
+    let mut cluster = Cluster::new(&[
+        ("WDS_WEBHOOK_URL", &url),
+        ("WDS_RATE", &rate),
+        ("WDS_BURST", &burst),
+    ]);
+    cluster.start("initiator", &[]);
+    for _ in 0..4 {
+        cluster.start("worker", &[]);
+    }
+    // Let every worker connect before the file arrives, so all four share it.
+    cluster.eventually("four workers running", Duration::from_secs(120), || {
+        cluster
+            .services
+            .iter()
+            .filter(|s| s.log_text().contains("worker running"))
+            .count()
+            .eq(&4)
+            .then_some(())
+    });
+    cluster.drop_file("users.csv", &users_csv(lines as usize));
+    let job = cluster.wait_done(1, Duration::from_secs(300)).remove(0);
+    assert_eq!(count(&job, "delivered"), lines, "{job}");
+
+    let hits = receiver.hits();
+    let times: Vec<Instant> = hits.iter().map(|h| h.at).collect();
+    let max_window = max_in_window(&times, Duration::from_secs(1));
+    let limited = hits
+        .iter()
+        .filter(|h| matches!(h.reply, Reply::TooMany { .. }))
+        .count();
+    let share = limited as f64 / hits.len() as f64;
+    let ok: Vec<Instant> = hits
+        .iter()
+        .filter(|h| h.reply == Reply::Ok)
+        .map(|h| h.at)
+        .collect();
+    let span = ok[ok.len() - 1].duration_since(ok[0]).as_secs_f64();
+    // n requests span n - 1 intervals.
+    let achieved = (ok.len() - 1) as f64 / span;
+    eprintln!(
+        "FIGURES rate: R {RATE}/s burst {BURST}, 4 workers: {} requests, max {max_window} in \
+         any 1 s window (limit {}), 429s {limited} ({:.2}%), achieved {achieved:.1}/s \
+         ({:.1}% of R) over {span:.1}s",
+        hits.len(),
+        RATE + BURST,
+        share * 100.0,
+        achieved / f64::from(RATE) * 100.0
+    );
+    assert!(
+        max_window as u32 <= RATE + BURST,
+        "{max_window} requests in one second"
+    );
+    assert!(share < 0.005, "{limited} of {} answered 429", hits.len());
+    assert!(
+        achieved >= 0.9 * f64::from(RATE),
+        "achieved {achieved:.1}/s"
+    );
+}

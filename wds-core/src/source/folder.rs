@@ -198,12 +198,15 @@ impl FolderSourceBuilder {
 /// - its writer closed it after writing (inotify's close-after-write, seen
 ///   through `notify`) and its size and modification time have not changed
 ///   since; or
+/// - it was renamed into place from an ignored name in the same folder
+///   (`x.part`, `x.tmp` or `.x` to `x`: the protocol below for "written
+///   completely"), as seen by the watcher, and has not changed since; or
 /// - its size and modification time (and inode, on Unix) have not changed for
 ///   the *settle* time.
 ///
-/// A file renamed into the folder, or found by a rescan, waits for the settle
-/// time unless a close-after-write is seen for it afterwards. A file that keeps
-/// growing is never handed over, and a file that changes while it is being
+/// A file moved in from another folder, or found by a rescan, waits for the
+/// settle time unless a close-after-write is seen for it afterwards. A file
+/// that keeps growing is never handed over, and a file that changes while it is being
 /// hashed is not handed over either: it waits again. A writer that closes a
 /// file and opens it again to append more must write to a `.part` file and
 /// rename it when done, or each close may hand over a partial file. An
@@ -492,12 +495,17 @@ impl Scanner {
         let mut tick = tokio::time::interval(self.config.poll_interval);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
-            let ready = self.pick_ready(Instant::now());
+            let now = Instant::now();
+            let ready = self.pick_ready(now);
             let has_output = ready.is_some() || self.pending_error.is_some();
+            // Wake when the next candidate has settled rather than at the next
+            // rescan tick, which would add up to a poll interval to every file.
+            let settled_at = self.next_settled_at(now);
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
                 () = tx.closed() => break,
+                () = tokio::time::sleep_until(settled_at.unwrap_or(now)), if settled_at.is_some() => {}
                 event = events.recv(), if watching => match event {
                     Some(first) => {
                         let mut batch = vec![first];
@@ -538,6 +546,16 @@ impl Scanner {
             })
             .min_by(|(pa, a), (pb, b)| (a.stamp.mtime, pa).cmp(&(b.stamp.mtime, pb)))
             .map(|(p, _)| p.clone())
+    }
+
+    /// The earliest moment, after `now`, at which a waiting candidate will
+    /// have been unchanged for the settle time.
+    fn next_settled_at(&self, now: Instant) -> Option<Instant> {
+        self.candidates
+            .values()
+            .map(|c| c.changed_at + self.config.settle)
+            .filter(|at| *at > now)
+            .min()
     }
 
     /// Records what a stat of `path` found.
@@ -650,7 +668,21 @@ impl Scanner {
                 Stat,
                 Ignore,
             }
+            // `x.part` (or `.x`, `x.tmp`) renamed to `x` inside the folder is
+            // the documented way to say "x is complete": treat it like a
+            // close-after-write, so it need not wait the settle time. A file
+            // moved in from elsewhere (no `From` path here) still waits.
+            let renamed_into_place = matches!(
+                event.kind,
+                EventKind::Modify(ModifyKind::Name(RenameMode::Both))
+            ) && matches!(
+                event.paths.as_slice(),
+                [from, _] if from.parent() == Some(self.config.dir.as_path())
+                    && !is_data_file_name(from)
+                    && !is_sidecar(from)
+            );
             let effect = match event.kind {
+                _ if renamed_into_place => Effect::CloseWrite,
                 EventKind::Access(AccessKind::Close(AccessMode::Write)) => Effect::CloseWrite,
                 // Opens and reads, including our own hashing, change nothing.
                 EventKind::Access(_) => Effect::Ignore,
@@ -836,6 +868,15 @@ fn is_data_file_name(path: &Path) -> bool {
         || name.ends_with(".tmp")
         || name.ends_with(".part")
         || name.ends_with(SIDECAR_SUFFIX))
+}
+
+/// Whether `path` is a `.message` sidecar.
+fn is_sidecar(path: &Path) -> bool {
+    path.file_name().is_some_and(|name| {
+        name.to_string_lossy()
+            .to_ascii_lowercase()
+            .ends_with(SIDECAR_SUFFIX)
+    })
 }
 
 /// `X.message` for `X`.
@@ -1066,6 +1107,38 @@ mod tests {
         assert_nothing(&source, Duration::from_millis(200)).await;
         std::fs::write(dir.path().join("closed.csv"), "u1,hi\n").unwrap();
         assert_eq!(next_input(&source).await.name, "closed.csv");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rename_into_place_does_not_wait_for_the_settle_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let source = FolderSource::builder(dir.path())
+            .settle(Duration::from_secs(3600))
+            .build()
+            .unwrap();
+        assert_nothing(&source, Duration::from_millis(200)).await;
+        // Moved in from another folder: nothing says it is complete yet.
+        std::fs::write(outside.path().join("moved.csv"), "u0,hi\n").unwrap();
+        std::fs::rename(
+            outside.path().join("moved.csv"),
+            dir.path().join("moved.csv"),
+        )
+        .unwrap();
+        // Written as .part and renamed into place: complete at once.
+        std::fs::write(dir.path().join("users.csv.part"), "u1,hi\n").unwrap();
+        std::fs::rename(
+            dir.path().join("users.csv.part"),
+            dir.path().join("users.csv"),
+        )
+        .unwrap();
+        let input = tokio::time::timeout(Duration::from_secs(5), source.next())
+            .await
+            .expect("the renamed file within 5 s")
+            .unwrap()
+            .unwrap();
+        assert_eq!(input.name, "users.csv");
+        assert_nothing(&source, Duration::from_millis(1000)).await;
     }
 
     #[test]

@@ -15,7 +15,7 @@ use wds_core::{
     OffsetStore, Queue,
 };
 use wds_memory::MemoryBackend;
-use wds_tests::{account, users_csv, ScriptedSink, Step};
+use wds_tests::{account, users_csv, Freezable, ScriptedSink, Step};
 
 /// Settings that make failures and expiries happen within a test's time.
 fn fast_config() -> EngineConfig {
@@ -285,7 +285,15 @@ async fn crash_once(
     after_calls: usize,
     after_time: Duration,
 ) {
-    let engine = engine(backend, sink.clone(), config.clone());
+    // The engine talks to the backend through a view that the crash freezes
+    // first, so nothing it does after the crash moment reaches the backend.
+    let view = Freezable::new(backend);
+    let engine = Engine::builder()
+        .backend(view.clone())
+        .shared_sink(sink.clone())
+        .config(config.clone())
+        .build()
+        .expect("engine");
     let task = {
         let input = input.clone();
         tokio::spawn(async move {
@@ -304,6 +312,7 @@ async fn crash_once(
             let _ = tokio::time::timeout(Duration::from_millis(5), notified).await;
         }
     }
+    view.freeze();
     task.abort();
     let _ = task.await;
 }

@@ -173,10 +173,12 @@ impl Deliverer {
             }
         }
         drop(pending);
-        // Nothing of this batch is on the wire any more: let the next one
-        // start sending while this one settles.
+        // The slot is held until the batch is settled: a crash before the
+        // settle lands leaves this batch in doubt too, so releasing the slot
+        // earlier would let more batches than the window be in doubt at once.
+        let settled = with_backoff("settle", || queue.settle(&lease, outcomes.clone())).await;
         drop(slot);
-        with_backoff("settle", || queue.settle(&lease, outcomes.clone())).await
+        settled
     }
 
     /// Extends a held lease. A transient failure is logged (the next tick

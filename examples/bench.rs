@@ -554,10 +554,7 @@ impl Bench {
         .await;
         let peak = all.peak_rss().unwrap_or(0);
         let alive = all.check_running();
-        let report = waited.map_err(|e| match &alive {
-            Err(dead) => format!("{e}; {dead}").into(),
-            Ok(()) => e,
-        })?;
+        let report = explain(waited, &alive)?;
         let latency = latency_histogram(&[format!("http://{api}/metrics")]).await;
         all.stop().await;
         check_job(&report, lines, &self.receiver)?;
@@ -651,10 +648,7 @@ impl Bench {
         let commands = d.admin.commands().await;
         let (worker_peak, initiator_peak) = d.peaks();
         let alive = d.check_running();
-        let report = waited.map_err(|e| match &alive {
-            Err(dead) => format!("{e}; {dead}").into(),
-            Ok(()) => e,
-        })?;
+        let report = explain(waited, &alive)?;
         let commands = commands?;
         let latency = latency_histogram(&d.metrics).await;
         d.stop().await;
@@ -734,10 +728,7 @@ impl Bench {
                     .wait_for(base + lines, Duration::from_secs(120 + 2 * seconds))
                     .await;
                 let alive = d.check_running();
-                waited.map_err(|e| match &alive {
-                    Err(dead) => format!("{e}; {dead}").into(),
-                    Ok(()) => e,
-                })?;
+                explain(waited, &alive)?;
                 let report = wait_done(&d.backend, &job, Duration::from_secs(60)).await?;
                 d.stop().await;
                 check_job(&report, lines, &slow)?;
@@ -792,10 +783,7 @@ impl Bench {
             .wait_for(base + lines, Duration::from_secs(60 + 2 * seconds))
             .await;
         let alive = d.check_running();
-        waited.map_err(|e| match &alive {
-            Err(dead) => format!("{e}; {dead}").into(),
-            Ok(()) => e,
-        })?;
+        explain(waited, &alive)?;
         let report = wait_done(&d.backend, &job, Duration::from_secs(60)).await?;
         d.stop().await;
         check_job(&report, lines, &self.receiver)?;
@@ -882,10 +870,7 @@ impl Bench {
                 .wait_for(lines, Duration::from_secs(120 + lines / 500))
                 .await;
             let alive = d.check_running();
-            waited.map_err(|e| match &alive {
-                Err(dead) => format!("{e}; {dead}").into(),
-                Ok(()) => e,
-            })?;
+            explain(waited, &alive)?;
             let report = wait_done(&d.backend, &job, Duration::from_secs(120)).await?;
             let (worker_peak, initiator_peak) = d.peaks();
             let redis_peak = d.admin.memory("used_memory_peak").await?;
@@ -1150,4 +1135,13 @@ async fn main() -> Fallible<()> {
     let receiver = bench.receiver;
     receiver.stop().await;
     outcome
+}
+
+/// A failed wait, explained by the process that died when one did: "timed
+/// out" alone would hide the cause.
+fn explain<T>(waited: Fallible<T>, alive: &Fallible<()>) -> Fallible<T> {
+    waited.map_err(|e| match alive {
+        Err(dead) => format!("{e}; {dead}").into(),
+        Ok(()) => e,
+    })
 }

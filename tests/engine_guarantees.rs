@@ -557,7 +557,7 @@ struct LostReplies {
 
 #[async_trait::async_trait]
 impl Queue for LostReplies {
-    async fn push(&self, push: wds_core::Push) -> wds_core::Result<wds_core::Pushed> {
+    async fn push(&self, push: &wds_core::Push) -> wds_core::Result<wds_core::Pushed> {
         let pushed = self.inner.push(push).await?;
         if self.pushes.fetch_add(1, Ordering::SeqCst) % 3 == 1 {
             return Err(wds_core::Error::unavailable(
@@ -576,7 +576,7 @@ impl Queue for LostReplies {
     async fn extend(&self, l: &wds_core::Lease, ttl: Duration) -> wds_core::Result<u64> {
         self.inner.extend(l, ttl).await
     }
-    async fn settle(&self, l: &wds_core::Lease, o: Vec<wds_core::Settle>) -> wds_core::Result<()> {
+    async fn settle(&self, l: &wds_core::Lease, o: &[wds_core::Settle]) -> wds_core::Result<()> {
         self.inner.settle(l, o).await
     }
     async fn release(&self, l: &wds_core::Lease) -> wds_core::Result<()> {

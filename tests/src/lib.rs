@@ -239,7 +239,7 @@ impl Freezable {
 
 #[async_trait]
 impl wds_core::Queue for Freezable {
-    async fn push(&self, push: wds_core::Push) -> wds_core::Result<wds_core::Pushed> {
+    async fn push(&self, push: &wds_core::Push) -> wds_core::Result<wds_core::Pushed> {
         self.gate().await;
         self.inner.push(push).await
     }
@@ -258,7 +258,7 @@ impl wds_core::Queue for Freezable {
     async fn settle(
         &self,
         lease: &wds_core::Lease,
-        outcomes: Vec<wds_core::Settle>,
+        outcomes: &[wds_core::Settle],
     ) -> wds_core::Result<()> {
         self.gate().await;
         self.inner.settle(lease, outcomes).await

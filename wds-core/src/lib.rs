@@ -36,7 +36,7 @@ pub use error::{BoxError, Error, Result, SinkError};
 pub use limiter::{Limiter, LocalLimiter};
 pub use model::*;
 pub use offsets::OffsetStore;
-pub use queue::Queue;
+pub use queue::{Continue, Continued, Queue};
 pub use sink::{Delivered, Sink};
 #[cfg(feature = "folder")]
 pub use source::FolderSource;

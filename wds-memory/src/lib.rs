@@ -253,7 +253,7 @@ impl State {
 
 #[async_trait]
 impl Queue for MemoryBackend {
-    async fn push(&self, push: Push) -> Result<Pushed> {
+    async fn push(&self, push: &Push) -> Result<Pushed> {
         let mut st = self.lock();
         let seq = push.seq();
         let job = st.job_mut(&push.job)?;
@@ -285,7 +285,7 @@ impl Queue for MemoryBackend {
                 },
             );
         }
-        job.rejects.extend(push.rejects);
+        job.rejects.extend(push.rejects.iter().cloned());
         job.checkpoint = push.next;
         job.note_progress();
         if !push.messages.is_empty() {
@@ -293,7 +293,7 @@ impl Queue for MemoryBackend {
             st.enqueue(
                 Batch {
                     id,
-                    messages: push.messages,
+                    messages: push.messages.clone(),
                 },
                 false,
             );
@@ -375,13 +375,13 @@ impl Queue for MemoryBackend {
         Ok(deadline)
     }
 
-    async fn settle(&self, lease: &Lease, outcomes: Vec<Settle>) -> Result<()> {
+    async fn settle(&self, lease: &Lease, outcomes: &[Settle]) -> Result<()> {
         let mut st = self.lock();
         let now = now_ms();
         let entry = st.held(lease, now)?;
         // Validate before mutating anything, so a bad call changes nothing.
-        Settle::check_covers(&entry.batch, &outcomes)?;
-        for outcome in &outcomes {
+        Settle::check_covers(&entry.batch, outcomes)?;
+        for outcome in outcomes {
             if !st.jobs.contains_key(&outcome.id().job) {
                 return Err(Error::UnknownJob {
                     job: outcome.id().job.clone(),
@@ -394,8 +394,12 @@ impl Queue for MemoryBackend {
                 Settle::Delivered { id, receipt } => {
                     let job = st.job_mut(&id.job)?;
                     job.delivered += 1;
-                    job.outcomes
-                        .insert(id.line, LineOutcome::Delivered { receipt });
+                    job.outcomes.insert(
+                        id.line,
+                        LineOutcome::Delivered {
+                            receipt: receipt.clone(),
+                        },
+                    );
                     job.note_progress();
                 }
                 Settle::Dead { message, reason } => {
@@ -412,14 +416,14 @@ impl Queue for MemoryBackend {
                     );
                     job.note_progress();
                     st.dead.push_back(DeadLetter {
-                        message,
-                        reason,
+                        message: message.clone(),
+                        reason: reason.clone(),
                         at_ms: now,
                     });
                 }
                 Settle::Retry { message, at_ms } => {
                     let no = st.next_no();
-                    st.scheduled.insert((at_ms, no), message);
+                    st.scheduled.insert((*at_ms, no), message.clone());
                 }
             }
         }

@@ -49,8 +49,12 @@ impl Sink for Noop {
     }
 }
 
-/// A CSV job of `lines` distinct users; `salt` makes each run a new job.
+/// A CSV job of `lines` distinct users; `salt` makes each run a new job
+/// (and the run's start time makes it new on a server that already ran the
+/// benchmark, where the same job would be found done at once).
 fn input(lines: u64, salt: &str) -> Input {
+    static RUN: std::sync::LazyLock<u64> = std::sync::LazyLock::new(wds_core::now_ms);
+    let salt = format!("{salt}-{}", *RUN);
     let mut csv = String::with_capacity(lines as usize * 40);
     for i in 0..lines {
         csv.push_str(&format!("user-{i:07},Your alert number {i} ({salt})\n"));
@@ -61,6 +65,46 @@ fn input(lines: u64, salt: &str) -> Input {
         Some(Format::Csv),
         None,
     )
+}
+
+/// CPU seconds this process has used so far (user + system, all threads),
+/// from `/proc/self/stat` in clock ticks of 10 ms; 0 where there is no
+/// `/proc` (the CPU line then reads 0 for this process).
+fn process_cpu() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name, which is in parentheses: utime and
+    // stime are the 12th and 13th of those.
+    let fields: Vec<&str> = stat
+        .rsplit_once(") ")
+        .map_or(Vec::new(), |(_, rest)| rest.split(' ').collect());
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU seconds the Redis server has used so far (`INFO cpu`).
+async fn redis_cpu(
+    admin: &mut redis::aio::MultiplexedConnection,
+) -> Result<f64, Box<dyn std::error::Error>> {
+    let info: String = redis::cmd("INFO").arg("cpu").query_async(admin).await?;
+    let field = |name: &str| -> f64 {
+        info.lines()
+            .find_map(|line| {
+                line.strip_prefix(name)?
+                    .strip_prefix(':')?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0.0)
+    };
+    Ok(field("used_cpu_user") + field("used_cpu_sys"))
 }
 
 /// Runs one job; returns its report and seconds from claim to finish (the
@@ -157,9 +201,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .query_async::<()>(&mut admin)
         .await?;
     let (mut memory_best, mut redis_best) = (f64::MAX, f64::MAX);
+    // CPU seconds over all measured rounds: of this process in the memory
+    // runs, and of this process and of redis-server in the Redis runs.
+    let (mut memory_cpu, mut client_cpu, mut server_cpu) = (0.0, 0.0, 0.0);
     for round in 0..ROUNDS {
-        let (_, m) = run(&memory, &input(lines, &format!("memory-{round}"))).await?;
-        let (_, r) = run(&engine, &input(lines, &format!("redis-{round}"))).await?;
+        let memory_input = input(lines, &format!("memory-{round}"));
+        let redis_input = input(lines, &format!("redis-{round}"));
+        let cpu = process_cpu();
+        let (_, m) = run(&memory, &memory_input).await?;
+        memory_cpu += process_cpu() - cpu;
+        let (cpu, server) = (process_cpu(), redis_cpu(&mut admin).await?);
+        let (_, r) = run(&engine, &redis_input).await?;
+        client_cpu += process_cpu() - cpu;
+        server_cpu += redis_cpu(&mut admin).await? - server;
         println!("round {round}: memory {m:.3} s, redis {r:.3} s");
         memory_best = memory_best.min(m);
         redis_best = redis_best.min(r);
@@ -178,6 +232,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     // The statistics cover every measured Redis round.
     let lines = lines * ROUNDS;
+    let per_message = |cpu: f64| cpu * 1e6 / lines as f64;
+    println!(
+        "CPU per message: memory {:.2} us; redis {:.2} us (this process {:.2} + redis-server {:.2})",
+        per_message(memory_cpu),
+        per_message(client_cpu + server_cpu),
+        per_message(client_cpu),
+        per_message(server_cpu),
+    );
 
     let calls = command_calls(&info);
     // What the benchmark itself asked for is not the backend's cost.

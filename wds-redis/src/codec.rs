@@ -139,6 +139,21 @@ pub(crate) struct Chunks(Vec<(u64, Vec<u8>)>);
 impl Chunks {
     /// Adds the stored outcome of `line`.
     pub(crate) fn add(&mut self, line: u64, outcome: &[u8]) {
+        let entries = self.entry(line);
+        entries.extend_from_slice(outcome);
+        entries.push(b'\n');
+    }
+
+    /// Adds the outcome of a line delivered with `receipt`, as [`outcome`]
+    /// stores it, written in place (this is every line of a healthy run).
+    pub(crate) fn add_delivered(&mut self, line: u64, receipt: &Receipt) {
+        let entries = self.entry(line);
+        write_delivered(entries, receipt);
+        entries.push(b'\n');
+    }
+
+    /// The chunk buffer of `line`, with `<line>=` written.
+    fn entry(&mut self, line: u64) -> &mut Vec<u8> {
         let chunk = line / CHUNK_LINES;
         // Lines come mostly in order: the last chunk is nearly always it.
         let at = match self.0.iter().rposition(|(c, _)| *c == chunk) {
@@ -150,10 +165,9 @@ impl Chunks {
             }
         };
         let entries = &mut self.0[at].1;
-        entries.extend_from_slice(line.to_string().as_bytes());
+        write_number(entries, line);
         entries.push(b'=');
-        entries.extend_from_slice(outcome);
-        entries.push(b'\n');
+        entries
     }
 
     /// How many chunks.
@@ -184,15 +198,42 @@ pub(crate) fn find_in_chunk(chunk: &[u8], line: u64) -> Option<&[u8]> {
 pub(crate) fn outcome(outcome: &LineOutcome) -> Result<Vec<u8>> {
     match outcome {
         LineOutcome::Delivered { receipt } => {
-            let status = receipt.status.map(|s| s.to_string()).unwrap_or_default();
-            Ok(format!(
-                "D{status},{},{},{}",
-                receipt.attempt, receipt.latency_ms, receipt.at_ms
-            )
-            .into_bytes())
+            let mut out = Vec::with_capacity(32);
+            write_delivered(&mut out, receipt);
+            Ok(out)
         }
         other => json("line outcome", other),
     }
+}
+
+/// `D<status>,<attempt>,<latency_ms>,<at_ms>` (see [`outcome`]).
+fn write_delivered(out: &mut Vec<u8>, receipt: &Receipt) {
+    out.push(b'D');
+    if let Some(status) = receipt.status {
+        write_number(out, u64::from(status));
+    }
+    out.push(b',');
+    write_number(out, u64::from(receipt.attempt));
+    out.push(b',');
+    write_number(out, receipt.latency_ms);
+    out.push(b',');
+    write_number(out, receipt.at_ms);
+}
+
+/// `n` in decimal, without a `String` on the way.
+fn write_number(out: &mut Vec<u8>, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// A stored line outcome (see [`outcome`]).

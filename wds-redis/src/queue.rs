@@ -3,9 +3,10 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use deadpool_redis::redis::{Script, ScriptInvocation, Value};
 use wds_core::{
-    now_ms, DeadKind, DeadLetter, Error, JobId, Lease, LineOutcome, Push, Pushed, Queue,
-    QueueStats, RejectKind, Result, Settle,
+    now_ms, Continue, Continued, DeadKind, DeadLetter, Error, JobId, Lease, LineOutcome, Push,
+    Pushed, Queue, QueueStats, RejectKind, Result, Settle,
 };
 
 use crate::backend::{RedisBackend, MAX_DUE_PER_LEASE, REBATCH_SIZE};
@@ -28,8 +29,8 @@ impl RedisBackend {
 
 /// The outcomes of one job in a settle.
 #[derive(Debug)]
-struct Group {
-    job: JobId,
+struct Group<'a> {
+    job: &'a JobId,
     /// Every delivered and dead line's stored outcome.
     outcomes: codec::Chunks,
     delivered: usize,
@@ -38,8 +39,8 @@ struct Group {
     in_doubt: usize,
 }
 
-impl Group {
-    fn of(groups: &mut Vec<Group>, job: JobId) -> &mut Group {
+impl<'a> Group<'a> {
+    fn of<'g>(groups: &'g mut Vec<Group<'a>>, job: &'a JobId) -> &'g mut Group<'a> {
         let at = match groups.iter().position(|g| g.job == job) {
             Some(at) => at,
             None => {
@@ -61,28 +62,11 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-#[async_trait]
-impl Queue for RedisBackend {
-    async fn push(&self, push: Push) -> Result<Pushed> {
-        let op = "push";
-        let seq = push.seq();
+impl RedisBackend {
+    /// The arguments of the Lua `push()` (see `scripts::push_fn!`).
+    fn push_args(&self, push: &Push) -> Result<Vec<Vec<u8>>> {
         let next = push.next;
         let (mut invalid, mut duplicate) = (0u64, 0u64);
-        let mut invocation = SCRIPTS.push.prepare_invoke();
-        invocation
-            .arg(push.job.as_str())
-            .arg(seq)
-            .arg(next.seq)
-            .arg(next.byte)
-            .arg(next.line)
-            .arg(next.records)
-            .arg(u8::from(next.done))
-            .arg(push.messages.len())
-            .arg(if push.messages.is_empty() {
-                Vec::new()
-            } else {
-                codec::payload(&push.messages)?
-            });
         for reject in &push.rejects {
             match reject.kind {
                 RejectKind::Invalid { .. } => invalid += 1,
@@ -96,37 +80,193 @@ impl Queue for RedisBackend {
             };
             chunks.add(reject.line, &codec::outcome(&outcome)?);
         }
-        invocation
-            .arg(invalid)
-            .arg(duplicate)
-            .arg(self.retention_secs())
-            .arg(chunks.len());
+        let number = |n: u64| n.to_string().into_bytes();
+        let mut args = vec![
+            push.job.as_str().as_bytes().to_vec(),
+            number(push.seq()),
+            number(next.seq),
+            number(next.byte),
+            number(next.line),
+            number(next.records),
+            number(u64::from(next.done)),
+            number(push.messages.len() as u64),
+            if push.messages.is_empty() {
+                Vec::new()
+            } else {
+                codec::payload(&push.messages)?
+            },
+            number(invalid),
+            number(duplicate),
+            number(self.retention_secs()),
+            number(chunks.len() as u64),
+        ];
         for (chunk, entries) in chunks.iter() {
-            invocation.arg(chunk).arg(entries);
+            args.push(number(chunk));
+            args.push(entries.to_vec());
         }
         for reject in &push.rejects {
-            invocation.arg(codec::json("reject", reject)?);
+            args.push(codec::json("reject", reject)?);
+        }
+        Ok(args)
+    }
+
+    /// The arguments of the Lua `settle()` (see `scripts::settle_fn!`) for
+    /// `script`, which may take more after them.
+    fn settle_invocation(
+        &self,
+        script: &'static Script,
+        lease: &Lease,
+        outcomes: &[Settle],
+    ) -> Result<ScriptInvocation<'static>> {
+        // The lease carries its batch: check the outcomes against it here,
+        // before any round trip (the script checks the count against the
+        // stored batch too).
+        Settle::check_covers(&lease.batch, outcomes)?;
+        // Grouped by job (a batch of a push has one; retries and replays
+        // may mix jobs), so the script hands each group's outcomes to Redis
+        // as one slice of arguments.
+        let at_ms = now_ms();
+        let mut groups: Vec<Group<'_>> = Vec::with_capacity(1);
+        let mut retries: Vec<(u64, Vec<u8>)> = Vec::new();
+        for outcome in outcomes {
+            match outcome {
+                Settle::Delivered { id, receipt } => {
+                    let group = Group::of(&mut groups, &id.job);
+                    group.outcomes.add_delivered(id.line, receipt);
+                    group.delivered += 1;
+                }
+                Settle::Dead { message, reason } => {
+                    let stored = codec::outcome(&LineOutcome::Dead {
+                        reason: reason.clone(),
+                    })?;
+                    let in_doubt = reason.kind == DeadKind::InDoubt;
+                    let line = message.id.line;
+                    let entry = codec::dead_entry(&DeadLetter {
+                        message: message.clone(),
+                        reason: reason.clone(),
+                        at_ms,
+                    })?;
+                    let group = Group::of(&mut groups, &message.id.job);
+                    group.outcomes.add(line, &stored);
+                    group.dead.push(entry);
+                    group.in_doubt += usize::from(in_doubt);
+                }
+                Settle::Retry { message, at_ms } => {
+                    retries.push((*at_ms, codec::message(message)?));
+                }
+            }
+        }
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .arg(&lease.id.0)
+            .arg(&lease.batch.id.0)
+            .arg(self.retention_secs())
+            .arg(lease.batch.messages.len())
+            .arg(groups.len())
+            .arg(retries.len());
+        for group in &groups {
+            invocation
+                .arg(group.job.as_str())
+                .arg(group.delivered)
+                .arg(group.dead.len())
+                .arg(group.in_doubt)
+                .arg(group.outcomes.len());
+            for (chunk, entries) in group.outcomes.iter() {
+                invocation.arg(chunk).arg(entries);
+            }
+            for entry in &group.dead {
+                invocation.arg(entry);
+            }
+        }
+        for (due, message) in &retries {
+            invocation.arg(*due).arg(message);
+        }
+        Ok(invocation)
+    }
+}
+
+/// What the Lua `push()` answered about `push`.
+fn push_reply(push: &Push, reply: &Value) -> Result<Pushed> {
+    let op = "push";
+    let fields = codec::array(op, reply)?;
+    let tag = fields.first().map(|t| codec::string(op, t)).transpose()?;
+    match (tag.as_deref(), fields.get(1)) {
+        (Some("ok"), Some(depth)) => Ok(Pushed {
+            applied: true,
+            depth: codec::uint(op, depth)?,
+        }),
+        (Some("stale"), Some(depth)) => Ok(Pushed {
+            applied: false,
+            depth: codec::uint(op, depth)?,
+        }),
+        (Some("conflict"), Some(current)) => Err(Error::Conflict {
+            seq: push.seq(),
+            job: push.job.clone(),
+            current: codec::uint(op, current)?,
+        }),
+        (Some("unknown"), _) => Err(Error::UnknownJob {
+            job: push.job.clone(),
+        }),
+        _ => Err(codec::unexpected(op, reply)),
+    }
+}
+
+/// What the Lua `settle()` answered.
+fn settle_reply(lease: &Lease, reply: &Value) -> Result<()> {
+    let op = "settle";
+    let fields = codec::array(op, reply)?;
+    let tag = fields.first().map(|t| codec::string(op, t)).transpose()?;
+    match (tag.as_deref(), fields.get(1)) {
+        (Some("ok"), _) => Ok(()),
+        (Some("lost"), _) => Err(RedisBackend::lost(lease)),
+        (Some("count"), Some(n)) => Err(Error::Config(format!(
+            "settle of batch {} must name each of its {} messages exactly once",
+            lease.batch.id,
+            codec::uint(op, n)?
+        ))),
+        (Some("unknown"), Some(job)) => Err(Error::UnknownJob {
+            job: JobId(codec::string(op, job)?),
+        }),
+        _ => Err(codec::unexpected(op, reply)),
+    }
+}
+
+#[async_trait]
+impl Queue for RedisBackend {
+    async fn push(&self, push: &Push) -> Result<Pushed> {
+        let mut invocation = SCRIPTS.push.prepare_invoke();
+        for arg in self.push_args(push)? {
+            invocation.arg(arg);
+        }
+        let reply = self.run("push", &mut invocation).await?;
+        push_reply(push, &reply)
+    }
+
+    async fn push_all(&self, pushes: &[Push]) -> Result<Vec<Pushed>> {
+        let op = "push_all";
+        if pushes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut invocation = SCRIPTS.push_all.prepare_invoke();
+        for push in pushes {
+            let args = self.push_args(push)?;
+            invocation.arg(args.len());
+            for arg in args {
+                invocation.arg(arg);
+            }
         }
         let reply = self.run(op, &mut invocation).await?;
-        let fields = codec::array(op, &reply)?;
-        let tag = fields.first().map(|t| codec::string(op, t)).transpose()?;
-        match (tag.as_deref(), fields.get(1)) {
-            (Some("ok"), Some(depth)) => Ok(Pushed {
-                applied: true,
-                depth: codec::uint(op, depth)?,
-            }),
-            (Some("stale"), Some(depth)) => Ok(Pushed {
-                applied: false,
-                depth: codec::uint(op, depth)?,
-            }),
-            (Some("conflict"), Some(current)) => Err(Error::Conflict {
-                job: push.job,
-                seq,
-                current: codec::uint(op, current)?,
-            }),
-            (Some("unknown"), _) => Err(Error::UnknownJob { job: push.job }),
-            _ => Err(codec::unexpected(op, &reply)),
+        let replies = codec::array(op, &reply)?;
+        if replies.is_empty() || replies.len() > pushes.len() {
+            return Err(codec::unexpected(op, &reply));
         }
+        // The script stops at the first push it refuses: that one's error
+        // is the answer (the ones before it stay applied).
+        pushes
+            .iter()
+            .zip(replies)
+            .map(|(push, reply)| push_reply(push, reply))
+            .collect()
     }
 
     async fn lease(&self, max_batches: usize, ttl: Duration) -> Result<Vec<Lease>> {
@@ -165,90 +305,44 @@ impl Queue for RedisBackend {
         u64::try_from(deadline).map_err(|_| Self::lost(lease))
     }
 
-    async fn settle(&self, lease: &Lease, outcomes: Vec<Settle>) -> Result<()> {
-        let op = "settle";
-        // The lease carries its batch: check the outcomes against it here,
-        // before any round trip (the script checks the count against the
-        // stored batch too).
-        Settle::check_covers(&lease.batch, &outcomes)?;
-        // Grouped by job (a batch of a push has one; retries and replays
-        // may mix jobs), so the script hands each group's outcomes to Redis
-        // as one slice of arguments.
-        let at_ms = now_ms();
-        let mut groups: Vec<Group> = Vec::with_capacity(1);
-        let mut retries: Vec<(u64, Vec<u8>)> = Vec::new();
-        for outcome in outcomes {
-            match outcome {
-                Settle::Delivered { id, receipt } => {
-                    let line = id.line;
-                    let stored = codec::outcome(&LineOutcome::Delivered { receipt })?;
-                    let group = Group::of(&mut groups, id.job);
-                    group.outcomes.add(line, &stored);
-                    group.delivered += 1;
-                }
-                Settle::Dead { message, reason } => {
-                    let stored = codec::outcome(&LineOutcome::Dead {
-                        reason: reason.clone(),
-                    })?;
-                    let in_doubt = reason.kind == DeadKind::InDoubt;
-                    let line = message.id.line;
-                    let job = message.id.job.clone();
-                    let entry = codec::dead_entry(&DeadLetter {
-                        message,
-                        reason,
-                        at_ms,
-                    })?;
-                    let group = Group::of(&mut groups, job);
-                    group.outcomes.add(line, &stored);
-                    group.dead.push(entry);
-                    group.in_doubt += usize::from(in_doubt);
-                }
-                Settle::Retry { message, at_ms } => {
-                    retries.push((at_ms, codec::message(&message)?));
-                }
-            }
-        }
-        let mut invocation = SCRIPTS.settle.prepare_invoke();
+    async fn settle(&self, lease: &Lease, outcomes: &[Settle]) -> Result<()> {
+        let mut invocation = self.settle_invocation(&SCRIPTS.settle, lease, outcomes)?;
+        let reply = self.run("settle", &mut invocation).await?;
+        settle_reply(lease, &reply)
+    }
+
+    async fn settle_and_continue(
+        &self,
+        lease: &Lease,
+        outcomes: &[Settle],
+        then: Continue<'_>,
+    ) -> Result<Continued> {
+        let op = "settle_and_continue";
+        let mut invocation =
+            self.settle_invocation(&SCRIPTS.settle_and_continue, lease, outcomes)?;
+        match then.mark {
+            Some(next) => invocation.arg(&next.id.0).arg(&next.batch.id.0),
+            None => invocation.arg("").arg(""),
+        };
         invocation
-            .arg(&lease.id.0)
-            .arg(&lease.batch.id.0)
-            .arg(self.retention_secs())
-            .arg(lease.batch.messages.len())
-            .arg(groups.len())
-            .arg(retries.len());
-        for group in &groups {
-            invocation
-                .arg(group.job.as_str())
-                .arg(group.delivered)
-                .arg(group.dead.len())
-                .arg(group.in_doubt)
-                .arg(group.outcomes.len());
-            for (chunk, entries) in group.outcomes.iter() {
-                invocation.arg(chunk).arg(entries);
-            }
-            for entry in &group.dead {
-                invocation.arg(entry);
-            }
-        }
-        for (due, message) in &retries {
-            invocation.arg(*due).arg(message);
-        }
+            .arg(then.lease)
+            .arg(millis(then.ttl).max(1))
+            .arg(REBATCH_SIZE)
+            .arg(MAX_DUE_PER_LEASE);
         let reply = self.run(op, &mut invocation).await?;
-        let fields = codec::array(op, &reply)?;
-        let tag = fields.first().map(|t| codec::string(op, t)).transpose()?;
-        match (tag.as_deref(), fields.get(1)) {
-            (Some("ok"), _) => Ok(()),
-            (Some("lost"), _) => Err(Self::lost(lease)),
-            (Some("count"), Some(n)) => Err(Error::Config(format!(
-                "settle of batch {} must name each of its {} messages exactly once",
-                lease.batch.id,
-                codec::uint(op, n)?
-            ))),
-            (Some("unknown"), Some(job)) => Err(Error::UnknownJob {
-                job: JobId(codec::string(op, job)?),
-            }),
-            _ => Err(codec::unexpected(op, &reply)),
-        }
+        let [settled, marked, leased] = codec::array(op, &reply)? else {
+            return Err(codec::unexpected(op, &reply));
+        };
+        let marked = match (then.mark, codec::int(op, marked)?) {
+            (None, _) => None,
+            (Some(_), 1) => Some(Ok(())),
+            (Some(next), _) => Some(Err(Self::lost(next))),
+        };
+        Ok(Continued {
+            settled: settle_reply(lease, settled),
+            marked,
+            leased: codec::decode_leases(leased),
+        })
     }
 
     async fn release(&self, lease: &Lease) -> Result<()> {

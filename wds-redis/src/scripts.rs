@@ -116,6 +116,13 @@ local function held(lease, batch, fields)
   if h[1] ~= lease or tonumber(h[2]) <= now_ms() then return nil end
   return h
 end
+
+-- Marks a held lease's batch as sending (sticky): 1, or 0 when not held.
+local function mark(lease, batch)
+  if not held(lease, batch, {}) then return 0 end
+  redis.call('HSET', P .. ':b:' .. batch, 's', 1)
+  return 1
+end
 "#
     };
 }
@@ -144,100 +151,147 @@ return {1, job, ARGV[3]}
 "#
 );
 
-/// ARGV: 1 job, 2 seq, 3 next seq, 4 byte, 5 line, 6 records, 7 done (0/1),
+/// The push of `PUSH` and `PUSH_ALL`, as the Lua function `push(o, last)`
+/// over `ARGV[o + 1 .. last]`:
+///
+/// 1 job, 2 seq, 3 next seq, 4 byte, 5 line, 6 records, 7 done (0/1),
 /// 8 message count, 9 batch payload, 10 invalid, 11 duplicate,
 /// 12 retention (s), 13 outcome chunks, then `chunk, entries` per chunk
 /// (see `append_chunks`), then the rejects' json.
 /// Returns `{'ok', ready}`, `{'stale', ready}`, `{'conflict', current}` or
 /// `{'unknown'}`.
+macro_rules! push_fn {
+    () => {
+        r#"
+local function push(o, last)
+  local job = ARGV[o + 1]
+  local jk = P .. ':job:' .. job
+  local v = redis.call('HMGET', jk, 'seq', 'enqueued', 'delivered', 'dead', 'invalid',
+    'duplicate', 'finished_ms')
+  if not v[1] then return {'unknown'} end
+  local current, seq = tonumber(v[1]), tonumber(ARGV[o + 2])
+  if seq < current then
+    return {'stale', tonumber(redis.call('HGET', COUNTS, 'ready') or '0')}
+  end
+  if seq > current then return {'conflict', current} end
+  local n = tonumber(ARGV[o + 8])
+  local invalid = tonumber(v[5]) + tonumber(ARGV[o + 10])
+  local duplicate = tonumber(v[6]) + tonumber(ARGV[o + 11])
+  local chunks = tonumber(ARGV[o + 13])
+  if chunks > 0 then
+    append_chunks(job, args(o + 14, o + 13 + 2 * chunks))
+    bulk('RPUSH', P .. ':rejects:' .. job, args(o + 14 + 2 * chunks, last))
+  end
+  local ready
+  if n > 0 then
+    local batch = job .. '/' .. ARGV[o + 2]
+    redis.call('HSET', P .. ':b:' .. batch, 'p', ARGV[o + 9], 'n', n)
+    redis.call('RPUSH', P .. ':ready', batch)
+    ready = redis.call('HINCRBY', COUNTS, 'ready', n)
+  else
+    ready = tonumber(redis.call('HGET', COUNTS, 'ready') or '0')
+  end
+  local fields = {'seq', ARGV[o + 3], 'byte', ARGV[o + 4], 'line', ARGV[o + 5], 'records', ARGV[o + 6],
+    'done', ARGV[o + 7], 'enqueued', tonumber(v[2]) + n, 'invalid', invalid,
+    'duplicate', duplicate}
+  local accounted = tonumber(v[3]) + tonumber(v[4]) + invalid + duplicate
+  finish(job, v[7], ARGV[o + 7] == '1' and accounted == tonumber(ARGV[o + 6]), fields, ARGV[o + 12])
+  redis.call('HSET', jk, unpack(fields))
+  return {'ok', ready}
+end
+"#
+    };
+}
+
+/// ARGV: one push (see `push_fn!`). Returns as `push()`.
 const PUSH: &str = concat!(
     prelude!(),
+    push_fn!(),
     r#"
-local job = ARGV[1]
-local jk = P .. ':job:' .. job
-local v = redis.call('HMGET', jk, 'seq', 'enqueued', 'delivered', 'dead', 'invalid',
-  'duplicate', 'finished_ms')
-if not v[1] then return {'unknown'} end
-local current, seq = tonumber(v[1]), tonumber(ARGV[2])
-if seq < current then
-  return {'stale', tonumber(redis.call('HGET', COUNTS, 'ready') or '0')}
-end
-if seq > current then return {'conflict', current} end
-local n = tonumber(ARGV[8])
-local invalid = tonumber(v[5]) + tonumber(ARGV[10])
-local duplicate = tonumber(v[6]) + tonumber(ARGV[11])
-local chunks = tonumber(ARGV[13])
-if chunks > 0 then
-  append_chunks(job, args(14, 13 + 2 * chunks))
-  bulk('RPUSH', P .. ':rejects:' .. job, args(14 + 2 * chunks, #ARGV))
-end
-local ready
-if n > 0 then
-  local batch = job .. '/' .. ARGV[2]
-  redis.call('HSET', P .. ':b:' .. batch, 'p', ARGV[9], 'n', n)
-  redis.call('RPUSH', P .. ':ready', batch)
-  ready = redis.call('HINCRBY', COUNTS, 'ready', n)
-else
-  ready = tonumber(redis.call('HGET', COUNTS, 'ready') or '0')
-end
-local fields = {'seq', ARGV[3], 'byte', ARGV[4], 'line', ARGV[5], 'records', ARGV[6],
-  'done', ARGV[7], 'enqueued', tonumber(v[2]) + n, 'invalid', invalid,
-  'duplicate', duplicate}
-local accounted = tonumber(v[3]) + tonumber(v[4]) + invalid + duplicate
-finish(job, v[7], ARGV[7] == '1' and accounted == tonumber(ARGV[6]), fields, ARGV[12])
-redis.call('HSET', jk, unpack(fields))
-return {'ok', ready}
+return push(0, #ARGV)
 "#
 );
 
+/// ARGV: per push, its argument count then its arguments (see `push_fn!`).
+/// Applies them in order up to the first that is refused; returns the
+/// replies of those tried, as `push()`'s.
+const PUSH_ALL: &str = concat!(
+    prelude!(),
+    push_fn!(),
+    r#"
+local replies, o = {}, 0
+while o < #ARGV do
+  local last = o + 1 + tonumber(ARGV[o + 1])
+  local reply = push(o + 1, last)
+  replies[#replies + 1] = reply
+  if reply[1] ~= 'ok' and reply[1] ~= 'stale' then break end
+  o = last
+end
+return replies
+"#
+);
+
+/// The lease of `LEASE` and `SETTLE_AND_CONTINUE`, as the Lua function
+/// `lease(max batches, ttl (ms), rebatch size, most due retries to move)`.
+/// Returns `{deadline, {{lease, batch, payload, sending}…}}`.
+macro_rules! lease_fn {
+    () => {
+        r#"
+local function lease(max, ttl, rebatch_size, max_due)
+  local now = now_ms()
+  local deadline = now + ttl
+  local LEASES, READY, SCHED = P .. ':leases', P .. ':ready', P .. ':scheduled'
+  -- 1. Expired leases first: their holders are presumed dead.
+  local batches = redis.call('ZRANGEBYSCORE', LEASES, '-inf', now, 'LIMIT', 0, max)
+  local reclaimed = #batches
+  -- 2. Due retries become ready.
+  local due = redis.call('ZRANGEBYSCORE', SCHED, '-inf', now, 'LIMIT', 0, max_due)
+  if #due > 0 then
+    bulk('ZREM', SCHED, due)
+    rebatch(due, 'retry', rebatch_size)
+  end
+  -- 3. Ready batches in push order.
+  if #batches < max then
+    local popped = redis.call('LPOP', READY, max - #batches)
+    if popped then
+      for _, b in ipairs(popped) do batches[#batches + 1] = b end
+    end
+  end
+  if #batches == 0 then return {deadline, {}} end
+  local base = redis.call('INCRBY', P .. ':next', #batches) - #batches
+  local out, index, moved = {}, {}, 0
+  for i, batch in ipairs(batches) do
+    local bk = P .. ':b:' .. batch
+    local h = redis.call('HMGET', bk, 'p', 'n', 's')
+    if h[1] then
+      local id = batch .. '#' .. (base + i)
+      redis.call('HSET', bk, 'l', id, 'd', deadline)
+      index[#index + 1] = deadline
+      index[#index + 1] = batch
+      out[#out + 1] = {id, batch, h[1], h[3] and 1 or 0}
+      if i > reclaimed then moved = moved + tonumber(h[2]) end
+    elseif i <= reclaimed then
+      redis.call('ZREM', LEASES, batch)
+    end
+  end
+  if #index > 0 then bulk('ZADD', LEASES, index) end
+  if moved > 0 then
+    redis.call('HINCRBY', COUNTS, 'ready', -moved)
+    redis.call('HINCRBY', COUNTS, 'leased', moved)
+  end
+  return {deadline, out}
+end
+"#
+    };
+}
+
 /// ARGV: 1 max batches, 2 ttl (ms), 3 rebatch size, 4 most due retries to
-/// move per call. Returns `{deadline, {{lease, batch, payload, sending}…}}`.
+/// move per call. Returns as `lease()` (see `lease_fn!`).
 const LEASE: &str = concat!(
     prelude!(),
+    lease_fn!(),
     r#"
-local max, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
-local now = now_ms()
-local deadline = now + ttl
-local LEASES, READY, SCHED = P .. ':leases', P .. ':ready', P .. ':scheduled'
--- 1. Expired leases first: their holders are presumed dead.
-local batches = redis.call('ZRANGEBYSCORE', LEASES, '-inf', now, 'LIMIT', 0, max)
-local reclaimed = #batches
--- 2. Due retries become ready.
-local due = redis.call('ZRANGEBYSCORE', SCHED, '-inf', now, 'LIMIT', 0, tonumber(ARGV[4]))
-if #due > 0 then
-  bulk('ZREM', SCHED, due)
-  rebatch(due, 'retry', tonumber(ARGV[3]))
-end
--- 3. Ready batches in push order.
-if #batches < max then
-  local popped = redis.call('LPOP', READY, max - #batches)
-  if popped then
-    for _, b in ipairs(popped) do batches[#batches + 1] = b end
-  end
-end
-if #batches == 0 then return {deadline, {}} end
-local base = redis.call('INCRBY', P .. ':next', #batches) - #batches
-local out, index, moved = {}, {}, 0
-for i, batch in ipairs(batches) do
-  local bk = P .. ':b:' .. batch
-  local h = redis.call('HMGET', bk, 'p', 'n', 's')
-  if h[1] then
-    local id = batch .. '#' .. (base + i)
-    redis.call('HSET', bk, 'l', id, 'd', deadline)
-    index[#index + 1] = deadline
-    index[#index + 1] = batch
-    out[#out + 1] = {id, batch, h[1], h[3] and 1 or 0}
-    if i > reclaimed then moved = moved + tonumber(h[2]) end
-  elseif i <= reclaimed then
-    redis.call('ZREM', LEASES, batch)
-  end
-end
-if #index > 0 then bulk('ZADD', LEASES, index) end
-if moved > 0 then
-  redis.call('HINCRBY', COUNTS, 'ready', -moved)
-  redis.call('HINCRBY', COUNTS, 'leased', moved)
-end
-return {deadline, out}
+return lease(tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]))
 "#
 );
 
@@ -245,9 +299,7 @@ return {deadline, out}
 const MARK_SENDING: &str = concat!(
     prelude!(),
     r#"
-if not held(ARGV[1], ARGV[2], {}) then return 0 end
-redis.call('HSET', P .. ':b:' .. ARGV[2], 's', 1)
-return 1
+return mark(ARGV[1], ARGV[2])
 "#
 );
 
@@ -281,70 +333,110 @@ return 1
 "#
 );
 
+/// The settle of `SETTLE` and `SETTLE_AND_MARK`, as the Lua function
+/// `settle()`.
+///
 /// ARGV: 1 lease, 2 batch, 3 retention (s), 4 outcome count, 5 job
 /// groups, 6 retries, then per job group: job, delivered, dead, of which in
 /// doubt, outcome chunks, then `chunk, entries` per chunk (see
 /// `append_chunks`), then the dead entries; then `due time, message` per
-/// retry. Returns `{'ok'}`,
-/// `{'lost'}`, `{'count', n}` or `{'unknown', job}`.
+/// retry. Returns `{'ok'}`, `{'lost'}`, `{'count', n}` or `{'unknown', job}`.
 ///
 /// The client groups the outcomes by job so that each group's writes are
 /// ARGV slices handed straight to `HSET` and `RPUSH`: no per-message work
 /// in Lua.
+macro_rules! settle_fn {
+    () => {
+        r#"
+local function settle()
+  local h = held(ARGV[1], ARGV[2], {'n'})
+  if not h then return {'lost'} end
+  local n = tonumber(h[3])
+  if tonumber(ARGV[4]) ~= n then return {'count', n} end
+  local groups, retries = tonumber(ARGV[5]), tonumber(ARGV[6])
+  -- Each argument slice of `count` items from `at`, in chunks of 1000.
+  local function slice(cmd, key, at, count)
+    local last = at + count - 1
+    while at <= last do
+      local j = at + 999
+      if j > last then j = last end
+      redis.call(cmd, key, unpack(ARGV, at, j))
+      at = j + 1
+    end
+  end
+  -- Check every job before writing anything: a script cannot roll back.
+  local jobs, at = {}, 7
+  for g = 1, groups do
+    local job = ARGV[at]
+    local v = redis.call('HMGET', P .. ':job:' .. job, 'records', 'done', 'delivered', 'dead',
+      'in_doubt', 'invalid', 'duplicate', 'finished_ms')
+    if not v[1] then return {'unknown', job} end
+    local delivered, dead = tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
+    local chunks = tonumber(ARGV[at + 4])
+    jobs[g] = {job = job, v = v, at = at, delivered = delivered, dead = dead,
+      in_doubt = tonumber(ARGV[at + 3]), chunks = chunks}
+    at = at + 5 + 2 * chunks + dead
+  end
+  redis.call('DEL', P .. ':b:' .. ARGV[2])
+  redis.call('ZREM', P .. ':leases', ARGV[2])
+  local dead_total = 0
+  for _, j in ipairs(jobs) do
+    local job, v = j.job, j.v
+    local first = j.at + 5
+    append_chunks(job, args(first, first + 2 * j.chunks - 1))
+    if j.dead > 0 then
+      slice('RPUSH', P .. ':dead:' .. job, first + 2 * j.chunks, j.dead)
+      redis.call('SADD', P .. ':deadjobs', job)
+      dead_total = dead_total + j.dead
+    end
+    local delivered = tonumber(v[3]) + j.delivered
+    local dead = tonumber(v[4]) + j.dead
+    local fields = {'delivered', delivered, 'dead', dead, 'in_doubt', tonumber(v[5]) + j.in_doubt}
+    local accounted = delivered + dead + tonumber(v[6]) + tonumber(v[7])
+    finish(job, v[8], v[2] == '1' and accounted == tonumber(v[1]), fields, ARGV[3])
+    redis.call('HSET', P .. ':job:' .. job, unpack(fields))
+  end
+  if retries > 0 then slice('ZADD', P .. ':scheduled', at, 2 * retries) end
+  redis.call('HINCRBY', COUNTS, 'leased', -n)
+  if dead_total > 0 then redis.call('HINCRBY', COUNTS, 'dead', dead_total) end
+  return {'ok'}
+end
+"#
+    };
+}
+
+/// ARGV: as `settle()` (see `settle_fn!`). Returns as `settle()`.
 const SETTLE: &str = concat!(
     prelude!(),
+    settle_fn!(),
     r#"
-local h = held(ARGV[1], ARGV[2], {'n'})
-if not h then return {'lost'} end
-local n = tonumber(h[3])
-if tonumber(ARGV[4]) ~= n then return {'count', n} end
-local groups, retries = tonumber(ARGV[5]), tonumber(ARGV[6])
--- Each argument slice of `count` items from `at`, in chunks of 1000.
-local function slice(cmd, key, at, count)
-  local last = at + count - 1
-  while at <= last do
-    local j = at + 999
-    if j > last then j = last end
-    redis.call(cmd, key, unpack(ARGV, at, j))
-    at = j + 1
-  end
+return settle()
+"#
+);
+
+/// Settles one lease, marks the batch taking over its sending slot and
+/// leases more, in one step: how a worker ends one batch and goes on.
+///
+/// ARGV: as `settle()` (see `settle_fn!`), then six more: the lease and
+/// batch to mark (`''` for none), then as `LEASE`'s (max batches, which may
+/// be 0, ttl, rebatch size, most due retries).
+/// Returns `{settle reply, marked (1; 0 when not held; -1 when none asked),
+/// lease reply}`.
+const SETTLE_AND_CONTINUE: &str = concat!(
+    prelude!(),
+    settle_fn!(),
+    lease_fn!(),
+    r#"
+local n = #ARGV
+local settled = settle()
+local marked = -1
+if ARGV[n - 5] ~= '' then marked = mark(ARGV[n - 5], ARGV[n - 4]) end
+local leased = {0, {}}
+local max = tonumber(ARGV[n - 3])
+if max > 0 then
+  leased = lease(max, tonumber(ARGV[n - 2]), tonumber(ARGV[n - 1]), tonumber(ARGV[n]))
 end
--- Check every job before writing anything: a script cannot roll back.
-local jobs, at = {}, 7
-for g = 1, groups do
-  local job = ARGV[at]
-  local v = redis.call('HMGET', P .. ':job:' .. job, 'records', 'done', 'delivered', 'dead',
-    'in_doubt', 'invalid', 'duplicate', 'finished_ms')
-  if not v[1] then return {'unknown', job} end
-  local delivered, dead = tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
-  local chunks = tonumber(ARGV[at + 4])
-  jobs[g] = {job = job, v = v, at = at, delivered = delivered, dead = dead,
-    in_doubt = tonumber(ARGV[at + 3]), chunks = chunks}
-  at = at + 5 + 2 * chunks + dead
-end
-redis.call('DEL', P .. ':b:' .. ARGV[2])
-redis.call('ZREM', P .. ':leases', ARGV[2])
-local dead_total = 0
-for _, j in ipairs(jobs) do
-  local job, v = j.job, j.v
-  local first = j.at + 5
-  append_chunks(job, args(first, first + 2 * j.chunks - 1))
-  if j.dead > 0 then
-    slice('RPUSH', P .. ':dead:' .. job, first + 2 * j.chunks, j.dead)
-    redis.call('SADD', P .. ':deadjobs', job)
-    dead_total = dead_total + j.dead
-  end
-  local delivered = tonumber(v[3]) + j.delivered
-  local dead = tonumber(v[4]) + j.dead
-  local fields = {'delivered', delivered, 'dead', dead, 'in_doubt', tonumber(v[5]) + j.in_doubt}
-  local accounted = delivered + dead + tonumber(v[6]) + tonumber(v[7])
-  finish(job, v[8], v[2] == '1' and accounted == tonumber(v[1]), fields, ARGV[3])
-  redis.call('HSET', P .. ':job:' .. job, unpack(fields))
-end
-if retries > 0 then slice('ZADD', P .. ':scheduled', at, 2 * retries) end
-redis.call('HINCRBY', COUNTS, 'leased', -n)
-if dead_total > 0 then redis.call('HINCRBY', COUNTS, 'dead', dead_total) end
-return {'ok'}
+return {settled, marked, leased}
 "#
 );
 
@@ -533,11 +625,13 @@ return string.format('%.0f', pause)
 pub(crate) struct Scripts {
     pub(crate) claim: Script,
     pub(crate) push: Script,
+    pub(crate) push_all: Script,
     pub(crate) lease: Script,
     pub(crate) mark_sending: Script,
     pub(crate) extend: Script,
     pub(crate) release: Script,
     pub(crate) settle: Script,
+    pub(crate) settle_and_continue: Script,
     pub(crate) replay: Script,
     pub(crate) dead_letters: Script,
     pub(crate) stats: Script,
@@ -554,11 +648,13 @@ pub(crate) struct Scripts {
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     claim: Script::new(CLAIM),
     push: Script::new(PUSH),
+    push_all: Script::new(PUSH_ALL),
     lease: Script::new(LEASE),
     mark_sending: Script::new(MARK_SENDING),
     extend: Script::new(EXTEND),
     release: Script::new(RELEASE),
     settle: Script::new(SETTLE),
+    settle_and_continue: Script::new(SETTLE_AND_CONTINUE),
     replay: Script::new(REPLAY),
     dead_letters: Script::new(DEAD_LETTERS),
     stats: Script::new(STATS),

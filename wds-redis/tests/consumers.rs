@@ -65,7 +65,7 @@ async fn fill(backend: &RedisBackend, name: &str, batches: u64, size: u64) -> Jo
                 done: seq + 1 == batches,
             },
         };
-        assert!(backend.push(push).await.expect("push").applied);
+        assert!(backend.push(&push).await.expect("push").applied);
     }
     job
 }
@@ -132,7 +132,7 @@ async fn work(backend: RedisBackend, job: JobId, seen: Arc<Seen>) {
             }
             seen.held.lock().unwrap().remove(&lease.batch.id);
             backend
-                .settle(&lease, delivered(&lease))
+                .settle(&lease, &delivered(&lease))
                 .await
                 .expect("settle");
         }
@@ -262,7 +262,7 @@ async fn dead_workers_leases_are_reclaimed_after_the_ttl() {
         } else {
             delivered(lease)
         };
-        survivor.settle(lease, outcomes).await.expect("settle");
+        survivor.settle(lease, &outcomes).await.expect("settle");
     }
     let report = setup.report(&job).await.expect("report").expect("job");
     assert_eq!(

@@ -35,6 +35,10 @@ pub struct Batcher {
     config: EngineConfig,
 }
 
+/// Most chunks handed to the queue in one [`Queue::push_all`] call (and
+/// read ahead of it).
+const MAX_PUSHES_PER_CALL: usize = 16;
+
 /// One chunk of parsed input, ready to become a [`Push`].
 #[derive(Debug)]
 struct Chunk {
@@ -119,7 +123,7 @@ impl Batcher {
         } else {
             tracing::info!(job = %claim.job, name = %input.name, "reading job");
         }
-        let (tx, mut rx) = mpsc::channel::<Result<Chunk>>(4);
+        let (tx, mut rx) = mpsc::channel::<Result<Chunk>>(MAX_PUSHES_PER_CALL);
         let reader = {
             let input = input.clone();
             let claim = claim.clone();
@@ -129,61 +133,93 @@ impl Batcher {
             })
         };
         let mut outcome = Ok(());
-        loop {
-            let chunk = tokio::select! {
+        let mut finished = false;
+        while !finished {
+            let mut item = tokio::select! {
                 _ = cancel.cancelled() => break,
-                chunk = rx.recv() => chunk,
+                item = rx.recv() => item,
             };
-            let chunk = match chunk {
-                Some(Ok(chunk)) => chunk,
-                Some(Err(e)) => {
-                    outcome = Err(e);
-                    break;
-                }
-                None => {
-                    // The reader hit the end: record that the job is fully read.
-                    let push = Push {
-                        job: claim.job.clone(),
-                        messages: Vec::new(),
-                        rejects: Vec::new(),
-                        next: Checkpoint {
-                            seq: checkpoint.seq + 1,
-                            done: true,
-                            ..checkpoint
-                        },
-                    };
-                    let queue = &self.queue;
-                    let pushed = with_backoff("push", || queue.push(push.clone())).await?;
-                    if !pushed.applied {
-                        tracing::info!(job = %claim.job, "another batcher finished the job");
+            // Every chunk read while the last call was on its way goes into
+            // this one, so a batcher ahead of its backend catches up in
+            // fewer round trips.
+            let mut pushes = Vec::new();
+            let mut at = checkpoint;
+            loop {
+                let next = match item {
+                    Some(Ok(chunk)) => {
+                        let next = Checkpoint {
+                            seq: at.seq + 1,
+                            byte: chunk.end.byte,
+                            line: chunk.end.line,
+                            records: at.records + chunk.records,
+                            done: false,
+                        };
+                        pushes.push(Push {
+                            job: claim.job.clone(),
+                            messages: chunk.messages,
+                            rejects: chunk.rejects,
+                            next,
+                        });
+                        next
                     }
+                    Some(Err(e)) => {
+                        outcome = Err(e);
+                        finished = true;
+                        break;
+                    }
+                    None => {
+                        // The reader hit the end: record that the job is fully read.
+                        pushes.push(Push {
+                            job: claim.job.clone(),
+                            messages: Vec::new(),
+                            rejects: Vec::new(),
+                            next: Checkpoint {
+                                seq: at.seq + 1,
+                                done: true,
+                                ..at
+                            },
+                        });
+                        finished = true;
+                        break;
+                    }
+                };
+                at = next;
+                if pushes.len() == MAX_PUSHES_PER_CALL {
                     break;
                 }
-            };
-            let next = Checkpoint {
-                seq: checkpoint.seq + 1,
-                byte: chunk.end.byte,
-                line: chunk.end.line,
-                records: checkpoint.records + chunk.records,
-                done: false,
-            };
-            let push = Push {
-                job: claim.job.clone(),
-                messages: chunk.messages,
-                rejects: chunk.rejects,
-                next,
-            };
-            let queue = &self.queue;
-            let pushed = with_backoff("push", || queue.push(push.clone())).await?;
-            if !pushed.applied && !self.already_applied(&claim.job, &next).await? {
-                // Another batcher is reading the same job and is ahead of
-                // us: leave it to them rather than race.
-                tracing::warn!(job = %claim.job, seq = next.seq, "another batcher is ahead; stopping");
-                break;
+                item = match rx.try_recv() {
+                    Ok(item) => Some(item),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => None,
+                };
             }
-            checkpoint = next;
-            if pushed.depth > self.config.high_water {
-                self.wait_for_room(cancel).await?;
+            let queue = &self.queue;
+            let mut from = 0;
+            while from < pushes.len() {
+                let pushed = with_backoff("push", || queue.push_all(&pushes[from..])).await?;
+                let Some(deepest) = pushed.last().map(|p| p.depth) else {
+                    return Err(Error::Corrupt {
+                        key: format!("job {}", claim.job),
+                        detail: "the queue answered a push with nothing".into(),
+                    });
+                };
+                if pushed.iter().all(|p| p.applied) {
+                    from += pushed.len();
+                    checkpoint = pushes[from - 1].next;
+                } else if let Some(at) = self.applied_by_us(&claim.job, &pushes[from..]).await? {
+                    // A retry after a lost reply: those pushes were ours.
+                    from += at + 1;
+                    checkpoint = pushes[from - 1].next;
+                } else {
+                    // Another batcher is reading the same job and is ahead
+                    // of us: leave it to them rather than race.
+                    tracing::warn!(job = %claim.job, seq = checkpoint.seq, "another batcher is ahead; stopping");
+                    finished = true;
+                    break;
+                }
+                if deepest > self.config.high_water {
+                    self.wait_for_room(cancel).await?;
+                }
             }
         }
         drop(rx);
@@ -194,14 +230,19 @@ impl Batcher {
         outcome
     }
 
-    /// Whether a push reported as not applied was in fact ours: a retry after
-    /// a lost reply (the connection dropped after the backend applied it)
-    /// finds the checkpoint exactly where this push put it. Going on is then
-    /// right; anything else means another batcher is ahead.
-    async fn already_applied(&self, job: &JobId, next: &Checkpoint) -> Result<bool> {
+    /// Which of `pushes` the job's checkpoint is at, when pushes reported as
+    /// not applied were in fact ours: a retry after a lost reply (the
+    /// connection dropped after the backend applied them) finds the
+    /// checkpoint exactly where one of them put it. Going on from there is
+    /// then right; `None` means another batcher is ahead.
+    async fn applied_by_us(&self, job: &JobId, pushes: &[Push]) -> Result<Option<usize>> {
         let offsets = &self.offsets;
         let stored = with_backoff("checkpoint", || offsets.checkpoint(job)).await?;
-        Ok(stored.seq == next.seq && stored.byte == next.byte && stored.records == next.records)
+        Ok(pushes.iter().position(|p| {
+            p.next.seq == stored.seq
+                && p.next.byte == stored.byte
+                && p.next.records == stored.records
+        }))
     }
 
     /// Backpressure: wait while the queue is above its high-water mark.

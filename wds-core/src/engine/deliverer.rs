@@ -12,10 +12,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::backoff::with_backoff;
 use super::config::{DeliveryMode, EngineConfig};
+use super::window::{Entry, Slot, Window};
 use crate::error::{Error, Result, SinkError};
 use crate::limiter::Limiter;
 use crate::model::{now_ms, DeadKind, DeadReason, Lease, Message, Receipt, Settle};
-use crate::queue::Queue;
+use crate::queue::{Continue, Queue};
 use crate::sink::Sink;
 
 /// How long to wait after a 429 that carried no `Retry-After`.
@@ -24,8 +25,11 @@ const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
 /// Leases batches from the [`Queue`] and delivers their messages through the
 /// [`Sink`] with bounded concurrency, under a [`Limiter`], with retries.
 ///
-/// For each batch: mark it as sending (one queue call), deliver every message,
-/// settle the batch (one queue call). A batch found `previously_sending` (its
+/// For each batch: wait for one of the sending slots, mark the batch as
+/// sending, deliver every message, settle the batch. One call,
+/// [`Queue::settle_and_continue`], settles a finished batch, hands its slot
+/// to the next waiting batch (marking it) and leases the next batch to
+/// wait, so in a steady flow a batch costs one queue call, not four. A batch found `previously_sending` (its
 /// worker died mid-send) is dead-lettered as `in_doubt` in
 /// [`DeliveryMode::AtMostOnce`] and re-sent in [`DeliveryMode::AtLeastOnce`].
 #[derive(Clone, Debug)]
@@ -36,7 +40,7 @@ pub struct Deliverer {
     config: EngineConfig,
     calls: Arc<Semaphore>,
     /// Batches marked as sending at once: the in-doubt window.
-    sending: Arc<Semaphore>,
+    window: Arc<Window>,
 }
 
 impl Deliverer {
@@ -49,14 +53,14 @@ impl Deliverer {
     ) -> Result<Self> {
         config.validate()?;
         let calls = Arc::new(Semaphore::new(config.concurrency));
-        let sending = Arc::new(Semaphore::new(config.sending_batches()));
+        let window = Window::new(config.sending_batches());
         Ok(Deliverer {
             queue,
             sink,
             limiter,
             config,
             calls,
-            sending,
+            window,
         })
     }
 
@@ -69,7 +73,7 @@ impl Deliverer {
         let mut idle = Duration::from_millis(1);
         loop {
             while let Some(done) = tasks.try_join_next() {
-                report_task(done);
+                report_lane(done);
             }
             let first = tokio::select! {
                 _ = cancel.cancelled() => break,
@@ -103,21 +107,33 @@ impl Deliverer {
             for (lease, permit) in leases.into_iter().zip(permits) {
                 let this = self.clone();
                 let cancel = cancel.clone();
+                // A lane: one batch after another, each leased by the call
+                // that settled the one before, until the queue runs dry or
+                // `cancel` fires; then its permit comes back here.
                 tasks.spawn(async move {
-                    let _slot = permit;
-                    this.process(lease, &cancel).await
+                    let _lane = permit;
+                    let mut next = Some(lease);
+                    while let Some(lease) = next.take() {
+                        let (done, after) = this.process(lease, &cancel).await;
+                        report_batch(done);
+                        next = after;
+                    }
                 });
             }
         }
         while let Some(done) = tasks.join_next().await {
-            report_task(done);
+            report_lane(done);
         }
         Ok(())
     }
 
-    /// Delivers one leased batch and settles it.
-    async fn process(&self, lease: Lease, cancel: &CancellationToken) -> Result<()> {
-        let queue = &self.queue;
+    /// Delivers one leased batch and settles it. Returns how that went and
+    /// the lane's next batch, leased by the same call as the settle.
+    async fn process(
+        &self,
+        lease: Lease,
+        cancel: &CancellationToken,
+    ) -> (Result<()>, Option<Lease>) {
         if lease.previously_sending && self.config.mode == DeliveryMode::AtMostOnce {
             let outcomes = lease
                 .batch
@@ -134,30 +150,49 @@ impl Deliverer {
                 })
                 .collect::<Vec<_>>();
             tracing::warn!(batch = %lease.batch.id, messages = outcomes.len(), "batch in doubt");
-            return with_backoff("settle", || queue.settle(&lease, outcomes.clone())).await;
+            return self.finish(&lease, outcomes, None, cancel).await;
         }
+        match self.send(&lease, cancel).await {
+            Ok(Some((outcomes, slot))) => self.finish(&lease, outcomes, Some(slot), cancel).await,
+            Ok(None) => (Ok(()), None),
+            Err(e) => (Err(e), None),
+        }
+    }
+
+    /// Waits for a sending slot, marks the batch as sending and delivers
+    /// every message. Returns the outcomes and the slot, which the batch
+    /// holds until it is settled; `None` when `cancel` fired before the
+    /// batch was marked (it is then released).
+    async fn send(
+        &self,
+        lease: &Lease,
+        cancel: &CancellationToken,
+    ) -> Result<Option<(Vec<Settle>, Slot)>> {
+        let queue = &self.queue;
         let renew_every = self.config.lease_ttl / 3;
         let mut renew =
             tokio::time::interval_at(tokio::time::Instant::now() + renew_every, renew_every);
         // Wait for a sending slot without marking the batch: a prefetched
         // batch that is not yet sending is never in doubt, so the in-doubt
         // window stays at the sending slots however many batches are held.
-        let slot = loop {
-            tokio::select! {
-                _ = cancel.cancelled() => {
-                    return with_backoff("release", || queue.release(&lease)).await;
-                }
-                slot = self.sending.clone().acquire_owned() => match slot {
-                    Ok(slot) => break slot,
-                    Err(_) => return with_backoff("release", || queue.release(&lease)).await,
-                },
-                _ = renew.tick() => self.renew(&lease).await?,
-            }
+        let Some((slot, marked)) = self.wait_for_slot(lease, &mut renew, cancel).await? else {
+            with_backoff("release", || queue.release(lease)).await?;
+            return Ok(None);
         };
-        if cancel.is_cancelled() {
-            return with_backoff("release", || queue.release(&lease)).await;
+        match marked {
+            // The slot's previous holder marked this batch as it settled its own.
+            Some(Ok(())) => {}
+            Some(Err(e)) if !e.is_retryable() => return Err(e),
+            Some(Err(_)) => with_backoff("mark_sending", || queue.mark_sending(lease)).await?,
+            None => {
+                if cancel.is_cancelled() {
+                    drop(slot);
+                    with_backoff("release", || queue.release(lease)).await?;
+                    return Ok(None);
+                }
+                with_backoff("mark_sending", || queue.mark_sending(lease)).await?;
+            }
         }
-        with_backoff("mark_sending", || queue.mark_sending(&lease)).await?;
 
         let mut pending: FuturesUnordered<_> = lease
             .batch
@@ -169,16 +204,108 @@ impl Deliverer {
         while !pending.is_empty() {
             tokio::select! {
                 Some(outcome) = pending.next() => outcomes.push(outcome),
-                _ = renew.tick() => self.renew(&lease).await?,
+                _ = renew.tick() => self.renew(lease).await?,
             }
         }
-        drop(pending);
-        // The slot is held until the batch is settled: a crash before the
-        // settle lands leaves this batch in doubt too, so releasing the slot
-        // earlier would let more batches than the window be in doubt at once.
-        let settled = with_backoff("settle", || queue.settle(&lease, outcomes.clone())).await;
-        drop(slot);
-        settled
+        Ok(Some((outcomes, slot)))
+    }
+
+    /// Settles a batch and, in the same call, passes its sending slot (if it
+    /// holds one) to the longest-waiting batch, marking that one as sending,
+    /// and leases the lane's next batch unless `cancel` fired. Returns how
+    /// the settle went and the next batch.
+    ///
+    /// The slot is held until the batch is settled: a crash before the
+    /// settle lands leaves this batch in doubt too, so releasing the slot
+    /// earlier would let more batches than the window be in doubt at once.
+    async fn finish(
+        &self,
+        lease: &Lease,
+        outcomes: Vec<Settle>,
+        slot: Option<Slot>,
+        cancel: &CancellationToken,
+    ) -> (Result<()>, Option<Lease>) {
+        let going_on = !cancel.is_cancelled();
+        let waiter = match slot {
+            Some(_) if going_on => self.window.next_waiter(),
+            _ => None,
+        };
+        let then = Continue {
+            mark: waiter.as_ref().map(|w| &w.lease),
+            lease: usize::from(going_on),
+            ttl: self.config.lease_ttl,
+        };
+        let queue = &self.queue;
+        let continued = with_backoff("settle", || {
+            queue.settle_and_continue(lease, &outcomes, then)
+        })
+        .await;
+        let (settled, marked, leased) = match continued {
+            Ok(c) => (c.settled, c.marked, c.leased),
+            // Nothing is known of the other parts: a waiter marks itself.
+            Err(e) => (Err(e), None, Ok(Vec::new())),
+        };
+        match (waiter, slot) {
+            (Some(waiter), Some(slot)) => waiter.hand(slot, marked),
+            (_, slot) => drop(slot),
+        }
+        let mut leased = match leased {
+            Ok(leased) => leased.into_iter(),
+            Err(e) => {
+                tracing::warn!(error = %e, "leasing the next batch failed");
+                Vec::new().into_iter()
+            }
+        };
+        let next = leased.next();
+        for extra in leased {
+            // More than asked for: give it back rather than hold it idle.
+            if let Err(e) = with_backoff("release", || queue.release(&extra)).await {
+                tracing::warn!(error = %e, batch = %extra.batch.id, "could not release a batch");
+            }
+        }
+        (settled, next)
+    }
+
+    /// Waits for a sending slot for `lease`, extending the lease meanwhile.
+    /// Returns the slot and, when the previous holder marked the batch while
+    /// handing the slot over, how that went; `None` when `cancel` fired
+    /// first (the batch is not marked and holds no slot).
+    async fn wait_for_slot(
+        &self,
+        lease: &Lease,
+        renew: &mut tokio::time::Interval,
+        cancel: &CancellationToken,
+    ) -> Result<Option<(Slot, Option<Result<()>>)>> {
+        loop {
+            let (ticket, mut grant) = match self.window.enter(lease) {
+                Entry::Slot(slot) => return Ok(Some((slot, None))),
+                Entry::Waiting { ticket, grant } => (ticket, grant),
+            };
+            loop {
+                tokio::select! {
+                    got = &mut grant => match got {
+                        Ok(grant) => return Ok(Some((grant.slot, grant.marked))),
+                        // The holder that took this batch off the queue
+                        // vanished without handing the slot over: queue again.
+                        Err(_) => break,
+                    },
+                    _ = cancel.cancelled() => {
+                        if self.window.withdraw(ticket) {
+                            return Ok(None);
+                        }
+                        // Too late: a slot is on its way, maybe with this
+                        // batch already marked.
+                        return Ok(grant.await.ok().map(|g| (g.slot, g.marked)));
+                    }
+                    _ = renew.tick() => {
+                        if let Err(e) = self.renew(lease).await {
+                            self.window.withdraw(ticket);
+                            return Err(e);
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Extends a held lease. A transient failure is logged (the next tick
@@ -276,13 +403,20 @@ impl Deliverer {
     }
 }
 
-fn report_task(done: std::result::Result<Result<()>, tokio::task::JoinError>) {
+/// Logs how one batch went, when it went wrong.
+fn report_batch(done: Result<()>) {
     match done {
-        Ok(Ok(())) => {}
-        Ok(Err(Error::LeaseLost { lease, batch })) => {
+        Ok(()) => {}
+        Err(Error::LeaseLost { lease, batch }) => {
             tracing::warn!(%lease, %batch, "lost a lease while delivering; its batch is now in doubt")
         }
-        Ok(Err(e)) => tracing::error!(error = %e, "delivering a batch failed"),
-        Err(e) => tracing::error!(error = %e, "a delivery task panicked"),
+        Err(e) => tracing::error!(error = %e, "delivering a batch failed"),
+    }
+}
+
+/// Logs a lane that ended by a panic.
+fn report_lane(done: std::result::Result<(), tokio::task::JoinError>) {
+    if let Err(e) = done {
+        tracing::error!(error = %e, "a delivery task panicked");
     }
 }

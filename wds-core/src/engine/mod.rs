@@ -6,6 +6,7 @@ mod backoff;
 mod batcher;
 mod config;
 mod deliverer;
+mod window;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -169,7 +169,7 @@ pub async fn unknown_jobs_are_refused(q: &dyn Queue, s: &dyn OffsetStore) {
     let before = Snapshot::take(q, s, &job).await;
     let mut reader = Reader::new(&job);
     let push = reader.next(2, 1, 0, true);
-    let pushed = q.push(push).await;
+    let pushed = q.push(&push).await;
     assert!(
         pushed.is_err(),
         "a push to a job that was never claimed must fail, got {pushed:?}"

@@ -24,7 +24,7 @@ pub async fn lease_in_push_order(q: &dyn Queue, s: &dyn OffsetStore) {
         ra.next(1, 0, 0, true),
     ];
     for p in &pushes {
-        ok("push", q.push(p.clone()).await);
+        ok("push", q.push(p).await);
     }
 
     let mut got: Vec<Lease> = Vec::new();
@@ -71,7 +71,7 @@ pub async fn leased_batch_has_one_holder(q: &dyn Queue, s: &dyn OffsetStore) {
     let mut reader = Reader::new(&job);
     let mut messages = 0;
     for size in 1..=4 {
-        ok("push", q.push(reader.next(size, 0, 0, size == 4)).await);
+        ok("push", q.push(&reader.next(size, 0, 0, size == 4)).await);
         messages += size;
     }
 
@@ -124,7 +124,7 @@ pub async fn leased_batch_has_one_holder(q: &dyn Queue, s: &dyn OffsetStore) {
 pub async fn expired_lease_is_reclaimed(q: &dyn Queue, s: &dyn OffsetStore) {
     let job = claim(s, "expired_lease_is_reclaimed", 0).await;
     let mut reader = Reader::new(&job);
-    ok("push", q.push(reader.next(2, 0, 0, true)).await);
+    ok("push", q.push(&reader.next(2, 0, 0, true)).await);
     let first = one(ok("lease()", q.lease(1, SHORT).await), "first lease");
 
     sleep_past(first.deadline_ms, SKEW_MS).await;
@@ -157,7 +157,7 @@ pub async fn expired_lease_is_reclaimed(q: &dyn Queue, s: &dyn OffsetStore) {
 
     assert_lease_lost(
         "settle() with an expired lease",
-        q.settle(&first, all_delivered(&first)).await,
+        q.settle(&first, &all_delivered(&first)).await,
     );
     assert_lease_lost("release() with an expired lease", q.release(&first).await);
     assert_lease_lost(
@@ -182,7 +182,7 @@ pub async fn expired_lease_is_reclaimed(q: &dyn Queue, s: &dyn OffsetStore) {
     );
     ok(
         "settle() by the new holder",
-        q.settle(&second, all_delivered(&second)).await,
+        q.settle(&second, &all_delivered(&second)).await,
     );
     assert_eq!(
         report(s, &job).await.delivered,
@@ -197,7 +197,7 @@ pub async fn expired_lease_is_reclaimed(q: &dyn Queue, s: &dyn OffsetStore) {
 pub async fn sending_mark_is_sticky(q: &dyn Queue, s: &dyn OffsetStore) {
     let job = claim(s, "sending_mark_is_sticky", 0).await;
     let mut reader = Reader::new(&job);
-    ok("push", q.push(reader.next(2, 0, 0, true)).await);
+    ok("push", q.push(&reader.next(2, 0, 0, true)).await);
 
     let first = one(ok("lease()", q.lease(1, BRIEF).await), "first lease");
     ok(
@@ -242,10 +242,10 @@ pub async fn sending_mark_is_sticky(q: &dyn Queue, s: &dyn OffsetStore) {
         .messages
         .iter()
         .map(|m| dead(m, DeadKind::InDoubt))
-        .collect();
+        .collect::<Vec<_>>();
     ok(
         "settle() of an in-doubt batch",
-        q.settle(&third, outcomes).await,
+        q.settle(&third, &outcomes).await,
     );
     let r = report(s, &job).await;
     assert_eq!(
@@ -261,8 +261,8 @@ pub async fn expired_leases_come_first(q: &dyn Queue, s: &dyn OffsetStore) {
     let mut reader = Reader::new(&job);
     let early = reader.next(1, 0, 0, false);
     let late = reader.next(1, 0, 0, true);
-    ok("push", q.push(early.clone()).await);
-    ok("push", q.push(late.clone()).await);
+    ok("push", q.push(&early).await);
+    ok("push", q.push(&late).await);
 
     let first = one(ok("lease(1)", q.lease(1, SHORT).await), "first lease");
     assert_batches(std::slice::from_ref(&first), &[&early], "first lease");
@@ -285,8 +285,8 @@ pub async fn expired_leases_come_first(q: &dyn Queue, s: &dyn OffsetStore) {
         &[&late],
         "lease of the ready batch",
     );
-    ok("settle()", q.settle(&next, all_delivered(&next)).await);
-    ok("settle()", q.settle(&last, all_delivered(&last)).await);
+    ok("settle()", q.settle(&next, &all_delivered(&next)).await);
+    ok("settle()", q.settle(&last, &all_delivered(&last)).await);
 }
 
 /// `extend` moves a held lease's deadline to `ttl` from now and returns it:
@@ -295,7 +295,7 @@ pub async fn expired_leases_come_first(q: &dyn Queue, s: &dyn OffsetStore) {
 pub async fn extend_keeps_the_lease(q: &dyn Queue, s: &dyn OffsetStore) {
     let job = claim(s, "extend_keeps_the_lease", 0).await;
     let mut reader = Reader::new(&job);
-    ok("push", q.push(reader.next(2, 0, 0, true)).await);
+    ok("push", q.push(&reader.next(2, 0, 0, true)).await);
     let lease = one(ok("lease()", q.lease(1, BRIEF).await), "lease");
 
     let before = now_ms();
@@ -327,7 +327,7 @@ pub async fn extend_keeps_the_lease(q: &dyn Queue, s: &dyn OffsetStore) {
     );
     ok(
         "settle() with an extended lease past its original deadline",
-        q.settle(&lease, all_delivered(&lease)).await,
+        q.settle(&lease, &all_delivered(&lease)).await,
     );
     assert_eq!(report(s, &job).await.delivered, 2, "the settle counts");
 }
@@ -339,8 +339,8 @@ pub async fn release_returns_the_batch_at_once(q: &dyn Queue, s: &dyn OffsetStor
     let mut reader = Reader::new(&job);
     let early = reader.next(2, 0, 0, false);
     let late = reader.next(1, 0, 0, true);
-    ok("push", q.push(early.clone()).await);
-    ok("push", q.push(late.clone()).await);
+    ok("push", q.push(&early).await);
+    ok("push", q.push(&late).await);
 
     let first = one(ok("lease(1)", q.lease(1, LONG).await), "first lease");
     assert_batches(std::slice::from_ref(&first), &[&early], "first lease");
@@ -370,7 +370,7 @@ pub async fn release_returns_the_batch_at_once(q: &dyn Queue, s: &dyn OffsetStor
     );
     assert_lease_lost(
         "settle() with a released lease",
-        q.settle(&first, all_delivered(&first)).await,
+        q.settle(&first, &all_delivered(&first)).await,
     );
 
     let last = one(
@@ -382,8 +382,8 @@ pub async fn release_returns_the_batch_at_once(q: &dyn Queue, s: &dyn OffsetStor
         &[&late],
         "lease of the later batch",
     );
-    ok("settle()", q.settle(&again, all_delivered(&again)).await);
-    ok("settle()", q.settle(&last, all_delivered(&last)).await);
+    ok("settle()", q.settle(&again, &all_delivered(&again)).await);
+    ok("settle()", q.settle(&last, &all_delivered(&last)).await);
     assert_eq!(
         report(s, &job).await.delivered,
         3,

@@ -113,13 +113,14 @@ pub use lease::{
     sending_mark_is_sticky,
 };
 pub use push::{
-    job_state_follows_reading_and_accounting, push_ahead_conflicts, push_applies_atomically,
-    repush_changes_nothing,
+    job_state_follows_reading_and_accounting, push_ahead_conflicts, push_all_applies_in_order,
+    push_applies_atomically, repush_changes_nothing,
 };
 pub use replay::{replay_of_all_jobs, replay_of_one_job};
 pub use settle::{
-    retry_waits_until_due, settle_dead_records_a_dead_letter, settle_delivered_records_the_receipt,
-    settle_must_name_every_message_once, settle_requires_a_held_lease,
+    retry_waits_until_due, settle_and_continue_goes_on, settle_dead_records_a_dead_letter,
+    settle_delivered_records_the_receipt, settle_must_name_every_message_once,
+    settle_requires_a_held_lease,
 };
 pub use stats::stats_count_messages;
 
@@ -148,6 +149,7 @@ const CHECKS: &[(&str, Check)] = checks![
     push_applies_atomically,
     repush_changes_nothing,
     push_ahead_conflicts,
+    push_all_applies_in_order,
     job_state_follows_reading_and_accounting,
     lease_in_push_order,
     leased_batch_has_one_holder,
@@ -155,6 +157,7 @@ const CHECKS: &[(&str, Check)] = checks![
     settle_dead_records_a_dead_letter,
     settle_must_name_every_message_once,
     settle_requires_a_held_lease,
+    settle_and_continue_goes_on,
     expired_lease_is_reclaimed,
     sending_mark_is_sticky,
     expired_leases_come_first,

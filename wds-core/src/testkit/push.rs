@@ -16,7 +16,7 @@ pub async fn push_applies_atomically(q: &dyn Queue, s: &dyn OffsetStore) {
     let mut reader = Reader::new(&job);
 
     let first = reader.next(3, 1, 1, false);
-    let pushed = ok("push", q.push(first.clone()).await);
+    let pushed = ok("push", q.push(&first).await);
     assert!(
         pushed.applied,
         "a push at the job's checkpoint must be applied"
@@ -92,7 +92,7 @@ pub async fn push_applies_atomically(q: &dyn Queue, s: &dyn OffsetStore) {
 
     // A second push adds to the first.
     let second = reader.next(2, 1, 0, false);
-    let pushed = ok("second push", q.push(second.clone()).await);
+    let pushed = ok("second push", q.push(&second).await);
     assert!(pushed.applied, "the next push in sequence must be applied");
     assert_eq!(
         pushed.depth, 2,
@@ -130,15 +130,15 @@ pub async fn repush_changes_nothing(q: &dyn Queue, s: &dyn OffsetStore) {
     let job = claim(s, "repush_changes_nothing", 0).await;
     let mut reader = Reader::new(&job);
     let first = reader.next(2, 0, 0, false);
-    ok("push 0", q.push(first.clone()).await);
+    ok("push 0", q.push(&first).await);
     // A worker already holds the first batch when the batcher re-pushes.
     let _held = one(ok("lease()", q.lease(10, LONG).await), "lease of push 0");
     let second = reader.next(2, 1, 1, false);
-    ok("push 1", q.push(second.clone()).await);
+    ok("push 1", q.push(&second).await);
 
     let before = Snapshot::take(q, s, &job).await;
     for (name, push) in [("push 0", &first), ("push 1", &second)] {
-        let again = ok(&format!("re-{name}"), q.push(push.clone()).await);
+        let again = ok(&format!("re-{name}"), q.push(push).await);
         assert!(
             !again.applied,
             "a push whose seq is below the checkpoint's must return applied: false"
@@ -167,13 +167,13 @@ pub async fn repush_changes_nothing(q: &dyn Queue, s: &dyn OffsetStore) {
 pub async fn push_ahead_conflicts(q: &dyn Queue, s: &dyn OffsetStore) {
     let job = claim(s, "push_ahead_conflicts", 0).await;
     let mut reader = Reader::new(&job);
-    ok("push 0", q.push(reader.next(1, 0, 0, false)).await);
+    ok("push 0", q.push(&reader.next(1, 0, 0, false)).await);
 
     let in_order = reader.next(2, 1, 0, false);
     let mut ahead = in_order.clone();
     ahead.next.seq += 1;
     let before = Snapshot::take(q, s, &job).await;
-    match q.push(ahead).await {
+    match q.push(&ahead).await {
         Err(Error::Conflict {
             job: j,
             seq,
@@ -194,7 +194,7 @@ pub async fn push_ahead_conflicts(q: &dyn Queue, s: &dyn OffsetStore) {
         .assert_unchanged(q, s, &job, "a conflicting push")
         .await;
 
-    let pushed = ok("the push in sequence", q.push(in_order.clone()).await);
+    let pushed = ok("the push in sequence", q.push(&in_order).await);
     assert!(
         pushed.applied,
         "after a conflict the push in sequence must still apply"
@@ -214,9 +214,9 @@ pub async fn job_state_follows_reading_and_accounting(q: &dyn Queue, s: &dyn Off
     const CHECK: &str = "job_state_follows_reading_and_accounting";
     let job = claim(s, CHECK, 0).await;
     let mut reader = Reader::new(&job);
-    ok("push 0", q.push(reader.next(2, 1, 0, false)).await);
+    ok("push 0", q.push(&reader.next(2, 1, 0, false)).await);
     let lease = one(ok("lease()", q.lease(10, LONG).await), "lease of push 0");
-    ok("settle", q.settle(&lease, all_delivered(&lease)).await);
+    ok("settle", q.settle(&lease, &all_delivered(&lease)).await);
     let r = report(s, &job).await;
     assert_eq!(
         (r.state, r.accounted(), r.lines),
@@ -225,7 +225,7 @@ pub async fn job_state_follows_reading_and_accounting(q: &dyn Queue, s: &dyn Off
     );
     assert_eq!(r.finished_ms, None, "a Reading job has no finish time");
 
-    ok("final push", q.push(reader.next(1, 0, 1, true)).await);
+    ok("final push", q.push(&reader.next(1, 0, 1, true)).await);
     let r = report(s, &job).await;
     assert_eq!(
         r.state,
@@ -247,8 +247,8 @@ pub async fn job_state_follows_reading_and_accounting(q: &dyn Queue, s: &dyn Off
         .messages
         .iter()
         .map(|m| dead(m, DeadKind::Exhausted))
-        .collect();
-    ok("settle", q.settle(&lease, outcomes).await);
+        .collect::<Vec<_>>();
+    ok("settle", q.settle(&lease, &outcomes).await);
     let r = report(s, &job).await;
     assert_eq!(
         Counts::of(&r),
@@ -273,10 +273,13 @@ pub async fn job_state_follows_reading_and_accounting(q: &dyn Queue, s: &dyn Off
     // The last push may carry no lines at all.
     let job = claim(s, CHECK, 1).await;
     let mut reader = Reader::new(&job);
-    ok("push 0", q.push(reader.next(1, 0, 0, false)).await);
+    ok("push 0", q.push(&reader.next(1, 0, 0, false)).await);
     let lease = one(ok("lease()", q.lease(10, LONG).await), "lease of push 0");
-    ok("settle", q.settle(&lease, all_delivered(&lease)).await);
-    let last = ok("empty final push", q.push(reader.next(0, 0, 0, true)).await);
+    ok("settle", q.settle(&lease, &all_delivered(&lease)).await);
+    let last = ok(
+        "empty final push",
+        q.push(&reader.next(0, 0, 0, true)).await,
+    );
     assert!(last.applied, "an empty final push must be applied");
     let r = report(s, &job).await;
     assert_eq!(
@@ -288,7 +291,7 @@ pub async fn job_state_follows_reading_and_accounting(q: &dyn Queue, s: &dyn Off
     // A file of rejects only is done as soon as it is read.
     let job = claim(s, CHECK, 2).await;
     let mut reader = Reader::new(&job);
-    ok("push of rejects", q.push(reader.next(0, 2, 1, true)).await);
+    ok("push of rejects", q.push(&reader.next(0, 2, 1, true)).await);
     let r = report(s, &job).await;
     assert_eq!(
         (
@@ -305,5 +308,101 @@ pub async fn job_state_follows_reading_and_accounting(q: &dyn Queue, s: &dyn Off
     assert!(
         none.is_empty(),
         "a push without messages must not make a batch, got {none:?}"
+    );
+}
+
+/// `push_all` applies pushes in order as `push` would: all of a run in
+/// sequence; a re-push of applied ones changes nothing (each
+/// `applied: false`) while the fresh ones after them apply; and it stops
+/// with `Error::Conflict` at the first push ahead of the checkpoint,
+/// leaving the ones before it applied.
+pub async fn push_all_applies_in_order(q: &dyn Queue, s: &dyn OffsetStore) {
+    let job = claim(s, "push_all_applies_in_order", 0).await;
+    let mut reader = Reader::new(&job);
+    let run: Vec<_> = (0..3).map(|_| reader.next(2, 1, 0, false)).collect();
+    let pushed = ok("push_all() of 3 pushes", q.push_all(&run).await);
+    assert_eq!(
+        pushed
+            .iter()
+            .map(|p| (p.applied, p.depth))
+            .collect::<Vec<_>>(),
+        vec![(true, 2), (true, 4), (true, 6)],
+        "push_all() must apply each push in order, each Pushed::depth counting up to it"
+    );
+    assert_eq!(
+        ok("checkpoint()", s.checkpoint(&job).await),
+        run[2].next,
+        "the checkpoint is the last push's"
+    );
+    let r = report(s, &job).await;
+    assert_eq!(
+        (r.enqueued, r.invalid, r.lines),
+        (6, 3, 9),
+        "push_all() counts every push's records"
+    );
+
+    let fresh = reader.next(1, 0, 0, false);
+    let mut again = run.clone();
+    again.push(fresh.clone());
+    let pushed = ok(
+        "push_all() of 3 applied pushes and a fresh one",
+        q.push_all(&again).await,
+    );
+    assert_eq!(
+        pushed.iter().map(|p| p.applied).collect::<Vec<_>>(),
+        vec![false, false, false, true],
+        "re-pushes are not applied again; the fresh push after them is"
+    );
+    assert_eq!(
+        report(s, &job).await.enqueued,
+        7,
+        "only the fresh push counts"
+    );
+
+    let next = reader.next(1, 0, 0, false);
+    let skipped = reader.next(1, 0, 0, false);
+    let ahead = reader.next(1, 0, 0, true);
+    match q.push_all(&[next.clone(), ahead.clone()]).await {
+        Err(Error::Conflict { seq, current, .. }) => assert_eq!(
+            (seq, current),
+            (ahead.seq(), next.next.seq),
+            "the conflict names the push ahead and the checkpoint the push before it left"
+        ),
+        other => panic!("push_all() with a push ahead must fail with Conflict, got {other:?}"),
+    }
+    assert_eq!(
+        ok("checkpoint()", s.checkpoint(&job).await),
+        next.next,
+        "the push before the conflicting one stays applied"
+    );
+    let pushed = ok(
+        "push_all() of the rest, in sequence",
+        q.push_all(&[skipped, ahead.clone()]).await,
+    );
+    assert!(pushed.iter().all(|p| p.applied));
+    let mut batches = Vec::new();
+    loop {
+        let leases = ok("lease()", q.lease(10, LONG).await);
+        if leases.is_empty() {
+            break;
+        }
+        batches.extend(leases);
+    }
+    assert_eq!(
+        batches
+            .iter()
+            .map(|l| l.batch.messages.len())
+            .collect::<Vec<_>>(),
+        vec![2, 2, 2, 1, 1, 1, 1],
+        "each push is leased as one batch, in push order"
+    );
+    for lease in &batches {
+        ok("settle()", q.settle(lease, &all_delivered(lease)).await);
+    }
+    let r = report(s, &job).await;
+    assert_eq!(
+        (r.delivered, r.state),
+        (10, JobState::Done),
+        "every record of every push accounted for"
     );
 }

@@ -56,8 +56,8 @@ fn assert_replayed(leases: &[Lease], expected: &[&Message]) {
 pub async fn replay_of_one_job(q: &dyn Queue, s: &dyn OffsetStore) {
     let a = claim(s, "replay_of_one_job", 0).await;
     let b = claim(s, "replay_of_one_job", 1).await;
-    ok("push", q.push(Reader::new(&a).next(3, 0, 0, true)).await);
-    ok("push", q.push(Reader::new(&b).next(1, 0, 0, true)).await);
+    ok("push", q.push(&Reader::new(&a).next(3, 0, 0, true)).await);
+    ok("push", q.push(&Reader::new(&b).next(1, 0, 0, true)).await);
     let leases = lease_all(q, LONG).await;
     assert_eq!(leases.len(), 2, "two pushed batches must be leasable");
 
@@ -81,15 +81,15 @@ pub async fn replay_of_one_job(q: &dyn Queue, s: &dyn OffsetStore) {
         Settle::Delivered { receipt, .. } => receipt.clone(),
         _ => unreachable!("delivered() makes Delivered outcomes"),
     };
-    ok("settle()", q.settle(la, outcomes).await);
+    ok("settle()", q.settle(la, &outcomes).await);
     let lb = lease_of(&leases, &b);
     let outcomes = lb
         .batch
         .messages
         .iter()
         .map(|m| dead(m, DeadKind::Permanent))
-        .collect();
-    ok("settle()", q.settle(lb, outcomes).await);
+        .collect::<Vec<_>>();
+    ok("settle()", q.settle(lb, &outcomes).await);
     assert_eq!(report(s, &a).await.state, JobState::Done, "job a is Done");
     let b_before = report(s, &b).await;
     assert_eq!(b_before.state, JobState::Done, "job b is Done");
@@ -153,7 +153,7 @@ pub async fn replay_of_one_job(q: &dyn Queue, s: &dyn OffsetStore) {
     let leases = lease_all(q, LONG).await;
     assert_replayed(&leases, &[&ma[0], &ma[1]]);
     for lease in &leases {
-        ok("settle()", q.settle(lease, all_delivered(lease)).await);
+        ok("settle()", q.settle(lease, &all_delivered(lease)).await);
     }
     let r = report(s, &a).await;
     assert_eq!(
@@ -170,8 +170,8 @@ pub async fn replay_of_all_jobs(q: &dyn Queue, s: &dyn OffsetStore) {
     let b = claim(s, "replay_of_all_jobs", 1).await;
     let pa = Reader::new(&a).next(2, 0, 0, true);
     let pb = Reader::new(&b).next(2, 1, 0, true);
-    ok("push", q.push(pa.clone()).await);
-    ok("push", q.push(pb.clone()).await);
+    ok("push", q.push(&pa).await);
+    ok("push", q.push(&pb).await);
     for lease in lease_all(q, LONG).await {
         let outcomes = lease
             .batch
@@ -185,8 +185,8 @@ pub async fn replay_of_all_jobs(q: &dyn Queue, s: &dyn OffsetStore) {
                 };
                 dead(m, kind)
             })
-            .collect();
-        ok("settle()", q.settle(&lease, outcomes).await);
+            .collect::<Vec<_>>();
+        ok("settle()", q.settle(&lease, &outcomes).await);
     }
     assert_stats(stats(q).await, (0, 0, 0, 4), "with 4 dead letters");
 
@@ -218,7 +218,7 @@ pub async fn replay_of_all_jobs(q: &dyn Queue, s: &dyn OffsetStore) {
     let expected: Vec<&Message> = pa.messages.iter().chain(&pb.messages).collect();
     assert_replayed(&leases, &expected);
     for lease in &leases {
-        ok("settle()", q.settle(lease, all_delivered(lease)).await);
+        ok("settle()", q.settle(lease, &all_delivered(lease)).await);
     }
     for job in [&a, &b] {
         assert_eq!(

@@ -4,12 +4,13 @@
 use std::time::Duration;
 
 use super::support::{
-    all_delivered, assert_lease_lost, assert_stats, claim, dead, delivered, message, ok, one,
-    outcome, report, stats, Counts, Reader, Snapshot, LONG, PATIENCE, SKEW_MS,
+    all_delivered, assert_batches, assert_deadline, assert_lease_lost, assert_stats, claim, dead,
+    delivered, lease_soon, message, ok, one, outcome, report, sleep_past, stats, Counts, Reader,
+    Snapshot, BRIEF, LONG, PATIENCE, SHORT, SKEW_MS,
 };
 use crate::{
-    now_ms, DeadKind, DeadLetter, DeadReason, JobState, Lease, LeaseId, LineOutcome, OffsetStore,
-    Queue, Settle,
+    now_ms, Continue, DeadKind, DeadLetter, DeadReason, JobState, Lease, LeaseId, LineOutcome,
+    OffsetStore, Queue, Settle,
 };
 
 /// Settling messages as delivered counts them in `report().delivered`,
@@ -17,11 +18,11 @@ use crate::{
 pub async fn settle_delivered_records_the_receipt(q: &dyn Queue, s: &dyn OffsetStore) {
     let job = claim(s, "settle_delivered_records_the_receipt", 0).await;
     let mut reader = Reader::new(&job);
-    ok("push", q.push(reader.next(2, 0, 0, true)).await);
+    ok("push", q.push(&reader.next(2, 0, 0, true)).await);
     let lease = one(ok("lease()", q.lease(10, LONG).await), "lease");
     ok("mark_sending()", q.mark_sending(&lease).await);
     let outcomes = all_delivered(&lease);
-    ok("settle()", q.settle(&lease, outcomes.clone()).await);
+    ok("settle()", q.settle(&lease, &outcomes).await);
 
     for settled in &outcomes {
         let Settle::Delivered { id, receipt } = settled else {
@@ -65,7 +66,7 @@ pub async fn settle_dead_records_a_dead_letter(q: &dyn Queue, s: &dyn OffsetStor
     let job = claim(s, "settle_dead_records_a_dead_letter", 0).await;
     let other = claim(s, "settle_dead_records_a_dead_letter", 1).await;
     let mut reader = Reader::new(&job);
-    ok("push", q.push(reader.next(3, 0, 0, true)).await);
+    ok("push", q.push(&reader.next(3, 0, 0, true)).await);
     let lease = one(ok("lease()", q.lease(10, LONG).await), "lease");
     ok("mark_sending()", q.mark_sending(&lease).await);
 
@@ -91,7 +92,7 @@ pub async fn settle_dead_records_a_dead_letter(q: &dyn Queue, s: &dyn OffsetStor
     else {
         unreachable!("dead() makes Dead outcomes")
     };
-    ok("settle()", q.settle(&lease, outcomes).await);
+    ok("settle()", q.settle(&lease, &outcomes).await);
 
     let r = report(s, &job).await;
     assert_eq!(
@@ -157,7 +158,7 @@ pub async fn settle_dead_records_a_dead_letter(q: &dyn Queue, s: &dyn OffsetStor
 pub async fn settle_must_name_every_message_once(q: &dyn Queue, s: &dyn OffsetStore) {
     let job = claim(s, "settle_must_name_every_message_once", 0).await;
     let mut reader = Reader::new(&job);
-    ok("push", q.push(reader.next(3, 0, 0, true)).await);
+    ok("push", q.push(&reader.next(3, 0, 0, true)).await);
     let lease = one(ok("lease()", q.lease(10, LONG).await), "lease");
     let m = &lease.batch.messages;
     let stranger = message(&job, 99);
@@ -193,7 +194,7 @@ pub async fn settle_must_name_every_message_once(q: &dyn Queue, s: &dyn OffsetSt
     ];
     let before = Snapshot::take(q, s, &job).await;
     for (what, outcomes) in bad {
-        let result = q.settle(&lease, outcomes).await;
+        let result = q.settle(&lease, &outcomes).await;
         assert!(
             result.is_err(),
             "settle() with {what} must fail, got {result:?}"
@@ -204,7 +205,7 @@ pub async fn settle_must_name_every_message_once(q: &dyn Queue, s: &dyn OffsetSt
     }
     ok(
         "a correct settle() after rejected ones (the lease must still be held)",
-        q.settle(&lease, all_delivered(&lease)).await,
+        q.settle(&lease, &all_delivered(&lease)).await,
     );
     assert_eq!(
         report(s, &job).await.delivered,
@@ -219,7 +220,7 @@ pub async fn settle_must_name_every_message_once(q: &dyn Queue, s: &dyn OffsetSt
 pub async fn settle_requires_a_held_lease(q: &dyn Queue, s: &dyn OffsetStore) {
     let job = claim(s, "settle_requires_a_held_lease", 0).await;
     let mut reader = Reader::new(&job);
-    ok("push", q.push(reader.next(2, 0, 0, true)).await);
+    ok("push", q.push(&reader.next(2, 0, 0, true)).await);
     let lease = one(ok("lease()", q.lease(10, LONG).await), "lease");
     let forged = Lease {
         id: LeaseId(format!("{}-forged", lease.id)),
@@ -229,7 +230,7 @@ pub async fn settle_requires_a_held_lease(q: &dyn Queue, s: &dyn OffsetStore) {
     let before = Snapshot::take(q, s, &job).await;
     assert_lease_lost(
         "settle() with a forged lease id",
-        q.settle(&forged, all_delivered(&forged)).await,
+        q.settle(&forged, &all_delivered(&forged)).await,
     );
     assert_lease_lost(
         "mark_sending() with a forged lease id",
@@ -244,11 +245,11 @@ pub async fn settle_requires_a_held_lease(q: &dyn Queue, s: &dyn OffsetStore) {
         .assert_unchanged(q, s, &job, "calls with a forged lease id")
         .await;
 
-    ok("settle()", q.settle(&lease, all_delivered(&lease)).await);
+    ok("settle()", q.settle(&lease, &all_delivered(&lease)).await);
     let before = Snapshot::take(q, s, &job).await;
     assert_lease_lost(
         "a second settle() of a settled lease",
-        q.settle(&lease, all_delivered(&lease)).await,
+        q.settle(&lease, &all_delivered(&lease)).await,
     );
     assert_lease_lost(
         "mark_sending() with a settled lease",
@@ -275,7 +276,7 @@ pub async fn settle_requires_a_held_lease(q: &dyn Queue, s: &dyn OffsetStore) {
 pub async fn retry_waits_until_due(q: &dyn Queue, s: &dyn OffsetStore) {
     let job = claim(s, "retry_waits_until_due", 0).await;
     let mut reader = Reader::new(&job);
-    ok("push", q.push(reader.next(2, 0, 0, true)).await);
+    ok("push", q.push(&reader.next(2, 0, 0, true)).await);
     let lease = one(ok("lease()", q.lease(10, LONG).await), "lease");
     ok("mark_sending()", q.mark_sending(&lease).await);
 
@@ -291,7 +292,7 @@ pub async fn retry_waits_until_due(q: &dyn Queue, s: &dyn OffsetStore) {
         },
         delivered(&m[1]),
     ];
-    ok("settle() with a retry", q.settle(&lease, outcomes).await);
+    ok("settle() with a retry", q.settle(&lease, &outcomes).await);
 
     let r = report(s, &job).await;
     assert_eq!(
@@ -342,11 +343,164 @@ pub async fn retry_waits_until_due(q: &dyn Queue, s: &dyn OffsetStore) {
         "a due retry must be leased exactly as settled, with its incremented attempts"
     );
     assert_stats(stats(q).await, (0, 1, 0, 0), "with the retry leased");
-    ok("settle()", q.settle(&lease, all_delivered(&lease)).await);
+    ok("settle()", q.settle(&lease, &all_delivered(&lease)).await);
     let r = report(s, &job).await;
     assert_eq!(
         (r.delivered, r.state),
         (2, JobState::Done),
         "once the retried message is delivered the job is Done"
     );
+}
+
+/// `settle_and_continue` settles one lease, marks the next batch as sending
+/// and leases more, each part as `settle`, `mark_sending` and `lease`
+/// would: a part whose lease is not held fails with `LeaseLost` and does
+/// not stop the parts after it.
+pub async fn settle_and_continue_goes_on(q: &dyn Queue, s: &dyn OffsetStore) {
+    let job = claim(s, "settle_and_continue_goes_on", 0).await;
+    let mut reader = Reader::new(&job);
+    let pushes: Vec<_> = (1..=5).map(|n| reader.next(2, 0, 0, n == 5)).collect();
+    for push in &pushes {
+        ok("push", q.push(push).await);
+    }
+    let first = one(ok("lease(1)", q.lease(1, LONG).await), "first lease");
+    // Marked by settle_and_continue only: its lease is short so that, once
+    // it expires, the mark shows as `previously_sending`.
+    let second = one(ok("lease(1)", q.lease(1, BRIEF).await), "second lease");
+    ok("mark_sending()", q.mark_sending(&first).await);
+    let then = Continue {
+        mark: Some(&second),
+        lease: 1,
+        ttl: LONG,
+    };
+    let before = now_ms();
+    let all = ok(
+        "settle_and_continue() of two held leases",
+        q.settle_and_continue(&first, &all_delivered(&first), then)
+            .await,
+    );
+    ok("its settle part", all.settled);
+    assert!(
+        matches!(all.marked, Some(Ok(()))),
+        "its mark part must succeed, got {:?}",
+        all.marked
+    );
+    let third = one(ok("its lease part", all.leased), "the lease part");
+    assert_batches(
+        std::slice::from_ref(&third),
+        &[&pushes[2]],
+        "the lease part leases the next ready batch",
+    );
+    assert_deadline(&third, LONG, before, now_ms());
+    assert_eq!(
+        report(s, &job).await.delivered,
+        2,
+        "settle_and_continue() must settle the first lease"
+    );
+    sleep_past(second.deadline_ms, SKEW_MS).await;
+    let again = one(lease_soon(q, 1, LONG).await, "lease after it expired");
+    assert_eq!(
+        again.batch, second.batch,
+        "the expired batch comes back first"
+    );
+    assert!(
+        again.previously_sending,
+        "settle_and_continue() must mark the batch it is given"
+    );
+
+    // The settle part's lease expired: the other parts still apply.
+    let gone = one(ok("lease(1)", q.lease(1, SHORT).await), "lease");
+    sleep_past(gone.deadline_ms, SKEW_MS).await;
+    let then = Continue {
+        mark: Some(&third),
+        lease: 1,
+        ttl: SHORT,
+    };
+    let rest = ok(
+        "settle_and_continue() with the settled lease expired",
+        q.settle_and_continue(&gone, &all_delivered(&gone), then)
+            .await,
+    );
+    assert_lease_lost("the settle part of an expired lease", rest.settled);
+    assert!(
+        matches!(rest.marked, Some(Ok(()))),
+        "the mark part of a held lease must succeed, got {:?}",
+        rest.marked
+    );
+    let expired = one(ok("the lease part", rest.leased), "the lease part");
+    assert_eq!(
+        expired.batch, gone.batch,
+        "the lease part re-leases the expired batch first"
+    );
+    assert_eq!(
+        report(s, &job).await.delivered,
+        2,
+        "a settle part whose lease expired must change nothing"
+    );
+
+    // The mark part's lease expired: the settle part still applies; nothing
+    // asked for, nothing leased.
+    sleep_past(expired.deadline_ms, SKEW_MS).await;
+    let then = Continue {
+        mark: Some(&expired),
+        lease: 0,
+        ttl: LONG,
+    };
+    let rest = ok(
+        "settle_and_continue() with the next lease expired",
+        q.settle_and_continue(&third, &all_delivered(&third), then)
+            .await,
+    );
+    ok("the settle part of a held lease", rest.settled);
+    assert_lease_lost(
+        "the mark part of an expired lease",
+        rest.marked.expect("a mark was asked for"),
+    );
+    let none = ok("a lease part of 0 batches", rest.leased);
+    assert!(none.is_empty(), "lease part of 0 batches leased {none:?}");
+    assert_eq!(
+        report(s, &job).await.delivered,
+        4,
+        "the settle part applies whatever came of the other parts"
+    );
+    let last = one(
+        lease_soon(q, 1, LONG).await,
+        "the expired batch, a third time",
+    );
+    assert_eq!(last.batch, gone.batch);
+    assert!(
+        !last.previously_sending,
+        "a mark part whose lease expired must not mark the batch"
+    );
+
+    // No mark asked for; more asked for than is ready.
+    let fifth = one(ok("lease(1)", q.lease(1, LONG).await), "the last batch");
+    let then = Continue {
+        mark: None,
+        lease: 3,
+        ttl: LONG,
+    };
+    let rest = ok(
+        "settle_and_continue() with no mark",
+        q.settle_and_continue(&again, &all_delivered(&again), then)
+            .await,
+    );
+    ok("settle part", rest.settled);
+    assert!(
+        rest.marked.is_none(),
+        "no mark asked for, got {:?}",
+        rest.marked
+    );
+    let none = ok("lease part", rest.leased);
+    assert!(none.is_empty(), "nothing was ready, yet leased {none:?}");
+    for lease in [&last, &fifth] {
+        ok("settle()", q.settle(lease, &all_delivered(lease)).await);
+    }
+    let r = report(s, &job).await;
+    assert_eq!(
+        (r.delivered, r.state),
+        (10, JobState::Done),
+        "every batch settled once"
+    );
+    assert_stats(stats(q).await, (0, 0, 0, 0), "after the last settle");
 }

@@ -12,10 +12,10 @@ pub async fn stats_count_messages(q: &dyn Queue, s: &dyn OffsetStore) {
     let job = claim(s, "stats_count_messages", 0).await;
     let mut reader = Reader::new(&job);
 
-    let pushed = ok("push", q.push(reader.next(3, 1, 0, false)).await);
+    let pushed = ok("push", q.push(&reader.next(3, 1, 0, false)).await);
     assert_eq!(pushed.depth, 3, "Pushed::depth after pushing 3 messages");
     assert_stats(stats(q).await, (3, 0, 0, 0), "after pushing 3 messages");
-    let pushed = ok("push", q.push(reader.next(2, 0, 1, false)).await);
+    let pushed = ok("push", q.push(&reader.next(2, 0, 1, false)).await);
     assert_eq!(
         pushed.depth, 5,
         "Pushed::depth after pushing 3 + 2 messages"
@@ -29,7 +29,7 @@ pub async fn stats_count_messages(q: &dyn Queue, s: &dyn OffsetStore) {
         "the first batch pushed is leased first"
     );
     assert_stats(stats(q).await, (2, 3, 0, 0), "with a batch of 3 leased");
-    let pushed = ok("push", q.push(reader.next(1, 0, 0, true)).await);
+    let pushed = ok("push", q.push(&reader.next(1, 0, 0, true)).await);
     assert_eq!(
         pushed.depth, 3,
         "Pushed::depth must count ready messages, not leased ones"
@@ -46,7 +46,7 @@ pub async fn stats_count_messages(q: &dyn Queue, s: &dyn OffsetStore) {
             at_ms: now_ms() + 60_000,
         },
     ];
-    ok("settle()", q.settle(&lease, outcomes).await);
+    ok("settle()", q.settle(&lease, &outcomes).await);
     assert_stats(
         stats(q).await,
         (3, 0, 1, 1),

@@ -36,7 +36,7 @@ use wds_redis::redis;
 use wds_redis::{RedisBackend, RedisServer};
 
 /// Measured rounds of each backend, alternating.
-const ROUNDS: u64 = 3;
+const ROUNDS: u64 = 5;
 
 /// Accepts everything at once: the benchmark measures the engine and backend.
 #[derive(Debug)]

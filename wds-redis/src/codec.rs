@@ -5,6 +5,11 @@
 //! `[job, line, userId, alertMessage, attempts, first_attempt_ms]`: about
 //! half the size of the `Message` struct's JSON, and a batch is a JSON array
 //! of those, which the scripts can split and join as plain strings.
+//!
+//! A batch fresh from a push (one job, no attempts yet: nearly every batch)
+//! is written shorter, `[job, [line, userId, alertMessage], …]`: a quarter
+//! fewer bytes to store, to send both ways, and for Redis to hash as the
+//! scripts handle it.
 
 use deadpool_redis::redis::Value;
 use serde::Serialize;
@@ -17,6 +22,20 @@ use wds_core::{
 type WireRef<'a> = (&'a str, u64, &'a str, &'a str, u32, Option<u64>);
 /// A message's wire form, owned for decoding.
 type Wire = (String, u64, String, String, u32, Option<u64>);
+/// A fresh message in a one-job batch, borrowed for encoding.
+type EntryRef<'a> = (u64, &'a str, &'a str);
+
+/// An element of a batch payload, for decoding with serde.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum Element {
+    /// The job of a one-job batch (its first element).
+    Job(String),
+    /// A fresh message of a one-job batch.
+    Entry((u64, String, String)),
+    /// A message's whole wire form.
+    Whole(Wire),
+}
 
 /// Appends the wire form of `m` to `out`.
 pub(crate) fn write_message(out: &mut Vec<u8>, m: &Message) -> Result<()> {
@@ -38,41 +57,206 @@ pub(crate) fn message(m: &Message) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// A batch payload: the JSON array of the messages' wire forms.
+/// A batch payload: `[job, [line, userId, alertMessage], …]` for fresh
+/// messages of one job, else the JSON array of the messages' wire forms.
 pub(crate) fn payload(messages: &[Message]) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(messages.len() * 96 + 2);
-    out.push(b'[');
-    for (i, m) in messages.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
+    let mut out = Vec::with_capacity(messages.len() * 80 + 32);
+    let fresh = |m: &Message| m.attempts == 0 && m.first_attempt_ms.is_none();
+    match messages.first() {
+        Some(first)
+            if messages
+                .iter()
+                .all(|m| fresh(m) && m.id.job == first.id.job) =>
+        {
+            out.push(b'[');
+            serde_json::to_writer(&mut out, first.id.job.as_str())
+                .map_err(|e| encode_error("batch", e))?;
+            for m in messages {
+                out.push(b',');
+                let entry: EntryRef<'_> = (m.id.line, &m.user_id, &m.alert_message);
+                serde_json::to_writer(&mut out, &entry).map_err(|e| encode_error("batch", e))?;
+            }
+            out.push(b']');
         }
-        write_message(&mut out, m)?;
+        _ => {
+            out.push(b'[');
+            for (i, m) in messages.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_message(&mut out, m)?;
+            }
+            out.push(b']');
+        }
     }
-    out.push(b']');
     Ok(out)
 }
 
 /// The messages of a batch payload.
 pub(crate) fn decode_payload(batch: &str, bytes: &[u8]) -> Result<Vec<Message>> {
-    let wires: Vec<Wire> = serde_json::from_slice(bytes).map_err(|e| Error::Corrupt {
+    // Every payload is ours, written by `payload`: read that layout
+    // directly, and leave anything else (escaped strings) to serde_json.
+    if let Some(messages) = Plain::new(bytes).payload() {
+        return Ok(messages);
+    }
+    let corrupt = |detail: String| Error::Corrupt {
         key: format!("batch {batch}"),
-        detail: e.to_string(),
-    })?;
-    Ok(wires
-        .into_iter()
-        .map(
-            |(job, line, user_id, alert_message, attempts, first_attempt_ms)| Message {
-                id: MessageId {
-                    job: JobId(job),
-                    line,
-                },
-                user_id,
-                alert_message,
-                attempts,
-                first_attempt_ms,
-            },
-        )
-        .collect())
+        detail,
+    };
+    let elements: Vec<Element> =
+        serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
+    let mut elements = elements.into_iter().peekable();
+    let job = match elements.peek() {
+        Some(Element::Job(_)) => match elements.next() {
+            Some(Element::Job(job)) => Some(JobId(job)),
+            _ => None,
+        },
+        _ => None,
+    };
+    elements
+        .map(|element| match (element, &job) {
+            (Element::Entry((line, user_id, alert_message)), Some(job)) => {
+                Ok(fresh(job, line, user_id, alert_message))
+            }
+            (Element::Whole(wire), None) => {
+                let (job, line, user_id, alert_message, attempts, first_attempt_ms) = wire;
+                Ok(Message {
+                    id: MessageId {
+                        job: JobId(job),
+                        line,
+                    },
+                    user_id,
+                    alert_message,
+                    attempts,
+                    first_attempt_ms,
+                })
+            }
+            _ => Err(corrupt("mixes the two batch layouts".into())),
+        })
+        .collect()
+}
+
+/// A message of `job` not tried yet.
+fn fresh(job: &JobId, line: u64, user_id: String, alert_message: String) -> Message {
+    Message {
+        id: MessageId {
+            job: job.clone(),
+            line,
+        },
+        user_id,
+        alert_message,
+        attempts: 0,
+        first_attempt_ms: None,
+    }
+}
+
+/// A reader of the payloads `payload` writes, for the common case of
+/// strings without escapes: about three times faster than going through
+/// serde, and this is every message a worker leases. `None` means "not that
+/// simple" (the caller falls back to serde_json), never a wrong message.
+struct Plain<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Plain<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Plain { bytes, at: 0 }
+    }
+
+    fn eat(&mut self, byte: u8) -> Option<()> {
+        (self.bytes.get(self.at) == Some(&byte)).then(|| self.at += 1)
+    }
+
+    fn string(&mut self) -> Option<&'a str> {
+        self.eat(b'"')?;
+        let rest = &self.bytes[self.at..];
+        let len = rest.iter().position(|b| *b == b'"' || *b == b'\\')?;
+        if rest[len] != b'"' {
+            return None;
+        }
+        let text = std::str::from_utf8(&rest[..len]).ok()?;
+        self.at += len + 1;
+        Some(text)
+    }
+
+    fn number(&mut self) -> Option<u64> {
+        let rest = &self.bytes[self.at..];
+        let len = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        if len == 0 || len > 20 {
+            return None;
+        }
+        self.at += len;
+        std::str::from_utf8(&rest[..len]).ok()?.parse().ok()
+    }
+
+    fn message(&mut self, job: &mut Option<JobId>) -> Option<Message> {
+        self.eat(b'[')?;
+        let job_text = self.string()?;
+        self.eat(b',')?;
+        let line = self.number()?;
+        self.eat(b',')?;
+        let user_id = self.string()?.to_owned();
+        self.eat(b',')?;
+        let alert_message = self.string()?.to_owned();
+        self.eat(b',')?;
+        let attempts = u32::try_from(self.number()?).ok()?;
+        self.eat(b',')?;
+        let first_attempt_ms = if self.bytes[self.at..].starts_with(b"null") {
+            self.at += 4;
+            None
+        } else {
+            Some(self.number()?)
+        };
+        self.eat(b']')?;
+        // A batch is nearly always one job's: one id, cloned.
+        let job = match job {
+            Some(last) if last.as_str() == job_text => last.clone(),
+            _ => job.insert(JobId(job_text.to_owned())).clone(),
+        };
+        Some(Message {
+            id: MessageId { job, line },
+            user_id,
+            alert_message,
+            attempts,
+            first_attempt_ms,
+        })
+    }
+
+    /// `[line, userId, alertMessage]` of a one-job batch.
+    fn entry(&mut self, job: &JobId) -> Option<Message> {
+        self.eat(b'[')?;
+        let line = self.number()?;
+        self.eat(b',')?;
+        let user_id = self.string()?.to_owned();
+        self.eat(b',')?;
+        let alert_message = self.string()?.to_owned();
+        self.eat(b']')?;
+        Some(fresh(job, line, user_id, alert_message))
+    }
+
+    fn payload(mut self) -> Option<Vec<Message>> {
+        self.eat(b'[')?;
+        let mut messages = Vec::with_capacity(128);
+        if self.bytes.get(self.at) == Some(&b'"') {
+            let job = JobId(self.string()?.to_owned());
+            while self.eat(b',').is_some() {
+                messages.push(self.entry(&job)?);
+            }
+        } else if self.eat(b']').is_some() {
+            return (self.at == self.bytes.len()).then_some(messages);
+        } else {
+            let mut job = None;
+            loop {
+                messages.push(self.message(&mut job)?);
+                if self.eat(b',').is_none() {
+                    break;
+                }
+            }
+        }
+        self.eat(b']')?;
+        (self.at == self.bytes.len()).then_some(messages)
+    }
 }
 
 /// JSON of something of ours (cannot fail for these types, but a failure
@@ -441,6 +625,102 @@ mod tests {
         let bytes = payload(&messages).unwrap();
         assert_eq!(decode_payload("b", &bytes).unwrap(), messages);
         assert_eq!(decode_payload("b", b"[]").unwrap(), Vec::<Message>::new());
+    }
+
+    #[test]
+    fn fresh_one_job_batches_are_written_short() {
+        let fresh = |line: u64, alert: &str| Message {
+            id: MessageId {
+                job: JobId("j1".into()),
+                line,
+            },
+            user_id: format!("u{line}"),
+            alert_message: alert.into(),
+            attempts: 0,
+            first_attempt_ms: None,
+        };
+        let messages = vec![fresh(1, "hi"), fresh(2, "héllo, [world]")];
+        let bytes = payload(&messages).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&bytes).unwrap(),
+            r#"["j1",[1,"u1","hi"],[2,"u2","héllo, [world]"]]"#
+        );
+        assert_eq!(Plain::new(&bytes).payload().as_ref(), Some(&messages));
+        assert_eq!(decode_payload("b", &bytes).unwrap(), messages);
+        // Escapes go through serde, in the short layout too.
+        let escaped = vec![fresh(3, "say \"hi\"\n")];
+        let bytes = payload(&escaped).unwrap();
+        assert!(bytes.starts_with(b"[\"j1\","));
+        assert!(Plain::new(&bytes).payload().is_none());
+        assert_eq!(decode_payload("b", &bytes).unwrap(), escaped);
+        // A retried message, or a second job, makes the batch whole-form.
+        let mut retried = fresh(4, "x");
+        retried.attempts = 1;
+        let mut other = fresh(5, "y");
+        other.id.job = JobId("j2".into());
+        for mixed in [vec![fresh(1, "a"), retried], vec![fresh(1, "a"), other]] {
+            let bytes = payload(&mixed).unwrap();
+            assert!(
+                bytes.starts_with(b"[["),
+                "{}",
+                String::from_utf8_lossy(&bytes)
+            );
+            assert_eq!(decode_payload("b", &bytes).unwrap(), mixed);
+        }
+        // The two layouts never mix.
+        for bad in [
+            &br#"["j1",["j",1,"u","a",0,null]]"#[..],
+            br#"[["j",1,"u","a",0,null],[1,"u","a"]]"#,
+            br#"["j1","j2"]"#,
+        ] {
+            assert!(Plain::new(bad).payload().is_none(), "{bad:?}");
+            assert!(decode_payload("b", bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn plain_payloads_read_directly_and_the_rest_through_serde() {
+        let plain = |user: &str, alert: &str, job: &str, first: Option<u64>| Message {
+            id: MessageId {
+                job: JobId(job.into()),
+                line: 18_446_744_073_709_551_615,
+            },
+            user_id: user.into(),
+            alert_message: alert.into(),
+            attempts: u32::MAX,
+            first_attempt_ms: first,
+        };
+        let simple = vec![
+            plain("u1", "héllo, [world] 🎉", "j1", None),
+            plain("", "", "j1", Some(0)),
+            plain("u3", "x", "j2", Some(1_700_000_000_123)),
+        ];
+        let bytes = payload(&simple).unwrap();
+        assert_eq!(
+            Plain::new(&bytes).payload().as_ref(),
+            Some(&simple),
+            "no escapes: read directly"
+        );
+        // Escapes, controls and quotes go through serde, and still decode.
+        for alert in ["say \"hi\"", "a\\b", "tab\tnew\nline", "\u{1}"] {
+            let messages = vec![plain("u", alert, "j", None)];
+            let bytes = payload(&messages).unwrap();
+            assert!(Plain::new(&bytes).payload().is_none(), "{alert:?}");
+            assert_eq!(decode_payload("b", &bytes).unwrap(), messages);
+        }
+        // Malformed input is never read as messages by either path.
+        for bad in [
+            &b"["[..],
+            b"[[\"j\",1,\"u\",\"a\",0,null]",
+            b"[[\"j\",1,\"u\",\"a\",0,null]]x",
+            b"[[\"j\",-1,\"u\",\"a\",0,null]]",
+            b"[[\"j\",1,\"u\",\"a\",0]]",
+            b"[[\"j\",1,\"u\",\"a\",4294967296,null]]",
+            b"[[\"j\",99999999999999999999,\"u\",\"a\",0,null]]",
+        ] {
+            assert!(Plain::new(bad).payload().is_none(), "{bad:?}");
+            assert!(decode_payload("b", bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -37,7 +37,7 @@ pub struct Batcher {
 
 /// Most chunks handed to the queue in one [`Queue::push_all`] call (and
 /// read ahead of it).
-const MAX_PUSHES_PER_CALL: usize = 16;
+const MAX_PUSHES_PER_CALL: usize = 8;
 
 /// One chunk of parsed input, ready to become a [`Push`].
 #[derive(Debug)]

@@ -3,10 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_redis::redis::{cmd, ScriptInvocation, Value};
+use deadpool_redis::redis::{cmd, Value};
 use wds_core::{Error, Result};
 
 use crate::conn::{redact, Conns};
+use crate::scripts::{Invocation, Lua};
 
 /// Messages per batch when due retries and replayed dead letters are
 /// gathered into new batches.
@@ -77,13 +78,13 @@ impl RedisBackend {
         &self.inner.tag
     }
 
-    /// Runs one of our scripts with the key tag as `KEYS[1]`.
-    pub(crate) async fn run(
-        &self,
-        op: &'static str,
-        invocation: &mut ScriptInvocation<'_>,
-    ) -> Result<Value> {
-        invocation.key(&self.inner.tag);
+    /// A call of one of our scripts, with the key tag as `KEYS[1]`.
+    pub(crate) fn invocation(&self, lua: &'static Lua) -> Invocation {
+        lua.invocation(&[&self.inner.tag])
+    }
+
+    /// Runs a script call made by [`RedisBackend::invocation`].
+    pub(crate) async fn run(&self, op: &'static str, invocation: &Invocation) -> Result<Value> {
         self.inner.conns.invoke(op, invocation).await
     }
 

@@ -8,10 +8,12 @@ use tokio::sync::Mutex;
 
 use deadpool_redis::redis::aio::MultiplexedConnection;
 use deadpool_redis::redis::{
-    AsyncConnectionConfig, Cmd, ErrorKind, RedisError, ScriptInvocation, ServerErrorKind, Value,
+    cmd, AsyncConnectionConfig, Cmd, ErrorKind, RedisError, ServerErrorKind, Value,
 };
 use deadpool_redis::{Connection, Manager, Pool, Runtime};
 use wds_core::{Error, Result};
+
+use crate::scripts::Invocation;
 
 /// A pool of multiplexed connections, used round-robin.
 ///
@@ -95,13 +97,19 @@ impl Conns {
     }
 
     /// Runs a script (one `EVALSHA`, loading it on `NOSCRIPT`).
-    pub(crate) async fn invoke(
-        &self,
-        op: &'static str,
-        invocation: &ScriptInvocation<'_>,
-    ) -> Result<Value> {
+    pub(crate) async fn invoke(&self, op: &'static str, invocation: &Invocation) -> Result<Value> {
         self.call(op, |mut conn| async move {
-            invocation.invoke_async(&mut conn).await
+            match invocation.call.query_async(&mut conn).await {
+                Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                    cmd("SCRIPT")
+                        .arg("LOAD")
+                        .arg(invocation.lua.code)
+                        .query_async::<()>(&mut conn)
+                        .await?;
+                    invocation.call.query_async(&mut conn).await
+                }
+                reply => reply,
+            }
         })
         .await
     }

@@ -153,9 +153,8 @@ impl RedisLimiter {
     async fn reserve_permits(&self, want: u32) -> Result<Grant> {
         let op = "limiter";
         let ahead_us = u64::from(self.reserve) * self.interval_us;
-        let mut invocation = SCRIPTS.gcra_reserve.prepare_invoke();
+        let mut invocation = SCRIPTS.gcra_reserve.invocation(&[&self.key]);
         invocation
-            .key(&self.key)
             .arg(self.interval_us)
             .arg(self.tolerance_us)
             .arg(want.clamp(1, self.burst))
@@ -243,10 +242,8 @@ impl Limiter for RedisLimiter {
         if pause_ms == 0 {
             return Ok(());
         }
-        let mut invocation = SCRIPTS.gcra_back_off.prepare_invoke();
-        invocation
-            .key(&self.key)
-            .arg(pause_ms.saturating_mul(1_000));
+        let mut invocation = SCRIPTS.gcra_back_off.invocation(&[&self.key]);
+        invocation.arg(pause_ms.saturating_mul(1_000));
         self.backend
             .inner
             .conns

@@ -74,12 +74,12 @@ impl OffsetStore for RedisBackend {
     async fn claim(&self, identity: &str, meta: JobMeta) -> Result<Claim> {
         let op = "claim";
         let job = JobId::from_identity(identity);
-        let mut invocation = SCRIPTS.claim.prepare_invoke();
+        let mut invocation = self.invocation(&SCRIPTS.claim);
         invocation
             .arg(identity)
             .arg(job.as_str())
             .arg(codec::json("job meta", &meta)?);
-        let reply = self.run(op, &mut invocation).await?;
+        let reply = self.run(op, &invocation).await?;
         let [fresh, job, stored] = codec::array(op, &reply)? else {
             return Err(codec::unexpected(op, &reply));
         };
@@ -98,9 +98,9 @@ impl OffsetStore for RedisBackend {
 
     async fn checkpoint(&self, job: &JobId) -> Result<Checkpoint> {
         let op = "checkpoint";
-        let mut invocation = SCRIPTS.checkpoint.prepare_invoke();
+        let mut invocation = self.invocation(&SCRIPTS.checkpoint);
         invocation.arg(job.as_str());
-        let reply = self.run(op, &mut invocation).await?;
+        let reply = self.run(op, &invocation).await?;
         let [seq, byte, line, records, done] = codec::array(op, &reply)? else {
             return Err(codec::unexpected(op, &reply));
         };
@@ -118,9 +118,9 @@ impl OffsetStore for RedisBackend {
 
     async fn report(&self, job: &JobId) -> Result<Option<JobReport>> {
         let op = "report";
-        let mut invocation = SCRIPTS.report.prepare_invoke();
+        let mut invocation = self.invocation(&SCRIPTS.report);
         invocation.arg(job.as_str());
-        let reply = self.run(op, &mut invocation).await?;
+        let reply = self.run(op, &invocation).await?;
         let fields: Vec<Value> = match reply {
             Value::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
             other => codec::array(op, &other)?.to_vec(),
@@ -133,7 +133,7 @@ impl OffsetStore for RedisBackend {
 
     async fn reports(&self) -> Result<Vec<JobReport>> {
         let op = "reports";
-        let reply = self.run(op, &mut SCRIPTS.reports.prepare_invoke()).await?;
+        let reply = self.run(op, &self.invocation(&SCRIPTS.reports)).await?;
         codec::array(op, &reply)?
             .iter()
             .map(|item| {
@@ -151,11 +151,11 @@ impl OffsetStore for RedisBackend {
 
     async fn outcome(&self, id: &MessageId) -> Result<Option<LineOutcome>> {
         let op = "outcome";
-        let mut invocation = SCRIPTS.outcome.prepare_invoke();
+        let mut invocation = self.invocation(&SCRIPTS.outcome);
         invocation
             .arg(id.job.as_str())
             .arg(id.line / codec::CHUNK_LINES);
-        let reply = self.run(op, &mut invocation).await?;
+        let reply = self.run(op, &invocation).await?;
         let fields = codec::array(op, &reply)?;
         if fields.first().map(|k| codec::int(op, k)).transpose()? != Some(1) {
             return Err(Error::UnknownJob {
@@ -173,9 +173,9 @@ impl OffsetStore for RedisBackend {
 
     async fn rejects(&self, job: &JobId, limit: usize) -> Result<Vec<Reject>> {
         let op = "rejects";
-        let mut invocation = SCRIPTS.rejects.prepare_invoke();
+        let mut invocation = self.invocation(&SCRIPTS.rejects);
         invocation.arg(job.as_str()).arg(limit);
-        let reply = self.run(op, &mut invocation).await?;
+        let reply = self.run(op, &invocation).await?;
         let fields = codec::array(op, &reply)?;
         if fields.first().map(|k| codec::int(op, k)).transpose()? != Some(1) {
             return Err(Error::UnknownJob { job: job.clone() });

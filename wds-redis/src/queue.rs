@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_redis::redis::{Script, ScriptInvocation, Value};
+use deadpool_redis::redis::Value;
 use wds_core::{
     now_ms, Continue, Continued, DeadKind, DeadLetter, Error, JobId, Lease, LineOutcome, Push,
     Pushed, Queue, QueueStats, RejectKind, Result, Settle,
@@ -11,7 +11,7 @@ use wds_core::{
 
 use crate::backend::{RedisBackend, MAX_DUE_PER_LEASE, REBATCH_SIZE};
 use crate::codec;
-use crate::scripts::SCRIPTS;
+use crate::scripts::{Invocation, Lua, SCRIPTS};
 
 impl RedisBackend {
     fn retention_secs(&self) -> u64 {
@@ -63,61 +63,61 @@ fn millis(d: Duration) -> u64 {
 }
 
 impl RedisBackend {
-    /// The arguments of the Lua `push()` (see `scripts::push_fn!`).
-    fn push_args(&self, push: &Push) -> Result<Vec<Vec<u8>>> {
+    /// Adds the arguments of the Lua `push()` (see `scripts::push_fn!`),
+    /// preceded by their count when `counted` (as `PUSH_ALL` takes them).
+    fn add_push_args(&self, invocation: &mut Invocation, push: &Push, counted: bool) -> Result<()> {
         let next = push.next;
         let (mut invalid, mut duplicate) = (0u64, 0u64);
+        let mut chunks = codec::Chunks::default();
         for reject in &push.rejects {
             match reject.kind {
                 RejectKind::Invalid { .. } => invalid += 1,
                 RejectKind::Duplicate { .. } => duplicate += 1,
             }
-        }
-        let mut chunks = codec::Chunks::default();
-        for reject in &push.rejects {
             let outcome = LineOutcome::Rejected {
                 kind: reject.kind.clone(),
             };
             chunks.add(reject.line, &codec::outcome(&outcome)?);
         }
-        let number = |n: u64| n.to_string().into_bytes();
-        let mut args = vec![
-            push.job.as_str().as_bytes().to_vec(),
-            number(push.seq()),
-            number(next.seq),
-            number(next.byte),
-            number(next.line),
-            number(next.records),
-            number(u64::from(next.done)),
-            number(push.messages.len() as u64),
-            if push.messages.is_empty() {
-                Vec::new()
-            } else {
-                codec::payload(&push.messages)?
-            },
-            number(invalid),
-            number(duplicate),
-            number(self.retention_secs()),
-            number(chunks.len() as u64),
-        ];
+        if counted {
+            invocation.arg(13 + 2 * chunks.len() + push.rejects.len());
+        }
+        invocation
+            .arg(push.job.as_str())
+            .arg(push.seq())
+            .arg(next.seq)
+            .arg(next.byte)
+            .arg(next.line)
+            .arg(next.records)
+            .arg(u8::from(next.done))
+            .arg(push.messages.len());
+        if push.messages.is_empty() {
+            invocation.arg("");
+        } else {
+            invocation.arg(codec::payload(&push.messages)?);
+        }
+        invocation
+            .arg(invalid)
+            .arg(duplicate)
+            .arg(self.retention_secs())
+            .arg(chunks.len());
         for (chunk, entries) in chunks.iter() {
-            args.push(number(chunk));
-            args.push(entries.to_vec());
+            invocation.arg(chunk).arg(entries);
         }
         for reject in &push.rejects {
-            args.push(codec::json("reject", reject)?);
+            invocation.arg(codec::json("reject", reject)?);
         }
-        Ok(args)
+        Ok(())
     }
 
     /// The arguments of the Lua `settle()` (see `scripts::settle_fn!`) for
     /// `script`, which may take more after them.
     fn settle_invocation(
         &self,
-        script: &'static Script,
+        script: &'static Lua,
         lease: &Lease,
         outcomes: &[Settle],
-    ) -> Result<ScriptInvocation<'static>> {
+    ) -> Result<Invocation> {
         // The lease carries its batch: check the outcomes against it here,
         // before any round trip (the script checks the count against the
         // stored batch too).
@@ -156,7 +156,7 @@ impl RedisBackend {
                 }
             }
         }
-        let mut invocation = script.prepare_invoke();
+        let mut invocation = self.invocation(script);
         invocation
             .arg(&lease.id.0)
             .arg(&lease.batch.id.0)
@@ -234,11 +234,9 @@ fn settle_reply(lease: &Lease, reply: &Value) -> Result<()> {
 #[async_trait]
 impl Queue for RedisBackend {
     async fn push(&self, push: &Push) -> Result<Pushed> {
-        let mut invocation = SCRIPTS.push.prepare_invoke();
-        for arg in self.push_args(push)? {
-            invocation.arg(arg);
-        }
-        let reply = self.run("push", &mut invocation).await?;
+        let mut invocation = self.invocation(&SCRIPTS.push);
+        self.add_push_args(&mut invocation, push, false)?;
+        let reply = self.run("push", &invocation).await?;
         push_reply(push, &reply)
     }
 
@@ -247,15 +245,11 @@ impl Queue for RedisBackend {
         if pushes.is_empty() {
             return Ok(Vec::new());
         }
-        let mut invocation = SCRIPTS.push_all.prepare_invoke();
+        let mut invocation = self.invocation(&SCRIPTS.push_all);
         for push in pushes {
-            let args = self.push_args(push)?;
-            invocation.arg(args.len());
-            for arg in args {
-                invocation.arg(arg);
-            }
+            self.add_push_args(&mut invocation, push, true)?;
         }
-        let reply = self.run(op, &mut invocation).await?;
+        let reply = self.run(op, &invocation).await?;
         let replies = codec::array(op, &reply)?;
         if replies.is_empty() || replies.len() > pushes.len() {
             return Err(codec::unexpected(op, &reply));
@@ -273,22 +267,22 @@ impl Queue for RedisBackend {
         if max_batches == 0 {
             return Ok(Vec::new());
         }
-        let mut invocation = SCRIPTS.lease.prepare_invoke();
+        let mut invocation = self.invocation(&SCRIPTS.lease);
         invocation
             .arg(max_batches)
             .arg(millis(ttl).max(1))
             .arg(REBATCH_SIZE)
             .arg(MAX_DUE_PER_LEASE);
-        let reply = self.run("lease", &mut invocation).await?;
+        let reply = self.run("lease", &invocation).await?;
         codec::decode_leases(&reply)
     }
 
     async fn mark_sending(&self, lease: &Lease) -> Result<()> {
-        let mut invocation = SCRIPTS.mark_sending.prepare_invoke();
+        let mut invocation = self.invocation(&SCRIPTS.mark_sending);
         invocation.arg(&lease.id.0).arg(&lease.batch.id.0);
         match codec::int(
             "mark_sending",
-            &self.run("mark_sending", &mut invocation).await?,
+            &self.run("mark_sending", &invocation).await?,
         )? {
             1 => Ok(()),
             _ => Err(Self::lost(lease)),
@@ -296,18 +290,18 @@ impl Queue for RedisBackend {
     }
 
     async fn extend(&self, lease: &Lease, ttl: Duration) -> Result<u64> {
-        let mut invocation = SCRIPTS.extend.prepare_invoke();
+        let mut invocation = self.invocation(&SCRIPTS.extend);
         invocation
             .arg(&lease.id.0)
             .arg(&lease.batch.id.0)
             .arg(millis(ttl).max(1));
-        let deadline = codec::int("extend", &self.run("extend", &mut invocation).await?)?;
+        let deadline = codec::int("extend", &self.run("extend", &invocation).await?)?;
         u64::try_from(deadline).map_err(|_| Self::lost(lease))
     }
 
     async fn settle(&self, lease: &Lease, outcomes: &[Settle]) -> Result<()> {
-        let mut invocation = self.settle_invocation(&SCRIPTS.settle, lease, outcomes)?;
-        let reply = self.run("settle", &mut invocation).await?;
+        let invocation = self.settle_invocation(&SCRIPTS.settle, lease, outcomes)?;
+        let reply = self.run("settle", &invocation).await?;
         settle_reply(lease, &reply)
     }
 
@@ -329,7 +323,7 @@ impl Queue for RedisBackend {
             .arg(millis(then.ttl).max(1))
             .arg(REBATCH_SIZE)
             .arg(MAX_DUE_PER_LEASE);
-        let reply = self.run(op, &mut invocation).await?;
+        let reply = self.run(op, &invocation).await?;
         let [settled, marked, leased] = codec::array(op, &reply)? else {
             return Err(codec::unexpected(op, &reply));
         };
@@ -346,9 +340,9 @@ impl Queue for RedisBackend {
     }
 
     async fn release(&self, lease: &Lease) -> Result<()> {
-        let mut invocation = SCRIPTS.release.prepare_invoke();
+        let mut invocation = self.invocation(&SCRIPTS.release);
         invocation.arg(&lease.id.0).arg(&lease.batch.id.0);
-        match codec::int("release", &self.run("release", &mut invocation).await?)? {
+        match codec::int("release", &self.run("release", &invocation).await?)? {
             1 => Ok(()),
             _ => Err(Self::lost(lease)),
         }
@@ -356,9 +350,9 @@ impl Queue for RedisBackend {
 
     async fn dead_letters(&self, job: Option<&JobId>, limit: usize) -> Result<Vec<DeadLetter>> {
         let op = "dead_letters";
-        let mut invocation = SCRIPTS.dead_letters.prepare_invoke();
+        let mut invocation = self.invocation(&SCRIPTS.dead_letters);
         invocation.arg(job.map_or("", JobId::as_str)).arg(limit);
-        let reply = self.run(op, &mut invocation).await?;
+        let reply = self.run(op, &invocation).await?;
         codec::array(op, &reply)?
             .iter()
             .map(|entry| codec::decode_dead_entry(codec::bytes(op, entry)?))
@@ -366,16 +360,16 @@ impl Queue for RedisBackend {
     }
 
     async fn replay(&self, job: Option<&JobId>) -> Result<u64> {
-        let mut invocation = SCRIPTS.replay.prepare_invoke();
+        let mut invocation = self.invocation(&SCRIPTS.replay);
         invocation
             .arg(job.map_or("", JobId::as_str))
             .arg(REBATCH_SIZE);
-        codec::uint("replay", &self.run("replay", &mut invocation).await?)
+        codec::uint("replay", &self.run("replay", &invocation).await?)
     }
 
     async fn stats(&self) -> Result<QueueStats> {
         let op = "stats";
-        let reply = self.run(op, &mut SCRIPTS.stats.prepare_invoke()).await?;
+        let reply = self.run(op, &self.invocation(&SCRIPTS.stats)).await?;
         let [ready, leased, scheduled, dead] = codec::array(op, &reply)? else {
             return Err(codec::unexpected(op, &reply));
         };

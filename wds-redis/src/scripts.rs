@@ -30,7 +30,7 @@
 
 use std::sync::LazyLock;
 
-use deadpool_redis::redis::Script;
+use deadpool_redis::redis::{cmd, Cmd, Script, ToRedisArgs};
 
 /// Shared by every script: the key prefix, server time and helpers.
 macro_rules! prelude {
@@ -634,49 +634,93 @@ redis.call('PEXPIRE', KEYS[1], math.ceil((tat - now) / 1000) + 60000)
 return string.format('%.0f', pause)
 "#;
 
+/// A script of ours: its code and its SHA-1, which `EVALSHA` names it by.
+#[derive(Debug)]
+pub(crate) struct Lua {
+    pub(crate) code: &'static str,
+    hash: String,
+}
+
+impl Lua {
+    fn new(code: &'static str) -> Self {
+        Lua {
+            code,
+            hash: Script::new(code).get_hash().to_owned(),
+        }
+    }
+
+    /// An `EVALSHA` of this script with `keys`, to which arguments are
+    /// added. Built in one buffer: redis-rs's `ScriptInvocation` keeps each
+    /// argument in a vector of its own and copies them all again to send
+    /// them, which for a batch payload shows.
+    pub(crate) fn invocation<K: ToRedisArgs>(&'static self, keys: &[K]) -> Invocation {
+        let mut call = cmd("EVALSHA");
+        call.arg(&self.hash).arg(keys.len());
+        for key in keys {
+            call.arg(key);
+        }
+        Invocation { lua: self, call }
+    }
+}
+
+/// A script call being built; see [`Lua::invocation`].
+#[derive(Debug)]
+pub(crate) struct Invocation {
+    pub(crate) lua: &'static Lua,
+    pub(crate) call: Cmd,
+}
+
+impl Invocation {
+    /// Adds an argument (`ARGV[n]`).
+    pub(crate) fn arg<T: ToRedisArgs>(&mut self, arg: T) -> &mut Self {
+        self.call.arg(arg);
+        self
+    }
+}
+
 /// Every script, compiled (hashed) once per process.
 #[derive(Debug)]
 pub(crate) struct Scripts {
-    pub(crate) claim: Script,
-    pub(crate) push: Script,
-    pub(crate) push_all: Script,
-    pub(crate) lease: Script,
-    pub(crate) mark_sending: Script,
-    pub(crate) extend: Script,
-    pub(crate) release: Script,
-    pub(crate) settle: Script,
-    pub(crate) settle_and_continue: Script,
-    pub(crate) replay: Script,
-    pub(crate) dead_letters: Script,
-    pub(crate) stats: Script,
-    pub(crate) report: Script,
-    pub(crate) checkpoint: Script,
-    pub(crate) reports: Script,
-    pub(crate) outcome: Script,
-    pub(crate) rejects: Script,
-    pub(crate) gcra_reserve: Script,
-    pub(crate) gcra_back_off: Script,
+    pub(crate) claim: Lua,
+    pub(crate) push: Lua,
+    pub(crate) push_all: Lua,
+    pub(crate) lease: Lua,
+    pub(crate) mark_sending: Lua,
+    pub(crate) extend: Lua,
+    pub(crate) release: Lua,
+    pub(crate) settle: Lua,
+    pub(crate) settle_and_continue: Lua,
+    pub(crate) replay: Lua,
+    pub(crate) dead_letters: Lua,
+    pub(crate) stats: Lua,
+    pub(crate) report: Lua,
+    pub(crate) checkpoint: Lua,
+    pub(crate) reports: Lua,
+    pub(crate) outcome: Lua,
+    pub(crate) rejects: Lua,
+    pub(crate) gcra_reserve: Lua,
+    pub(crate) gcra_back_off: Lua,
 }
 
 /// The scripts, shared by every backend of the process.
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
-    claim: Script::new(CLAIM),
-    push: Script::new(PUSH),
-    push_all: Script::new(PUSH_ALL),
-    lease: Script::new(LEASE),
-    mark_sending: Script::new(MARK_SENDING),
-    extend: Script::new(EXTEND),
-    release: Script::new(RELEASE),
-    settle: Script::new(SETTLE),
-    settle_and_continue: Script::new(SETTLE_AND_CONTINUE),
-    replay: Script::new(REPLAY),
-    dead_letters: Script::new(DEAD_LETTERS),
-    stats: Script::new(STATS),
-    report: Script::new(REPORT),
-    checkpoint: Script::new(CHECKPOINT),
-    reports: Script::new(REPORTS),
-    outcome: Script::new(OUTCOME),
-    rejects: Script::new(REJECTS),
-    gcra_reserve: Script::new(GCRA_RESERVE),
-    gcra_back_off: Script::new(GCRA_BACK_OFF),
+    claim: Lua::new(CLAIM),
+    push: Lua::new(PUSH),
+    push_all: Lua::new(PUSH_ALL),
+    lease: Lua::new(LEASE),
+    mark_sending: Lua::new(MARK_SENDING),
+    extend: Lua::new(EXTEND),
+    release: Lua::new(RELEASE),
+    settle: Lua::new(SETTLE),
+    settle_and_continue: Lua::new(SETTLE_AND_CONTINUE),
+    replay: Lua::new(REPLAY),
+    dead_letters: Lua::new(DEAD_LETTERS),
+    stats: Lua::new(STATS),
+    report: Lua::new(REPORT),
+    checkpoint: Lua::new(CHECKPOINT),
+    reports: Lua::new(REPORTS),
+    outcome: Lua::new(OUTCOME),
+    rejects: Lua::new(REJECTS),
+    gcra_reserve: Lua::new(GCRA_RESERVE),
+    gcra_back_off: Lua::new(GCRA_BACK_OFF),
 });

@@ -20,7 +20,8 @@
 //! Environment: `WDS_BENCH_BATCH` and `WDS_BENCH_CONCURRENCY` set the
 //! engine's batch size and concurrency for both runs; `WDS_BENCH_IN_FLIGHT=n` sets the engine's
 //! `batches_in_flight` for both runs (default: twice the sending window of
-//! `concurrency / batch_size + 2` batches, so 4); `WDS_BENCH_REDIS_URL` uses your server instead of starting one
+//! `concurrency / batch_size + 2` batches, so 4); `WDS_BENCH_POOL` sets the
+//! Redis backend's `pool_size`; `WDS_BENCH_REDIS_URL` uses your server instead of starting one
 //! (its statistics are reset); `WDS_BENCH_VERBOSE=1` prints the whole
 //! `INFO commandstats`.
 
@@ -181,10 +182,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .backend(MemoryBackend::default())
         .sink(Noop)
         .build()?;
-    let backend = RedisBackend::builder(url.clone())
-        .prefix("bench")
-        .connect()
-        .await?;
+    let mut backend = RedisBackend::builder(url.clone()).prefix("bench");
+    if let Ok(n) = std::env::var("WDS_BENCH_POOL") {
+        backend = backend.pool_size(n.parse()?);
+    }
+    let backend = backend.connect().await?;
     let engine = Engine::builder()
         .config(config)
         .backend(backend)

@@ -13,14 +13,15 @@
 //! clients sent) and all commands per message (including those the Lua
 //! scripts ran inside Redis).
 //!
-//! Each backend runs three measured rounds, alternating, and the best of each
+//! Each backend runs seven measured rounds, alternating, and the best of each
 //! is compared (a 100,000-line run takes a fraction of a second, so one
 //! round alone is at the mercy of the machine's other work).
 //!
 //! Environment: `WDS_BENCH_BATCH` and `WDS_BENCH_CONCURRENCY` set the
 //! engine's batch size and concurrency for both runs; `WDS_BENCH_IN_FLIGHT=n` sets the engine's
 //! `batches_in_flight` for both runs (default: twice the sending window of
-//! `concurrency / batch_size + 2` batches, so 4); `WDS_BENCH_POOL` sets the
+//! `concurrency / batch_size + 2` batches, so 4); `WDS_BENCH_IDLE_MS` sets
+//! the engine's `idle_poll`; `WDS_BENCH_POOL` sets the
 //! Redis backend's `pool_size`; `WDS_BENCH_REDIS_URL` uses your server instead of starting one
 //! (its statistics are reset); `WDS_BENCH_VERBOSE=1` prints the whole
 //! `INFO commandstats`.
@@ -37,7 +38,7 @@ use wds_redis::redis;
 use wds_redis::{RedisBackend, RedisServer};
 
 /// Measured rounds of each backend, alternating.
-const ROUNDS: u64 = 5;
+const ROUNDS: u64 = 7;
 
 /// Accepts everything at once: the benchmark measures the engine and backend.
 #[derive(Debug)]
@@ -170,6 +171,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Ok(n) = std::env::var("WDS_BENCH_CONCURRENCY") {
         config.concurrency = n.parse()?;
+    }
+    if let Ok(n) = std::env::var("WDS_BENCH_IDLE_MS") {
+        config.idle_poll = std::time::Duration::from_millis(n.parse()?);
     }
     println!(
         "engine: concurrency {}, batch size {}, {} batches in flight",

@@ -66,7 +66,7 @@ impl RedisBackend {
         RedisBackendBuilder {
             url: url.into(),
             prefix: "wds".into(),
-            pool_size: 4,
+            pool_size: 1,
             command_timeout: Duration::from_secs(5),
             retention: Duration::from_secs(7 * 24 * 3600),
         }
@@ -137,8 +137,11 @@ impl RedisBackendBuilder {
         self
     }
 
-    /// How many multiplexed connections to spread calls over (default 4).
-    /// Each one carries any number of concurrent calls.
+    /// How many multiplexed connections to spread calls over (default 1).
+    /// Each one carries any number of concurrent calls, and calls made at
+    /// the same moment share its writes and reads: in `redis_bench` one
+    /// connection cost less CPU per message, on both sides, than four.
+    /// Redis runs one script at a time whatever the number of connections.
     pub fn pool_size(mut self, size: usize) -> Self {
         self.pool_size = size;
         self

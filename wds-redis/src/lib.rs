@@ -27,8 +27,10 @@
 //! applies the whole call atomically: a push appends its batch, records its
 //! rejects and moves the checkpoint together; a lease reclaims expired
 //! leases, promotes due retries and leases ready batches together; a settle
-//! records every outcome of its batch together. With batches of 100, a
-//! message costs about 0.04 round trips end to end.
+//! records every outcome of its batch together. `push_all` applies several
+//! pushes in one call, and `settle_and_continue` settles a batch, marks the
+//! next one and leases another in one call, so with batches of 100 a
+//! message costs about 0.011 round trips (`redis_bench`).
 //!
 //! # Data
 //!

@@ -514,14 +514,6 @@ pub(crate) fn string(op: &str, value: &Value) -> Result<String> {
     String::from_utf8(bytes(op, value)?.to_vec()).map_err(|_| unexpected(op, value))
 }
 
-/// A string reply, or `None` for nil.
-pub(crate) fn opt_bytes<'a>(op: &str, value: &'a Value) -> Result<Option<&'a [u8]>> {
-    match value {
-        Value::Nil => Ok(None),
-        other => bytes(op, other).map(Some),
-    }
-}
-
 /// An integer reply (or a string holding one).
 pub(crate) fn int(op: &str, value: &Value) -> Result<i64> {
     match value {

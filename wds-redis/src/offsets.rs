@@ -162,13 +162,16 @@ impl OffsetStore for RedisBackend {
                 job: id.job.clone(),
             });
         }
-        match fields.get(1) {
-            None => Ok(None),
-            Some(value) => codec::opt_bytes(op, value)?
-                .and_then(|chunk| codec::find_in_chunk(chunk, id.line))
-                .map(codec::decode_outcome)
-                .transpose(),
+        // The chunk's elements in order: a line's last entry is its outcome.
+        let mut chunk = Vec::new();
+        if let Some(elements) = fields.get(1) {
+            for element in codec::array(op, elements)? {
+                chunk.extend_from_slice(codec::bytes(op, element)?);
+            }
         }
+        codec::find_in_chunk(&chunk, id.line)
+            .map(codec::decode_outcome)
+            .transpose()
     }
 
     async fn rejects(&self, job: &JobId, limit: usize) -> Result<Vec<Reject>> {

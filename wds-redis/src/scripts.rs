@@ -13,7 +13,7 @@
 //! | `:claims` | hash | input identity → job id |
 //! | `:jobs` | zset | job id by claim order (`:jobno` counter) |
 //! | `:job:<job>` | hash | `meta` json, checkpoint (`seq byte line records done`), counts, `finished_ms` |
-//! | `:out:<job>:<chunk>` | string | lines `128·chunk …` as `<line>=<outcome>\n…` (last entry of a line wins; empty means pending again); expires `retention` after the job is done |
+//! | `:out:<job>:<chunk>` | list | lines `128·chunk …`, each element `<line>=<outcome>\n…` (the last entry of a line wins; empty means pending again); expires `retention` after the job is done |
 //! | `:rejects:<job>` | list | `Reject` json in line order; expires with `:out:` |
 //! | `:ready` | list | batch ids in lease order |
 //! | `:b:<batch>` | hash | `p` payload, `n` messages, `l` lease id, `d` deadline, `s` sending (sticky) |
@@ -98,13 +98,16 @@ local function args(from, to)
 end
 
 -- Appends `line=outcome\n` entries to a job's outcome chunks: `pairs` is a
--- flat list of chunk, entries. One string per 128 lines, rather than a key
--- or field per line, costs Redis a tenth of the work and of the memory; and
--- APPEND, rather than a read and a write, keeps the chunk out of Lua (every
--- string entering Lua is hashed whole).
+-- flat list of chunk, entries. One key per 128 lines, rather than a key or
+-- field per line, costs Redis a tenth of the work and of the memory. Each
+-- call's entries are one more element of the chunk's list: RPUSH, rather
+-- than a read and a write, keeps the chunk out of Lua (every string entering
+-- Lua is hashed whole), and unlike APPEND it stores each element at its size
+-- (an appended string keeps up to as much room again for growth, and a
+-- finished job's outcomes are kept for the whole retention).
 local function append_chunks(job, pairs)
   for i = 1, #pairs, 2 do
-    redis.call('APPEND', out_key(job, pairs[i]), pairs[i + 1])
+    redis.call('RPUSH', out_key(job, pairs[i]), pairs[i + 1])
   end
 end
 
@@ -565,12 +568,13 @@ return redis.call('HMGET', P .. ':job:' .. ARGV[1], 'seq', 'byte', 'line', 'reco
 "#
 );
 
-/// ARGV: job, chunk. Returns `{0}` for an unknown job, else `{1, chunk or nil}`.
+/// ARGV: job, chunk. Returns `{0}` for an unknown job, else `{1, {the
+/// chunk's elements…}}` (none when the chunk has no entries yet).
 const OUTCOME: &str = concat!(
     prelude!(),
     r#"
 if redis.call('EXISTS', P .. ':job:' .. ARGV[1]) == 0 then return {0} end
-return {1, redis.call('GET', out_key(ARGV[1], ARGV[2]))}
+return {1, redis.call('LRANGE', out_key(ARGV[1], ARGV[2]), 0, -1)}
 "#
 );
 

@@ -558,11 +558,7 @@ impl Bench {
         let latency = latency_histogram(&[format!("http://{api}/metrics")]).await;
         all.stop().await;
         check_job(&report, lines, &self.receiver)?;
-        let secs = report
-            .finished_ms
-            .unwrap_or_else(now_ms)
-            .saturating_sub(landed) as f64
-            / 1e3;
+        let secs = seconds_since(landed, &report);
         let scenario = "2 e2e memory ×1";
         self.e2e_rows(scenario, lines, secs, 0.85, &latency?);
         self.table.add(
@@ -653,11 +649,7 @@ impl Bench {
         let latency = latency_histogram(&d.metrics).await;
         d.stop().await;
         check_job(&report, lines, &self.receiver)?;
-        let secs = report
-            .finished_ms
-            .unwrap_or_else(now_ms)
-            .saturating_sub(landed) as f64
-            / 1e3;
+        let secs = seconds_since(landed, &report);
         self.e2e_rows(&scenario, lines, secs, 0.70, &latency?);
         self.table.add(
             &scenario,
@@ -877,11 +869,7 @@ impl Bench {
             let redis_after = d.admin.memory("used_memory").await?;
             d.stop().await;
             check_job(&report, lines, &receiver)?;
-            let secs = report
-                .finished_ms
-                .unwrap_or_else(now_ms)
-                .saturating_sub(landed) as f64
-                / 1e3;
+            let secs = seconds_since(landed, &report);
             let scenario = format!("5 big file {lines} lines");
             self.table.add(
                 &scenario,
@@ -1144,4 +1132,13 @@ fn explain<T>(waited: Fallible<T>, alive: &Fallible<()>) -> Fallible<T> {
         Err(dead) => format!("{e}; {dead}").into(),
         Ok(()) => e,
     })
+}
+
+/// Seconds from `landed` (ms) until the job finished (or now, if it has not).
+fn seconds_since(landed: u64, report: &JobReport) -> f64 {
+    report
+        .finished_ms
+        .unwrap_or_else(now_ms)
+        .saturating_sub(landed) as f64
+        / 1e3
 }

@@ -11,7 +11,7 @@ use wds_core::{
 
 use crate::backend::{RedisBackend, MAX_DUE_PER_LEASE, REBATCH_SIZE};
 use crate::codec;
-use crate::scripts::{Invocation, Lua, SCRIPTS};
+use crate::scripts::{Invocation, SCRIPTS};
 
 impl RedisBackend {
     fn retention_secs(&self) -> u64 {
@@ -64,8 +64,8 @@ fn millis(d: Duration) -> u64 {
 
 impl RedisBackend {
     /// Adds the arguments of the Lua `push()` (see `scripts::push_fn!`),
-    /// preceded by their count when `counted` (as `PUSH_ALL` takes them).
-    fn add_push_args(&self, invocation: &mut Invocation, push: &Push, counted: bool) -> Result<()> {
+    /// preceded by their count, as `PUSH_ALL` takes them.
+    fn add_push_args(&self, invocation: &mut Invocation, push: &Push) -> Result<()> {
         let next = push.next;
         let (mut invalid, mut duplicate) = (0u64, 0u64);
         let mut chunks = codec::Chunks::default();
@@ -79,9 +79,7 @@ impl RedisBackend {
             };
             chunks.add(reject.line, &codec::outcome(&outcome)?);
         }
-        if counted {
-            invocation.arg(13 + 2 * chunks.len() + push.rejects.len());
-        }
+        invocation.arg(13 + 2 * chunks.len() + push.rejects.len());
         invocation
             .arg(push.job.as_str())
             .arg(push.seq())
@@ -110,14 +108,9 @@ impl RedisBackend {
         Ok(())
     }
 
-    /// The arguments of the Lua `settle()` (see `scripts::settle_fn!`) for
-    /// `script`, which may take more after them.
-    fn settle_invocation(
-        &self,
-        script: &'static Lua,
-        lease: &Lease,
-        outcomes: &[Settle],
-    ) -> Result<Invocation> {
+    /// A `SETTLE_AND_CONTINUE` call with the arguments of its Lua
+    /// `settle()` (see `scripts::settle_fn!`); the rest follow.
+    fn settle_invocation(&self, lease: &Lease, outcomes: &[Settle]) -> Result<Invocation> {
         // The lease carries its batch: check the outcomes against it here,
         // before any round trip (the script checks the count against the
         // stored batch too).
@@ -156,7 +149,7 @@ impl RedisBackend {
                 }
             }
         }
-        let mut invocation = self.invocation(script);
+        let mut invocation = self.invocation(&SCRIPTS.settle_and_continue);
         invocation
             .arg(&lease.id.0)
             .arg(&lease.batch.id.0)
@@ -234,10 +227,11 @@ fn settle_reply(lease: &Lease, reply: &Value) -> Result<()> {
 #[async_trait]
 impl Queue for RedisBackend {
     async fn push(&self, push: &Push) -> Result<Pushed> {
-        let mut invocation = self.invocation(&SCRIPTS.push);
-        self.add_push_args(&mut invocation, push, false)?;
-        let reply = self.run("push", &invocation).await?;
-        push_reply(push, &reply)
+        let mut pushed = self.push_all(std::slice::from_ref(push)).await?;
+        pushed.pop().ok_or_else(|| Error::Corrupt {
+            key: "push".into(),
+            detail: "Redis answered a push with nothing".into(),
+        })
     }
 
     async fn push_all(&self, pushes: &[Push]) -> Result<Vec<Pushed>> {
@@ -247,7 +241,7 @@ impl Queue for RedisBackend {
         }
         let mut invocation = self.invocation(&SCRIPTS.push_all);
         for push in pushes {
-            self.add_push_args(&mut invocation, push, true)?;
+            self.add_push_args(&mut invocation, push)?;
         }
         let reply = self.run(op, &invocation).await?;
         let replies = codec::array(op, &reply)?;
@@ -300,9 +294,14 @@ impl Queue for RedisBackend {
     }
 
     async fn settle(&self, lease: &Lease, outcomes: &[Settle]) -> Result<()> {
-        let invocation = self.settle_invocation(&SCRIPTS.settle, lease, outcomes)?;
-        let reply = self.run("settle", &invocation).await?;
-        settle_reply(lease, &reply)
+        let alone = Continue {
+            mark: None,
+            lease: 0,
+            ttl: Duration::ZERO,
+        };
+        self.settle_and_continue(lease, outcomes, alone)
+            .await?
+            .settled
     }
 
     async fn settle_and_continue(
@@ -312,8 +311,7 @@ impl Queue for RedisBackend {
         then: Continue<'_>,
     ) -> Result<Continued> {
         let op = "settle_and_continue";
-        let mut invocation =
-            self.settle_invocation(&SCRIPTS.settle_and_continue, lease, outcomes)?;
+        let mut invocation = self.settle_invocation(lease, outcomes)?;
         match then.mark {
             Some(next) => invocation.arg(&next.id.0).arg(&next.batch.id.0),
             None => invocation.arg("").arg(""),

@@ -56,11 +56,11 @@ local function now_ms()
   return NOW
 end
 
--- A variadic command in slices of 1000 arguments: unpack() is limited by
--- the Lua C stack. Slices are even, so field/value pairs stay together.
-local function bulk(cmd, key, args)
-  local n = #args
-  local i = 1
+-- A variadic command over `args[from..to]` (all of `args` by default) in
+-- slices of 1000 arguments: unpack() is limited by the Lua C stack. Slices
+-- are even, so field/value pairs stay together.
+local function bulk(cmd, key, args, from, to)
+  local i, n = from or 1, to or #args
   while i <= n do
     local j = i + 999
     if j > n then j = n end
@@ -167,7 +167,7 @@ return {1, job, ARGV[3]}
 "#
 );
 
-/// The push of `PUSH` and `PUSH_ALL`, as the Lua function `push(o, last)`
+/// The push of `PUSH_ALL`, as the Lua function `push(o, last)`
 /// over `ARGV[o + 1 .. last]`:
 ///
 /// 1 job, 2 seq, 3 next seq, 4 byte, 5 line, 6 records, 7 done (0/1),
@@ -196,7 +196,7 @@ local function push(o, last)
   local chunks = tonumber(ARGV[o + 13])
   if chunks > 0 then
     append_chunks(job, args(o + 14, o + 13 + 2 * chunks))
-    bulk('RPUSH', P .. ':rejects:' .. job, args(o + 14 + 2 * chunks, last))
+    bulk('RPUSH', P .. ':rejects:' .. job, ARGV, o + 14 + 2 * chunks, last)
   end
   local ready
   if n > 0 then
@@ -219,15 +219,6 @@ end
 "#
     };
 }
-
-/// ARGV: one push (see `push_fn!`). Returns as `push()`.
-const PUSH: &str = concat!(
-    prelude!(),
-    push_fn!(),
-    r#"
-return push(0, #ARGV)
-"#
-);
 
 /// ARGV: per push, its argument count then its arguments (see `push_fn!`).
 /// Applies them in order up to the first that is refused; returns the
@@ -350,7 +341,7 @@ return 1
 "#
 );
 
-/// The settle of `SETTLE` and `SETTLE_AND_MARK`, as the Lua function
+/// The settle of `SETTLE_AND_CONTINUE`, as the Lua function
 /// `settle()`.
 ///
 /// ARGV: 1 lease, 2 batch, 3 retention (s), 4 outcome count, 5 job
@@ -371,16 +362,6 @@ local function settle()
   local n = tonumber(h[3])
   if tonumber(ARGV[4]) ~= n then return {'count', n} end
   local groups, retries = tonumber(ARGV[5]), tonumber(ARGV[6])
-  -- Each argument slice of `count` items from `at`, in chunks of 1000.
-  local function slice(cmd, key, at, count)
-    local last = at + count - 1
-    while at <= last do
-      local j = at + 999
-      if j > last then j = last end
-      redis.call(cmd, key, unpack(ARGV, at, j))
-      at = j + 1
-    end
-  end
   -- Check every job before writing anything: a script cannot roll back.
   local jobs, at = {}, 7
   for g = 1, groups do
@@ -402,7 +383,7 @@ local function settle()
     local first = j.at + 5
     append_chunks(job, args(first, first + 2 * j.chunks - 1))
     if j.dead > 0 then
-      slice('RPUSH', P .. ':dead:' .. job, first + 2 * j.chunks, j.dead)
+      bulk('RPUSH', P .. ':dead:' .. job, ARGV, first + 2 * j.chunks, first + 2 * j.chunks + j.dead - 1)
       redis.call('SADD', P .. ':deadjobs', job)
       dead_total = dead_total + j.dead
     end
@@ -413,7 +394,7 @@ local function settle()
     finish(job, v[8], v[2] == '1' and accounted == tonumber(v[1]), fields, ARGV[3], v[9])
     redis.call('HSET', P .. ':job:' .. job, unpack(fields))
   end
-  if retries > 0 then slice('ZADD', P .. ':scheduled', at, 2 * retries) end
+  if retries > 0 then bulk('ZADD', P .. ':scheduled', ARGV, at, at + 2 * retries - 1) end
   redis.call('HINCRBY', COUNTS, 'leased', -n)
   if dead_total > 0 then redis.call('HINCRBY', COUNTS, 'dead', dead_total) end
   return {'ok'}
@@ -421,15 +402,6 @@ end
 "#
     };
 }
-
-/// ARGV: as `settle()` (see `settle_fn!`). Returns as `settle()`.
-const SETTLE: &str = concat!(
-    prelude!(),
-    settle_fn!(),
-    r#"
-return settle()
-"#
-);
 
 /// Settles one lease, marks the batch taking over its sending slot and
 /// leases more, in one step: how a worker ends one batch and goes on.
@@ -686,13 +658,11 @@ impl Invocation {
 #[derive(Debug)]
 pub(crate) struct Scripts {
     pub(crate) claim: Lua,
-    pub(crate) push: Lua,
     pub(crate) push_all: Lua,
     pub(crate) lease: Lua,
     pub(crate) mark_sending: Lua,
     pub(crate) extend: Lua,
     pub(crate) release: Lua,
-    pub(crate) settle: Lua,
     pub(crate) settle_and_continue: Lua,
     pub(crate) replay: Lua,
     pub(crate) dead_letters: Lua,
@@ -709,13 +679,11 @@ pub(crate) struct Scripts {
 /// The scripts, shared by every backend of the process.
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     claim: Lua::new(CLAIM),
-    push: Lua::new(PUSH),
     push_all: Lua::new(PUSH_ALL),
     lease: Lua::new(LEASE),
     mark_sending: Lua::new(MARK_SENDING),
     extend: Lua::new(EXTEND),
     release: Lua::new(RELEASE),
-    settle: Lua::new(SETTLE),
     settle_and_continue: Lua::new(SETTLE_AND_CONTINUE),
     replay: Lua::new(REPLAY),
     dead_letters: Lua::new(DEAD_LETTERS),

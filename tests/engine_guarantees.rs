@@ -176,14 +176,17 @@ async fn exhausted_messages_are_dead_and_replayable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_pauses_every_delivery_for_its_retry_after() {
-    let input = Input::from_bytes("limited.csv", users_csv(200), None, None);
+    // 400 calls of 5 ms, 4 at a time: about 500 ms of work, most of it
+    // after the 429, so a missing pause would put calls in the quiet window.
+    let lines = 400;
+    let input = Input::from_bytes("limited.csv", users_csv(lines), None, None);
     let backend = MemoryBackend::new();
     let retry_after = Duration::from_millis(600);
     let sink = ScriptedSink::new(move |m, n| {
         if m.id.line == 30 && n == 1 {
             Step::RateLimited(retry_after)
         } else {
-            Step::Ok(Duration::from_millis(2))
+            Step::Ok(Duration::from_millis(5))
         }
     });
     let mut config = fast_config();
@@ -192,14 +195,14 @@ async fn a_429_pauses_every_delivery_for_its_retry_after() {
         .run_once(&input)
         .await
         .unwrap();
-    assert_eq!(report.delivered, 200, "{report:?}");
-    account(&backend, &report, 1..=200).await;
+    assert_eq!(report.delivered, lines as u64, "{report:?}");
+    account(&backend, &report, 1..=lines as u64).await;
 
     let calls = sink.calls();
     let limited_at = calls.iter().find(|c| c.id.line == 30).unwrap().at;
     // Calls already past the limiter when the 429 came may still start
     // a moment later; after that, nothing until Retry-After has passed.
-    let quiet_from = limited_at + Duration::from_millis(100);
+    let quiet_from = limited_at + Duration::from_millis(50);
     let quiet_to = limited_at + retry_after - Duration::from_millis(50);
     let during: Vec<_> = calls
         .iter()
@@ -209,6 +212,12 @@ async fn a_429_pauses_every_delivery_for_its_retry_after() {
         during.is_empty(),
         "{} calls during the back-off",
         during.len()
+    );
+    // The window could have held calls: most of the work came after it.
+    let after = calls.iter().filter(|c| c.at >= quiet_to).count();
+    assert!(
+        after >= lines / 2,
+        "only {after} calls after the back-off: the test cannot see a missing pause"
     );
     let retried = calls.iter().filter(|c| c.id.line == 30).nth(1).unwrap().at;
     assert!(retried >= limited_at + retry_after - Duration::from_millis(20));
@@ -276,7 +285,9 @@ async fn a_call_that_hangs_times_out_and_is_retried() {
 
 /// Runs batcher and deliverer as one task and aborts it (a crash: no
 /// graceful shutdown) once the sink has been called `after_calls` times, or
-/// after `after_time` when `after_calls` is 0.
+/// after `after_time` when `after_calls` is 0. Panics when the engine
+/// stopped or failed on its own before the crash, or when the crash point
+/// was never reached.
 async fn crash_once(
     backend: &MemoryBackend,
     sink: &Arc<ScriptedSink>,
@@ -300,21 +311,47 @@ async fn crash_once(
             let cancel = CancellationToken::new();
             let deliverer = engine.deliverer();
             let batcher = engine.batcher();
-            let _ = tokio::join!(deliverer.run(cancel.clone()), batcher.run(&input, &cancel));
+            // The batcher may finish reading before the crash; the deliverer
+            // runs until cancelled, so this only returns on an engine error.
+            let (delivered, read) =
+                tokio::join!(deliverer.run(cancel.clone()), batcher.run(&input, &cancel));
+            format!(
+                "deliverer: {delivered:?}; batcher: {:?}",
+                read.map(|r| r.state)
+            )
         })
     };
     if after_calls == 0 {
         tokio::time::sleep(after_time).await;
     } else {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while sink.call_count() < after_calls && Instant::now() < deadline {
+        while sink.call_count() < after_calls {
+            assert!(
+                Instant::now() < deadline,
+                "the crash point ({after_calls} calls) was never reached: {} calls",
+                sink.call_count()
+            );
+            assert!(
+                !task.is_finished(),
+                "the engine stopped before the crash point"
+            );
             let notified = sink.called.notified();
             let _ = tokio::time::timeout(Duration::from_millis(5), notified).await;
         }
     }
     view.freeze();
+    if task.is_finished() {
+        panic!(
+            "the engine stopped on its own before the crash: {:?}",
+            task.await
+        );
+    }
     task.abort();
-    let _ = task.await;
+    let aborted = task.await;
+    assert!(
+        aborted.as_ref().is_err_and(|e| e.is_cancelled()),
+        "the engine ended before the abort: {aborted:?}"
+    );
 }
 
 async fn crash_and_recover(mode: DeliveryMode) {
@@ -352,6 +389,13 @@ async fn crash_and_recover(mode: DeliveryMode) {
         )
         .await;
         let calls_at_crash = sink.call_count();
+        // The crash landed mid-job: the job is not done (at the last
+        // point every line may have been sent, but not all settled).
+        let before = backend.reports().await.unwrap();
+        assert!(
+            before.iter().all(|r| r.state != JobState::Done),
+            "round {round}: the job was done before the crash: {before:?}"
+        );
 
         // A new engine on the same backend finishes the job.
         let recovered = engine(&backend, sink.clone(), config.clone());
@@ -440,6 +484,7 @@ async fn a_batcher_killed_mid_file_resumes_without_repeats() {
     let mut config = fast_config();
     config.batch_size = 50;
     let sink = ScriptedSink::ok(Duration::ZERO);
+    let mut mid_file = 0;
     for delay_us in [0u64, 200, 500, 1_000, 2_000, 4_000] {
         let engine = engine(&backend, sink.clone(), config.clone());
         let task = {
@@ -453,8 +498,19 @@ async fn a_batcher_killed_mid_file_resumes_without_repeats() {
         };
         tokio::time::sleep(Duration::from_micros(delay_us)).await;
         task.abort();
-        let _ = task.await;
+        match task.await {
+            Err(e) if e.is_cancelled() => {}
+            Ok(Ok(_)) => {} // read to the end before the abort
+            other => panic!("the batcher failed: {other:?}"),
+        }
+        // Count the kills that left the file part read.
+        if let Some(r) = backend.reports().await.unwrap().first() {
+            if r.state == JobState::Reading && r.enqueued > 0 && r.enqueued < lines {
+                mid_file += 1;
+            }
+        }
     }
+    assert!(mid_file > 0, "no kill landed mid-file");
     let report = engine(&backend, sink.clone(), config)
         .run_once(&input)
         .await
@@ -481,7 +537,13 @@ async fn graceful_shutdown_leaves_nothing_leased_or_in_doubt() {
         let cancel = cancel.clone();
         async move { deliverer.run(cancel).await }
     });
+    let deadline = Instant::now() + Duration::from_secs(60);
     while sink.call_count() < 300 {
+        assert!(
+            Instant::now() < deadline,
+            "no progress: {} calls",
+            sink.call_count()
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     cancel.cancel();

@@ -62,8 +62,17 @@ async fn dropped_files_are_delivered_once_each() {
     std::fs::rename(inbox.join("late.csv.part"), inbox.join("late.csv")).unwrap();
     wait_until_done(&backend, 3).await;
     std::fs::write(inbox.join("late-again.csv"), &body).unwrap();
-    // Give the source time to see, settle and hash the copy.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The copy is seen, settled, hashed, recognised and archived: once it
+    // has left the inbox, whatever it was going to do has been done.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while inbox.join("late-again.csv").exists() {
+        assert!(Instant::now() < deadline, "the copy was never handled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        archive.join("late-again.csv").exists(),
+        "the copy is archived"
+    );
     let reports = wait_until_done(&backend, 3).await;
     cancel.cancel();
     run.await.unwrap().unwrap();

@@ -68,11 +68,16 @@ async fn run(role: Role, settings: settings::Settings) -> Fallible<ExitCode> {
             let backend = Backend::connect(&settings, "all").await?;
             let notifier = bind(settings.notifier_listen, "notifier").await?;
             let api = bind(settings.api_listen, "control API").await?;
+            // The bound addresses, not the settings: port 0 picks a free one.
+            let address = |l: &tokio::net::TcpListener| {
+                l.local_addr()
+                    .map_err(|e| format!("cannot read a bound address: {e}"))
+            };
             println!(
                 "WDS running: drop files into {} · control API http://{} · notifier http://{} · Ctrl-C stops",
                 settings.inbox().display(),
-                settings.api_listen,
-                settings.notifier_listen
+                address(&api)?,
+                address(&notifier)?
             );
             demo::run_all(
                 &settings,

@@ -185,7 +185,17 @@ pub(crate) async fn worker(
         Some(addr) => Some(bind(addr, "worker metrics").await?),
         None => None,
     };
-    tracing::info!(webhook = %webhook_url, concurrency = settings.concurrency, backend = backend.name, "worker running");
+    let metrics_addr = match &metrics_server {
+        Some(listener) => Some(listener.local_addr().map_err(|e| e.to_string())?),
+        None => None,
+    };
+    tracing::info!(
+        webhook = %webhook_url,
+        concurrency = settings.concurrency,
+        backend = backend.name,
+        metrics = ?metrics_addr,
+        "worker running"
+    );
     let deliverer = engine.deliverer();
     let (delivered, served) = tokio::join!(deliverer.run(cancel.clone()), async {
         match metrics_server {

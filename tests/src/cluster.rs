@@ -10,7 +10,7 @@ use serde_json::Value;
 use wds_core::{JobId, JobReport, OffsetStore};
 use wds_redis::{RedisBackend, RedisServer};
 
-use crate::process::{free_port, http_get, http_post, Service};
+use crate::process::{http_get, http_post, Service, ANY_PORT};
 
 /// The scale factor of the fault tests: `WDS_FAULT_SCALE` (default 1)
 /// multiplies file sizes and kill counts, for longer runs by hand.
@@ -23,15 +23,19 @@ pub fn scale() -> u64 {
 }
 
 /// One deployment: Redis, processes, folders.
+///
+/// Every server binds port 0 and the deployment reads the address it got
+/// from its log, so tests running in parallel never race for a port.
 #[derive(Debug)]
 pub struct Cluster {
     /// The deployment's folder (inbox under `wds-data/inbox`).
     pub dir: tempfile::TempDir,
     /// Its Redis.
     pub redis: RedisServer,
-    /// The first initiator's control API address.
+    /// The control API of the initiator started last (empty before one starts).
     pub api: String,
-    /// The notifier's address.
+    /// The notifier's address (empty before one starts; a restarted
+    /// notifier binds the same one, so workers keep reaching it).
     pub notifier_addr: String,
     env: Vec<(String, String)>,
     /// Every process started, by name.
@@ -47,12 +51,9 @@ impl Cluster {
     pub fn new(env: &[(&str, &str)]) -> Cluster {
         let redis = RedisServer::builder().append_only(true).start();
         let dir = tempfile::tempdir().expect("temp dir");
-        let api = format!("127.0.0.1:{}", free_port());
-        let notifier_addr = format!("127.0.0.1:{}", free_port());
         let mut all = vec![
             ("WDS_REDIS_URL".to_string(), redis.url()),
-            ("WDS_API_LISTEN".to_string(), api.clone()),
-            ("WDS_NOTIFIER_LISTEN".to_string(), notifier_addr.clone()),
+            ("WDS_API_LISTEN".to_string(), ANY_PORT.to_string()),
             ("WDS_SETTLE_MS".to_string(), "200".to_string()),
             ("WDS_LEASE_TTL_MS".to_string(), "8000".to_string()),
         ];
@@ -60,8 +61,8 @@ impl Cluster {
         Cluster {
             dir,
             redis,
-            api,
-            notifier_addr,
+            api: String::new(),
+            notifier_addr: String::new(),
             env: all,
             services: Vec::new(),
             started: 0,
@@ -69,18 +70,32 @@ impl Cluster {
     }
 
     /// Starts `role` with the deployment's settings plus `env`; returns its
-    /// index in [`Cluster::services`].
+    /// index in [`Cluster::services`]. An initiator or a notifier is
+    /// running, with its address known, when this returns; a worker started
+    /// after the notifier delivers to it unless `WDS_WEBHOOK_URL` says
+    /// otherwise.
     pub fn start(&mut self, role: &str, env: &[(&str, &str)]) -> usize {
         self.started += 1;
         let name = format!("{role}-{}", self.started);
-        let mut all: Vec<(&str, &str)> = self
-            .env
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
+        let notifier_listen = if self.notifier_addr.is_empty() {
+            ANY_PORT.to_string()
+        } else {
+            self.notifier_addr.clone()
+        };
+        let webhook = format!("http://{}/webhook", self.notifier_addr);
+        let mut all: Vec<(&str, &str)> = vec![("WDS_NOTIFIER_LISTEN", &notifier_listen)];
+        if !self.notifier_addr.is_empty() {
+            all.push(("WDS_WEBHOOK_URL", &webhook));
+        }
+        all.extend(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         all.extend_from_slice(env);
-        self.services
-            .push(Service::start(&name, self.dir.path(), &[role], &all));
+        let mut service = Service::start(&name, self.dir.path(), &[role], &all);
+        match role {
+            "initiator" => self.api = service.address("initiator running", "api"),
+            "notifier" => self.notifier_addr = service.address("notifier listening", "addr"),
+            _ => {}
+        }
+        self.services.push(service);
         self.services.len() - 1
     }
 
@@ -166,6 +181,20 @@ impl Cluster {
             for line in tail.into_iter().rev() {
                 out.push_str(line);
                 out.push('\n');
+            }
+        }
+        out
+    }
+
+    /// The lines of every process's whole log (not only its tail) that
+    /// report a panic. Empty when nothing panicked.
+    pub fn panics(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for s in &self.services {
+            for line in s.log_text().lines() {
+                if line.contains("panicked") {
+                    out.push(format!("{}: {line}", s.name));
+                }
             }
         }
         out

@@ -46,13 +46,20 @@ pub fn full_system() -> &'static Path {
     })
 }
 
-/// A free TCP port on 127.0.0.1 (free when asked; good enough for tests).
+/// A free TCP port on 127.0.0.1, free when asked but not reserved: another
+/// test may take it before the caller binds it. Prefer letting the child
+/// bind port 0 and reading the address back ([`Service::address`]).
+#[deprecated = "racy between parallel tests: bind 127.0.0.1:0 in the child and use Service::address"]
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("no free port")
 }
+
+/// The listen address for a child process to bind: port 0, so the kernel
+/// picks a free port and no two tests can race for one.
+pub const ANY_PORT: &str = "127.0.0.1:0";
 
 /// A child process killed (SIGKILL) when dropped, its output in a log file.
 #[derive(Debug)]
@@ -76,7 +83,16 @@ impl Service {
             .stdin(Stdio::null())
             .stdout(file)
             .stderr(err)
-            .env("RUST_LOG", "info");
+            .env("RUST_LOG", "info")
+            // Human logs, so `address` can read them whatever the caller's shell says.
+            .env("WDS_LOG_FORMAT", "human");
+        // A setting inherited from the caller's shell must not change what a
+        // test runs: only the variables the test passes reach the child.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("WDS_") && key != "WDS_LOG_FORMAT" {
+                cmd.env_remove(&key);
+            }
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -93,12 +109,81 @@ impl Service {
         self.child.as_ref().map(Child::id).unwrap_or(0)
     }
 
-    /// Sends a signal (`"TERM"`, `"KILL"`, `"INT"`) with kill(1).
+    /// Sends a signal (`"TERM"`, `"KILL"`, `"INT"`, `"STOP"`, `"CONT"`) with
+    /// kill(1). Panics when it cannot be delivered (the process is gone):
+    /// a fault test whose fault never happened must not pass.
     pub fn signal(&self, signal: &str) {
-        let _ = Command::new("kill")
+        let status = Command::new("kill")
             .arg(format!("-{signal}"))
             .arg(self.pid().to_string())
             .status();
+        assert!(
+            matches!(status, Ok(s) if s.success()),
+            "could not send SIG{signal} to {} (pid {}): {status:?}\n{}",
+            self.name,
+            self.pid(),
+            self.log_text()
+        );
+    }
+
+    /// `kill -9` and waits for the process to die of it. Panics when it had
+    /// already exited, or exited some other way: the kill must really have
+    /// happened to a running process.
+    pub fn kill_9(&mut self) {
+        if let Some(status) = self.wait(Duration::ZERO) {
+            panic!(
+                "{} had already exited ({status}) before the kill:\n{}",
+                self.name,
+                self.log_text()
+            );
+        }
+        self.signal("KILL");
+        let status = self
+            .wait(Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("{} survived SIGKILL for 10 s", self.name));
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            status.signal(),
+            Some(9),
+            "{} did not die of SIGKILL: {status}",
+            self.name
+        );
+    }
+
+    /// Waits until a line of its log contains `needle`, and returns that
+    /// line. Panics with the log when the process exits first or `timeout`
+    /// passes.
+    pub fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let text = self.log_text();
+            if let Some(line) = text.lines().find(|l| l.contains(needle)) {
+                return line.to_string();
+            }
+            if let Some(status) = self.wait(Duration::ZERO) {
+                panic!(
+                    "{} exited ({status}) before logging {needle:?}:\n{text}",
+                    self.name
+                );
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{} did not log {needle:?} within {timeout:?}:\n{text}",
+                    self.name
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The address it bound, read from its log: the value of `field` (e.g.
+    /// `api`, `addr`) on the first line containing `event` (e.g.
+    /// `"initiator running"`, `"notifier listening"`). Waits up to 120 s
+    /// (the first start may be slow on a loaded machine).
+    pub fn address(&mut self, event: &str, field: &str) -> String {
+        let line = self.wait_for_line(event, Duration::from_secs(120));
+        field_value(&line, field)
+            .unwrap_or_else(|| panic!("{}: no `{field}=` on the line {line:?}", self.name))
     }
 
     /// Waits for the process to exit, up to `timeout`.
@@ -134,6 +219,39 @@ impl Drop for Service {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The value of `field=` on a human log line (tracing's `key=value` format,
+/// with ANSI colour codes stripped), e.g. `127.0.0.1:40123` for `addr`.
+pub fn field_value(line: &str, field: &str) -> Option<String> {
+    let plain = strip_ansi(line);
+    let prefix = format!("{field}=");
+    plain
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix(prefix.as_str()))
+        .map(|v| v.trim_matches(|c| c == '"' || c == ',').to_string())
+        .map(|v| match v.strip_prefix("Some(") {
+            Some(inner) => inner.trim_end_matches(')').to_string(),
+            None => v,
+        })
+}
+
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // ESC [ … final byte in @..~
+            for c in chars.by_ref() {
+                if ('@'..='~').contains(&c) && c != '[' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// `GET http://{addr}{path}` over a plain socket: the status and the body,

@@ -216,9 +216,20 @@ impl RedisServer {
         self.child = Some(child);
         let give_up = Instant::now() + START_TIMEOUT;
         loop {
-            if let Ok(reply) = command(self.port, "PING") {
-                if reply.starts_with("+PONG") {
+            // Ready (done loading its data), and ours, not another test's
+            // server that took the port first.
+            let ready = command(self.port, "PING").is_ok_and(|r| r.starts_with("+PONG"));
+            if let Some(pid) = ready.then(|| server_pid(self.port).ok()).flatten() {
+                let ours = self.child.as_ref().map(Child::id);
+                if Some(pid) == ours {
                     return Ok(());
+                }
+                if !self.is_running() {
+                    self.child = None;
+                    return Err(format!(
+                        "port {} belongs to another redis-server (pid {pid})",
+                        self.port
+                    ));
                 }
             }
             if !self.is_running() {
@@ -261,6 +272,30 @@ fn command(port: u16, line: &str) -> std::io::Result<String> {
     let mut buf = [0u8; 256];
     let n = stream.read(&mut buf)?;
     Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+/// The process id of the server answering on `port` (`INFO server`).
+fn server_pid(port: u16) -> std::io::Result<u32> {
+    let mut stream = TcpStream::connect_timeout(
+        &(Ipv4Addr::LOCALHOST, port).into(),
+        Duration::from_millis(200),
+    )?;
+    stream.set_read_timeout(Some(Duration::from_secs(1)))?;
+    stream.write_all(b"INFO server\r\n")?;
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !reply.windows(11).any(|w| w == b"process_id:") || !reply.ends_with(b"\r\n\r\n") {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        reply.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&reply)
+        .lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| std::io::Error::other("no process_id in INFO"))
 }
 
 /// The end of a log file, for panic messages.

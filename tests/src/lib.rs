@@ -1,6 +1,7 @@
 //! Shared helpers for the WDS end-to-end tests: a scripted [`Sink`] that
 //! records every call, and checks of the guarantees over a finished job.
 
+pub mod checks;
 pub mod cluster;
 pub mod process;
 pub mod receiver;

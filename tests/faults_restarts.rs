@@ -1,6 +1,6 @@
 //! Scenarios 2 and 3 of the fault tests: the initiator and the notifier
-//! killed (`kill -9`) mid-job and restarted, and Redis shut down mid-job and
-//! started again on its append-only file. The job finishes, once, with every
+//! killed (`kill -9`) mid-job and restarted, and Redis shut down or killed
+//! (`kill -9`) mid-job and started again on its append-only file. The job finishes, once, with every
 //! line accounted for (G2, G4), and every role reconnects on its own.
 //!
 //! `WDS_FAULT_SCALE=n` multiplies the files (20,000 lines).
@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use wds_core::{DeadKind, JobId, LineOutcome};
+use wds_tests::checks::{repeated, users_in, Recorder};
 use wds_tests::cluster::{count, outcomes, scale, Cluster};
 use wds_tests::receiver::TestReceiver;
 use wds_tests::users_csv;
@@ -18,9 +19,16 @@ fn initiator_and_notifier_killed_mid_job_finish_it_once() {
     let lines = 20_000 * scale();
     let mut cluster = Cluster::new(&[]);
     let mut notifier = cluster.start("notifier", &[]);
+    // Workers call the notifier through a recording pass-through: the
+    // notifier forgets the ids it saw when it dies, the recorder sees every
+    // request, and whether the notifier answered it.
+    let recorder = Recorder::notifier(&cluster.notifier_addr);
+    let url = recorder.url("w");
     let mut initiator = cluster.start("initiator", &[]);
-    let workers: Vec<usize> = (0..2).map(|_| cluster.start("worker", &[])).collect();
-    let rt = tokio::runtime::Runtime::new().unwrap();
+    let workers: Vec<usize> = (0..2)
+        .map(|_| cluster.start("worker", &[("WDS_WEBHOOK_URL", &url)]))
+        .collect();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
     let backend = cluster.backend(&rt);
     cluster.drop_file("users.csv", &users_csv(lines as usize));
     let started = Instant::now();
@@ -28,10 +36,11 @@ fn initiator_and_notifier_killed_mid_job_finish_it_once() {
         let reports = cluster.reports(&rt, &backend);
         reports.first().map(|r| r.delivered).unwrap_or(0)
     };
+    let refused = |recorder: &Recorder| recorder.sent().iter().filter(|s| !s.reached).count();
 
     // Kill 1: the initiator as soon as it has claimed the file (it may be
     // reading it still); kill 2: the initiator again mid-delivery; then the
-    // notifier, down for a second while workers keep calling it.
+    // notifier, restarted once workers have been refused by it for a while.
     cluster.eventually("the job to be claimed", Duration::from_secs(120), || {
         (!cluster.reports(&rt, &backend).is_empty()).then_some(())
     });
@@ -49,10 +58,14 @@ fn initiator_and_notifier_killed_mid_job_finish_it_once() {
         } else {
             notifier
         };
-        cluster.services[index].signal("KILL");
-        cluster.services[index].wait(Duration::from_secs(10));
+        cluster.services[index].kill_9();
         if role == "notifier" {
-            std::thread::sleep(Duration::from_secs(1));
+            let before = refused(&recorder);
+            cluster.eventually(
+                "workers refused by the dead notifier",
+                Duration::from_secs(60),
+                || (refused(&recorder) >= before + 100).then_some(()),
+            );
         }
         let restarted = cluster.start(role, &[]);
         match role {
@@ -81,29 +94,94 @@ fn initiator_and_notifier_killed_mid_job_finish_it_once() {
     for w in &workers {
         assert!(cluster.running(*w), "a worker stopped:\n{}", cluster.logs());
     }
+    assert!(cluster.panics().is_empty(), "{:?}", cluster.panics());
 
     // Stop the notifier gracefully so its output is flushed, then read it.
     cluster.services[notifier].signal("TERM");
-    cluster.services[notifier].wait(Duration::from_secs(30));
-    let output = cluster.path().join("wds-data/outbox/alerts.csv");
-    let text = std::fs::read_to_string(&output).unwrap_or_default();
-    let mut users: HashMap<&str, u32> = HashMap::new();
-    for line in text.lines() {
-        *users
-            .entry(line.split(',').next().unwrap_or(""))
-            .or_default() += 1;
+    let stopped = cluster.services[notifier].wait(Duration::from_secs(30));
+    assert!(
+        stopped.is_some_and(|s| s.success()),
+        "notifier stop: {stopped:?}"
+    );
+    let users = users_in(&cluster.path().join("wds-data/outbox/alerts.csv"));
+
+    // What the workers sent, per id: a repeat only after a failed call
+    // (G1: nothing answered 200 is sent again), and what each call gave.
+    let sent = cluster.eventually("every request answered", Duration::from_secs(30), || {
+        let sent = recorder.sent();
+        (sent.len() as u64 == recorder.count()).then_some(sent)
+    });
+    #[derive(Default)]
+    struct PerId {
+        calls: u32,
+        accepted: u32,
+        duplicate: u32,
+        /// Reached the notifier, which died before answering.
+        lost: u32,
+        refused: u32,
     }
-    // No acknowledged alert lost with the notifier: every delivered line's
-    // user is in its output. (A repeat is possible: a request recorded just
-    // before the kill, its answer lost, is retried; the ids seen die with
-    // the process.)
-    let id = JobId(job["job"].as_str().unwrap().to_string());
+    let mut per_id: HashMap<&str, PerId> = HashMap::new();
+    let mut by_time = sent.clone();
+    by_time.sort_by_key(|s| s.at);
+    for s in &by_time {
+        let p = per_id.entry(s.id.as_str()).or_default();
+        assert_eq!(
+            p.accepted + p.duplicate,
+            0,
+            "{} sent again after the notifier answered 200",
+            s.id
+        );
+        p.calls += 1;
+        match (s.status, s.duplicate, s.reached) {
+            (Some(200), false, _) => p.accepted += 1,
+            (Some(200), true, _) => p.duplicate += 1,
+            (None, _, true) => p.lost += 1,
+            (None, _, false) => p.refused += 1,
+            (Some(other), _, _) => panic!("{}: the notifier answered {other}", s.id),
+        }
+    }
+    let sent_twice = per_id.values().filter(|p| p.calls > 1).count();
+    let lost_answers: u32 = per_id.values().map(|p| p.lost).sum();
+    let refused_calls: u32 = per_id.values().map(|p| p.refused).sum();
+    // The notifier died under load: calls were refused while it was down,
+    // and those ids were sent again.
+    assert!(
+        refused_calls > 0,
+        "no call was refused while the notifier was down"
+    );
+    assert!(
+        sent_twice > 0,
+        "no id was sent again after the notifier's restart"
+    );
+
+    // The output, user by user. A line is written by an accepted call, and
+    // maybe by a call whose answer was lost when the notifier died (it may
+    // have written the line first); the restarted notifier forgot that id,
+    // so the retry is written again. That is the only way to a user twice:
+    // accepted <= written <= accepted + lost, and accepted <= 1.
+    let id = JobId(job["job"].as_str().expect("job id").to_string());
     let mut lost = Vec::new();
+    let mut written_twice = 0u32;
     for (line, outcome) in outcomes(&rt, &backend, &id, 1..=lines) {
-        if let Some(LineOutcome::Delivered { .. }) = outcome {
-            if !users.contains_key(format!("user-{line}").as_str()) {
-                lost.push(line);
+        let key = format!("{id}:{line}");
+        let p = per_id.get(key.as_str());
+        let (accepted, maybe) = p.map_or((0, 0), |p| (p.accepted, p.lost));
+        let written = users.get(&format!("user-{line}")).copied().unwrap_or(0);
+        assert!(accepted <= 1, "{key} accepted {accepted} times");
+        assert!(
+            accepted <= written && written <= accepted + maybe,
+            "user-{line} written {written} times: accepted {accepted}, answers lost {maybe}"
+        );
+        written_twice += u32::from(written > 1);
+        match outcome {
+            // No acknowledged alert lost with the notifier.
+            Some(LineOutcome::Delivered { .. }) if written == 0 => lost.push(line),
+            Some(LineOutcome::Delivered { .. }) => assert_eq!(accepted, 1, "{key}"),
+            Some(LineOutcome::Dead { reason }) => {
+                assert_eq!(reason.kind, DeadKind::Exhausted, "{key}: {reason:?}");
+                assert_eq!(accepted, 0, "{key} dead, yet accepted");
             }
+            other => panic!("{key}: {other:?}"),
         }
     }
     assert!(
@@ -112,18 +190,34 @@ fn initiator_and_notifier_killed_mid_job_finish_it_once() {
         lost.len(),
         &lost[..lost.len().min(10)]
     );
-    let repeated = users.values().filter(|n| **n > 1).count();
+    assert!(
+        written_twice <= lost_answers,
+        "{written_twice} > {lost_answers}"
+    );
     eprintln!(
         "FIGURES initiator/notifier kills: {kills:?}; done in {secs:.1}s; delivered {delivered}, \
-         dead {dead} (exhausted while the notifier was down); notifier output {} lines, {} users \
-         ({repeated} written twice after the notifier's restart, 0 delivered but missing)",
-        text.lines().count(),
+         dead {dead}; {} requests: {sent_twice} ids sent more than once, {refused_calls} calls \
+         refused while the notifier was down, {lost_answers} answers lost in its death; \
+         notifier output {} users, {written_twice} written twice (bound: answers lost)",
+        sent.len(),
         users.len(),
     );
 }
 
-#[test]
-fn redis_restarted_mid_job_every_role_reconnects_and_g2_holds() {
+/// How Redis goes down mid-job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Down {
+    /// `SHUTDOWN`: the append-only file is complete and closed.
+    Shutdown,
+    /// `kill -9`: the append-only file is what was written before the
+    /// crash (`appendfsync always`: every acknowledged write).
+    Kill,
+}
+
+/// Delivers a file over three workers, takes Redis down at 30% and starts
+/// it again on its append-only file once every worker has seen it gone;
+/// then checks G1 at the receiver and G2 line by line.
+fn redis_down_mid_job(down: Down) {
     let lines = 20_000 * scale();
     let receiver = TestReceiver::start();
     let url = receiver.url();
@@ -132,19 +226,46 @@ fn redis_restarted_mid_job_every_role_reconnects_and_g2_holds() {
     let workers: Vec<usize> = (0..3).map(|_| cluster.start("worker", &[])).collect();
     cluster.drop_file("users.csv", &users_csv(lines as usize));
     let started = Instant::now();
+    // A backend call that failed and is being retried, per process.
+    let failures = |cluster: &Cluster, index: usize| {
+        cluster.services[index]
+            .log_text()
+            .matches("retrying")
+            .count()
+    };
 
     cluster.eventually("delivery progress", Duration::from_secs(300), || {
         (receiver.count() as u64 >= lines * 3 / 10).then_some(())
     });
     let before = receiver.count();
-    cluster.redis.stop(); // SHUTDOWN: the append-only file is complete
-    let down = Instant::now();
-    std::thread::sleep(Duration::from_secs(2));
+    let seen: Vec<usize> = workers.iter().map(|w| failures(&cluster, *w)).collect();
+    match down {
+        Down::Shutdown => cluster.redis.stop(),
+        Down::Kill => cluster.redis.kill(),
+    }
+    assert!(
+        !cluster.redis.is_running(),
+        "redis still runs after {down:?}"
+    );
+    let stopped = Instant::now();
+    // Down until every worker has failed a call to it (and keeps retrying).
+    cluster.eventually(
+        "every worker to notice Redis is gone",
+        Duration::from_secs(60),
+        || {
+            workers
+                .iter()
+                .zip(&seen)
+                .all(|(w, n)| failures(&cluster, *w) > *n)
+                .then_some(())
+        },
+    );
+    let down_for = stopped.elapsed();
     cluster.redis.restart();
     let during = receiver.count() - before;
     eprintln!(
-        "redis down for {:.1}s at {before} requests; {during} requests went out meanwhile",
-        down.elapsed().as_secs_f64()
+        "redis {down:?} at {before} requests, down {:.1}s; {during} requests went out meanwhile",
+        down_for.as_secs_f64()
     );
 
     let job = cluster.wait_done(1, Duration::from_secs(300)).remove(0);
@@ -159,16 +280,17 @@ fn redis_restarted_mid_job_every_role_reconnects_and_g2_holds() {
             cluster.logs()
         );
     }
+    assert!(cluster.panics().is_empty(), "{:?}", cluster.panics());
 
     // G1: nothing sent twice. G2 line by line: delivered lines were
     // received; a line not delivered is dead in doubt (a lease that ran out
     // while Redis was away), within the workers' windows.
     let per_id = receiver.per_id();
-    let repeated = per_id.values().filter(|n| **n > 1).count();
-    assert_eq!(repeated, 0, "ids received twice");
-    let rt = tokio::runtime::Runtime::new().unwrap();
+    let twice = repeated(&per_id);
+    assert!(twice.is_empty(), "ids received twice: {twice:?}");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
     let backend = cluster.backend(&rt);
-    let id = JobId(job["job"].as_str().unwrap().to_string());
+    let id = JobId(job["job"].as_str().expect("job id").to_string());
     let (mut delivered, mut in_doubt) = (0u64, 0u64);
     for (line, outcome) in outcomes(&rt, &backend, &id, 1..=lines) {
         match outcome {
@@ -190,7 +312,17 @@ fn redis_restarted_mid_job_every_role_reconnects_and_g2_holds() {
     let bound = workers.len() as u64 * window;
     assert!(in_doubt <= bound, "in doubt {in_doubt} > {bound}");
     eprintln!(
-        "FIGURES redis restart: done in {secs:.1}s; delivered {delivered}, in doubt {in_doubt} \
-         (bound {bound}), ids received twice {repeated}"
+        "FIGURES redis {down:?}: done in {secs:.1}s; delivered {delivered}, in doubt {in_doubt} \
+         (bound {bound}), ids received twice 0"
     );
+}
+
+#[test]
+fn redis_restarted_mid_job_every_role_reconnects_and_g2_holds() {
+    redis_down_mid_job(Down::Shutdown);
+}
+
+#[test]
+fn redis_killed_mid_job_restarts_on_its_aof_and_g1_g2_hold() {
+    redis_down_mid_job(Down::Kill);
 }

@@ -47,6 +47,18 @@ pub struct Sent {
     /// The endpoint answered `{"status":"duplicate"}`: the notifier dropped
     /// a repeat.
     pub duplicate: bool,
+    /// Whether the request may have reached the endpoint: false only when
+    /// the connection was refused. An answer lost after connecting (the
+    /// endpoint died while handling it) leaves it true with no `status`.
+    pub reached: bool,
+}
+
+/// What passing one request on gave.
+struct Passed {
+    status: Option<u16>,
+    duplicate: bool,
+    reached: bool,
+    response: Response,
 }
 
 struct Shared {
@@ -179,17 +191,17 @@ async fn handle(shared: Arc<Shared>, tag: String, headers: HeaderMap, body: Byte
     // In a task of its own: a sender killed while waiting must not stop the
     // request from being passed on and recorded.
     let task = tokio::spawn(async move {
-        let (status, duplicate, response) =
-            forward(&shared.upstream, &shared.client, &headers, body).await;
+        let passed = forward(&shared.upstream, &shared.client, &headers, body).await;
         shared.sent.lock().unwrap().push(Sent {
             tag,
             id,
             user,
             at,
-            status,
-            duplicate,
+            status: passed.status,
+            duplicate: passed.duplicate,
+            reached: passed.reached,
         });
-        response
+        passed.response
     });
     match task.await {
         Ok(response) => response,
@@ -202,14 +214,17 @@ async fn forward(
     client: &reqwest::Client,
     headers: &HeaderMap,
     body: Bytes,
-) -> (Option<u16>, bool, Response) {
+) -> Passed {
+    let failed = |reached: bool, why: String| Passed {
+        status: None,
+        duplicate: false,
+        reached,
+        response: (StatusCode::BAD_GATEWAY, why).into_response(),
+    };
     let mut known = upstream.subscribe();
     let url = match tokio::time::timeout(UPSTREAM_WAIT, known.wait_for(Option::is_some)).await {
         Ok(Ok(url)) => url.clone().unwrap_or_default(),
-        _ => {
-            let response = (StatusCode::BAD_GATEWAY, "no upstream").into_response();
-            return (None, false, response);
-        }
+        _ => return failed(false, "no upstream".into()),
     };
     let mut request = client.post(url).body(body);
     for name in [
@@ -224,10 +239,7 @@ async fn forward(
     }
     let answer = match request.send().await {
         Ok(answer) => answer,
-        Err(e) => {
-            let response = (StatusCode::BAD_GATEWAY, e.to_string()).into_response();
-            return (None, false, response);
-        }
+        Err(e) => return failed(!e.is_connect(), e.to_string()),
     };
     let status = answer.status().as_u16();
     // What the sender acts on besides the status: a 429's Retry-After.
@@ -244,7 +256,12 @@ async fn forward(
     if let Some(value) = retry_after {
         response.headers_mut().insert("retry-after", value);
     }
-    (Some(status), duplicate, response)
+    Passed {
+        status: Some(status),
+        duplicate,
+        reached: true,
+        response,
+    }
 }
 
 /// Calls beyond the first, summed over every id: the repeats the senders made.

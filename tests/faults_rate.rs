@@ -2,13 +2,16 @@
 //! through Redis, against a receiver that allows R requests/s with the same
 //! burst and answers 429 above it. Measured at the receiver: never more than
 //! R + burst requests in any one-second window, fewer than 0.5% answered
-//! 429, and an achieved rate of at least 90% of R.
+//! 429, and an achieved rate of at least 90% of R; and each of the four
+//! workers delivered part of the file (its own `/metrics` count).
 //!
 //! `WDS_FAULT_SCALE=n` multiplies the run's length (about 10 s).
 
 use std::time::{Duration, Instant};
 
+use wds_tests::checks::delivered_by;
 use wds_tests::cluster::{count, scale, Cluster};
+use wds_tests::process::ANY_PORT;
 use wds_tests::receiver::{max_in_window, Reply, TestReceiver};
 use wds_tests::users_csv;
 
@@ -28,22 +31,27 @@ fn four_workers_hold_a_shared_rate_limit() {
         ("WDS_BURST", &burst),
     ]);
     cluster.start("initiator", &[]);
-    for _ in 0..4 {
-        cluster.start("worker", &[]);
-    }
-    // Let every worker connect before the file arrives, so all four share it.
-    cluster.eventually("four workers running", Duration::from_secs(120), || {
-        cluster
-            .services
-            .iter()
-            .filter(|s| s.log_text().contains("worker running"))
-            .count()
-            .eq(&4)
-            .then_some(())
-    });
+    // Every worker serves its own /metrics; waiting for its address also
+    // lets it connect before the file arrives, so all four share it.
+    let metrics: Vec<String> = (0..4)
+        .map(|_| {
+            let index = cluster.start("worker", &[("WDS_METRICS_LISTEN", ANY_PORT)]);
+            cluster.services[index].address("worker running", "metrics")
+        })
+        .collect();
     cluster.drop_file("users.csv", &users_csv(lines as usize));
     let job = cluster.wait_done(1, Duration::from_secs(300)).remove(0);
     assert_eq!(count(&job, "delivered"), lines, "{job}");
+    // All four sent: each delivered some of the file, by its own count.
+    let delivered: Vec<u64> = metrics
+        .iter()
+        .map(|addr| delivered_by(addr).unwrap_or_else(|| panic!("no /metrics at {addr}")))
+        .collect();
+    assert!(
+        delivered.iter().all(|n| *n > 0),
+        "a worker delivered nothing: {delivered:?}"
+    );
+    assert_eq!(delivered.iter().sum::<u64>(), lines, "{delivered:?}");
 
     let hits = receiver.hits();
     let times: Vec<Instant> = hits.iter().map(|h| h.at).collect();
@@ -62,9 +70,9 @@ fn four_workers_hold_a_shared_rate_limit() {
     // n requests span n - 1 intervals.
     let achieved = (ok.len() - 1) as f64 / span;
     eprintln!(
-        "FIGURES rate: R {RATE}/s burst {BURST}, 4 workers: {} requests, max {max_window} in \
-         any 1 s window (limit {}), 429s {limited} ({:.2}%), achieved {achieved:.1}/s \
-         ({:.1}% of R) over {span:.1}s",
+        "FIGURES rate: R {RATE}/s burst {BURST}, 4 workers (delivered {delivered:?}): {} \
+         requests, max {max_window} in any 1 s window (limit {}), 429s {limited} ({:.2}%), \
+         achieved {achieved:.1}/s ({:.1}% of R) over {span:.1}s",
         hits.len(),
         RATE + BURST,
         share * 100.0,

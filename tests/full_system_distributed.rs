@@ -2,13 +2,21 @@
 //! own, one notifier, one initiator and three workers, a file dropped into
 //! the inbox, and every user delivered exactly once.
 //!
+//! "Exactly once" is checked where a repeat would show: the workers call
+//! the notifier through a recording pass-through (each worker on its own
+//! URL), so an id sent twice is seen even though the notifier would drop it
+//! from its output. "Every worker took part" is checked from what each
+//! worker delivered: its own `/metrics` count, which must match what the
+//! recorder saw it send.
+//!
 //! `WDS_E2E_ROWS` sets the file's size (default 30,000; the README's figure
 //! is 100,000).
 
 use std::time::{Duration, Instant};
 
-use wds_redis::RedisServer;
-use wds_tests::process::{free_port, http_get, Service};
+use wds_tests::checks::{delivered_by, per_tag, repeated, users_in, Recorder};
+use wds_tests::cluster::{count, Cluster};
+use wds_tests::process::ANY_PORT;
 
 fn rows() -> u64 {
     std::env::var("WDS_E2E_ROWS")
@@ -17,89 +25,53 @@ fn rows() -> u64 {
         .unwrap_or(30_000)
 }
 
-fn get_json(addr: &str, path: &str) -> Option<serde_json::Value> {
-    match http_get(addr, path)? {
-        (200, body) => serde_json::from_str(&body).ok(),
-        _ => None,
-    }
-}
-
 #[test]
 fn initiator_three_workers_and_notifier_deliver_every_user_once() {
     let rows = rows();
-    let redis = RedisServer::builder().append_only(true).start();
-    let dir = tempfile::tempdir().unwrap();
-    let api = format!("127.0.0.1:{}", free_port());
-    let notifier_addr = format!("127.0.0.1:{}", free_port());
-    let env = [
-        ("WDS_REDIS_URL", redis.url()),
-        ("WDS_API_LISTEN", api.clone()),
-        ("WDS_NOTIFIER_LISTEN", notifier_addr.clone()),
-        ("WDS_SETTLE_MS", "200".to_string()),
-    ];
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let mut notifier = Service::start("notifier", dir.path(), &["notifier"], &env);
-    let mut initiator = Service::start("initiator", dir.path(), &["initiator"], &env);
-    let mut workers: Vec<Service> = (1..=3)
-        .map(|i| Service::start(&format!("worker-{i}"), dir.path(), &["worker"], &env))
-        .collect();
-
-    // Drop the file the way a person would: written elsewhere, moved in.
-    let inbox = dir.path().join("wds-data/inbox");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !inbox.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "the initiator never created its inbox:\n{}",
-            initiator.log_text()
+    let mut cluster = Cluster::new(&[]);
+    let notifier = cluster.start("notifier", &[]);
+    let recorder = Recorder::notifier(&cluster.notifier_addr);
+    let initiator = cluster.start("initiator", &[]);
+    let mut workers = Vec::new();
+    for i in 1..=3 {
+        let (tag, url) = (format!("worker-{i}"), recorder.url(&format!("worker-{i}")));
+        let index = cluster.start(
+            "worker",
+            &[("WDS_WEBHOOK_URL", &url), ("WDS_METRICS_LISTEN", ANY_PORT)],
         );
-        std::thread::sleep(Duration::from_millis(50));
+        let metrics = cluster.services[index].address("worker running", "metrics");
+        workers.push((index, tag, metrics));
     }
-    let staging = dir.path().join("users.csv");
+
+    // A file with a header row, as a person would write it.
     let mut body = String::from("userId,alertMessage\n");
     for i in 1..=rows {
         body.push_str(&format!("user-{i},\"Hello {i}, your order has shipped\"\n"));
     }
-    std::fs::write(&staging, body).unwrap();
-    std::fs::rename(&staging, inbox.join("users.csv")).unwrap();
-
-    // Follow the job through the control API until every line is accounted for.
     let started = Instant::now();
-    let job = loop {
-        if let Some(jobs) = get_json(&api, "/jobs") {
-            if let Some(job) = jobs.as_array().and_then(|a| a.first()) {
-                if job["state"] == "done" {
-                    break job.clone();
-                }
-            }
-        }
-        let logs = || {
-            workers
-                .iter()
-                .map(Service::log_text)
-                .collect::<Vec<_>>()
-                .join("\n")
-        };
-        assert!(
-            started.elapsed() < Duration::from_secs(600),
-            "job not done in time:\n{}\n{}",
-            initiator.log_text(),
-            logs()
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    };
+    cluster.drop_file("users.csv", body.as_bytes());
+    let job = cluster.wait_done(1, Duration::from_secs(600)).remove(0);
     let secs = started.elapsed().as_secs_f64();
-    assert_eq!(job["lines"].as_u64(), Some(rows), "{job}");
-    assert_eq!(job["delivered"].as_u64(), Some(rows), "{job}");
-    assert_eq!(job["dead"].as_u64(), Some(0), "{job}");
+    assert_eq!(count(&job, "lines"), rows, "{job}");
+    assert_eq!(count(&job, "delivered"), rows, "{job}");
+    assert_eq!(count(&job, "dead"), 0, "{job}");
+
+    // What each worker says it delivered, before it stops.
+    let delivered: Vec<u64> = workers
+        .iter()
+        .map(|(_, tag, metrics)| {
+            delivered_by(metrics).unwrap_or_else(|| panic!("{tag}: no /metrics at {metrics}"))
+        })
+        .collect();
 
     // Stop every role gracefully; each must exit 0.
-    for w in &mut workers {
-        w.signal("TERM");
+    let mut order: Vec<usize> = workers.iter().map(|(index, _, _)| *index).collect();
+    order.extend([initiator, notifier]);
+    for index in &order {
+        cluster.services[*index].signal("TERM");
     }
-    initiator.signal("TERM");
-    notifier.signal("TERM");
-    for s in workers.iter_mut().chain([&mut initiator, &mut notifier]) {
+    for index in order {
+        let s = &mut cluster.services[index];
         let status = s
             .wait(Duration::from_secs(30))
             .unwrap_or_else(|| panic!("{} did not stop", s.name));
@@ -110,27 +82,37 @@ fn initiator_three_workers_and_notifier_deliver_every_user_once() {
             s.log_text()
         );
     }
+    assert!(cluster.panics().is_empty(), "{:?}", cluster.panics());
 
+    // Every id sent once, accepted once; no repeat for the notifier to drop.
+    let sent = recorder.sent();
+    assert_eq!(sent.len() as u64, rows, "requests sent");
+    let twice = repeated(&recorder.per_id());
+    assert!(twice.is_empty(), "ids sent more than once: {twice:?}");
+    assert!(
+        sent.iter().all(|s| s.status == Some(200) && !s.duplicate),
+        "a request was not accepted"
+    );
     // The notifier's CSV (flushed on shutdown): one line per user.
-    let output = dir.path().join("wds-data/outbox/alerts.csv");
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .from_path(&output)
-        .unwrap();
-    let mut users = std::collections::HashSet::new();
-    let mut lines = 0u64;
-    for record in reader.records() {
-        users.insert(record.unwrap()[0].to_string());
-        lines += 1;
+    let users = users_in(&cluster.path().join("wds-data/outbox/alerts.csv"));
+    assert_eq!(users.len() as u64, rows, "distinct users in the output");
+    assert!(users.values().all(|n| *n == 1), "a user written twice");
+
+    // Every worker took part: what it delivered by its own count, and what
+    // the recorder saw it send, agree and are not zero.
+    let by_tag = per_tag(&sent);
+    for ((_, tag, _), delivered) in workers.iter().zip(&delivered) {
+        assert!(*delivered > 0, "{tag} delivered nothing: {by_tag:?}");
+        assert_eq!(
+            by_tag.get(tag).copied().unwrap_or(0),
+            *delivered,
+            "{tag}: sent per the recorder vs delivered per its /metrics"
+        );
     }
-    assert_eq!(lines, rows);
-    assert_eq!(users.len() as u64, rows);
-    // Every worker took part.
-    for w in &workers {
-        assert!(w.log_text().contains("worker running"), "{}", w.log_text());
-    }
+    assert_eq!(delivered.iter().sum::<u64>(), rows);
     eprintln!(
-        "{rows} users through 3 workers in {secs:.1}s ({:.0}/s)",
+        "FIGURES {rows} users through 3 workers in {secs:.1}s ({:.0}/s); delivered per worker \
+         {delivered:?}",
         rows as f64 / secs
     );
 }

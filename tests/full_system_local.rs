@@ -1,20 +1,36 @@
 //! The README's run command as a real process: `full_system demo` on the
 //! in-memory backend delivers every user once and exits 0 with the report.
+//!
+//! Its worker calls its notifier through a recording pass-through, so an
+//! id sent twice would be seen even though the notifier drops repeats from
+//! its output.
 
 use std::time::Duration;
 
+use wds_tests::checks::{repeated, users_in, Recorder};
 use wds_tests::process::Service;
 
 #[test]
 fn demo_delivers_every_user_once_and_exits_zero() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("temp dir");
     let rows = 20_000;
+    // The demo's notifier binds a free port and prints it: requests wait at
+    // the recorder until the test has read it.
+    let recorder = Recorder::new(None);
+    let url = recorder.url("demo");
     let mut demo = Service::start(
         "demo",
         dir.path(),
         &["demo", "--rows", &rows.to_string()],
-        &[],
+        &[("WDS_WEBHOOK_URL", &url)],
     );
+    let line = demo.wait_for_line("notifier on http://", Duration::from_secs(120));
+    let notifier = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .map(|w| w.trim_end_matches(','))
+        .unwrap_or_else(|| panic!("no notifier URL in {line:?}"));
+    recorder.set_upstream(notifier);
     let status = demo
         .wait(Duration::from_secs(300))
         .unwrap_or_else(|| panic!("demo did not finish:\n{}", demo.log_text()));
@@ -27,34 +43,33 @@ fn demo_delivers_every_user_once_and_exits_zero() {
         "{log}"
     );
 
+    // Every id sent once and accepted once: nothing for the notifier to drop.
+    let sent = recorder.sent();
+    assert_eq!(sent.len(), rows, "requests sent");
+    let twice = repeated(&recorder.per_id());
+    assert!(twice.is_empty(), "ids sent more than once: {twice:?}");
+    assert!(
+        sent.iter().all(|s| s.status == Some(200) && !s.duplicate),
+        "a request was not accepted"
+    );
+
     // The notifier's CSV, read independently: one line per user.
     let outbox = dir.path().join("wds-data/outbox");
-    let file = std::fs::read_dir(&outbox)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .from_path(&file)
-        .unwrap();
-    let mut users = std::collections::HashSet::new();
-    let mut lines = 0;
-    for record in reader.records() {
-        let record = record.unwrap();
-        users.insert(record[0].to_string());
-        lines += 1;
-    }
-    assert_eq!(lines, rows);
+    let files: Vec<_> = std::fs::read_dir(&outbox)
+        .expect("the outbox")
+        .map(|e| e.expect("outbox entry").path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let users = users_in(&files[0]);
     assert_eq!(users.len(), rows);
-    for i in [1, rows / 2, rows] {
-        assert!(users.contains(&format!("user-{i}")));
+    assert!(users.values().all(|n| *n == 1), "a user written twice");
+    for i in 1..=rows {
+        assert!(users.contains_key(&format!("user-{i}")), "user-{i} missing");
     }
     // The file was archived once read.
     assert_eq!(
         std::fs::read_dir(dir.path().join("wds-data/done"))
-            .unwrap()
+            .expect("the archive")
             .count(),
         1
     );

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use wds_core::{DeadKind, JobId, LineOutcome};
-use wds_tests::checks::{delivered_by, per_tag, repeated, Recorder};
+use wds_tests::checks::{assert_sent_once, delivered_by, per_tag, Recorder};
 use wds_tests::cluster::{count, outcomes, Cluster};
 use wds_tests::process::ANY_PORT;
 use wds_tests::receiver::{Hit, Reply, TestReceiver};
@@ -101,13 +101,7 @@ fn a_worker_frozen_past_its_lease_then_thawed_sends_nothing_twice() {
         let sent = recorder.sent();
         (sent.len() as u64 == recorder.count()).then_some(sent)
     });
-    let twice = repeated(&recorder.per_id());
-    assert!(
-        twice.is_empty(),
-        "{} ids sent twice, e.g. {:?}",
-        twice.len(),
-        &twice[..twice.len().min(5)]
-    );
+    assert_sent_once(&recorder.per_id(), "sent");
     let sender: HashMap<&str, &str> = sent
         .iter()
         .map(|s| (s.id.as_str(), s.tag.as_str()))

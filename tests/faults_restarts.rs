@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use wds_core::{DeadKind, JobId, LineOutcome};
-use wds_tests::checks::{repeated, users_in, Recorder};
+use wds_tests::checks::{assert_sent_once, users_in, Recorder};
 use wds_tests::cluster::{count, outcomes, scale, Cluster};
 use wds_tests::receiver::TestReceiver;
 use wds_tests::users_csv;
@@ -286,8 +286,7 @@ fn redis_down_mid_job(down: Down) {
     // received; a line not delivered is dead in doubt (a lease that ran out
     // while Redis was away), within the workers' windows.
     let per_id = receiver.per_id();
-    let twice = repeated(&per_id);
-    assert!(twice.is_empty(), "ids received twice: {twice:?}");
+    assert_sent_once(&per_id, "received");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let backend = cluster.backend(&rt);
     let id = JobId(job["job"].as_str().expect("job id").to_string());

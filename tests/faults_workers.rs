@@ -19,7 +19,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use wds_core::{DeadKind, JobId, LineOutcome};
-use wds_tests::checks::{per_tag, repeated, repeats, users_in, Recorder};
+use wds_tests::checks::{assert_sent_once, per_tag, repeats, users_in, Recorder};
 use wds_tests::cluster::{count, outcomes, scale, Cluster, Rng};
 use wds_tests::receiver::{Reply, TestReceiver};
 use wds_tests::users_csv;
@@ -127,13 +127,7 @@ fn at_most_once_worker_kills_never_send_twice_and_account_every_line() {
 
     // G1, from what the receiver got: no id twice.
     let per_id = recorder.per_id();
-    let twice = repeated(&per_id);
-    assert!(
-        twice.is_empty(),
-        "{} ids reached the receiver more than once, e.g. {:?}",
-        twice.len(),
-        &twice[..twice.len().min(5)]
-    );
+    assert_sent_once(&per_id, "reached the receiver");
 
     // G2 line by line: delivered lines were received; the rest are in doubt.
     let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -230,7 +224,12 @@ fn at_least_once_worker_kills_the_notifier_records_every_user_once() {
     );
     let users = users_in(&run.cluster.path().join("wds-data/outbox/alerts.csv"));
     let twice: Vec<_> = users.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(twice.is_empty(), "users written twice: {twice:?}");
+    assert!(
+        twice.is_empty(),
+        "{} users written more than once, e.g. {:?}",
+        twice.len(),
+        &twice[..twice.len().min(5)]
+    );
     assert_eq!(
         users.len() as u64,
         run.lines,

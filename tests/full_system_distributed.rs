@@ -14,7 +14,7 @@
 
 use std::time::{Duration, Instant};
 
-use wds_tests::checks::{delivered_by, per_tag, repeated, users_in, Recorder};
+use wds_tests::checks::{assert_sent_once, delivered_by, per_tag, users_in, Recorder};
 use wds_tests::cluster::{count, Cluster};
 use wds_tests::process::ANY_PORT;
 
@@ -87,8 +87,7 @@ fn initiator_three_workers_and_notifier_deliver_every_user_once() {
     // Every id sent once, accepted once; no repeat for the notifier to drop.
     let sent = recorder.sent();
     assert_eq!(sent.len() as u64, rows, "requests sent");
-    let twice = repeated(&recorder.per_id());
-    assert!(twice.is_empty(), "ids sent more than once: {twice:?}");
+    assert_sent_once(&recorder.per_id(), "sent");
     assert!(
         sent.iter().all(|s| s.status == Some(200) && !s.duplicate),
         "a request was not accepted"

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use wds_tests::checks::{repeated, users_in, Recorder};
+use wds_tests::checks::{assert_sent_once, users_in, Recorder};
 use wds_tests::process::Service;
 
 #[test]
@@ -46,8 +46,7 @@ fn demo_delivers_every_user_once_and_exits_zero() {
     // Every id sent once and accepted once: nothing for the notifier to drop.
     let sent = recorder.sent();
     assert_eq!(sent.len(), rows, "requests sent");
-    let twice = repeated(&recorder.per_id());
-    assert!(twice.is_empty(), "ids sent more than once: {twice:?}");
+    assert_sent_once(&recorder.per_id(), "sent");
     assert!(
         sent.iter().all(|s| s.status == Some(200) && !s.duplicate),
         "a request was not accepted"

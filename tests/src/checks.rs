@@ -283,6 +283,18 @@ pub fn repeated(per_id: &HashMap<String, u32>) -> Vec<(String, u32)> {
     out
 }
 
+/// Panics, naming a few, when any id was called more than once (`what`
+/// says where, for the message).
+pub fn assert_sent_once(per_id: &HashMap<String, u32>, what: &str) {
+    let twice = repeated(per_id);
+    assert!(
+        twice.is_empty(),
+        "{} ids {what} more than once, e.g. {:?}",
+        twice.len(),
+        &twice[..twice.len().min(5)]
+    );
+}
+
 /// Requests per tag.
 pub fn per_tag(sent: &[Sent]) -> HashMap<String, u64> {
     let mut out = HashMap::new();

@@ -285,6 +285,7 @@ pub fn repeated(per_id: &HashMap<String, u32>) -> Vec<(String, u32)> {
 
 /// Panics, naming a few, when any id was called more than once (`what`
 /// says where, for the message).
+#[track_caller]
 pub fn assert_sent_once(per_id: &HashMap<String, u32>, what: &str) {
     let twice = repeated(per_id);
     assert!(

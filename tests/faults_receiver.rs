@@ -53,7 +53,8 @@ fn hostile_receiver_retries_on_schedule_dead_letters_and_replays() {
     let attempts = MAX_ATTEMPTS.to_string();
     let mut cluster = Cluster::new(&[
         ("WDS_WEBHOOK_URL", &url),
-        ("WDS_TIMEOUT_MS", "1000"),
+        // Well below the stall, well above a prompt answer on a loaded machine.
+        ("WDS_TIMEOUT_MS", "1500"),
         ("WDS_MAX_ATTEMPTS", &attempts),
     ]);
     cluster.start("initiator", &[]);
@@ -116,7 +117,7 @@ fn hostile_receiver_retries_on_schedule_dead_letters_and_replays() {
     assert!(after_429 > 0, "no retry after a 429 was observed");
 
     // Dead, exactly: an id is delivered iff one of its calls was answered
-    // 200 at once. A stall answers 200 too, but only after the sender's 1 s
+    // 200 at once. A stall answers 200 too, but only after the sender's 1.5 s
     // timeout: to the sender it failed. Each dead id was tried exactly
     // MAX_ATTEMPTS times, and the users that always fail are all dead.
     let answered_ok: HashSet<&str> = hits

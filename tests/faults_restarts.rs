@@ -107,10 +107,7 @@ fn initiator_and_notifier_killed_mid_job_finish_it_once() {
 
     // What the workers sent, per id: a repeat only after a failed call
     // (G1: nothing answered 200 is sent again), and what each call gave.
-    let sent = cluster.eventually("every request answered", Duration::from_secs(30), || {
-        let sent = recorder.sent();
-        (sent.len() as u64 == recorder.count()).then_some(sent)
-    });
+    let sent = recorder.answered(Duration::from_secs(30));
     #[derive(Default)]
     struct PerId {
         calls: u32,

@@ -242,14 +242,7 @@ fn at_least_once_worker_kills_the_notifier_records_every_user_once() {
     // The repeats the workers sent, counted at the recorder, equal the
     // repeats the notifier dropped: every request reached it, and for every
     // id it accepted exactly one and answered the others as duplicates.
-    let sent = run.cluster.eventually(
-        "every request passed on to be answered",
-        Duration::from_secs(30),
-        || {
-            let sent = recorder.sent();
-            (sent.len() as u64 == recorder.count()).then_some(sent)
-        },
-    );
+    let sent = recorder.answered(Duration::from_secs(30));
     assert!(
         sent.iter().all(|s| s.status == Some(200)),
         "the notifier did not answer 200 to every request"

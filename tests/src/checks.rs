@@ -143,6 +143,25 @@ impl Recorder {
         self.shared.sent.lock().unwrap().clone()
     }
 
+    /// Every request, once each that arrived has been answered (waits up
+    /// to `timeout`, then panics).
+    pub fn answered(&self, timeout: Duration) -> Vec<Sent> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let sent = self.sent();
+            if sent.len() as u64 == self.count() {
+                return sent;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} of {} requests answered after {timeout:?}",
+                sent.len(),
+                self.count()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Requests that arrived so far (answered or not).
     pub fn count(&self) -> u64 {
         self.shared.total.load(Ordering::SeqCst)

@@ -196,15 +196,7 @@ async fn tagged(
 
 async fn handle(shared: Arc<Shared>, tag: String, headers: HeaderMap, body: Bytes) -> Response {
     let at = Instant::now();
-    let id = headers
-        .get("webhook-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
-    let user = serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v["userId"].as_str().map(str::to_string))
-        .unwrap_or_default();
+    let (id, user) = crate::receiver::id_and_user(&headers, &body);
     shared.total.fetch_add(1, Ordering::SeqCst);
     *shared.per_id.lock().unwrap().entry(id.clone()).or_insert(0) += 1;
     // In a task of its own: a sender killed while waiting must not stop the

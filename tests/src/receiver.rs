@@ -216,16 +216,22 @@ impl Drop for TestReceiver {
     }
 }
 
-async fn webhook(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+/// A webhook request's `webhook-id` and body `userId` (empty when missing).
+pub(crate) fn id_and_user(headers: &HeaderMap, body: &[u8]) -> (String, String) {
     let id = headers
         .get("webhook-id")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string();
-    let user = serde_json::from_slice::<serde_json::Value>(&body)
+    let user = serde_json::from_slice::<serde_json::Value>(body)
         .ok()
         .and_then(|v| v["userId"].as_str().map(str::to_string))
         .unwrap_or_default();
+    (id, user)
+}
+
+async fn webhook(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let (id, user) = id_and_user(&headers, &body);
     let now = Instant::now();
     let limited = match shared.limit.lock().unwrap().as_mut() {
         Some(gcra) => gcra.check(now).err(),

@@ -1,7 +1,6 @@
 //! Real processes for end-to-end tests: the `full_system` example binary,
 //! started with flags, stopped with a signal or killed with SIGKILL.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
@@ -44,17 +43,6 @@ pub fn full_system() -> &'static Path {
         assert!(bin.exists(), "no binary at {}", bin.display());
         bin
     })
-}
-
-/// A free TCP port on 127.0.0.1, free when asked but not reserved: another
-/// test may take it before the caller binds it. Prefer letting the child
-/// bind port 0 and reading the address back ([`Service::address`]).
-#[deprecated = "racy between parallel tests: bind 127.0.0.1:0 in the child and use Service::address"]
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port")
 }
 
 /// The listen address for a child process to bind: port 0, so the kernel

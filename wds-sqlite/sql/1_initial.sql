@@ -28,7 +28,7 @@ CREATE TABLE jobs (
 );
 
 -- Batches of messages: ready (`pos` set, lease order) or leased (`lease`
--- and `deadline` set). `sending` is sticky once a holder marked it.
+-- and `deadline` set, `pos` NULL). `sending` is sticky once a holder marked it.
 CREATE TABLE batches (
   id       INTEGER PRIMARY KEY,
   n        INTEGER NOT NULL,
@@ -38,8 +38,11 @@ CREATE TABLE batches (
   deadline INTEGER,
   sending  INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX batches_ready ON batches (pos) WHERE pos IS NOT NULL;
-CREATE INDEX batches_leased ON batches (deadline) WHERE lease IS NOT NULL;
+-- Full indexes, not partial ones: with a partial index SQLite re-prepares
+-- every statement on the table whose bound values it compared with the
+-- index's condition, on every call.
+CREATE INDEX batches_ready ON batches (pos);
+CREATE INDEX batches_leased ON batches (deadline);
 
 -- Messages waiting for a retry, by due time.
 CREATE TABLE scheduled (

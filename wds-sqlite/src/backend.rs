@@ -4,10 +4,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rusqlite::{Transaction, TransactionBehavior};
+use rusqlite::Connection;
 use wds_core::{Error, Result};
 
-use crate::conn::{db_error, Conn, Db, Options};
+use crate::conn::{db_error, Conn, Db, Mode, Options};
 
 /// Messages per batch when due retries and replayed dead letters are
 /// gathered into new batches.
@@ -112,33 +112,27 @@ impl SqliteBackend {
     pub(crate) async fn write<T, F>(&self, op: &'static str, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Transaction<'_>, &Path) -> Result<T> + Send + 'static,
+        F: FnOnce(&Connection, &Path) -> Result<T> + Send + 'static,
     {
-        self.transaction(op, TransactionBehavior::Immediate, f)
-            .await
+        self.transaction(op, Mode::Write, f).await
     }
 
     /// Runs `f` in one read transaction on the connection thread.
     pub(crate) async fn read<T, F>(&self, op: &'static str, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Transaction<'_>, &Path) -> Result<T> + Send + 'static,
+        F: FnOnce(&Connection, &Path) -> Result<T> + Send + 'static,
     {
-        self.transaction(op, TransactionBehavior::Deferred, f).await
+        self.transaction(op, Mode::Read, f).await
     }
 
-    async fn transaction<T, F>(
-        &self,
-        op: &'static str,
-        behavior: TransactionBehavior,
-        f: F,
-    ) -> Result<T>
+    async fn transaction<T, F>(&self, op: &'static str, mode: Mode, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Transaction<'_>, &Path) -> Result<T> + Send + 'static,
+        F: FnOnce(&Connection, &Path) -> Result<T> + Send + 'static,
     {
         self.conn
-            .call(op, move |db: &mut Db| db.transaction(op, behavior, f))
+            .call(op, move |db: &mut Db| db.transaction(op, mode, f))
             .await
     }
 }

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use async_trait::async_trait;
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension};
 use wds_core::{
     Checkpoint, Claim, Error, JobId, JobMeta, JobReport, JobState, LineOutcome, MessageId,
     OffsetStore, Reject, Result,
@@ -85,7 +85,7 @@ fn parse_meta(job: &JobId, meta: &str) -> Result<JobMeta> {
 }
 
 /// The claim-order number of a job, or `UnknownJob`.
-fn job_no(tx: &Transaction<'_>, path: &Path, job: &JobId) -> Result<i64> {
+fn job_no(tx: &Connection, path: &Path, job: &JobId) -> Result<i64> {
     tx.prepare_cached("SELECT no FROM jobs WHERE job = ?1")
         .and_then(|mut s| s.query_row([job.as_str()], |r| r.get(0)).optional())
         .map_err(|e| db_error("job", path, e))?

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension};
 use wds_core::{
     now_ms, Batch, BatchId, Checkpoint, Continue, Continued, DeadKind, DeadLetter, DeadReason,
     Error, JobId, Lease, LeaseId, Push, Pushed, Queue, QueueStats, RejectKind, Result, Settle,
@@ -211,7 +211,7 @@ fn is_storage(e: &Error) -> bool {
 
 /// Adds to the queue counters; returns the ready count after.
 fn bump(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     path: &Path,
     ready: i64,
     leased: i64,
@@ -228,7 +228,7 @@ fn bump(
 }
 
 /// Takes `k` numbers from the counter; returns the first.
-fn take_numbers(tx: &Transaction<'_>, path: &Path, k: usize) -> Result<i64> {
+fn take_numbers(tx: &Connection, path: &Path, k: usize) -> Result<i64> {
     let k = k as i64;
     tx.prepare_cached("UPDATE counters SET next = next + ?1 WHERE id = 1 RETURNING next")
         .and_then(|mut s| s.query_row([k], |r| r.get::<_, i64>(0)))
@@ -252,7 +252,7 @@ pub(crate) fn finish(
 }
 
 /// Appends messages as new ready batches of [`REBATCH_SIZE`].
-fn rebatch(tx: &Transaction<'_>, path: &Path, messages: &[wds_core::Message]) -> Result<()> {
+fn rebatch(tx: &Connection, path: &Path, messages: &[wds_core::Message]) -> Result<()> {
     let sql = |e| db_error("rebatch", path, e);
     for chunk in messages.chunks(REBATCH_SIZE) {
         let id = take_numbers(tx, path, 1)?;
@@ -269,7 +269,7 @@ fn rebatch(tx: &Transaction<'_>, path: &Path, messages: &[wds_core::Message]) ->
     Ok(())
 }
 
-fn push_in(tx: &Transaction<'_>, path: &Path, p: &PushRow) -> Result<PushOutcome> {
+fn push_in(tx: &Connection, path: &Path, p: &PushRow) -> Result<PushOutcome> {
     let sql = |e| db_error("push", path, e);
     let row = tx
         .prepare_cached(
@@ -361,7 +361,7 @@ fn push_in(tx: &Transaction<'_>, path: &Path, p: &PushRow) -> Result<PushOutcome
 
 /// Reclaims expired leases, promotes due retries, leases ready batches.
 fn lease_in(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     path: &Path,
     max: usize,
     ttl: Duration,
@@ -376,7 +376,7 @@ fn lease_in(
     let mut batches: Vec<(i64, i64, Vec<u8>, bool)> = tx
         .prepare_cached(
             "SELECT id, n, payload, sending FROM batches \
-             WHERE lease IS NOT NULL AND deadline <= ?1 ORDER BY deadline LIMIT ?2",
+             WHERE deadline <= ?1 ORDER BY deadline LIMIT ?2",
         )
         .and_then(|mut s| {
             s.query_map(params![int(now), max as i64], read_batch)?
@@ -447,7 +447,7 @@ fn lease_in(
 }
 
 /// The message count of a batch whose lease `key` is still held.
-fn held(tx: &Transaction<'_>, path: &Path, key: (i64, i64)) -> Result<Option<u64>> {
+fn held(tx: &Connection, path: &Path, key: (i64, i64)) -> Result<Option<u64>> {
     tx.prepare_cached("SELECT n FROM batches WHERE id = ?1 AND lease = ?2 AND deadline > ?3")
         .and_then(|mut s| {
             s.query_row(params![key.0, key.1, int(now_ms())], |r| r.get(0))
@@ -457,7 +457,7 @@ fn held(tx: &Transaction<'_>, path: &Path, key: (i64, i64)) -> Result<Option<u64
         .map_err(|e| db_error("lease check", path, e))
 }
 
-fn mark_in(tx: &Transaction<'_>, path: &Path, key: (i64, i64)) -> Result<bool> {
+fn mark_in(tx: &Connection, path: &Path, key: (i64, i64)) -> Result<bool> {
     tx.prepare_cached(
         "UPDATE batches SET sending = 1 WHERE id = ?1 AND lease = ?2 AND deadline > ?3",
     )
@@ -480,7 +480,7 @@ struct JobCounts {
 }
 
 impl JobCounts {
-    fn read(tx: &Transaction<'_>, path: &Path, key: JobKey<'_>) -> Result<Option<JobCounts>> {
+    fn read(tx: &Connection, path: &Path, key: JobKey<'_>) -> Result<Option<JobCounts>> {
         const COLUMNS: &str =
             "no, records, done, delivered, dead, in_doubt, invalid, duplicate, finished_ms";
         let map = |r: &rusqlite::Row<'_>| {
@@ -508,7 +508,7 @@ impl JobCounts {
     }
 
     /// Stores the delivered, dead and in-doubt counts and the finish time.
-    fn write(&self, tx: &Transaction<'_>, path: &Path) -> Result<()> {
+    fn write(&self, tx: &Connection, path: &Path) -> Result<()> {
         let accounted = self.delivered + self.dead + self.invalid + self.duplicate;
         let finished = finish(self.done, accounted, self.records, self.finished, now_ms());
         tx.prepare_cached(
@@ -535,12 +535,7 @@ enum JobKey<'a> {
     No(i64),
 }
 
-fn insert_chunks(
-    tx: &Transaction<'_>,
-    path: &Path,
-    no: i64,
-    chunks: &[(u64, Vec<u8>)],
-) -> Result<()> {
+fn insert_chunks(tx: &Connection, path: &Path, no: i64, chunks: &[(u64, Vec<u8>)]) -> Result<()> {
     for (chunk, entries) in chunks {
         tx.prepare_cached("INSERT INTO outcomes (job, chunk, entries) VALUES (?1, ?2, ?3)")
             .and_then(|mut s| s.execute(params![no, int(*chunk), entries]))
@@ -549,7 +544,7 @@ fn insert_chunks(
     Ok(())
 }
 
-fn settle_in(tx: &Transaction<'_>, path: &Path, s: &SettleRow) -> Result<()> {
+fn settle_in(tx: &Connection, path: &Path, s: &SettleRow) -> Result<()> {
     let sql = |e| db_error("settle", path, e);
     let lost = || Error::LeaseLost {
         lease: s.lease.clone(),

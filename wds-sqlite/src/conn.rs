@@ -226,7 +226,8 @@ impl Db {
             .open(&lock_path)
             .map_err(|e| {
                 refused(format!(
-                    "cannot open the lock file {}: {e}",
+                    "cannot open the lock file {}: {e}; the database's folder must be \
+                     writable by this process",
                     lock_path.display()
                 ))
             })?;
@@ -266,7 +267,27 @@ impl Db {
                 schema::VERSION
             )),
         })?;
+        db.reclaim_leases()?;
         Ok(db)
+    }
+
+    /// Expires every lease left in the file. The lock says no other
+    /// process is running, so their holders are gone: a restarted process
+    /// gets their batches at its first lease (those marked as sending come
+    /// back in doubt), without waiting for the deadlines.
+    fn reclaim_leases(&mut self) -> Result<()> {
+        let path = self.path.clone();
+        let left = self
+            .conn
+            .execute(
+                "UPDATE batches SET deadline = 0 WHERE deadline IS NOT NULL",
+                [],
+            )
+            .map_err(|e| opening(&path, "reclaim leases", e))?;
+        if left > 0 {
+            tracing::info!(db = %path.display(), batches = left, "leases of a previous process reclaimed");
+        }
+        Ok(())
     }
 
     fn configure(&mut self, options: &Options) -> Result<()> {

@@ -492,3 +492,34 @@ fn a_full_disk_stalls_the_job_with_a_clear_error_and_loses_nothing() {
     );
     local.stop(all);
 }
+
+#[test]
+fn the_backend_flag_says_what_it_does() {
+    let receiver = TestReceiver::start();
+    let local = Local::new(&receiver);
+    let log = refused(local.start("redis-without-url", &["--backend", "redis"]));
+    assert!(log.contains("--backend redis needs --redis"), "{log}");
+    let memory = local.start_ready("memory", &["--backend", "memory"]);
+    let warning = "a restart (or a crash) forgets all of them";
+    eventually(
+        "the memory backend's warning",
+        Duration::from_secs(10),
+        || memory.log_text().contains(warning).then_some(()),
+    );
+    assert!(
+        !local.data().join("wds.db").exists(),
+        "the memory backend writes no database"
+    );
+    local.stop(memory);
+    let sqlite = local.start_ready("sqlite", &[]);
+    assert!(
+        local.data().join("wds.db").exists(),
+        "the default is SQLite at DATA_DIR/wds.db"
+    );
+    assert!(
+        !sqlite.log_text().contains(warning),
+        "{}",
+        sqlite.log_text()
+    );
+    local.stop(sqlite);
+}

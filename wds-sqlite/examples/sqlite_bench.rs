@@ -12,7 +12,8 @@
 //! disk of your data rather than a tmpfs), seven measured rounds each,
 //! alternating, and prints messages per second for each (the median and
 //! best rounds), their ratio, the CPU per message, and the database's size
-//! per line.
+//! per delivered line; then one job of `lines` invalid lines, and the
+//! database's size per invalid line.
 //!
 //! Environment: `WDS_BENCH_BATCH` and `WDS_BENCH_CONCURRENCY` set the
 //! engine's batch size and concurrency for both runs;
@@ -183,6 +184,35 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         after.free_bytes,
         after.wal_bytes,
         used(after).saturating_sub(used(warm)) as f64 / measured as f64
+    );
+
+    // Rejected lines: a job whose every line is invalid (no user id).
+    let before = backend.storage().await?;
+    let mut csv = String::with_capacity(lines as usize * 12);
+    for i in 0..lines {
+        csv.push_str(&format!(",message {i}\n"));
+    }
+    let invalid = Input::from_bytes(
+        "bench-invalid.csv",
+        csv.into_bytes(),
+        Some(Format::Csv),
+        None,
+    );
+    let report = sqlite.run_once(&invalid).await?;
+    if !report.is_complete() || report.invalid != lines {
+        return Err(format!("the invalid job did not complete: {report:?}").into());
+    }
+    let after_invalid = backend.storage().await?;
+    println!(
+        "{lines} invalid lines (reason {:?}): in use grew by {:.1} bytes per line",
+        sqlite
+            .offsets()
+            .rejects(&report.job, 1)
+            .await?
+            .first()
+            .map(|r| format!("{:?}", r.kind))
+            .unwrap_or_default(),
+        used(after_invalid).saturating_sub(used(before)) as f64 / lines as f64
     );
     Ok(())
 }

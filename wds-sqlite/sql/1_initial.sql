@@ -79,14 +79,3 @@ CREATE TABLE rejects (
   entries    BLOB NOT NULL,
   PRIMARY KEY (job, first_line)
 ) WITHOUT ROWID;
-
--- Counters kept with every change, so stats and ids cost one row read.
-CREATE TABLE counters (
-  id        INTEGER PRIMARY KEY CHECK (id = 1),
-  next      INTEGER NOT NULL,           -- lease numbers and ready positions
-  ready     INTEGER NOT NULL,           -- messages
-  leased    INTEGER NOT NULL,
-  scheduled INTEGER NOT NULL,
-  dead      INTEGER NOT NULL
-);
-INSERT INTO counters VALUES (1, 0, 0, 0, 0, 0);

@@ -4,10 +4,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rusqlite::Connection;
 use wds_core::{Error, Result};
 
-use crate::conn::{db_error, Conn, Db, Mode, Options};
+use crate::conn::{db_error, Conn, Db, Mode, Options, Tx};
 
 /// Messages per batch when due retries and replayed dead letters are
 /// gathered into new batches.
@@ -112,7 +111,7 @@ impl SqliteBackend {
     pub(crate) async fn write<T, F>(&self, op: &'static str, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection, &Path) -> Result<T> + Send + 'static,
+        F: FnOnce(&Tx<'_>, &Path) -> Result<T> + Send + 'static,
     {
         self.transaction(op, Mode::Write, f).await
     }
@@ -121,7 +120,7 @@ impl SqliteBackend {
     pub(crate) async fn read<T, F>(&self, op: &'static str, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection, &Path) -> Result<T> + Send + 'static,
+        F: FnOnce(&Tx<'_>, &Path) -> Result<T> + Send + 'static,
     {
         self.transaction(op, Mode::Read, f).await
     }
@@ -129,7 +128,7 @@ impl SqliteBackend {
     async fn transaction<T, F>(&self, op: &'static str, mode: Mode, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection, &Path) -> Result<T> + Send + 'static,
+        F: FnOnce(&Tx<'_>, &Path) -> Result<T> + Send + 'static,
     {
         self.conn
             .call(op, move |db: &mut Db| db.transaction(op, mode, f))

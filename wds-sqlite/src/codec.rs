@@ -21,10 +21,12 @@
 //!
 //! # Reject entries (`rejects.entries`, one row per push that rejected lines)
 //!
-//! Per line: offset from the row's first line, tag, and by tag: invalid
-//! (`0`): reason; duplicate (`1`): distance back to the first occurrence.
+//! The distinct reasons of the row (count, then each), then per line:
+//! offset from the row's first line, tag, and by tag: invalid (`0`): the
+//! reason's index; duplicate (`1`): distance back to the first occurrence.
+//! A line costs 3 or 4 bytes, its reason once per row.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use wds_core::{
     DeadKind, DeadReason, Error, JobId, LineOutcome, Message, MessageId, Receipt, Reject,
@@ -333,13 +335,29 @@ pub(crate) fn find_outcome(rows: &[Vec<u8>], line: u64) -> Result<Option<Option<
 
 /// Encodes the rejects of one push (in line order, all at or after `first`).
 pub(crate) fn encode_rejects(first: u64, rejects: &[Reject]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(rejects.len() * 8);
+    // Each distinct reason once per row: the lines of one file tend to be
+    // invalid for the same few reasons.
+    let mut reasons: Vec<&str> = Vec::new();
+    let mut index: HashMap<&str, u64> = HashMap::new();
+    for reject in rejects {
+        if let RejectKind::Invalid { reason } = &reject.kind {
+            index.entry(reason.as_str()).or_insert_with(|| {
+                reasons.push(reason);
+                reasons.len() as u64 - 1
+            });
+        }
+    }
+    let mut out = Vec::with_capacity(rejects.len() * 4 + 32);
+    put_u64(&mut out, reasons.len() as u64);
+    for reason in &reasons {
+        put_str(&mut out, reason);
+    }
     for reject in rejects {
         put_u64(&mut out, reject.line.saturating_sub(first));
         match &reject.kind {
             RejectKind::Invalid { reason } => {
                 out.push(INVALID);
-                put_str(&mut out, reason);
+                put_u64(&mut out, index.get(reason.as_str()).copied().unwrap_or(0));
             }
             RejectKind::Duplicate { of_line } => {
                 out.push(DUPLICATE);
@@ -353,11 +371,25 @@ pub(crate) fn encode_rejects(first: u64, rejects: &[Reject]) -> Vec<u8> {
 /// Decodes a row made by [`encode_rejects`] whose first line is `first`.
 pub(crate) fn decode_rejects(first: u64, bytes: &[u8]) -> Result<Vec<Reject>> {
     let mut r = Reader::new(bytes, "rejects");
+    let count = r.u64()?;
+    let mut reasons = Vec::new();
+    for _ in 0..count {
+        reasons.push(r.str()?);
+    }
     let mut out = Vec::new();
     while !r.is_empty() {
         let line = first + r.u64()?;
         let kind = match r.u8()? {
-            INVALID => RejectKind::Invalid { reason: r.str()? },
+            INVALID => {
+                let i = r.u64()?;
+                let reason = usize::try_from(i)
+                    .ok()
+                    .and_then(|i| reasons.get(i))
+                    .ok_or_else(|| r.corrupt("reason index out of range"))?;
+                RejectKind::Invalid {
+                    reason: reason.clone(),
+                }
+            }
             DUPLICATE => RejectKind::Duplicate {
                 of_line: line.saturating_sub(r.u64()?),
             },
@@ -463,7 +495,7 @@ mod tests {
 
     #[test]
     fn rejects_round_trip() {
-        let rejects = vec![
+        let mut rejects = vec![
             Reject {
                 line: 10,
                 kind: RejectKind::Invalid {
@@ -475,7 +507,28 @@ mod tests {
                 kind: RejectKind::Duplicate { of_line: 3 },
             },
         ];
+        for line in 13..113 {
+            rejects.push(Reject {
+                line,
+                kind: RejectKind::Invalid {
+                    reason: if line % 2 == 0 {
+                        "empty user id"
+                    } else {
+                        "no message"
+                    }
+                    .into(),
+                },
+            });
+        }
         let bytes = encode_rejects(10, &rejects);
         assert_eq!(decode_rejects(10, &bytes).unwrap(), rejects);
+        assert!(
+            bytes.len() <= 102 * 4 + 40,
+            "{} bytes for 102 rejects",
+            bytes.len()
+        );
+        for cut in 0..bytes.len() {
+            let _ = decode_rejects(10, &bytes[..cut]);
+        }
     }
 }

@@ -6,6 +6,7 @@
 //! the backend lives: a second process (or a second open in this one) is
 //! refused with a clear error instead of sharing leases it cannot see.
 
+use std::cell::Cell;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -22,9 +23,42 @@ use crate::schema;
 /// Work for the connection thread.
 type Task = Box<dyn FnOnce(&mut Db) + Send>;
 
+/// The queue's counts and the id counter. The lock makes this process the
+/// only writer, so they live here, loaded from the tables at open and
+/// changed with each committed call, rather than in a row that every call
+/// would rewrite.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Counters {
+    /// The last number given to a batch, a lease or a ready position.
+    pub(crate) next: i64,
+    /// Messages in ready batches.
+    pub(crate) ready: i64,
+    /// Messages in leased batches.
+    pub(crate) leased: i64,
+    /// Scheduled retries.
+    pub(crate) scheduled: i64,
+    /// Dead letters.
+    pub(crate) dead: i64,
+}
+
+/// One transaction: the connection, and the counters as the call changes
+/// them (kept only if it commits).
+pub(crate) struct Tx<'a> {
+    conn: &'a Connection,
+    pub(crate) counters: Cell<Counters>,
+}
+
+impl std::ops::Deref for Tx<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn
+    }
+}
+
 /// What the connection thread owns.
 pub(crate) struct Db {
     conn: Connection,
+    counters: Counters,
     path: PathBuf,
     /// Held (locked) until the thread ends.
     _lock: File,
@@ -94,7 +128,7 @@ impl Db {
         &mut self,
         op: &'static str,
         mode: Mode,
-        f: impl FnOnce(&Connection, &Path) -> Result<T>,
+        f: impl FnOnce(&Tx<'_>, &Path) -> Result<T>,
     ) -> Result<T> {
         let begin = match mode {
             Mode::Read => "BEGIN DEFERRED",
@@ -107,11 +141,18 @@ impl Db {
                 .map(drop)
         };
         run(begin).map_err(|e| db_error(op, &self.path, e))?;
-        let out = f(&self.conn, &self.path).and_then(|out| {
+        let tx = Tx {
+            conn: &self.conn,
+            counters: Cell::new(self.counters),
+        };
+        let out = f(&tx, &self.path).and_then(|out| {
             run("COMMIT")
                 .map(|()| out)
                 .map_err(|e| db_error(op, &self.path, e))
         });
+        if out.is_ok() {
+            self.counters = tx.counters.get();
+        }
         if out.is_err() && !self.conn.is_autocommit() {
             // Nothing of a failed call stays; a failed rollback leaves the
             // connection unusable, so say so loudly.
@@ -253,6 +294,7 @@ impl Db {
             Connection::open_with_flags(path, flags).map_err(|e| opening(path, "open", e))?;
         let mut db = Db {
             conn,
+            counters: Counters::default(),
             path: path.clone(),
             _lock: lock,
         };
@@ -268,7 +310,23 @@ impl Db {
             )),
         })?;
         db.reclaim_leases()?;
+        db.counters = db.count().map_err(|e| opening(path, "count", e))?;
         Ok(db)
+    }
+
+    /// The counters, from the tables.
+    fn count(&self) -> rusqlite::Result<Counters> {
+        let one = |sql: &str| self.conn.query_row(sql, [], |r| r.get::<_, i64>(0));
+        Ok(Counters {
+            next: one(
+                "SELECT max(coalesce(max(id), 0), coalesce(max(lease), 0), coalesce(max(pos), 0)) \
+                 FROM batches",
+            )?,
+            ready: one("SELECT coalesce(sum(n), 0) FROM batches WHERE pos IS NOT NULL")?,
+            leased: one("SELECT coalesce(sum(n), 0) FROM batches WHERE pos IS NULL")?,
+            scheduled: one("SELECT count(*) FROM scheduled")?,
+            dead: one("SELECT count(*) FROM dead")?,
+        })
     }
 
     /// Expires every lease left in the file. The lock says no other

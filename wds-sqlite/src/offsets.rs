@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use async_trait::async_trait;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, OptionalExtension};
 use wds_core::{
     Checkpoint, Claim, Error, JobId, JobMeta, JobReport, JobState, LineOutcome, MessageId,
     OffsetStore, Reject, Result,
@@ -12,7 +12,7 @@ use wds_core::{
 
 use crate::backend::{int, uint, SqliteBackend};
 use crate::codec::{self, CHUNK_LINES};
-use crate::conn::db_error;
+use crate::conn::{db_error, Tx};
 
 /// The columns of a report, in [`ReportRow`] order.
 const REPORT_COLUMNS: &str = "job, meta, records, done, enqueued, delivered, dead, in_doubt, \
@@ -85,7 +85,7 @@ fn parse_meta(job: &JobId, meta: &str) -> Result<JobMeta> {
 }
 
 /// The claim-order number of a job, or `UnknownJob`.
-fn job_no(tx: &Connection, path: &Path, job: &JobId) -> Result<i64> {
+fn job_no(tx: &Tx<'_>, path: &Path, job: &JobId) -> Result<i64> {
     tx.prepare_cached("SELECT no FROM jobs WHERE job = ?1")
         .and_then(|mut s| s.query_row([job.as_str()], |r| r.get(0)).optional())
         .map_err(|e| db_error("job", path, e))?

@@ -1,13 +1,16 @@
 //! [`Queue`] for [`SqliteBackend`]: each call is one transaction.
 //!
 //! The async side encodes arguments and decodes answers (see `codec`); the
-//! connection thread runs only SQL over prepared, cached statements.
+//! connection thread runs only SQL over prepared, cached statements. No
+//! statement has a bound `LIMIT`: SQLite re-prepares a statement whenever
+//! the value bound to its `LIMIT` changes, so rows are taken from the
+//! iterator instead (in index order, so no more are read).
 
 use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, OptionalExtension};
 use wds_core::{
     now_ms, Batch, BatchId, Checkpoint, Continue, Continued, DeadKind, DeadLetter, DeadReason,
     Error, JobId, Lease, LeaseId, Push, Pushed, Queue, QueueStats, RejectKind, Result, Settle,
@@ -15,7 +18,7 @@ use wds_core::{
 
 use crate::backend::{int, uint, SqliteBackend, MAX_DUE_PER_LEASE, REBATCH_SIZE};
 use crate::codec::{self, Chunks, Entry};
-use crate::conn::db_error;
+use crate::conn::{db_error, Tx};
 
 /// A push, encoded for the connection thread.
 struct PushRow {
@@ -210,30 +213,23 @@ fn is_storage(e: &Error) -> bool {
 }
 
 /// Adds to the queue counters; returns the ready count after.
-fn bump(
-    tx: &Connection,
-    path: &Path,
-    ready: i64,
-    leased: i64,
-    scheduled: i64,
-    dead: i64,
-) -> Result<u64> {
-    tx.prepare_cached(
-        "UPDATE counters SET ready = ready + ?1, leased = leased + ?2, \
-         scheduled = scheduled + ?3, dead = dead + ?4 WHERE id = 1 RETURNING ready",
-    )
-    .and_then(|mut s| s.query_row(params![ready, leased, scheduled, dead], |r| r.get(0)))
-    .map(uint)
-    .map_err(|e| db_error("counters", path, e))
+fn bump(tx: &Tx<'_>, ready: i64, leased: i64, scheduled: i64, dead: i64) -> u64 {
+    let mut c = tx.counters.get();
+    c.ready += ready;
+    c.leased += leased;
+    c.scheduled += scheduled;
+    c.dead += dead;
+    tx.counters.set(c);
+    uint(c.ready)
 }
 
 /// Takes `k` numbers from the counter; returns the first.
-fn take_numbers(tx: &Connection, path: &Path, k: usize) -> Result<i64> {
-    let k = k as i64;
-    tx.prepare_cached("UPDATE counters SET next = next + ?1 WHERE id = 1 RETURNING next")
-        .and_then(|mut s| s.query_row([k], |r| r.get::<_, i64>(0)))
-        .map(|next| next - k + 1)
-        .map_err(|e| db_error("counters", path, e))
+fn take_numbers(tx: &Tx<'_>, k: usize) -> i64 {
+    let mut c = tx.counters.get();
+    let first = c.next + 1;
+    c.next += k as i64;
+    tx.counters.set(c);
+    first
 }
 
 /// The finish time a job has after its counts changed.
@@ -252,10 +248,10 @@ pub(crate) fn finish(
 }
 
 /// Appends messages as new ready batches of [`REBATCH_SIZE`].
-fn rebatch(tx: &Connection, path: &Path, messages: &[wds_core::Message]) -> Result<()> {
+fn rebatch(tx: &Tx<'_>, path: &Path, messages: &[wds_core::Message]) -> Result<()> {
     let sql = |e| db_error("rebatch", path, e);
     for chunk in messages.chunks(REBATCH_SIZE) {
-        let id = take_numbers(tx, path, 1)?;
+        let id = take_numbers(tx, 1);
         tx.prepare_cached("INSERT INTO batches (id, n, payload, pos) VALUES (?1, ?2, ?3, ?1)")
             .and_then(|mut s| {
                 s.execute(params![
@@ -269,7 +265,7 @@ fn rebatch(tx: &Connection, path: &Path, messages: &[wds_core::Message]) -> Resu
     Ok(())
 }
 
-fn push_in(tx: &Connection, path: &Path, p: &PushRow) -> Result<PushOutcome> {
+fn push_in(tx: &Tx<'_>, path: &Path, p: &PushRow) -> Result<PushOutcome> {
     let sql = |e| db_error("push", path, e);
     let row = tx
         .prepare_cached(
@@ -298,7 +294,7 @@ fn push_in(tx: &Connection, path: &Path, p: &PushRow) -> Result<PushOutcome> {
         }));
     };
     if p.seq < current {
-        let depth = bump(tx, path, 0, 0, 0, 0)?;
+        let depth = bump(tx, 0, 0, 0, 0);
         return Ok(PushOutcome::Done(Pushed {
             applied: false,
             depth,
@@ -312,7 +308,7 @@ fn push_in(tx: &Connection, path: &Path, p: &PushRow) -> Result<PushOutcome> {
         }));
     }
     if p.n > 0 {
-        let id = take_numbers(tx, path, 1)?;
+        let id = take_numbers(tx, 1);
         tx.prepare_cached("INSERT INTO batches (id, n, payload, pos) VALUES (?1, ?2, ?3, ?1)")
             .and_then(|mut s| s.execute(params![id, int(p.n), &p.payload]))
             .map_err(sql)?;
@@ -352,7 +348,7 @@ fn push_in(tx: &Connection, path: &Path, p: &PushRow) -> Result<PushOutcome> {
         ])
     })
     .map_err(sql)?;
-    let depth = bump(tx, path, int(p.n), 0, 0, 0)?;
+    let depth = bump(tx, int(p.n), 0, 0, 0);
     Ok(PushOutcome::Done(Pushed {
         applied: true,
         depth,
@@ -360,12 +356,7 @@ fn push_in(tx: &Connection, path: &Path, p: &PushRow) -> Result<PushOutcome> {
 }
 
 /// Reclaims expired leases, promotes due retries, leases ready batches.
-fn lease_in(
-    tx: &Connection,
-    path: &Path,
-    max: usize,
-    ttl: Duration,
-) -> Result<(u64, Vec<LeasedRow>)> {
+fn lease_in(tx: &Tx<'_>, path: &Path, max: usize, ttl: Duration) -> Result<(u64, Vec<LeasedRow>)> {
     let sql = |e| db_error("lease", path, e);
     let now = now_ms();
     let deadline = now + ttl.as_millis() as u64;
@@ -376,22 +367,18 @@ fn lease_in(
     let mut batches: Vec<(i64, i64, Vec<u8>, bool)> = tx
         .prepare_cached(
             "SELECT id, n, payload, sending FROM batches \
-             WHERE deadline <= ?1 ORDER BY deadline LIMIT ?2",
+             WHERE deadline <= ?1 ORDER BY deadline",
         )
-        .and_then(|mut s| {
-            s.query_map(params![int(now), max as i64], read_batch)?
-                .collect()
-        })
+        .and_then(|mut s| s.query_map([int(now)], read_batch)?.take(max).collect())
         .map_err(sql)?;
     let reclaimed = batches.len();
     // 2. Due retries become ready.
     let due: Vec<(i64, Vec<u8>)> = tx
-        .prepare_cached("SELECT id, message FROM scheduled WHERE due <= ?1 ORDER BY due LIMIT ?2")
+        .prepare_cached("SELECT id, message FROM scheduled WHERE due <= ?1 ORDER BY due")
         .and_then(|mut s| {
-            s.query_map(params![int(now), MAX_DUE_PER_LEASE as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?
-            .collect()
+            s.query_map([int(now)], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .take(MAX_DUE_PER_LEASE)
+                .collect()
         })
         .map_err(sql)?;
     if !due.is_empty() {
@@ -403,17 +390,18 @@ fn lease_in(
             messages.extend(codec::decode_messages(blob)?);
         }
         rebatch(tx, path, &messages)?;
-        bump(tx, path, messages.len() as i64, 0, -(due.len() as i64), 0)?;
+        bump(tx, messages.len() as i64, 0, -(due.len() as i64), 0);
     }
     // 3. Ready batches in push order.
     if batches.len() < max {
         let more: Vec<(i64, i64, Vec<u8>, bool)> = tx
             .prepare_cached(
                 "SELECT id, n, payload, sending FROM batches \
-                 WHERE pos IS NOT NULL ORDER BY pos LIMIT ?1",
+                 WHERE pos IS NOT NULL ORDER BY pos",
             )
             .and_then(|mut s| {
-                s.query_map([(max - batches.len()) as i64], read_batch)?
+                s.query_map([], read_batch)?
+                    .take(max - batches.len())
                     .collect()
             })
             .map_err(sql)?;
@@ -422,7 +410,7 @@ fn lease_in(
     if batches.is_empty() {
         return Ok((deadline, Vec::new()));
     }
-    let base = take_numbers(tx, path, batches.len())?;
+    let base = take_numbers(tx, batches.len());
     let mut moved = 0i64;
     let mut out = Vec::with_capacity(batches.len());
     for (i, (id, n, payload, sending)) in batches.into_iter().enumerate() {
@@ -441,13 +429,13 @@ fn lease_in(
         });
     }
     if moved > 0 {
-        bump(tx, path, -moved, moved, 0, 0)?;
+        bump(tx, -moved, moved, 0, 0);
     }
     Ok((deadline, out))
 }
 
 /// The message count of a batch whose lease `key` is still held.
-fn held(tx: &Connection, path: &Path, key: (i64, i64)) -> Result<Option<u64>> {
+fn held(tx: &Tx<'_>, path: &Path, key: (i64, i64)) -> Result<Option<u64>> {
     tx.prepare_cached("SELECT n FROM batches WHERE id = ?1 AND lease = ?2 AND deadline > ?3")
         .and_then(|mut s| {
             s.query_row(params![key.0, key.1, int(now_ms())], |r| r.get(0))
@@ -457,7 +445,7 @@ fn held(tx: &Connection, path: &Path, key: (i64, i64)) -> Result<Option<u64>> {
         .map_err(|e| db_error("lease check", path, e))
 }
 
-fn mark_in(tx: &Connection, path: &Path, key: (i64, i64)) -> Result<bool> {
+fn mark_in(tx: &Tx<'_>, path: &Path, key: (i64, i64)) -> Result<bool> {
     tx.prepare_cached(
         "UPDATE batches SET sending = 1 WHERE id = ?1 AND lease = ?2 AND deadline > ?3",
     )
@@ -480,7 +468,7 @@ struct JobCounts {
 }
 
 impl JobCounts {
-    fn read(tx: &Connection, path: &Path, key: JobKey<'_>) -> Result<Option<JobCounts>> {
+    fn read(tx: &Tx<'_>, path: &Path, key: JobKey<'_>) -> Result<Option<JobCounts>> {
         const COLUMNS: &str =
             "no, records, done, delivered, dead, in_doubt, invalid, duplicate, finished_ms";
         let map = |r: &rusqlite::Row<'_>| {
@@ -508,7 +496,7 @@ impl JobCounts {
     }
 
     /// Stores the delivered, dead and in-doubt counts and the finish time.
-    fn write(&self, tx: &Connection, path: &Path) -> Result<()> {
+    fn write(&self, tx: &Tx<'_>, path: &Path) -> Result<()> {
         let accounted = self.delivered + self.dead + self.invalid + self.duplicate;
         let finished = finish(self.done, accounted, self.records, self.finished, now_ms());
         tx.prepare_cached(
@@ -535,7 +523,7 @@ enum JobKey<'a> {
     No(i64),
 }
 
-fn insert_chunks(tx: &Connection, path: &Path, no: i64, chunks: &[(u64, Vec<u8>)]) -> Result<()> {
+fn insert_chunks(tx: &Tx<'_>, path: &Path, no: i64, chunks: &[(u64, Vec<u8>)]) -> Result<()> {
     for (chunk, entries) in chunks {
         tx.prepare_cached("INSERT INTO outcomes (job, chunk, entries) VALUES (?1, ?2, ?3)")
             .and_then(|mut s| s.execute(params![no, int(*chunk), entries]))
@@ -544,7 +532,7 @@ fn insert_chunks(tx: &Connection, path: &Path, no: i64, chunks: &[(u64, Vec<u8>)
     Ok(())
 }
 
-fn settle_in(tx: &Connection, path: &Path, s: &SettleRow) -> Result<()> {
+fn settle_in(tx: &Tx<'_>, path: &Path, s: &SettleRow) -> Result<()> {
     let sql = |e| db_error("settle", path, e);
     let lost = || Error::LeaseLost {
         lease: s.lease.clone(),
@@ -589,7 +577,7 @@ fn settle_in(tx: &Connection, path: &Path, s: &SettleRow) -> Result<()> {
             .and_then(|mut st| st.execute(params![int(*due), message]))
             .map_err(sql)?;
     }
-    bump(tx, path, 0, -int(s.n), s.retries.len() as i64, dead_total)?;
+    bump(tx, 0, -int(s.n), s.retries.len() as i64, dead_total);
     Ok(())
 }
 
@@ -749,7 +737,7 @@ impl Queue for SqliteBackend {
                 )
                 .and_then(|mut s| s.execute([key.0]))
                 .map_err(|e| db_error("release", path, e))?;
-                bump(tx, path, int(n), -int(n), 0, 0)?;
+                bump(tx, int(n), -int(n), 0, 0);
                 Ok(true)
             })
             .await?;
@@ -765,20 +753,16 @@ impl Queue for SqliteBackend {
         let rows: Vec<(Vec<u8>, i64, String, i64)> = self
             .read("dead_letters", move |tx, path| {
                 let map = |r: &rusqlite::Row<'_>| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?));
-                let limit = i64::try_from(limit).unwrap_or(i64::MAX);
                 match &job {
-                    Some(job) => {
-                        tx.prepare_cached(
-                            "SELECT message, kind, detail, at_ms FROM dead \
-                             WHERE job = (SELECT no FROM jobs WHERE job = ?1) ORDER BY id LIMIT ?2",
-                        )
-                        .and_then(|mut s| s.query_map(params![job.as_str(), limit], map)?.collect())
-                    }
-                    None => tx
+                    Some(job) => tx
                         .prepare_cached(
-                            "SELECT message, kind, detail, at_ms FROM dead ORDER BY id LIMIT ?1",
+                            "SELECT message, kind, detail, at_ms FROM dead \
+                             WHERE job = (SELECT no FROM jobs WHERE job = ?1) ORDER BY id",
                         )
-                        .and_then(|mut s| s.query_map([limit], map)?.collect()),
+                        .and_then(|mut s| s.query_map([job.as_str()], map)?.take(limit).collect()),
+                    None => tx
+                        .prepare_cached("SELECT message, kind, detail, at_ms FROM dead ORDER BY id")
+                        .and_then(|mut s| s.query_map([], map)?.take(limit).collect()),
                 }
                 .map_err(|e| db_error("dead_letters", path, e))
             })
@@ -867,26 +851,21 @@ impl Queue for SqliteBackend {
                 }
             }
             rebatch(tx, path, &messages)?;
-            bump(tx, path, messages.len() as i64, 0, 0, -(rows.len() as i64))?;
+            bump(tx, messages.len() as i64, 0, 0, -(rows.len() as i64));
             Ok(rows.len() as u64)
         })
         .await
     }
 
     async fn stats(&self) -> Result<QueueStats> {
-        self.read("stats", |tx, path| {
-            tx.prepare_cached("SELECT ready, leased, scheduled, dead FROM counters WHERE id = 1")
-                .and_then(|mut s| {
-                    s.query_row([], |r| {
-                        Ok(QueueStats {
-                            ready: uint(r.get(0)?),
-                            leased: uint(r.get(1)?),
-                            scheduled: uint(r.get(2)?),
-                            dead: uint(r.get(3)?),
-                        })
-                    })
-                })
-                .map_err(|e| db_error("stats", path, e))
+        self.read("stats", |tx, _| {
+            let c = tx.counters.get();
+            Ok(QueueStats {
+                ready: uint(c.ready),
+                leased: uint(c.leased),
+                scheduled: uint(c.scheduled),
+                dead: uint(c.dead),
+            })
         })
         .await
     }

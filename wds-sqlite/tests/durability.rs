@@ -100,6 +100,12 @@ async fn everything_survives_a_reopen() {
     let backend = open(&path).await;
     let claim = backend.claim("file-1", meta()).await.unwrap();
     assert!(!claim.fresh, "a reopened database must remember the claim");
+    let stats = backend.stats().await.unwrap();
+    assert_eq!(
+        (stats.ready, stats.leased, stats.scheduled, stats.dead),
+        (0, 100, 0, 0),
+        "the queue's counts are rebuilt from the file"
+    );
     let report = backend
         .report(&job)
         .await
@@ -233,4 +239,34 @@ async fn a_full_database_fails_writes_and_keeps_what_it_has() {
     }
     let lines = seq * 100 + 1..seq * 100 + 101;
     backend.push(&push(&job, seq, lines, false)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_taken_while_open_is_a_consistent_database() {
+    let dir = temp_dir();
+    let path = dir.path().join("wds.db");
+    let backend = open(&path).await;
+    let job = backend.claim("file-1", meta()).await.unwrap().job;
+    backend.push(&push(&job, 0, 1..101, true)).await.unwrap();
+    let leases = backend.lease(1, Duration::from_secs(60)).await.unwrap();
+    backend
+        .settle(&leases[0], &delivered(&leases[0]))
+        .await
+        .unwrap();
+    let copy = dir.path().join("backup.db");
+    backend.backup(&copy).await.unwrap();
+    assert!(
+        backend.backup(&copy).await.is_err(),
+        "a backup never overwrites a file"
+    );
+    let storage = backend.storage().await.unwrap();
+    assert!(storage.file_bytes > 0 && storage.free_bytes <= storage.file_bytes);
+    drop(backend);
+    let restored = open(&copy).await;
+    let report = restored
+        .report(&job)
+        .await
+        .unwrap()
+        .expect("the job is in the backup");
+    assert_eq!((report.delivered, report.state), (100, JobState::Done));
 }

@@ -450,7 +450,7 @@ fn an_unwritable_database_is_refused_and_keeps_its_jobs() {
 fn a_full_disk_stalls_the_job_with_a_clear_error_and_loses_nothing() {
     let receiver = TestReceiver::start();
     let local = Local::new(&receiver);
-    let disk = Tmpfs::mount(&local.dir.path().join("disk"), "1m");
+    let disk = Tmpfs::mount(&local.dir.path().join("disk"), "3m");
     let db = disk.path.join("wds.db");
     let mut all = local.start_ready("all-1", &["--db", db.to_str().expect("utf-8 path")]);
     let lines = 50_000u64;
@@ -483,9 +483,17 @@ fn a_full_disk_stalls_the_job_with_a_clear_error_and_loses_nothing() {
     let per_id = receiver.per_id();
     let twice = per_id.values().filter(|n| **n > 1).count();
     assert_eq!(twice, 0, "users alerted twice");
-    assert_eq!(per_id.len() as u64, count(&job, "delivered"), "{job}");
+    // Batches whose settle waited past their lease for room are in doubt
+    // (dead, possibly received); every other line was delivered once.
+    let (delivered, dead) = (count(&job, "delivered"), count(&job, "dead"));
+    assert_eq!(dead, count(&job, "in_doubt"), "{job}");
+    let received = per_id.len() as u64;
+    assert!(
+        (delivered..=delivered + dead).contains(&received),
+        "received {received}; {job}"
+    );
     eprintln!(
-        "FIGURES full disk: {stuck_at} alerted when the 1 MB disk filled; after it grew: \
+        "FIGURES full disk: {stuck_at} alerted when the 3 MB disk filled; after it grew: \
          delivered {}, dead {}",
         count(&job, "delivered"),
         count(&job, "dead")

@@ -306,6 +306,40 @@ fn kill_9_mid_job_then_restart_alerts_nobody_twice_and_replays_the_doubt() {
 }
 
 #[test]
+fn kill_9_as_soon_as_the_file_is_claimed_then_restart_reads_on_from_the_checkpoint() {
+    let receiver = TestReceiver::start();
+    let local = Local::new(&receiver);
+    let mut first = local.start_ready("all-1", &[]);
+    local.drop_file("users.csv", &users_csv(LINES as usize));
+    let claimed = eventually("the file to be claimed", Duration::from_secs(60), || {
+        local.jobs()?.into_iter().next()
+    });
+    first.signal("KILL");
+    first.wait(Duration::from_secs(30));
+    let at_kill = receiver.count();
+    let mut second = local.start_ready("all-2", &[]);
+    let job = local.wait_done(&mut second, Duration::from_secs(300));
+    eprintln!(
+        "FIGURES kill -9 at the claim: state {}, {} of {LINES} lines read, {at_kill} alerted; \
+         after the restart: delivered {}, in doubt {}",
+        claimed["state"], claimed["lines"], job["delivered"], job["in_doubt"]
+    );
+    assert_eq!(count(&job, "lines"), LINES, "{job}");
+    assert_eq!(
+        count(&job, "enqueued"),
+        LINES,
+        "no line pushed twice: {job}"
+    );
+    let (delivered, dead) = (count(&job, "delivered"), count(&job, "dead"));
+    assert_eq!(delivered + dead, LINES, "{job}");
+    assert!(count(&job, "in_doubt") <= IN_DOUBT_BOUND, "{job}");
+    let per_id = receiver.per_id();
+    assert!(per_id.values().all(|n| *n == 1), "a user alerted twice");
+    assert!((delivered..=delivered + dead).contains(&(per_id.len() as u64)));
+    local.stop(second);
+}
+
+#[test]
 fn a_second_all_on_the_same_data_dir_is_refused() {
     let receiver = TestReceiver::start();
     let local = Local::new(&receiver);

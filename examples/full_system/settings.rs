@@ -78,6 +78,11 @@ pub(crate) struct Settings {
     /// The SQLite database file [default: DATA_DIR/wds.db].
     #[arg(long, env = "WDS_DB", global = true)]
     pub(crate) db: Option<PathBuf>,
+    /// Sync the SQLite database on every commit (synchronous=FULL): a power
+    /// loss then loses nothing acknowledged, at one fsync per call. By
+    /// default only a process crash is covered that way.
+    #[arg(long, env = "WDS_DB_SYNC_FULL", global = true)]
+    pub(crate) db_sync_full: bool,
     /// Redis URL (redis:// or rediss://, with password and db number). Needed
     /// by the separate roles; `all` and `demo` use SQLite without it.
     #[arg(long, env = "WDS_REDIS_URL", global = true)]

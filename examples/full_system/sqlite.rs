@@ -20,10 +20,12 @@ pub(crate) async fn open(settings: &Settings) -> Fallible<Backend> {
             )
         })?;
     }
-    let backend = SqliteBackend::open(&path)
+    let backend = SqliteBackend::builder(&path)
+        .synchronous_full(settings.db_sync_full)
+        .open()
         .await
         .map_err(|e| format!("sqlite backend: {e}"))?;
-    tracing::info!(db = %path.display(), "sqlite backend open");
+    tracing::info!(db = %path.display(), sync_full = settings.db_sync_full, "sqlite backend open");
     Ok(Backend {
         queue: Arc::new(backend.clone()),
         offsets: Arc::new(backend),

@@ -31,7 +31,9 @@
 //!
 //! The database is in WAL mode with `synchronous=NORMAL`: a committed call
 //! survives the process crashing or being killed; a power loss or an OS
-//! crash may lose the last commits, but never corrupts the file. Ask for
+//! crash may lose the last commits, but never corrupts the file. A lost
+//! `mark_sending` makes its batch look unsent, so after a power loss the
+//! batches that were on the wire may be sent again. Ask for
 //! [`synchronous_full`](SqliteBackendBuilder::synchronous_full) to lose
 //! nothing acknowledged even then, at one `fsync` per call.
 //!

@@ -17,8 +17,9 @@
 //!    receiver at the same concurrency, in a process of its own like a
 //!    worker: the most this machine can do.
 //! 2. `e2e`: a 100,000-line file, from its rename into the inbox until the
-//!    job is done (every delivery settled): the memory backend in one process
-//!    (`full_system all`), then Redis with an initiator and one, then two,
+//!    job is done (every delivery settled): one process (`full_system all`)
+//!    on the memory backend and on SQLite, alternating three rounds each,
+//!    then Redis with an initiator and one, then two,
 //!    worker processes. Latency percentiles are the upper bounds of the
 //!    `wds_delivery_latency_seconds` buckets of the services' `/metrics`.
 //! 3. `scaling`: a receiver answering after 100 ms; 1, 2, 4 workers at
@@ -60,7 +61,7 @@ pub(crate) type Fallible<T> = Result<T, Box<dyn std::error::Error + Send + Sync>
 enum Scenario {
     /// 1: a bare reqwest loop to the receiver.
     Ceiling,
-    /// 2: 100,000 lines end to end: memory, Redis ×1, Redis ×2.
+    /// 2: 100,000 lines end to end: memory and SQLite (one process), Redis ×1, Redis ×2.
     E2e,
     /// 3: a 100 ms receiver, 1/2/4 workers at concurrency 128.
     Scaling,
@@ -82,6 +83,10 @@ struct Args {
     /// Lines of the end-to-end file (and requests of the ceiling loop).
     #[arg(long, env = "WDS_BENCH_LINES", default_value_t = 100_000)]
     lines: u64,
+    /// Rounds of the one-process end-to-end run on each local backend
+    /// (memory, SQLite), alternating; the median round of each is shown.
+    #[arg(long, default_value_t = 3)]
+    local_rounds: usize,
     /// Calls in flight per worker (and in the ceiling loop).
     #[arg(long, env = "WDS_BENCH_CONCURRENCY", default_value_t = 64)]
     concurrency: usize,
@@ -206,6 +211,15 @@ struct Bench {
     table: Table,
     /// Distinguishes files and Redis prefixes of one run.
     run: u64,
+}
+
+/// One run of `full_system all` on a local backend.
+struct LocalRun {
+    secs: f64,
+    latency: Vec<(f64, u64)>,
+    peak: u64,
+    /// The SQLite database after the run.
+    db: Option<wds_sqlite::Storage>,
 }
 
 /// A Redis deployment under test: one initiator, N workers, and the
@@ -512,19 +526,75 @@ impl Bench {
         Ok(())
     }
 
-    /// Scenario 2a: The memory backend in one process: `full_system all` (folder
-    /// source, batcher, deliverer, HttpSink, control API) delivering to the
-    /// benchmark's receiver.
-    async fn e2e_memory(&mut self) -> Fallible<()> {
-        eprintln!("[2] end to end: memory backend, one process (full_system all)");
+    /// Scenario 2a: one process, `full_system all` (folder source,
+    /// batcher, deliverer, HttpSink, control API) delivering to the
+    /// benchmark's receiver, on the memory backend and on its default,
+    /// SQLite (the database in the data dir, on this machine's disk),
+    /// alternating for `--local-rounds` rounds; the median round of each
+    /// is shown, and their ratio.
+    async fn e2e_local(&mut self) -> Fallible<()> {
+        let rounds = self.args.local_rounds.max(1);
+        let (mut memory, mut sqlite) = (Vec::new(), Vec::new());
+        for round in 0..rounds {
+            eprintln!(
+                "[2] end to end, one process (full_system all), round {round}: memory, then sqlite"
+            );
+            memory.push(self.e2e_all("memory").await?);
+            sqlite.push(self.e2e_all("sqlite").await?);
+        }
+        let median = |runs: &mut Vec<LocalRun>| {
+            runs.sort_by(|a, b| a.secs.total_cmp(&b.secs));
+            runs.swap_remove(runs.len() / 2)
+        };
+        let (memory, sqlite) = (median(&mut memory), median(&mut sqlite));
         let lines = self.args.lines;
-        let name = self.next_name("memory");
+        for (scenario, run) in [("2 e2e memory ×1", &memory), ("2 e2e sqlite ×1", &sqlite)] {
+            self.e2e_rows(scenario, lines, run.secs, 0.85, &run.latency);
+            self.table.add(
+                scenario,
+                &format!("peak RSS (the one process; median of {rounds} rounds)"),
+                0.0,
+                mb(run.peak),
+                Target::None,
+            );
+        }
+        let ratio = memory.secs / sqlite.secs;
+        self.table.add(
+            "2 e2e sqlite ×1",
+            &format!("deliveries/s, sqlite / memory (median rounds of {rounds})"),
+            100.0 * ratio,
+            format!("{:.1}%", 100.0 * ratio),
+            Target::AtLeast(90.0, "%"),
+        );
+        if let Some(db) = sqlite.db {
+            self.table.add(
+                "2 e2e sqlite ×1",
+                "database after the job: file / in use, per line",
+                db.file_bytes as f64 / lines as f64,
+                format!(
+                    "{:.1} / {:.1} bytes ({} file; its high-water mark is the queue, reused)",
+                    db.file_bytes as f64 / lines as f64,
+                    (db.file_bytes - db.free_bytes) as f64 / lines as f64,
+                    mb(db.file_bytes)
+                ),
+                Target::None,
+            );
+        }
+        Ok(())
+    }
+
+    /// One 100,000-line run of `full_system all --backend <backend>`.
+    async fn e2e_all(&mut self, backend: &str) -> Fallible<LocalRun> {
+        let lines = self.args.lines;
+        let name = self.next_name(backend);
         let binary = self.binary()?;
         let base = self.dir.path().join(&name);
         let inbox = base.join("inbox");
         std::fs::create_dir_all(&inbox)?;
         let (api, notifier) = (free_addr()?, free_addr()?);
         let args: Vec<String> = [
+            "--backend",
+            backend,
             "--data-dir",
             &base.display().to_string(),
             "--webhook-url",
@@ -555,20 +625,30 @@ impl Bench {
         let peak = all.peak_rss().unwrap_or(0);
         let alive = all.check_running();
         let report = explain(waited, &alive)?;
-        let latency = latency_histogram(&[format!("http://{api}/metrics")]).await;
+        let latency = latency_histogram(&[format!("http://{api}/metrics")]).await?;
         all.stop().await;
         check_job(&report, lines, &self.receiver)?;
         let secs = seconds_since(landed, &report);
-        let scenario = "2 e2e memory ×1";
-        self.e2e_rows(scenario, lines, secs, 0.85, &latency?);
-        self.table.add(
-            scenario,
-            "peak RSS (the one process)",
-            0.0,
-            mb(peak),
-            Target::None,
+        // The process has stopped (and released the database): measure it.
+        let db = match backend {
+            "sqlite" => Some(
+                wds_sqlite::SqliteBackend::open(base.join("wds.db"))
+                    .await?
+                    .storage()
+                    .await?,
+            ),
+            _ => None,
+        };
+        eprintln!(
+            "  {backend}: {:.0} deliveries/s ({secs:.2} s)",
+            lines as f64 / secs.max(0.001)
         );
-        Ok(())
+        Ok(LocalRun {
+            secs,
+            latency,
+            peak,
+            db,
+        })
     }
 
     /// The rows every end-to-end run has.
@@ -1091,7 +1171,7 @@ async fn main() -> Fallible<()> {
             bench.ceiling().await?;
         }
         if bench.wants(Scenario::E2e) {
-            bench.e2e_memory().await?;
+            bench.e2e_local().await?;
             bench.e2e_redis(1).await?;
             bench.e2e_redis(2).await?;
         }

@@ -1,6 +1,7 @@
 //! WDS as a runnable system: the initiator, worker and notifier services,
 //! together in one process (`all`, the default; `demo`) or each on its own
-//! (`initiator`, `worker`, `notifier`) sharing a Redis.
+//! (`initiator`, `worker`, `notifier`) sharing a Redis. `all` and `demo`
+//! keep their state in DATA_DIR/wds.db (SQLite) unless told otherwise.
 //!
 //! ```text
 //! cargo run --release --example full_system -- demo            # 100,000 users, end to end
@@ -12,6 +13,7 @@ mod demo;
 mod redis;
 mod roles;
 mod settings;
+mod sqlite;
 
 use std::process::ExitCode;
 

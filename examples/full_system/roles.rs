@@ -12,7 +12,7 @@ use wds_http::{
 };
 use wds_memory::MemoryBackend;
 
-use crate::settings::Settings;
+use crate::settings::{BackendKind, Settings};
 
 /// A one-line error for the user; `main` prints it and exits non-zero.
 pub(crate) type Fallible<T> = Result<T, String>;
@@ -38,15 +38,26 @@ impl Backend {
         }
     }
 
-    /// The backend the settings ask for: Redis with a URL, memory without.
+    /// The backend the settings ask for (see [`Settings::backend_kind`]).
     pub(crate) async fn connect(settings: &Settings, role: &str) -> Fallible<Backend> {
-        match &settings.redis {
-            Some(url) => crate::redis::connect(url, settings).await,
-            None if role == "all" || role == "demo" => Ok(Backend::memory()),
-            None => Err(format!(
+        let one_process = role == "all" || role == "demo";
+        match (settings.backend_kind(), &settings.redis) {
+            (BackendKind::Redis, Some(url)) => crate::redis::connect(url, settings).await,
+            (BackendKind::Redis, None) => {
+                Err("--backend redis needs --redis redis://HOST:PORT (or WDS_REDIS_URL)".into())
+            }
+            (_, _) if !one_process => Err(format!(
                 "the {role} role runs as its own process, so it needs a shared backend: \
                  pass --redis redis://HOST:PORT (or set WDS_REDIS_URL), or run `all`"
             )),
+            (BackendKind::Sqlite, _) => crate::sqlite::open(settings).await,
+            (BackendKind::Memory, _) => {
+                tracing::warn!(
+                    "--backend memory: every job lives in this process only; \
+                     a restart (or a crash) forgets all of them, delivered or not"
+                );
+                Ok(Backend::memory())
+            }
         }
     }
 

@@ -12,8 +12,9 @@ use wds_core::{DeliveryMode, EngineConfig};
 /// proof that nobody was missed and nobody was alerted twice.
 ///
 /// With no role it runs `all`: the three services in one process on the
-/// in-memory backend. With --redis each role uses Redis, so an initiator,
-/// any number of workers and a notifier run as separate processes.
+/// SQLite backend (DATA_DIR/wds.db), which survives restarts. With --redis
+/// each role uses Redis, so an initiator, any number of workers and a
+/// notifier run as separate processes.
 #[derive(Debug, Parser)]
 #[command(name = "full_system", version)]
 pub(crate) struct Cli {
@@ -56,11 +57,34 @@ pub(crate) enum LogFormat {
     Json,
 }
 
+/// Where the queue and the jobs' state live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum BackendKind {
+    /// One SQLite file (DATA_DIR/wds.db): survives restarts; one process
+    /// (`all`, `demo`) at a time.
+    Sqlite,
+    /// Process memory: fast, but a restart forgets every job.
+    Memory,
+    /// A Redis server (--redis URL): every role, many processes and machines.
+    Redis,
+}
+
 /// Settings shared by every role.
 #[derive(Clone, Debug, Args)]
 pub(crate) struct Settings {
-    /// Redis URL (redis:// or rediss://, with password and db number). Without
-    /// it every role uses the in-memory backend, which only `all` and `demo` can share.
+    /// The backend [default: redis with --redis, else sqlite].
+    #[arg(long, env = "WDS_BACKEND", value_enum, global = true)]
+    pub(crate) backend: Option<BackendKind>,
+    /// The SQLite database file [default: DATA_DIR/wds.db].
+    #[arg(long, env = "WDS_DB", global = true)]
+    pub(crate) db: Option<PathBuf>,
+    /// Sync the SQLite database on every commit (synchronous=FULL): a power
+    /// loss then loses nothing acknowledged, at one fsync per call. By
+    /// default only a process crash is covered that way.
+    #[arg(long, env = "WDS_DB_SYNC_FULL", global = true)]
+    pub(crate) db_sync_full: bool,
+    /// Redis URL (redis:// or rediss://, with password and db number). Needed
+    /// by the separate roles; `all` and `demo` use SQLite without it.
     #[arg(long, env = "WDS_REDIS_URL", global = true)]
     pub(crate) redis: Option<String>,
     /// Key prefix in Redis, so several deployments can share one server.
@@ -174,6 +198,22 @@ impl Settings {
         self.archive
             .clone()
             .unwrap_or_else(|| self.data_dir.join("done"))
+    }
+
+    pub(crate) fn db(&self) -> PathBuf {
+        self.db
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("wds.db"))
+    }
+
+    /// The backend asked for: `--backend`, else Redis when a URL is given,
+    /// else SQLite.
+    pub(crate) fn backend_kind(&self) -> BackendKind {
+        match (self.backend, &self.redis) {
+            (Some(kind), _) => kind,
+            (None, Some(_)) => BackendKind::Redis,
+            (None, None) => BackendKind::Sqlite,
+        }
     }
 
     pub(crate) fn output(&self) -> PathBuf {

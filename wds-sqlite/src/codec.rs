@@ -1,0 +1,534 @@
+//! The compact binary forms stored in BLOB columns: batch payloads, per-line
+//! outcome entries and reject entries.
+//!
+//! Integers are LEB128 varints, strings a varint length and UTF-8 bytes.
+//! Everything is encoded by the caller (on the async side) and decoded
+//! there too, so the connection thread only moves bytes.
+//!
+//! # Payload (a batch, a scheduled retry, a dead letter's message)
+//!
+//! `jobs`, then each job id, then `count`, then per message: job index,
+//! line, user id, alert message, attempts, first attempt (`0` for none,
+//! else `ms + 1`). A batch from one push names its job once.
+//!
+//! # Outcome entries (`outcomes.entries`, one row per job and chunk per settle)
+//!
+//! `base_ms`, then per line: line offset in the chunk, tag, and by tag:
+//! delivered (`0`): status (`0` for none, else `status + 1`), attempt,
+//! latency, `at_ms - base_ms`; dead (`1` permanent, `2` exhausted,
+//! `3` in doubt): detail; pending again after a replay (`4`): nothing.
+//! The last entry of a line wins. A delivered line costs about 7 bytes.
+//!
+//! # Reject entries (`rejects.entries`, one row per push that rejected lines)
+//!
+//! The distinct reasons of the row (count, then each), then per line:
+//! offset from the row's first line, tag, and by tag: invalid (`0`): the
+//! reason's index; duplicate (`1`): distance back to the first occurrence.
+//! A line costs 3 or 4 bytes, its reason once per row.
+
+use std::collections::{BTreeMap, HashMap};
+
+use wds_core::{
+    DeadKind, DeadReason, Error, JobId, LineOutcome, Message, MessageId, Receipt, Reject,
+    RejectKind, Result,
+};
+
+/// Lines per outcome chunk: a settle of one batch of contiguous lines
+/// writes one row (rarely two), and a lookup decodes at most one chunk's rows.
+pub(crate) const CHUNK_LINES: u64 = 1024;
+
+const DELIVERED: u8 = 0;
+const DEAD_PERMANENT: u8 = 1;
+const DEAD_EXHAUSTED: u8 = 2;
+const DEAD_IN_DOUBT: u8 = 3;
+const PENDING: u8 = 4;
+const INVALID: u8 = 0;
+const DUPLICATE: u8 = 1;
+
+/// Appends `n` as a LEB128 varint.
+pub(crate) fn put_u64(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    put_u64(out, s.len() as u64);
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Reads values back from a blob; every read checks the bounds, so a
+/// damaged blob is an [`Error::Corrupt`], never a panic.
+pub(crate) struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    what: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(bytes: &'a [u8], what: &'static str) -> Self {
+        Reader { bytes, at: 0, what }
+    }
+
+    fn corrupt(&self, detail: &str) -> Error {
+        Error::Corrupt {
+            key: self.what.to_string(),
+            detail: format!("{detail} at byte {} of {}", self.at, self.bytes.len()),
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.at >= self.bytes.len()
+    }
+
+    pub(crate) fn u64(&mut self) -> Result<u64> {
+        let mut n = 0u64;
+        let mut shift = 0u32;
+        loop {
+            let Some(&b) = self.bytes.get(self.at) else {
+                return Err(self.corrupt("truncated varint"));
+            };
+            self.at += 1;
+            if shift > 63 {
+                return Err(self.corrupt("varint too long"));
+            }
+            n |= u64::from(b & 0x7f) << shift;
+            if b < 0x80 {
+                return Ok(n);
+            }
+            shift += 7;
+        }
+    }
+
+    fn u8(&mut self) -> Result<u8> {
+        let b = *self
+            .bytes
+            .get(self.at)
+            .ok_or_else(|| self.corrupt("truncated"))?;
+        self.at += 1;
+        Ok(b)
+    }
+
+    fn u32(&mut self) -> Result<u32> {
+        let n = self.u64()?;
+        u32::try_from(n).map_err(|_| self.corrupt("number out of range"))
+    }
+
+    fn str(&mut self) -> Result<String> {
+        let len = usize::try_from(self.u64()?).map_err(|_| self.corrupt("length out of range"))?;
+        let end = self
+            .at
+            .checked_add(len)
+            .filter(|&end| end <= self.bytes.len())
+            .ok_or_else(|| self.corrupt("string past the end"))?;
+        let s = std::str::from_utf8(&self.bytes[self.at..end])
+            .map_err(|_| self.corrupt("string not UTF-8"))?
+            .to_string();
+        self.at = end;
+        Ok(s)
+    }
+}
+
+/// Encodes messages as one payload.
+pub(crate) fn encode_messages<'a>(messages: impl IntoIterator<Item = &'a Message>) -> Vec<u8> {
+    let messages: Vec<&Message> = messages.into_iter().collect();
+    let mut jobs: Vec<&JobId> = Vec::new();
+    for m in &messages {
+        if !jobs.contains(&&m.id.job) {
+            jobs.push(&m.id.job);
+        }
+    }
+    let size: usize = messages
+        .iter()
+        .map(|m| m.user_id.len() + m.alert_message.len() + 8)
+        .sum();
+    let mut out = Vec::with_capacity(size + 32);
+    put_u64(&mut out, jobs.len() as u64);
+    for job in &jobs {
+        put_str(&mut out, job.as_str());
+    }
+    put_u64(&mut out, messages.len() as u64);
+    for m in &messages {
+        let index = jobs.iter().position(|j| *j == &m.id.job).unwrap_or(0);
+        put_u64(&mut out, index as u64);
+        put_u64(&mut out, m.id.line);
+        put_str(&mut out, &m.user_id);
+        put_str(&mut out, &m.alert_message);
+        put_u64(&mut out, u64::from(m.attempts));
+        put_u64(&mut out, m.first_attempt_ms.map_or(0, |ms| ms + 1));
+    }
+    out
+}
+
+/// Decodes a payload made by [`encode_messages`].
+pub(crate) fn decode_messages(bytes: &[u8]) -> Result<Vec<Message>> {
+    let mut r = Reader::new(bytes, "batch payload");
+    let jobs = r.u64()?;
+    let mut ids = Vec::new();
+    for _ in 0..jobs {
+        ids.push(JobId(r.str()?));
+    }
+    let count = r.u64()?;
+    let mut messages = Vec::with_capacity(count.min(100_000) as usize);
+    for _ in 0..count {
+        let index = r.u64()?;
+        let job = usize::try_from(index)
+            .ok()
+            .and_then(|i| ids.get(i))
+            .ok_or_else(|| r.corrupt("job index out of range"))?
+            .clone();
+        let line = r.u64()?;
+        let user_id = r.str()?;
+        let alert_message = r.str()?;
+        let attempts = r.u32()?;
+        let first = r.u64()?;
+        messages.push(Message {
+            id: MessageId { job, line },
+            user_id,
+            alert_message,
+            attempts,
+            first_attempt_ms: first.checked_sub(1),
+        });
+    }
+    if !r.is_empty() {
+        return Err(r.corrupt("trailing bytes"));
+    }
+    Ok(messages)
+}
+
+/// One line's outcome, as a settle or a replay writes it.
+#[derive(Debug)]
+pub(crate) enum Entry<'a> {
+    Delivered(&'a Receipt),
+    Dead(&'a DeadReason),
+    Pending,
+}
+
+/// Entries grouped by outcome chunk, each chunk's blob ready to insert.
+#[derive(Debug, Default)]
+pub(crate) struct Chunks {
+    chunks: BTreeMap<u64, Vec<Packed>>,
+}
+
+/// One entry before its chunk's blob is made: offset, tag, body, and the
+/// time it is stored relative to the chunk's base (delivered entries).
+#[derive(Debug)]
+struct Packed {
+    offset: u64,
+    tag: u8,
+    body: Vec<u8>,
+    at: Option<u64>,
+}
+
+impl Chunks {
+    /// Adds the outcome of `line`.
+    pub(crate) fn add(&mut self, line: u64, entry: Entry<'_>) {
+        let mut body = Vec::new();
+        let (tag, at) = match entry {
+            Entry::Delivered(receipt) => {
+                put_u64(&mut body, receipt.status.map_or(0, |s| u64::from(s) + 1));
+                put_u64(&mut body, u64::from(receipt.attempt));
+                put_u64(&mut body, receipt.latency_ms);
+                (DELIVERED, Some(receipt.at_ms))
+            }
+            Entry::Dead(reason) => {
+                put_str(&mut body, &reason.detail);
+                let tag = match reason.kind {
+                    DeadKind::Permanent => DEAD_PERMANENT,
+                    DeadKind::Exhausted => DEAD_EXHAUSTED,
+                    DeadKind::InDoubt => DEAD_IN_DOUBT,
+                };
+                (tag, None)
+            }
+            Entry::Pending => (PENDING, None),
+        };
+        self.chunks
+            .entry(line / CHUNK_LINES)
+            .or_default()
+            .push(Packed {
+                offset: line % CHUNK_LINES,
+                tag,
+                body,
+                at,
+            });
+    }
+
+    /// Each chunk and its blob.
+    pub(crate) fn into_blobs(self) -> Vec<(u64, Vec<u8>)> {
+        self.chunks
+            .into_iter()
+            .map(|(chunk, entries)| {
+                let base = entries.iter().filter_map(|e| e.at).min().unwrap_or(0);
+                let mut out = Vec::with_capacity(8 + entries.len() * 8);
+                put_u64(&mut out, base);
+                for Packed {
+                    offset,
+                    tag,
+                    body,
+                    at,
+                } in entries
+                {
+                    put_u64(&mut out, offset);
+                    out.push(tag);
+                    out.extend_from_slice(&body);
+                    if let Some(at) = at {
+                        put_u64(&mut out, at - base);
+                    }
+                }
+                (chunk, out)
+            })
+            .collect()
+    }
+}
+
+/// The last outcome of `line` in a chunk's rows (oldest row first):
+/// `Some(None)` when it is pending again, `None` when no row names it.
+pub(crate) fn find_outcome(rows: &[Vec<u8>], line: u64) -> Result<Option<Option<LineOutcome>>> {
+    let offset = line % CHUNK_LINES;
+    let mut found = None;
+    for row in rows {
+        let mut r = Reader::new(row, "outcome chunk");
+        let base = r.u64()?;
+        while !r.is_empty() {
+            let at_offset = r.u64()?;
+            let tag = r.u8()?;
+            let outcome = match tag {
+                DELIVERED => {
+                    let status = r.u64()?;
+                    let attempt = r.u32()?;
+                    let latency_ms = r.u64()?;
+                    let at_ms = base + r.u64()?;
+                    Some(LineOutcome::Delivered {
+                        receipt: Receipt {
+                            status: status
+                                .checked_sub(1)
+                                .map(|s| u16::try_from(s).unwrap_or(u16::MAX)),
+                            attempt,
+                            latency_ms,
+                            at_ms,
+                        },
+                    })
+                }
+                DEAD_PERMANENT | DEAD_EXHAUSTED | DEAD_IN_DOUBT => {
+                    let detail = r.str()?;
+                    let kind = match tag {
+                        DEAD_PERMANENT => DeadKind::Permanent,
+                        DEAD_EXHAUSTED => DeadKind::Exhausted,
+                        _ => DeadKind::InDoubt,
+                    };
+                    Some(LineOutcome::Dead {
+                        reason: DeadReason { kind, detail },
+                    })
+                }
+                PENDING => None,
+                _ => return Err(r.corrupt("unknown outcome tag")),
+            };
+            if at_offset == offset {
+                found = Some(outcome);
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Encodes the rejects of one push (in line order, all at or after `first`).
+pub(crate) fn encode_rejects(first: u64, rejects: &[Reject]) -> Vec<u8> {
+    // Each distinct reason once per row: the lines of one file tend to be
+    // invalid for the same few reasons.
+    let mut reasons: Vec<&str> = Vec::new();
+    let mut index: HashMap<&str, u64> = HashMap::new();
+    for reject in rejects {
+        if let RejectKind::Invalid { reason } = &reject.kind {
+            index.entry(reason.as_str()).or_insert_with(|| {
+                reasons.push(reason);
+                reasons.len() as u64 - 1
+            });
+        }
+    }
+    let mut out = Vec::with_capacity(rejects.len() * 4 + 32);
+    put_u64(&mut out, reasons.len() as u64);
+    for reason in &reasons {
+        put_str(&mut out, reason);
+    }
+    for reject in rejects {
+        put_u64(&mut out, reject.line.saturating_sub(first));
+        match &reject.kind {
+            RejectKind::Invalid { reason } => {
+                out.push(INVALID);
+                put_u64(&mut out, index.get(reason.as_str()).copied().unwrap_or(0));
+            }
+            RejectKind::Duplicate { of_line } => {
+                out.push(DUPLICATE);
+                put_u64(&mut out, reject.line.saturating_sub(*of_line));
+            }
+        }
+    }
+    out
+}
+
+/// Decodes a row made by [`encode_rejects`] whose first line is `first`.
+pub(crate) fn decode_rejects(first: u64, bytes: &[u8]) -> Result<Vec<Reject>> {
+    let mut r = Reader::new(bytes, "rejects");
+    let count = r.u64()?;
+    let mut reasons = Vec::new();
+    for _ in 0..count {
+        reasons.push(r.str()?);
+    }
+    let mut out = Vec::new();
+    while !r.is_empty() {
+        let line = first + r.u64()?;
+        let kind = match r.u8()? {
+            INVALID => {
+                let i = r.u64()?;
+                let reason = usize::try_from(i)
+                    .ok()
+                    .and_then(|i| reasons.get(i))
+                    .ok_or_else(|| r.corrupt("reason index out of range"))?;
+                RejectKind::Invalid {
+                    reason: reason.clone(),
+                }
+            }
+            DUPLICATE => RejectKind::Duplicate {
+                of_line: line.saturating_sub(r.u64()?),
+            },
+            _ => return Err(r.corrupt("unknown reject tag")),
+        };
+        out.push(Reject { line, kind });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(job: &str, line: u64) -> Message {
+        Message {
+            id: MessageId {
+                job: JobId(job.into()),
+                line,
+            },
+            user_id: format!("user-{line}"),
+            alert_message: "héllo, \"world\"".into(),
+            attempts: 2,
+            first_attempt_ms: Some(1_700_000_000_000 + line),
+        }
+    }
+
+    #[test]
+    fn messages_round_trip_across_jobs() {
+        let mut messages: Vec<Message> = (1..50).map(|l| message("a", l)).collect();
+        messages.push(message("b", 7));
+        messages[3].first_attempt_ms = None;
+        messages[4].first_attempt_ms = Some(0);
+        let bytes = encode_messages(&messages);
+        assert_eq!(decode_messages(&bytes).unwrap(), messages);
+    }
+
+    #[test]
+    fn damaged_payloads_are_errors_not_panics() {
+        let bytes = encode_messages(&[message("a", 1), message("a", 2)]);
+        for cut in 0..bytes.len() {
+            assert!(decode_messages(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        assert!(decode_messages(&[0xff; 12]).is_err());
+    }
+
+    #[test]
+    fn last_outcome_of_a_line_wins() {
+        let receipt = Receipt {
+            status: Some(200),
+            attempt: 1,
+            latency_ms: 3,
+            at_ms: 1_700_000_000_123,
+        };
+        let reason = DeadReason {
+            kind: DeadKind::InDoubt,
+            detail: "worker died".into(),
+        };
+        let mut first = Chunks::default();
+        first.add(5, Entry::Dead(&reason));
+        first.add(6, Entry::Delivered(&receipt));
+        let mut second = Chunks::default();
+        second.add(5, Entry::Pending);
+        let rows: Vec<Vec<u8>> = first
+            .into_blobs()
+            .into_iter()
+            .chain(second.into_blobs())
+            .map(|(chunk, blob)| {
+                assert_eq!(chunk, 0);
+                blob
+            })
+            .collect();
+        assert_eq!(
+            find_outcome(&rows[..1], 5).unwrap(),
+            Some(Some(LineOutcome::Dead { reason }))
+        );
+        assert_eq!(find_outcome(&rows, 5).unwrap(), Some(None));
+        assert_eq!(
+            find_outcome(&rows, 6).unwrap(),
+            Some(Some(LineOutcome::Delivered { receipt }))
+        );
+        assert_eq!(find_outcome(&rows, 7).unwrap(), None);
+    }
+
+    #[test]
+    fn a_delivered_line_costs_a_few_bytes() {
+        let mut chunks = Chunks::default();
+        let receipts: Vec<Receipt> = (0..100)
+            .map(|i| Receipt {
+                status: Some(200),
+                attempt: 1,
+                latency_ms: 2,
+                at_ms: 1_700_000_000_000 + i,
+            })
+            .collect();
+        for (i, r) in receipts.iter().enumerate() {
+            chunks.add(2048 + i as u64, Entry::Delivered(r));
+        }
+        let blobs = chunks.into_blobs();
+        let bytes: usize = blobs.iter().map(|(_, b)| b.len()).sum();
+        assert!(bytes <= 100 * 8 + 8, "{bytes} bytes for 100 lines");
+    }
+
+    #[test]
+    fn rejects_round_trip() {
+        let mut rejects = vec![
+            Reject {
+                line: 10,
+                kind: RejectKind::Invalid {
+                    reason: "empty user id".into(),
+                },
+            },
+            Reject {
+                line: 12,
+                kind: RejectKind::Duplicate { of_line: 3 },
+            },
+        ];
+        for line in 13..113 {
+            rejects.push(Reject {
+                line,
+                kind: RejectKind::Invalid {
+                    reason: if line % 2 == 0 {
+                        "empty user id"
+                    } else {
+                        "no message"
+                    }
+                    .into(),
+                },
+            });
+        }
+        let bytes = encode_rejects(10, &rejects);
+        assert_eq!(decode_rejects(10, &bytes).unwrap(), rejects);
+        assert!(
+            bytes.len() <= 102 * 4 + 40,
+            "{} bytes for 102 rejects",
+            bytes.len()
+        );
+        for cut in 0..bytes.len() {
+            let _ = decode_rejects(10, &bytes[..cut]);
+        }
+    }
+}

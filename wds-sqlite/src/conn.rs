@@ -1,0 +1,448 @@
+//! The connection thread: one SQLite connection, owned by one OS thread,
+//! that runs every call as one transaction, so blocking I/O never runs on
+//! the async runtime.
+//!
+//! Opening takes an exclusive lock on `<db>.lock` (`flock`) for as long as
+//! the backend lives: a second process (or a second open in this one) is
+//! refused with a clear error instead of sharing leases it cannot see.
+
+use std::cell::Cell;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use fs4::fs_std::FileExt;
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+use tokio::sync::oneshot;
+use wds_core::{Error, Result};
+
+use crate::schema;
+
+/// Work for the connection thread.
+type Task = Box<dyn FnOnce(&mut Db) + Send>;
+
+/// The queue's counts and the id counter. The lock makes this process the
+/// only writer, so they live here, loaded from the tables at open and
+/// changed with each committed call, rather than in a row that every call
+/// would rewrite.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Counters {
+    /// The last number given to a batch, a lease or a ready position.
+    pub(crate) next: i64,
+    /// Messages in ready batches.
+    pub(crate) ready: i64,
+    /// Messages in leased batches.
+    pub(crate) leased: i64,
+    /// Scheduled retries.
+    pub(crate) scheduled: i64,
+    /// Dead letters.
+    pub(crate) dead: i64,
+}
+
+/// One transaction: the connection, and the counters as the call changes
+/// them (kept only if it commits).
+pub(crate) struct Tx<'a> {
+    conn: &'a Connection,
+    pub(crate) counters: Cell<Counters>,
+}
+
+impl std::ops::Deref for Tx<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn
+    }
+}
+
+/// What the connection thread owns.
+pub(crate) struct Db {
+    conn: Connection,
+    counters: Counters,
+    path: PathBuf,
+    /// Held (locked) until the thread ends.
+    _lock: File,
+}
+
+/// Whether a transaction writes (`BEGIN IMMEDIATE`, so it never has to
+/// upgrade a read lock) or only reads.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Mode {
+    Read,
+    Write,
+}
+
+/// How the connection is set up.
+#[derive(Clone, Debug)]
+pub(crate) struct Options {
+    pub(crate) path: PathBuf,
+    pub(crate) synchronous_full: bool,
+    pub(crate) max_size: Option<u64>,
+    pub(crate) busy_timeout: Duration,
+    pub(crate) check: bool,
+}
+
+/// The handle the backend's clones share: a channel to the thread.
+pub(crate) struct Conn {
+    sender: Option<mpsc::Sender<Task>>,
+    thread: Option<JoinHandle<()>>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn").field("path", &self.path).finish()
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread once it has run what it was
+        // sent; joining releases the file lock before the drop returns, so
+        // the same file can be opened again right after.
+        drop(self.sender.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A SQLite failure as a WDS error: damage is [`Error::Corrupt`] (not
+/// retryable); everything else (a full disk, a busy or unwritable file, an
+/// I/O error) is [`Error::Unavailable`], which the engine retries.
+pub(crate) fn db_error(op: &'static str, path: &Path, e: rusqlite::Error) -> Error {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => Error::Corrupt {
+            key: path.display().to_string(),
+            detail: format!("{e} (during {op}; see docs/operations.md to restore a backup)"),
+        },
+        _ => Error::unavailable(op, format!("sqlite {}: {e}", path.display())),
+    }
+}
+
+impl Db {
+    /// Runs `f` in one transaction, committed when it returns `Ok` and
+    /// rolled back otherwise. `BEGIN` and `COMMIT` are cached statements
+    /// too: parsing them showed in profiles.
+    pub(crate) fn transaction<T>(
+        &mut self,
+        op: &'static str,
+        mode: Mode,
+        f: impl FnOnce(&Tx<'_>, &Path) -> Result<T>,
+    ) -> Result<T> {
+        let begin = match mode {
+            Mode::Read => "BEGIN DEFERRED",
+            Mode::Write => "BEGIN IMMEDIATE",
+        };
+        let run = |sql: &str| {
+            self.conn
+                .prepare_cached(sql)
+                .and_then(|mut s| s.execute([]))
+                .map(drop)
+        };
+        run(begin).map_err(|e| db_error(op, &self.path, e))?;
+        let tx = Tx {
+            conn: &self.conn,
+            counters: Cell::new(self.counters),
+        };
+        let out = f(&tx, &self.path).and_then(|out| {
+            run("COMMIT")
+                .map(|()| out)
+                .map_err(|e| db_error(op, &self.path, e))
+        });
+        if out.is_ok() {
+            self.counters = tx.counters.get();
+        }
+        if out.is_err() && !self.conn.is_autocommit() {
+            // Nothing of a failed call stays; a failed rollback leaves the
+            // connection unusable, so say so loudly.
+            if let Err(e) = run("ROLLBACK") {
+                tracing::error!(path = %self.path.display(), error = %e, "sqlite rollback failed");
+            }
+        }
+        out
+    }
+
+    /// The database file.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The connection, for statements that cannot run in a transaction.
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Runs a pragma that answers one integer.
+    pub(crate) fn pragma_int(&self, name: &str) -> Result<i64> {
+        self.conn
+            .pragma_query_value(None, name, |row| row.get(0))
+            .map_err(|e| db_error("pragma", &self.path, e))
+    }
+}
+
+impl Conn {
+    /// Locks, opens, checks and migrates the database on a new thread.
+    pub(crate) async fn open(options: Options) -> Result<Conn> {
+        let (sender, receiver) = mpsc::channel::<Task>();
+        let (ready_tx, ready_rx) = oneshot::channel::<Result<()>>();
+        let path = options.path.clone();
+        let thread = std::thread::Builder::new()
+            .name("wds-sqlite".into())
+            .spawn(move || {
+                let mut db = match Db::open(&options) {
+                    Ok(db) => {
+                        let _ = ready_tx.send(Ok(()));
+                        db
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                // A panicking task must not take the connection (and every
+                // later call) with it: its transaction is rolled back by
+                // the unwinding, and the next task runs as usual.
+                while let Ok(task) = receiver.recv() {
+                    let run = std::panic::AssertUnwindSafe(|| task(&mut db));
+                    if std::panic::catch_unwind(run).is_err() {
+                        tracing::error!(path = %db.path.display(), "a sqlite task panicked");
+                    }
+                }
+            })
+            .map_err(|e| Error::unavailable("open", e))?;
+        let opened = ready_rx
+            .await
+            .unwrap_or_else(|_| Err(Error::unavailable("open", "the sqlite thread stopped")));
+        if let Err(e) = opened {
+            let _ = thread.join();
+            return Err(e);
+        }
+        Ok(Conn {
+            sender: Some(sender),
+            thread: Some(thread),
+            path,
+        })
+    }
+
+    /// Runs `f` on the connection thread and waits for its answer.
+    ///
+    /// Dropping the returned future does not stop `f`: it runs to the end
+    /// (commit or rollback), so each call stays all or nothing.
+    pub(crate) async fn call<T, F>(&self, op: &'static str, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Db) -> Result<T> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let task: Task = Box::new(move |db| {
+            let _ = tx.send(f(db));
+        });
+        let stopped = || Error::unavailable(op, "the sqlite connection thread has stopped");
+        self.sender
+            .as_ref()
+            .ok_or_else(stopped)?
+            .send(task)
+            .map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+
+    /// The database file.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Db {
+    fn open(options: &Options) -> Result<Db> {
+        let path = &options.path;
+        let lock_path = lock_path(path);
+        let refused =
+            |detail: String| Error::Config(format!("database {}: {detail}", path.display()));
+        let lock = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|e| {
+                refused(format!(
+                    "cannot open the lock file {}: {e}; the database's folder must be \
+                     writable by this process",
+                    lock_path.display()
+                ))
+            })?;
+        match lock.try_lock_exclusive() {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(refused(format!(
+                    "another WDS process is using it (it holds {}); stop that process or give this one another data dir",
+                    lock_path.display()
+                )))
+            }
+            Err(e) => {
+                return Err(refused(format!(
+                    "cannot lock {}: {e}",
+                    lock_path.display()
+                )))
+            }
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn =
+            Connection::open_with_flags(path, flags).map_err(|e| opening(path, "open", e))?;
+        let mut db = Db {
+            conn,
+            counters: Counters::default(),
+            path: path.clone(),
+            _lock: lock,
+        };
+        db.configure(options)?;
+        if options.check {
+            db.check()?;
+        }
+        schema::migrate(&mut db.conn).map_err(|e| match e {
+            schema::MigrateError::Sqlite(e) => opening(path, "migrate", e),
+            schema::MigrateError::Newer(version) => refused(format!(
+                "its schema version {version} is newer than this WDS knows ({}); run a newer WDS",
+                schema::VERSION
+            )),
+        })?;
+        db.reclaim_leases()?;
+        db.counters = db.count().map_err(|e| opening(path, "count", e))?;
+        Ok(db)
+    }
+
+    /// The counters, from the tables.
+    fn count(&self) -> rusqlite::Result<Counters> {
+        let one = |sql: &str| self.conn.query_row(sql, [], |r| r.get::<_, i64>(0));
+        Ok(Counters {
+            next: one(
+                "SELECT max(coalesce(max(id), 0), coalesce(max(lease), 0), coalesce(max(pos), 0)) \
+                 FROM batches",
+            )?,
+            ready: one("SELECT coalesce(sum(n), 0) FROM batches WHERE pos IS NOT NULL")?,
+            leased: one("SELECT coalesce(sum(n), 0) FROM batches WHERE pos IS NULL")?,
+            scheduled: one("SELECT count(*) FROM scheduled")?,
+            dead: one("SELECT count(*) FROM dead")?,
+        })
+    }
+
+    /// Expires every lease left in the file. The lock says no other
+    /// process is running, so their holders are gone: a restarted process
+    /// gets their batches at its first lease (those marked as sending come
+    /// back in doubt), without waiting for the deadlines.
+    fn reclaim_leases(&mut self) -> Result<()> {
+        let path = self.path.clone();
+        let left = self
+            .conn
+            .execute(
+                "UPDATE batches SET deadline = 0 WHERE deadline IS NOT NULL",
+                [],
+            )
+            .map_err(|e| opening(&path, "reclaim leases", e))?;
+        if left > 0 {
+            tracing::info!(db = %path.display(), batches = left, "leases of a previous process reclaimed");
+        }
+        Ok(())
+    }
+
+    fn configure(&mut self, options: &Options) -> Result<()> {
+        let path = self.path.clone();
+        let err = |e| opening(&path, "configure", e);
+        self.conn.busy_timeout(options.busy_timeout).map_err(err)?;
+        self.conn.set_prepared_statement_cache_capacity(64);
+        let mode: String = self
+            .conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+            .map_err(err)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(Error::Config(format!(
+                "database {}: cannot switch it to WAL mode (journal_mode is {mode})",
+                path.display()
+            )));
+        }
+        let sync = if options.synchronous_full {
+            "FULL"
+        } else {
+            "NORMAL"
+        };
+        self.conn
+            .pragma_update(None, "synchronous", sync)
+            .map_err(err)?;
+        self.conn
+            .pragma_update(None, "temp_store", "MEMORY")
+            .map_err(err)?;
+        // Checkpoint the WAL into the file every 10,000 pages (40 MB)
+        // rather than 1,000: the same few pages (job rows, index roots) are
+        // rewritten by every call, and a checkpoint copies each once.
+        self.conn
+            .pragma_update(None, "wal_autocheckpoint", 10_000)
+            .map_err(err)?;
+        // 16 MB of page cache.
+        self.conn
+            .pragma_update(None, "cache_size", -16_000)
+            .map_err(err)?;
+        if let Some(bytes) = options.max_size {
+            let page: i64 = self.pragma_int("page_size")?;
+            let pages = (bytes / page.max(512) as u64).max(1);
+            self.conn
+                .pragma_update(None, "max_page_count", pages as i64)
+                .map_err(err)?;
+        }
+        Ok(())
+    }
+
+    /// `PRAGMA quick_check`: a damaged file is refused at start, not found
+    /// half-way through a job.
+    fn check(&mut self) -> Result<()> {
+        let path = self.path.clone();
+        let mut stmt = self
+            .conn
+            .prepare("PRAGMA quick_check")
+            .map_err(|e| opening(&path, "check", e))?;
+        let problems: Vec<String> = stmt
+            .query_map([], |row| row.get::<_, String>(0))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| opening(&path, "check", e))?;
+        if problems.len() == 1 && problems[0] == "ok" {
+            return Ok(());
+        }
+        Err(Error::Corrupt {
+            key: path.display().to_string(),
+            detail: format!(
+                "the database is damaged ({}); restore a backup (see docs/operations.md)",
+                problems.join("; ")
+            ),
+        })
+    }
+}
+
+/// An error while opening, with what to do about it.
+fn opening(path: &Path, op: &'static str, e: rusqlite::Error) -> Error {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => Error::Corrupt {
+            key: path.display().to_string(),
+            detail: format!("{e}: the file is not a WDS database or is damaged; restore a backup or move it away (see docs/operations.md)"),
+        },
+        Some(ErrorCode::ReadOnly | ErrorCode::CannotOpen | ErrorCode::PermissionDenied) => {
+            Error::Config(format!(
+                "database {}: {e}: the file and its folder must be writable by this process",
+                path.display()
+            ))
+        }
+        Some(ErrorCode::DiskFull) => Error::Config(format!(
+            "database {}: {e}: free some space on its disk",
+            path.display()
+        )),
+        _ => Error::Config(format!("database {} ({op}): {e}", path.display())),
+    }
+}
+
+/// The lock file of a database: `<db>.lock` beside it.
+pub(crate) fn lock_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}

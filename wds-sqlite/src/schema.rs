@@ -1,0 +1,69 @@
+//! The schema and its migrations, versioned by `PRAGMA user_version`.
+//!
+//! Migration `n` (in `sql/<n>_*.sql`) takes a database from version `n - 1`
+//! to `n`; each runs in its own transaction together with the version bump,
+//! so a crash mid-migration leaves the previous version intact. A database
+//! of a newer version than this code knows is refused, never written.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+/// The migrations, in order: `MIGRATIONS[i]` makes version `i + 1`.
+const MIGRATIONS: &[&str] = &[include_str!("../sql/1_initial.sql")];
+
+/// The schema version this code writes.
+pub(crate) const VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Why a database could not be brought to [`VERSION`].
+#[derive(Debug)]
+pub(crate) enum MigrateError {
+    /// SQLite failed.
+    Sqlite(rusqlite::Error),
+    /// The file was written by a newer WDS (its version).
+    Newer(i64),
+}
+
+impl From<rusqlite::Error> for MigrateError {
+    fn from(e: rusqlite::Error) -> Self {
+        MigrateError::Sqlite(e)
+    }
+}
+
+/// Brings the database up to [`VERSION`].
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), MigrateError> {
+    loop {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let version: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
+        if version > VERSION {
+            return Err(MigrateError::Newer(version));
+        }
+        let Some(sql) = usize::try_from(version)
+            .ok()
+            .and_then(|v| MIGRATIONS.get(v))
+        else {
+            return Ok(());
+        };
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", version + 1)?;
+        tx.commit()?;
+        tracing::info!(version = version + 1, "sqlite schema migrated");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrates_once_and_refuses_newer() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        migrate(&mut conn).unwrap();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, VERSION);
+        conn.pragma_update(None, "user_version", VERSION + 1)
+            .unwrap();
+        assert!(matches!(migrate(&mut conn), Err(MigrateError::Newer(v)) if v == VERSION + 1));
+    }
+}

@@ -1,0 +1,272 @@
+//! What the SQLite backend adds to the conformance suite: state survives a
+//! reopen, one process at a time, and a bad or full file is an error that
+//! loses nothing already stored.
+
+use std::time::Duration;
+
+use wds_core::{
+    now_ms, Checkpoint, Error, Format, JobId, JobMeta, JobState, Message, MessageId, OffsetStore,
+    Push, Queue, Receipt, Settle,
+};
+use wds_sqlite::SqliteBackend;
+
+fn temp_dir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap_or_else(|e| panic!("cannot make a temporary folder: {e}"))
+}
+
+async fn open(path: &std::path::Path) -> SqliteBackend {
+    SqliteBackend::open(path)
+        .await
+        .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()))
+}
+
+fn meta() -> JobMeta {
+    JobMeta {
+        name: "users.csv".into(),
+        format: Format::Csv,
+        default_message: None,
+        created_ms: now_ms(),
+    }
+}
+
+fn messages(job: &JobId, lines: std::ops::Range<u64>) -> Vec<Message> {
+    lines
+        .map(|line| Message {
+            id: MessageId {
+                job: job.clone(),
+                line,
+            },
+            user_id: format!("user-{line}"),
+            alert_message: format!("alert {line}"),
+            attempts: 0,
+            first_attempt_ms: None,
+        })
+        .collect()
+}
+
+fn push(job: &JobId, seq: u64, lines: std::ops::Range<u64>, done: bool) -> Push {
+    let end = lines.end;
+    Push {
+        job: job.clone(),
+        messages: messages(job, lines),
+        rejects: Vec::new(),
+        next: Checkpoint {
+            seq: seq + 1,
+            byte: end * 10,
+            line: end,
+            records: end - 1,
+            done,
+        },
+    }
+}
+
+fn delivered(lease: &wds_core::Lease) -> Vec<Settle> {
+    lease
+        .batch
+        .messages
+        .iter()
+        .map(|m| Settle::Delivered {
+            id: m.id.clone(),
+            receipt: Receipt {
+                status: Some(200),
+                attempt: 1,
+                latency_ms: 1,
+                at_ms: now_ms(),
+            },
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn everything_survives_a_reopen() {
+    let dir = temp_dir();
+    let path = dir.path().join("wds.db");
+    let job = {
+        let backend = open(&path).await;
+        let job = backend.claim("file-1", meta()).await.unwrap().job;
+        backend.push(&push(&job, 0, 1..101, false)).await.unwrap();
+        backend.push(&push(&job, 1, 101..201, true)).await.unwrap();
+        let leases = backend.lease(1, Duration::from_secs(60)).await.unwrap();
+        backend
+            .settle(&leases[0], &delivered(&leases[0]))
+            .await
+            .unwrap();
+        // A lease held when the process goes away: it comes back at once
+        // after a reopen (no other process can hold it), not at its deadline.
+        let held = backend.lease(1, Duration::from_secs(600)).await.unwrap();
+        backend.mark_sending(&held[0]).await.unwrap();
+        job
+    };
+    let backend = open(&path).await;
+    let claim = backend.claim("file-1", meta()).await.unwrap();
+    assert!(!claim.fresh, "a reopened database must remember the claim");
+    let stats = backend.stats().await.unwrap();
+    assert_eq!(
+        (stats.ready, stats.leased, stats.scheduled, stats.dead),
+        (0, 100, 0, 0),
+        "the queue's counts are rebuilt from the file"
+    );
+    let report = backend
+        .report(&job)
+        .await
+        .unwrap()
+        .expect("the job survives");
+    assert_eq!(
+        (report.lines, report.delivered, report.state),
+        (200, 100, JobState::Delivering)
+    );
+    assert_eq!(backend.checkpoint(&job).await.unwrap().seq, 2);
+    let outcome = backend
+        .outcome(&MessageId {
+            job: job.clone(),
+            line: 50,
+        })
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome, Some(wds_core::LineOutcome::Delivered { .. })),
+        "{outcome:?}"
+    );
+    let again = backend.lease(1, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(
+        again.len(),
+        1,
+        "the expired lease is reclaimed after the reopen"
+    );
+    assert!(
+        again[0].previously_sending,
+        "and it is known to have been sending"
+    );
+    backend
+        .settle(&again[0], &delivered(&again[0]))
+        .await
+        .unwrap();
+    let report = backend.report(&job).await.unwrap().expect("the job");
+    assert_eq!((report.delivered, report.state), (200, JobState::Done));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_open_is_refused_until_the_first_is_dropped() {
+    let dir = temp_dir();
+    let path = dir.path().join("wds.db");
+    let first = open(&path).await;
+    let job = first.claim("file-1", meta()).await.unwrap().job;
+    match SqliteBackend::open(&path).await {
+        Err(Error::Config(message)) => {
+            assert!(message.contains("another WDS process"), "{message}")
+        }
+        other => panic!("a second open must be refused, got {other:?}"),
+    }
+    // The refusal touched nothing.
+    assert!(first.report(&job).await.unwrap().is_some());
+    drop(first);
+    let second = open(&path).await;
+    assert!(second.report(&job).await.unwrap().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_that_is_not_a_database_is_refused() {
+    let dir = temp_dir();
+    let path = dir.path().join("wds.db");
+    let junk: Vec<u8> = (0..8192u32).map(|i| (i * 7 + 3) as u8).collect();
+    std::fs::write(&path, &junk).unwrap();
+    match SqliteBackend::open(&path).await {
+        Err(e @ Error::Corrupt { .. }) => {
+            assert!(e.to_string().contains("not a WDS database"), "{e}")
+        }
+        other => panic!("a junk file must be refused as corrupt, got {other:?}"),
+    }
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        junk,
+        "the file is left as it was"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_database_is_refused_at_open() {
+    let dir = temp_dir();
+    let path = dir.path().join("wds.db");
+    {
+        let backend = open(&path).await;
+        let job = backend.claim("file-1", meta()).await.unwrap().job;
+        for seq in 0..20 {
+            let lines = seq * 100 + 1..seq * 100 + 101;
+            backend.push(&push(&job, seq, lines, false)).await.unwrap();
+        }
+    }
+    // Overwrite a page in the middle of the file (not the header).
+    let mut bytes = std::fs::read(&path).unwrap();
+    assert!(bytes.len() > 4 * 4096, "the database has several pages");
+    for b in &mut bytes[2 * 4096..3 * 4096] {
+        *b = 0xA5;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    match SqliteBackend::open(&path).await {
+        Err(e @ Error::Corrupt { .. }) => assert!(e.to_string().contains("restore"), "{e}"),
+        other => panic!("a damaged file must be refused, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_database_fails_writes_and_keeps_what_it_has() {
+    let dir = temp_dir();
+    let path = dir.path().join("wds.db");
+    let backend = SqliteBackend::builder(&path)
+        .max_size(Some(256 * 1024))
+        .open()
+        .await
+        .unwrap();
+    let job = backend.claim("file-1", meta()).await.unwrap().job;
+    let mut seq = 0;
+    let error = loop {
+        let lines = seq * 100 + 1..seq * 100 + 101;
+        match backend.push(&push(&job, seq, lines, false)).await {
+            Ok(_) => seq += 1,
+            Err(e) => break e,
+        }
+        assert!(seq < 1000, "256 KB must fill up");
+    };
+    assert!(error.is_retryable(), "a full disk is retried: {error}");
+    assert!(error.to_string().contains("full"), "{error}");
+    let report = backend.report(&job).await.unwrap().expect("the job");
+    assert_eq!(report.enqueued, seq * 100, "every applied push is kept");
+    assert_eq!(backend.checkpoint(&job).await.unwrap().seq, seq);
+    // Room again once batches are settled: the same push now applies.
+    let leases = backend.lease(5, Duration::from_secs(60)).await.unwrap();
+    for lease in &leases {
+        backend.settle(lease, &delivered(lease)).await.unwrap();
+    }
+    let lines = seq * 100 + 1..seq * 100 + 101;
+    backend.push(&push(&job, seq, lines, false)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_taken_while_open_is_a_consistent_database() {
+    let dir = temp_dir();
+    let path = dir.path().join("wds.db");
+    let backend = open(&path).await;
+    let job = backend.claim("file-1", meta()).await.unwrap().job;
+    backend.push(&push(&job, 0, 1..101, true)).await.unwrap();
+    let leases = backend.lease(1, Duration::from_secs(60)).await.unwrap();
+    backend
+        .settle(&leases[0], &delivered(&leases[0]))
+        .await
+        .unwrap();
+    let copy = dir.path().join("backup.db");
+    backend.backup(&copy).await.unwrap();
+    assert!(
+        backend.backup(&copy).await.is_err(),
+        "a backup never overwrites a file"
+    );
+    let storage = backend.storage().await.unwrap();
+    assert!(storage.file_bytes > 0 && storage.free_bytes <= storage.file_bytes);
+    drop(backend);
+    let restored = open(&copy).await;
+    let report = restored
+        .report(&job)
+        .await
+        .unwrap()
+        .expect("the job is in the backup");
+    assert_eq!((report.delivered, report.state), (100, JobState::Done));
+}

@@ -142,6 +142,7 @@ pub(crate) async fn initiator(
         .settle(Duration::from_millis(settings.settle_ms.max(1)))
         .default_message(settings.default_message.clone())
         .archive(Some(settings.archive()))
+        .rejected(Some(settings.rejected()))
         .build()
         .map_err(|e| format!("inbox: {e}"))?;
     let engine = backend.engine(settings, None, &metrics)?;
@@ -149,7 +150,9 @@ pub(crate) async fn initiator(
         backend.queue.clone(),
         backend.offsets.clone(),
         metrics,
-        ControlConfig::new(&inbox).token(settings.token.clone()),
+        ControlConfig::new(&inbox)
+            .token(settings.token.clone())
+            .intake(source.status().clone()),
     );
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(inbox = %inbox.display(), api = %addr, backend = backend.name, "initiator running");

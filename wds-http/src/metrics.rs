@@ -153,6 +153,7 @@ impl Metrics {
             (JobState::Reading, "reading"),
             (JobState::Delivering, "delivering"),
             (JobState::Done, "done"),
+            (JobState::Failed, "failed"),
         ] {
             let n = reports.iter().filter(|r| r.state == state).count();
             self.jobs

@@ -1,0 +1,935 @@
+//! A [`Source`] that watches a directory and yields each file once it is
+//! completely written, opened once and read through that one handle.
+//!
+//! See [`FolderSource`] for the rules. The parts:
+//!
+//! - `scan`: which files are ready, as pure functions of observed stamps,
+//!   signals and time;
+//! - `files`: the system calls (listing, opening without following links,
+//!   the `/proc` writer check, moving files out across file systems);
+//! - `opened`: the handle a job reads through, following a growing file;
+//! - `scanner`: the background task tying watcher, rescans and hand-over.
+
+mod files;
+mod opened;
+mod scan;
+mod scanner;
+
+use std::fmt::{self, Debug};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::{mpsc, Mutex};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub use opened::OpenedFile;
+
+use super::{Input, InputData, IntakeStatus, Source};
+use crate::error::{Error, Result};
+use crate::model::{JobReport, JobState};
+use scan::Tracker;
+use scanner::{lock, Scanner, EVENT_BUFFER};
+
+/// The default settle time.
+const DEFAULT_SETTLE: Duration = Duration::from_millis(500);
+/// The default rescan period.
+const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// The longest pause between two tries of moving a finished file out.
+const MAX_OUTBOX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Builds a [`FolderSource`].
+///
+/// Building needs no tokio runtime: the watcher and the background scan
+/// task start on the first call to [`Source::next`].
+///
+/// # Example
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use wds_core::{FolderSource, Source};
+///
+/// # async fn run() -> wds_core::Result<()> {
+/// let source = FolderSource::builder("/var/spool/wds/in")
+///     .settle(Duration::from_millis(500))
+///     .default_message(Some("Scheduled maintenance tonight".into()))
+///     .archive(Some("/var/spool/wds/done".into()))
+///     .rejected(Some("/var/spool/wds/rejected".into()))
+///     .build()?;
+/// while let Some(input) = source.next().await? {
+///     println!("{} is ready: {}", input.name, input.identity);
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct FolderSourceBuilder {
+    dir: PathBuf,
+    settle: Duration,
+    default_message: Option<String>,
+    archive: Option<PathBuf>,
+    rejected: Option<PathBuf>,
+    poll_interval: Duration,
+    watch: bool,
+    status: IntakeStatus,
+}
+
+impl FolderSourceBuilder {
+    /// How long a file's size and modification time must stay unchanged
+    /// before it is handed over without a close-after-write or a rename
+    /// into place (default 500 ms), and how long a job waits at the end of
+    /// a file before it takes that end as final. Must not be zero.
+    pub fn settle(mut self, settle: Duration) -> Self {
+        self.settle = settle;
+        self
+    }
+
+    /// The message for files that list only user ids (default none). A
+    /// file's `.message` sidecar overrides it.
+    pub fn default_message(mut self, message: Option<String>) -> Self {
+        self.default_message = message;
+        self
+    }
+
+    /// Where [`Source::finished`] moves a completely read file and its
+    /// sidecar (default none: files stay where they are). Created if
+    /// missing. On the same file system as the watched folder a file is
+    /// renamed; on another it is copied through its handle, synced, and
+    /// then removed from the inbox.
+    pub fn archive(mut self, archive: Option<PathBuf>) -> Self {
+        self.archive = archive;
+        self
+    }
+
+    /// Where [`Source::finished`] moves a file whose job
+    /// [failed](JobState::Failed) (rewritten, truncated, replaced or
+    /// removed while being read), with the reason next to it in
+    /// `NAME.reason.txt` (default none: the file stays where it is).
+    /// Created if missing; moved as for [`archive`](Self::archive).
+    pub fn rejected(mut self, rejected: Option<PathBuf>) -> Self {
+        self.rejected = rejected;
+        self
+    }
+
+    /// How often the folder is rescanned as a fallback for missed watcher
+    /// events (default 250 ms). Must not be zero. Each rescan lists the
+    /// folder and reads the metadata of every file in it, so a folder that
+    /// keeps thousands of files (no archive) may want a longer interval.
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// Where the source reports its health (default: a status of its own,
+    /// see [`FolderSource::status`]). Pass the one a control API shows.
+    pub fn status(mut self, status: IntakeStatus) -> Self {
+        self.status = status;
+        self
+    }
+
+    /// Polls only, without a watcher: tests the fallback path.
+    #[cfg(test)]
+    fn without_watcher(mut self) -> Self {
+        self.watch = false;
+        self
+    }
+
+    /// Checks the settings and builds the source.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when the folder does not exist, is not a directory or
+    /// cannot be listed, when the archive or rejected folder cannot be
+    /// created or is the watched folder itself, or when the settle time or
+    /// poll interval is zero.
+    pub fn build(self) -> Result<FolderSource> {
+        let shown = self.dir.display().to_string();
+        let meta = std::fs::metadata(&self.dir).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                Error::Config(format!("folder source: {shown} does not exist"))
+            } else {
+                Error::Config(format!("folder source: cannot access {shown}: {e}"))
+            }
+        })?;
+        if !meta.is_dir() {
+            return Err(Error::Config(format!(
+                "folder source: {shown} is not a directory"
+            )));
+        }
+        std::fs::read_dir(&self.dir)
+            .map_err(|e| Error::Config(format!("folder source: cannot list {shown}: {e}")))?;
+        // Canonical paths make the inputs independent of the working
+        // directory and let `finished` recognise our own files.
+        let dir = self
+            .dir
+            .canonicalize()
+            .map_err(|e| Error::Config(format!("folder source: cannot resolve {shown}: {e}")))?;
+        if self.settle.is_zero() {
+            return Err(Error::Config(
+                "folder source: the settle time must not be zero".into(),
+            ));
+        }
+        if self.poll_interval.is_zero() {
+            return Err(Error::Config(
+                "folder source: the poll interval must not be zero".into(),
+            ));
+        }
+        let archive = out_folder(self.archive, "archive", &dir)?;
+        let rejected = out_folder(self.rejected, "rejected", &dir)?;
+        let tracker = Arc::new(StdMutex::new(Tracker::new(self.settle)));
+        Ok(FolderSource {
+            config: Arc::new(Config {
+                dir,
+                settle: self.settle,
+                poll_interval: self.poll_interval,
+                default_message: self.default_message,
+                watch: self.watch,
+            }),
+            outbox: Arc::new(Outbox {
+                archive,
+                rejected,
+                tracker: Arc::clone(&tracker),
+                pending: StdMutex::new(Vec::new()),
+            }),
+            tracker,
+            status: self.status,
+            rx: Mutex::new(None),
+            shutdown: CancellationToken::new(),
+        })
+    }
+}
+
+/// Creates and resolves a folder finished files move to.
+fn out_folder(folder: Option<PathBuf>, what: &str, dir: &Path) -> Result<Option<PathBuf>> {
+    let Some(folder) = folder else {
+        return Ok(None);
+    };
+    let shown = folder.display().to_string();
+    std::fs::create_dir_all(&folder).map_err(|e| {
+        Error::Config(format!(
+            "folder source: cannot create the {what} folder {shown}: {e}"
+        ))
+    })?;
+    let folder = folder.canonicalize().map_err(|e| {
+        Error::Config(format!(
+            "folder source: cannot resolve the {what} folder {shown}: {e}"
+        ))
+    })?;
+    if folder == dir {
+        return Err(Error::Config(format!(
+            "folder source: the {what} folder {shown} is the watched folder"
+        )));
+    }
+    Ok(Some(folder))
+}
+
+/// A [`Source`] that watches a directory and yields each file in it once it
+/// is completely written.
+///
+/// # When a file is ready
+///
+/// A file is handed over only when nothing is writing it any more:
+///
+/// - it was renamed into place from an ignored name in the same folder
+///   (`x.part`, `x.tmp` or `.x` to `x`: the way to say "written
+///   completely"), as seen by the watcher, and has not changed since; or
+/// - its writer closed it after writing (inotify's close-after-write, seen
+///   through `notify`), it has not changed since, and no process holds it
+///   open for writing; or
+/// - its size and modification time (and device and inode) have not
+///   changed for the *settle* time, and no process holds it open for
+///   writing.
+///
+/// "Holds it open for writing" is known on Linux, from `/proc/*/fd` and
+/// `/proc/*/fdinfo` (for the processes this one may inspect: its own
+/// user's, or all for root). On other systems the settle time alone says
+/// when a quiet file is complete: a writer that pauses longer than the
+/// settle time there must write to a `.part` file and rename it.
+///
+/// An empty file always waits for the settle time, because a writer may
+/// create a file, close it and only then open it again to fill it.
+///
+/// # One file, one job, one handle
+///
+/// A ready file is opened once, without following a symlink and without
+/// blocking (`O_NOFOLLOW | O_NONBLOCK`), and `fstat` must say it is a
+/// regular file. Its sidecar, its hash (the input's identity), every read
+/// of its job and its archiving all go through that handle
+/// ([`InputData::Opened`]); the path is never opened again. Symlinks,
+/// FIFOs, devices, sockets and directories in the folder are skipped with
+/// one warning each and listed in the [`status`](FolderSource::status).
+///
+/// # A file that changes after it was handed over
+///
+/// - **Appended to** (the same file, the bytes already read unchanged):
+///   the same job goes on with the next lines. Its reader does not take the
+///   end of the file as final until the file has been quiet for the settle
+///   time and nobody holds it open for writing, so a shell loop of
+///   `echo … >> file` or a writer that pauses makes one job with every line
+///   once. (A file that was renamed into place, or found quiet for the
+///   settle time and not open for writing, ends at once.)
+/// - **Rewritten in place, truncated, replaced under the same name, or
+///   removed (or moved away)** before it was read completely: the job ends
+///   in [`JobState::Failed`] with the reason; every line read until then
+///   keeps its outcome. The file (from its handle, when the name now points
+///   elsewhere) goes to the [`rejected`](FolderSourceBuilder::rejected)
+///   folder with `NAME.reason.txt` beside it. A file replaced under the same
+///   name is, itself, a new input.
+/// - Bytes appended after the job found the end (and before the file was
+///   archived) are not read; the source logs an error naming how many.
+///
+/// # What is ignored
+///
+/// Dotfiles (`.name`), `*.tmp`, `*.part` and `*.message` sidecars
+/// (suffixes compared case-insensitively), until renamed into place.
+///
+/// # Per-file message: the `.message` sidecar
+///
+/// For a data file `X`, a file `X.message` next to it at the moment `X` is
+/// handed over gives that job's default message: its UTF-8 content, trimmed.
+/// It overrides the builder's [`default_message`](FolderSourceBuilder::default_message);
+/// an empty sidecar means "no default message". Write the sidecar *before*
+/// renaming `X` into place (the HTTP upload does). A sidecar that cannot be
+/// read, or is not UTF-8, holds the file back (with a warning) rather than
+/// sending it with the wrong message.
+///
+/// # Watching and polling
+///
+/// The folder is watched (non-recursively) with `notify`'s recommended
+/// watcher *and* rescanned every poll interval, because watchers can miss
+/// events (network file systems, a queue overflow). If no watcher can be
+/// created the source logs a warning and works by polling alone.
+///
+/// # Lifecycle
+///
+/// Built with [`FolderSource::builder`]. The watcher and a background scan
+/// task start on the first call to [`next`](Source::next) (so that call must
+/// run inside a tokio runtime); the first scan yields the files already in
+/// the folder. Dropping the source, or calling
+/// [`shutdown`](FolderSource::shutdown), stops both.
+///
+/// Each file is yielded once per `FolderSource` (until its job finished and
+/// it was moved out). Inputs carry no format (the engine detects it) and
+/// their identity is the hash of the content at the moment they are handed
+/// over.
+///
+/// # Errors
+///
+/// [`next`](Source::next) never fails: a folder that cannot be listed
+/// (deleted, renamed away, permissions, too many open files) is tried again
+/// with back-off, forever, and reported through the
+/// [`status`](FolderSource::status) until it can be listed again. A file
+/// that cannot be read is logged and skipped, and tried again at a later
+/// rescan. Moving a finished file out is retried with back-off too.
+///
+/// # Cancel safety
+///
+/// [`next`](Source::next) is cancel safe: inputs wait in a channel filled by
+/// the scan task, so dropping a `next` future loses none.
+pub struct FolderSource {
+    config: Arc<Config>,
+    outbox: Arc<Outbox>,
+    tracker: Arc<StdMutex<Tracker>>,
+    status: IntakeStatus,
+    /// `None` until the first `next` starts the scan task.
+    rx: Mutex<Option<mpsc::Receiver<Result<Input>>>>,
+    shutdown: CancellationToken,
+}
+
+impl Debug for FolderSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FolderSource")
+            .field("dir", &self.config.dir)
+            .field("settle", &self.config.settle)
+            .field("poll_interval", &self.config.poll_interval)
+            .field("default_message", &self.config.default_message)
+            .field("archive", &self.outbox.archive)
+            .field("rejected", &self.outbox.rejected)
+            .field("shut_down", &self.shutdown.is_cancelled())
+            .finish_non_exhaustive()
+    }
+}
+
+impl FolderSource {
+    /// A builder for a source watching `dir`.
+    pub fn builder(dir: impl Into<PathBuf>) -> FolderSourceBuilder {
+        FolderSourceBuilder {
+            dir: dir.into(),
+            settle: DEFAULT_SETTLE,
+            default_message: None,
+            archive: None,
+            rejected: None,
+            poll_interval: DEFAULT_POLL_INTERVAL,
+            watch: true,
+            status: IntakeStatus::new(),
+        }
+    }
+
+    /// The watched folder (canonical).
+    pub fn dir(&self) -> &Path {
+        &self.config.dir
+    }
+
+    /// The intake's health: whether the folder can be listed, the entries
+    /// skipped, a pending archiving error.
+    pub fn status(&self) -> &IntakeStatus {
+        &self.status
+    }
+
+    /// Stops watching. An input already handed to the channel is still
+    /// returned by [`next`](Source::next); after that it returns `Ok(None)`.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Starts the watcher and the scan task; called once, from `next`.
+    fn start(&self) -> mpsc::Receiver<Result<Input>> {
+        // Capacity 1: files are hashed just before they are wanted, so the
+        // identity is as fresh as possible.
+        let (tx, rx) = mpsc::channel(1);
+        let (event_tx, events) = mpsc::channel(EVENT_BUFFER);
+        // The watcher must be running before the first scan, so that nothing
+        // written in between is missed.
+        let watcher = if self.config.watch {
+            scanner::watch(&self.config.dir, event_tx)
+        } else {
+            None
+        };
+        let scanner = Scanner {
+            config: Arc::clone(&self.config),
+            tracker: Arc::clone(&self.tracker),
+            status: self.status.clone(),
+            outbox: Arc::clone(&self.outbox),
+            watcher,
+            listing_backoff: None,
+        };
+        tokio::spawn(scanner.run(events, tx, self.shutdown.clone()));
+        rx
+    }
+}
+
+impl Drop for FolderSource {
+    fn drop(&mut self) {
+        // The scan task owns the watcher: ending it stops both.
+        self.shutdown.cancel();
+    }
+}
+
+#[async_trait]
+impl Source for FolderSource {
+    async fn next(&self) -> Result<Option<Input>> {
+        // Locking and `recv` are both cancel safe, and `start` does not
+        // await, so dropping this future loses nothing.
+        let mut rx = self.rx.lock().await;
+        if rx.is_none() {
+            if self.shutdown.is_cancelled() {
+                return Ok(None);
+            }
+            *rx = Some(self.start());
+        }
+        let Some(rx) = rx.as_mut() else {
+            return Ok(None);
+        };
+        match rx.recv().await {
+            Some(item) => item.map(Some),
+            None => {
+                if !self.shutdown.is_cancelled() {
+                    tracing::error!(dir = %self.config.dir.display(), "folder scan task ended unexpectedly");
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// Moves a file this source handed over out of the folder, through its
+    /// handle: a [failed](JobState::Failed) job's file to the rejected
+    /// folder with its reason, any other finished one to the archive (each
+    /// only if set). A name already taken there gets a number (`x.csv`
+    /// becomes `x.1.csv`). A move that fails is retried with back-off in the
+    /// background (and shown in the status) rather than failing here.
+    async fn finished(&self, input: &Input, report: &JobReport) -> Result<()> {
+        let InputData::Opened(opened) = &input.data else {
+            return Ok(());
+        };
+        let reason = match report.state {
+            JobState::Failed => Some(
+                report
+                    .failure
+                    .clone()
+                    .unwrap_or_else(|| "the job failed".to_owned()),
+            ),
+            _ => None,
+        };
+        self.outbox
+            .finish(opened.clone(), reason, &self.status)
+            .await;
+        Ok(())
+    }
+}
+
+/// The settings the scan task needs.
+#[derive(Debug)]
+struct Config {
+    dir: PathBuf,
+    settle: Duration,
+    poll_interval: Duration,
+    default_message: Option<String>,
+    watch: bool,
+}
+
+/// Finished files on their way out of the folder.
+#[derive(Debug)]
+struct Outbox {
+    archive: Option<PathBuf>,
+    rejected: Option<PathBuf>,
+    tracker: Arc<StdMutex<Tracker>>,
+    /// Moves that failed, retried with back-off.
+    pending: StdMutex<Vec<Pending>>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    opened: OpenedFile,
+    reason: Option<String>,
+    next_at: Instant,
+    pause: Duration,
+}
+
+impl Outbox {
+    /// Moves `opened` out now, or queues it to be tried again.
+    async fn finish(&self, opened: OpenedFile, reason: Option<String>, status: &IntakeStatus) {
+        if let Err(e) = self.move_out(&opened, reason.clone()).await {
+            tracing::warn!(path = %opened.path().display(), error = %e, "cannot move the finished file out of the folder; retrying");
+            status.set_archive_error(Some(format!("{}: {e}", opened.path().display())));
+            let pause = Duration::from_secs(1);
+            lock(&self.pending).push(Pending {
+                opened,
+                reason,
+                next_at: Instant::now() + pause,
+                pause,
+            });
+        }
+    }
+
+    /// Tries the queued moves that are due.
+    async fn retry_due(&self, status: &IntakeStatus) {
+        let now = Instant::now();
+        let due: Vec<Pending> = {
+            let mut pending = lock(&self.pending);
+            let (due, wait) = std::mem::take(&mut *pending)
+                .into_iter()
+                .partition(|p| p.next_at <= now);
+            *pending = wait;
+            due
+        };
+        if due.is_empty() {
+            return;
+        }
+        for mut p in due {
+            match self.move_out(&p.opened, p.reason.clone()).await {
+                Ok(()) => {
+                    tracing::info!(path = %p.opened.path().display(), "finished file moved out after a retry");
+                }
+                Err(e) => {
+                    tracing::debug!(path = %p.opened.path().display(), error = %e, "still cannot move the finished file out");
+                    status.set_archive_error(Some(format!("{}: {e}", p.opened.path().display())));
+                    p.pause = (p.pause * 2).min(MAX_OUTBOX_BACKOFF);
+                    p.next_at = now + p.pause;
+                    lock(&self.pending).push(p);
+                }
+            }
+        }
+        if lock(&self.pending).is_empty() {
+            status.set_archive_error(None);
+        }
+    }
+
+    async fn move_out(&self, opened: &OpenedFile, reason: Option<String>) -> io::Result<()> {
+        let folder = match &reason {
+            Some(_) => self.rejected.clone(),
+            None => self.archive.clone(),
+        };
+        let Some(folder) = folder else {
+            if let Some(reason) = &reason {
+                tracing::warn!(path = %opened.path().display(), %reason, "job failed; the file stays (no rejected folder)");
+            }
+            return Ok(());
+        };
+        let opened = opened.clone();
+        let tracker = Arc::clone(&self.tracker);
+        tokio::task::spawn_blocking(move || {
+            let path = opened.path();
+            let (target, was_ours) = files::move_out(opened.file(), opened.stamp(), path, &folder)?;
+            if was_ours {
+                // The data file first: a crash in between must not leave
+                // the data file behind without its message.
+                files::move_sidecar(path, &target)?;
+            }
+            if let Some(reason) = &reason {
+                files::write_reason(&target, reason)?;
+                tracing::warn!(path = %path.display(), to = %target.display(), %reason, "job failed; file rejected");
+            }
+            if let (Some(end), Ok(meta)) = (opened.end(), opened.file().metadata()) {
+                if meta.len() > end {
+                    tracing::error!(
+                        path = %path.display(), to = %target.display(), bytes = meta.len() - end,
+                        "bytes were appended after the job read the file to its end; they are not delivered"
+                    );
+                }
+            }
+            lock(&tracker).release(path, opened.stamp());
+            Ok(())
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+    use crate::model::{Format, JobId, JobMeta, JobState};
+
+    /// Generous, for a loaded 2-core machine: only a failure waits this long.
+    const YIELD_TIMEOUT: Duration = Duration::from_secs(10);
+
+    fn fast(dir: &Path) -> FolderSourceBuilder {
+        FolderSource::builder(dir)
+            .settle(Duration::from_millis(300))
+            .poll_interval(Duration::from_millis(100))
+    }
+
+    async fn next_input(source: &FolderSource) -> Input {
+        tokio::time::timeout(YIELD_TIMEOUT, source.next())
+            .await
+            .expect("an input within the timeout")
+            .expect("no error")
+            .expect("the source is not shut down")
+    }
+
+    /// Asserts nothing is yielded for `wait` (can only pass wrongly, never
+    /// fail wrongly, on a slow machine).
+    async fn assert_nothing(source: &FolderSource, wait: Duration) {
+        if let Ok(got) = tokio::time::timeout(wait, source.next()).await {
+            panic!("expected nothing, got {got:?}");
+        }
+    }
+
+    fn file_path(input: &Input) -> &Path {
+        match &input.data {
+            InputData::Opened(opened) => opened.path(),
+            other => panic!("expected an opened file, got {other:?}"),
+        }
+    }
+
+    fn report() -> JobReport {
+        JobReport {
+            job: JobId("j".into()),
+            meta: JobMeta {
+                name: "f.csv".into(),
+                format: Format::Csv,
+                default_message: None,
+                created_ms: 0,
+            },
+            state: JobState::Done,
+            lines: 1,
+            enqueued: 1,
+            delivered: 1,
+            dead: 0,
+            in_doubt: 0,
+            invalid: 0,
+            duplicate: 0,
+            finished_ms: Some(1),
+            failure: None,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn yields_files_present_at_start_then_new_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("old.csv"), "u1,hi\n").unwrap();
+        // Building needs no runtime; here it simply runs inside one.
+        let source = fast(dir.path()).build().unwrap();
+
+        let old = next_input(&source).await;
+        assert_eq!(old.name, "old.csv");
+        assert_eq!(old.format, None);
+        assert_eq!(file_path(&old), source.dir().join("old.csv"));
+
+        std::fs::write(dir.path().join("new.csv"), "u2,hi\n").unwrap();
+        let new = next_input(&source).await;
+        assert_eq!(new.name, "new.csv");
+        assert_eq!(
+            new.identity,
+            Input::from_file(&dir.path().join("new.csv"), None, None)
+                .unwrap()
+                .identity
+        );
+        // Each file once.
+        assert_nothing(&source, Duration::from_millis(800)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn close_after_write_does_not_wait_for_the_settle_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = FolderSource::builder(dir.path())
+            .settle(Duration::from_secs(3600))
+            .build()
+            .unwrap();
+        // Start watching, then write: open, write, close.
+        assert_nothing(&source, Duration::from_millis(200)).await;
+        std::fs::write(dir.path().join("closed.csv"), "u1,hi\n").unwrap();
+        assert_eq!(next_input(&source).await.name, "closed.csv");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rename_into_place_does_not_wait_for_the_settle_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let source = FolderSource::builder(dir.path())
+            .settle(Duration::from_secs(3600))
+            .build()
+            .unwrap();
+        assert_nothing(&source, Duration::from_millis(200)).await;
+        // Moved in from another folder: nothing says it is complete yet.
+        std::fs::write(outside.path().join("moved.csv"), "u0,hi\n").unwrap();
+        std::fs::rename(
+            outside.path().join("moved.csv"),
+            dir.path().join("moved.csv"),
+        )
+        .unwrap();
+        // Written as .part and renamed into place: complete at once.
+        std::fs::write(dir.path().join("users.csv.part"), "u1,hi\n").unwrap();
+        std::fs::rename(
+            dir.path().join("users.csv.part"),
+            dir.path().join("users.csv"),
+        )
+        .unwrap();
+        let input = tokio::time::timeout(Duration::from_secs(5), source.next())
+            .await
+            .expect("the renamed file within 5 s")
+            .unwrap()
+            .unwrap();
+        assert_eq!(input.name, "users.csv");
+        assert_nothing(&source, Duration::from_millis(1000)).await;
+    }
+
+    #[test]
+    fn builds_outside_a_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = FolderSource::builder(dir.path()).build().unwrap();
+        assert!(format!("{source:?}").contains("FolderSource"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ignores_temporary_hidden_and_directories_until_renamed() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("x.part"), "u1,hi\n").unwrap();
+        std::fs::write(d.join("x.tmp"), "u2,hi\n").unwrap();
+        std::fs::write(d.join(".hidden"), "u3,hi\n").unwrap();
+        std::fs::write(d.join("lonely.message"), "hello").unwrap();
+        std::fs::create_dir(d.join("sub.csv")).unwrap();
+        let source = fast(d).build().unwrap();
+
+        std::fs::write(d.join("marker.csv"), "u4,hi\n").unwrap();
+        assert_eq!(next_input(&source).await.name, "marker.csv");
+        assert_nothing(&source, Duration::from_millis(1000)).await;
+
+        std::fs::rename(d.join("x.part"), d.join("x.csv")).unwrap();
+        let renamed = next_input(&source).await;
+        assert_eq!(renamed.name, "x.csv");
+        assert_nothing(&source, Duration::from_millis(1000)).await;
+    }
+
+    /// Appends a line every 200 ms for 2 s, keeping the file open, and checks
+    /// the file is handed over only after the last write, with the hash of
+    /// its full content.
+    async fn slow_writer_is_yielded_complete(builder: FolderSourceBuilder, dir: &Path) {
+        // A settle time well above the pause between writes, so that a
+        // descheduled writer does not look finished.
+        let source = builder.settle(Duration::from_secs(1)).build().unwrap();
+        let path = dir.join("slow.csv");
+        let last_write_started = Arc::new(AtomicBool::new(false));
+        let writer = std::thread::spawn({
+            let path = path.clone();
+            let last_write_started = Arc::clone(&last_write_started);
+            move || -> io::Result<()> {
+                let mut file = std::fs::File::create(&path)?;
+                for i in 0..10 {
+                    if i == 9 {
+                        last_write_started.store(true, Ordering::SeqCst);
+                    }
+                    writeln!(file, "user{i},hello")?;
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Ok(())
+            }
+        });
+
+        let input = next_input(&source).await;
+        assert!(
+            last_write_started.load(Ordering::SeqCst),
+            "handed over before the last write"
+        );
+        writer.join().unwrap().unwrap();
+        let full = Input::from_file(&path, None, None).unwrap();
+        assert_eq!(input.identity, full.identity, "hash of the full content");
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 10);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn slow_writer_is_yielded_only_when_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        slow_writer_is_yielded_complete(fast(dir.path()), dir.path()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn polling_alone_waits_for_slow_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        slow_writer_is_yielded_complete(fast(dir.path()).without_watcher(), dir.path()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn polling_alone_finds_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = fast(dir.path()).without_watcher().build().unwrap();
+        std::fs::write(dir.path().join("a.csv"), "u1,hi\n").unwrap();
+        assert_eq!(next_input(&source).await.name, "a.csv");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sidecar_message_overrides_the_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let source = fast(d)
+            .default_message(Some("default".into()))
+            .build()
+            .unwrap();
+
+        // As the upload does: sidecar first, then the data file into place.
+        std::fs::write(d.join("job.csv.message"), "  Outage at 5pm \n").unwrap();
+        std::fs::write(d.join("job.csv.part"), "u1\nu2\n").unwrap();
+        std::fs::rename(d.join("job.csv.part"), d.join("job.csv")).unwrap();
+        let input = next_input(&source).await;
+        assert_eq!(input.name, "job.csv");
+        assert_eq!(input.default_message.as_deref(), Some("Outage at 5pm"));
+        let expected =
+            Input::from_file(&d.join("job.csv"), None, Some("Outage at 5pm".into())).unwrap();
+        assert_eq!(input.identity, expected.identity);
+
+        std::fs::write(d.join("plain.csv"), "u3\n").unwrap();
+        let plain = next_input(&source).await;
+        assert_eq!(plain.default_message.as_deref(), Some("default"));
+
+        std::fs::write(d.join("cleared.csv.message"), " \n").unwrap();
+        std::fs::write(d.join("cleared.csv"), "u4\n").unwrap();
+        let cleared = next_input(&source).await;
+        assert_eq!(cleared.name, "cleared.csv");
+        assert_eq!(cleared.default_message, None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn archive_moves_file_and_sidecar() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("in");
+        let archive = dir.path().join("done");
+        std::fs::create_dir(&d).unwrap();
+        let source = fast(&d).archive(Some(archive.clone())).build().unwrap();
+        assert!(archive.is_dir(), "created by build");
+        // A name already taken in the archive.
+        std::fs::write(archive.join("a.csv"), "older\n").unwrap();
+
+        std::fs::write(d.join("a.csv.message"), "hi").unwrap();
+        std::fs::write(d.join("a.csv"), "u1\n").unwrap();
+        let input = next_input(&source).await;
+        source.finished(&input, &report()).await.unwrap();
+
+        assert!(!d.join("a.csv").exists());
+        assert!(!d.join("a.csv.message").exists());
+        assert_eq!(
+            std::fs::read_to_string(archive.join("a.csv")).unwrap(),
+            "older\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(archive.join("a.1.csv")).unwrap(),
+            "u1\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(archive.join("a.1.csv.message")).unwrap(),
+            "hi"
+        );
+        // Moving it out is not a new file.
+        assert_nothing(&source, Duration::from_millis(800)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replaced_file_is_not_archived_but_yielded_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("in");
+        std::fs::create_dir(&d).unwrap();
+        let source = fast(&d)
+            .archive(Some(dir.path().join("done")))
+            .build()
+            .unwrap();
+        std::fs::write(d.join("a.csv"), "u1\n").unwrap();
+        let first = next_input(&source).await;
+
+        std::fs::write(d.join("a.csv.part"), "u1\nu2\n").unwrap();
+        std::fs::rename(d.join("a.csv.part"), d.join("a.csv")).unwrap();
+        source.finished(&first, &report()).await.unwrap();
+        assert!(d.join("a.csv").exists(), "the new version stays");
+
+        let second = next_input(&source).await;
+        assert_eq!(second.name, "a.csv");
+        assert_ne!(second.identity, first.identity);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_ends_the_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = fast(dir.path()).build().unwrap();
+        assert_nothing(&source, Duration::from_millis(200)).await;
+        source.shutdown();
+        let end = tokio::time::timeout(YIELD_TIMEOUT, source.next()).await;
+        assert!(matches!(end, Ok(Ok(None))), "{end:?}");
+    }
+
+    #[test]
+    fn build_rejects_bad_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing");
+        let err = FolderSource::builder(&missing).build().unwrap_err();
+        assert!(
+            matches!(&err, Error::Config(m) if m.contains("does not exist")),
+            "{err}"
+        );
+        assert!(err.to_string().contains(&missing.display().to_string()));
+
+        let file = dir.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        let err = FolderSource::builder(&file).build().unwrap_err();
+        assert!(
+            matches!(&err, Error::Config(m) if m.contains("not a directory")),
+            "{err}"
+        );
+
+        let err = FolderSource::builder(dir.path())
+            .settle(Duration::ZERO)
+            .build()
+            .unwrap_err();
+        assert!(matches!(err, Error::Config(_)));
+        let err = FolderSource::builder(dir.path())
+            .archive(Some(dir.path().to_path_buf()))
+            .build()
+            .unwrap_err();
+        assert!(matches!(err, Error::Config(_)));
+    }
+}

@@ -1,0 +1,309 @@
+//! A file the folder source opened once: its job hashes, reads and
+//! archives it through this one handle, following it while it grows and
+//! failing when it is rewritten, truncated, replaced or removed.
+
+use std::fmt::{self, Debug};
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use super::files;
+use super::scan::{wait_at_end, Stamp};
+use crate::source::StopReading;
+
+/// How often a job reading a file checks that the file is still the one it
+/// opened, between its ends.
+const CHECK_EVERY: Duration = Duration::from_millis(200);
+/// The longest nap while waiting at the end of a growing file (cancel is
+/// noticed within it).
+const NAP: Duration = Duration::from_millis(50);
+
+/// A file opened once by the folder source (see
+/// [`InputData::Opened`](crate::source::InputData::Opened)).
+#[derive(Clone)]
+pub struct OpenedFile {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    file: Arc<File>,
+    path: PathBuf,
+    /// At hand-over.
+    stamp: Stamp,
+    settle: Duration,
+    /// When a change of the file was last seen before hand-over.
+    quiet_since: Instant,
+    /// Hand-over found it complete already: quiet for the settle time (or
+    /// renamed into place) and not held open for writing.
+    verified: bool,
+    /// The length read when its job found the end.
+    end: Mutex<Option<u64>>,
+}
+
+impl Debug for OpenedFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenedFile")
+            .field("path", &self.shared.path)
+            .field("dev", &self.shared.stamp.dev)
+            .field("ino", &self.shared.stamp.ino)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OpenedFile {
+    pub(super) fn new(
+        file: File,
+        path: PathBuf,
+        stamp: Stamp,
+        settle: Duration,
+        quiet_since: Instant,
+        verified: bool,
+    ) -> Self {
+        OpenedFile {
+            shared: Arc::new(Shared {
+                file: Arc::new(file),
+                path,
+                stamp,
+                settle,
+                quiet_since,
+                verified,
+                end: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// The path it was opened at (it is never opened by this path again).
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    pub(super) fn file(&self) -> &File {
+        &self.shared.file
+    }
+
+    pub(super) fn stamp(&self) -> &Stamp {
+        &self.shared.stamp
+    }
+
+    /// How far its job read, once it found the end.
+    pub(super) fn end(&self) -> Option<u64> {
+        *self
+            .shared
+            .end
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Reads what is there now, from the start.
+    pub(crate) fn reader(&self) -> PositionalReader<Arc<File>> {
+        PositionalReader::new(Arc::clone(&self.shared.file))
+    }
+
+    /// Reads to the file's real end: at the end of what is there, waits
+    /// until the file has been quiet for the settle time and nobody holds
+    /// it open for writing, reading whatever is appended meanwhile. Fails
+    /// with [`StopReading::Changed`] when the file is rewritten,
+    /// truncated, replaced or removed, and with [`StopReading::Cancelled`]
+    /// once `cancel` fires.
+    pub(crate) fn following(&self, cancel: CancellationToken) -> Following {
+        Following {
+            at: self.reader(),
+            shared: Arc::clone(&self.shared),
+            cancel,
+            hasher: Sha256::new(),
+            from: 0,
+            last: self.shared.stamp,
+            quiet_since: self.shared.quiet_since,
+            checked_at: Instant::now(),
+            ended: false,
+        }
+    }
+}
+
+/// Reads a file by position (`pread`), so several readers of one handle
+/// never move each other's offset.
+#[derive(Debug)]
+pub(crate) struct PositionalReader<F> {
+    file: F,
+    pos: u64,
+}
+
+impl<F: Deref<Target = File>> PositionalReader<F> {
+    pub(crate) fn new(file: F) -> Self {
+        PositionalReader { file, pos: 0 }
+    }
+}
+
+impl<F: Deref<Target = File>> Read for PositionalReader<F> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        #[cfg(unix)]
+        let n = std::os::unix::fs::FileExt::read_at(&*self.file, buf, self.pos)?;
+        #[cfg(windows)]
+        let n = std::os::windows::fs::FileExt::seek_read(&*self.file, buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl<F: Deref<Target = File>> Seek for PositionalReader<F> {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let base = match to {
+            SeekFrom::Start(n) => {
+                self.pos = n;
+                return Ok(n);
+            }
+            SeekFrom::End(d) => (self.file.metadata()?.len(), d),
+            SeekFrom::Current(d) => (self.pos, d),
+        };
+        self.pos = base
+            .0
+            .checked_add_signed(base.1)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start"))?;
+        Ok(self.pos)
+    }
+}
+
+/// See [`OpenedFile::following`].
+#[derive(Debug)]
+pub(crate) struct Following {
+    at: PositionalReader<Arc<File>>,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+    /// The bytes handed out since `from`, checked again at the end.
+    hasher: Sha256,
+    from: u64,
+    last: Stamp,
+    quiet_since: Instant,
+    checked_at: Instant,
+    /// The end was found (and the bytes checked): nothing more to read.
+    ended: bool,
+}
+
+impl Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn changed(reason: &str) -> io::Error {
+    io::Error::other(StopReading::Changed(reason.to_owned()))
+}
+
+impl Following {
+    /// Checks the file is still the one opened, and notes when it last
+    /// changed.
+    fn check(&mut self) -> io::Result<()> {
+        self.checked_at = Instant::now();
+        let meta = self.shared.file.metadata()?;
+        let stamp = Stamp::of(&meta);
+        if stamp.len < self.at.pos {
+            return Err(changed("the file was truncated while being read"));
+        }
+        match files::look(&self.shared.path)? {
+            Some(files::Kind::File(s)) if s.same_file(&stamp) => {}
+            Some(_) => {
+                return Err(changed(
+                    "the file was replaced under the same name while being read",
+                ))
+            }
+            None => {
+                return Err(changed(
+                    "the file was removed (or moved away) before it was read completely",
+                ))
+            }
+        }
+        if stamp != self.last {
+            self.last = stamp;
+            self.quiet_since = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Whether the end of what is there is the end of the file.
+    fn at_end(&mut self) -> io::Result<Option<Duration>> {
+        self.check()?;
+        if self.shared.verified && self.last == self.shared.stamp {
+            return Ok(None);
+        }
+        let now = Instant::now();
+        let quiet = now.saturating_duration_since(self.quiet_since) >= self.shared.settle;
+        // Looking through /proc costs: only once the file is quiet.
+        let held = quiet && files::writer_of(&self.last).is_some();
+        Ok(wait_at_end(self.shared.settle, self.quiet_since, now, held))
+    }
+
+    /// The bytes read from `from` are still the file's.
+    fn verify(&mut self) -> io::Result<()> {
+        let expected = std::mem::take(&mut self.hasher).finalize();
+        let mut again = PositionalReader {
+            file: Arc::clone(&self.shared.file),
+            pos: self.from,
+        }
+        .take(self.at.pos - self.from);
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = again.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        if hasher.finalize() != expected {
+            return Err(changed("the file was rewritten while being read"));
+        }
+        Ok(())
+    }
+}
+
+impl Read for Following {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if self.ended {
+                return Ok(0);
+            }
+            if self.cancel.is_cancelled() {
+                return Err(io::Error::other(StopReading::Cancelled));
+            }
+            if self.checked_at.elapsed() >= CHECK_EVERY {
+                self.check()?;
+            }
+            let n = self.at.read(buf)?;
+            if n > 0 {
+                self.hasher.update(&buf[..n]);
+                return Ok(n);
+            }
+            match self.at_end()? {
+                None => {
+                    self.verify()?;
+                    self.ended = true;
+                    *self
+                        .shared
+                        .end
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = Some(self.at.pos);
+                    return Ok(0);
+                }
+                Some(wait) => std::thread::sleep(wait.min(NAP)),
+            }
+        }
+    }
+}
+
+impl Seek for Following {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let pos = self.at.seek(to)?;
+        self.hasher = Sha256::new();
+        self.from = pos;
+        self.ended = false;
+        Ok(pos)
+    }
+}

@@ -316,9 +316,12 @@ pub(super) fn move_sidecar(path: &Path, target: &Path) -> io::Result<()> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) if is_cross_device(&e) => {
-            let file = match open_regular(&from)? {
-                Ok((file, _)) => file,
-                Err(_) => return Ok(()),
+            // Linux answers EXDEV before looking the name up.
+            let file = match open_regular(&from) {
+                Ok(Ok((file, _))) => file,
+                Ok(Err(_)) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(e),
             };
             copy_through(&file, &to)?;
             std::fs::remove_file(&from)
@@ -421,5 +424,51 @@ mod tests {
         // Opening does not block on a FIFO without a writer.
         assert_eq!(open_regular(&fifo).unwrap().err(), Some("a FIFO"));
         assert_eq!(look(&fifo).unwrap(), Some(Kind::Other("a FIFO")));
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod move_tests {
+    use super::*;
+
+    #[test]
+    fn a_file_moves_to_another_file_system_through_its_handle() {
+        let shm = Path::new("/dev/shm");
+        assert!(shm.is_dir(), "needs /dev/shm for a second file system");
+        let inbox = tempfile::tempdir().unwrap();
+        let other = tempfile::tempdir_in(shm).unwrap();
+        let path = inbox.path().join("a.csv");
+        std::fs::write(&path, "u1\nu2\n").unwrap();
+        std::fs::write(sidecar_of(&path), "hi").unwrap();
+        let (file, stamp) = open_regular(&path).unwrap().unwrap();
+        let folder = other.path().join("done");
+        let (target, moved) = move_out(&file, &stamp, &path, &folder).unwrap();
+        assert!(moved);
+        move_sidecar(&path, &target).unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "u1\nu2\n");
+        assert_eq!(std::fs::read_to_string(sidecar_of(&target)).unwrap(), "hi");
+        assert!(!path.exists() && !sidecar_of(&path).exists());
+        assert_eq!(
+            std::fs::read_dir(&folder).unwrap().count(),
+            2,
+            "no temporary left"
+        );
+
+        // Without a sidecar.
+        let path = inbox.path().join("b.csv");
+        std::fs::write(
+            &path, "u3
+",
+        )
+        .unwrap();
+        let (file, stamp) = open_regular(&path).unwrap().unwrap();
+        let (target, _) = move_out(&file, &stamp, &path, &folder).unwrap();
+        move_sidecar(&path, &target).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&target).unwrap(),
+            "u3
+"
+        );
+        assert!(!path.exists());
     }
 }

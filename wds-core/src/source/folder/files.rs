@@ -238,25 +238,34 @@ pub(super) fn names(path: &Path, stamp: &Stamp) -> io::Result<bool> {
 ///
 /// When `path` still names that file it is renamed, or on another file
 /// system copied through the handle, synced and then removed. When `path`
-/// names another file now (or nothing), the handle's content is copied and
-/// `path` is left alone. Returns the target and whether `path` was moved.
+/// names another file now (or nothing), the handle's content is copied if
+/// `keep_gone` (a rejected file is kept for a person to look at) and `path`
+/// is left alone. Returns the target (`None`: nothing was written) and
+/// whether `path` was moved.
 pub(super) fn move_out(
     file: &File,
     stamp: &Stamp,
     path: &Path,
     folder: &Path,
-) -> io::Result<(PathBuf, bool)> {
+    keep_gone: bool,
+) -> io::Result<(Option<PathBuf>, bool)> {
     std::fs::create_dir_all(folder)?;
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
-    let target = free_target(folder, name)?;
     if !names(path, stamp)? {
+        // Archived by another initiator reading the same folder, or
+        // removed or replaced by a person.
+        if !keep_gone {
+            return Ok((None, false));
+        }
+        let target = free_target(folder, name)?;
         copy_through(file, &target)?;
-        return Ok((target, false));
+        return Ok((Some(target), false));
     }
+    let target = free_target(folder, name)?;
     match std::fs::rename(path, &target) {
-        Ok(()) => return Ok((target, true)),
+        Ok(()) => return Ok((Some(target), true)),
         Err(e) if is_cross_device(&e) => {}
         Err(e) => return Err(e),
     }
@@ -266,7 +275,7 @@ pub(super) fn move_out(
     if names(path, stamp)? {
         std::fs::remove_file(path)?;
     }
-    Ok((target, true))
+    Ok((Some(target), true))
 }
 
 fn is_cross_device(e: &io::Error) -> bool {
@@ -442,7 +451,8 @@ mod move_tests {
         std::fs::write(sidecar_of(&path), "hi").unwrap();
         let (file, stamp) = open_regular(&path).unwrap().unwrap();
         let folder = other.path().join("done");
-        let (target, moved) = move_out(&file, &stamp, &path, &folder).unwrap();
+        let (target, moved) = move_out(&file, &stamp, &path, &folder, false).unwrap();
+        let target = target.unwrap();
         assert!(moved);
         move_sidecar(&path, &target).unwrap();
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "u1\nu2\n");
@@ -456,19 +466,21 @@ mod move_tests {
 
         // Without a sidecar.
         let path = inbox.path().join("b.csv");
-        std::fs::write(
-            &path, "u3
-",
-        )
-        .unwrap();
+        std::fs::write(&path, "u3\n").unwrap();
         let (file, stamp) = open_regular(&path).unwrap().unwrap();
-        let (target, _) = move_out(&file, &stamp, &path, &folder).unwrap();
+        let (target, _) = move_out(&file, &stamp, &path, &folder, false).unwrap();
+        let target = target.unwrap();
         move_sidecar(&path, &target).unwrap();
-        assert_eq!(
-            std::fs::read_to_string(&target).unwrap(),
-            "u3
-"
-        );
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "u3\n");
         assert!(!path.exists());
+        // Gone already (another initiator archived it): nothing to do,
+        // unless it is kept for a person to look at (rejected).
+        assert_eq!(
+            move_out(&file, &stamp, &path, &folder, false).unwrap(),
+            (None, false)
+        );
+        let (kept, moved) = move_out(&file, &stamp, &path, &folder, true).unwrap();
+        assert!(!moved);
+        assert_eq!(std::fs::read_to_string(kept.unwrap()).unwrap(), "u3\n");
     }
 }

@@ -563,20 +563,23 @@ impl Outbox {
         let tracker = Arc::clone(&self.tracker);
         tokio::task::spawn_blocking(move || {
             let path = opened.path();
-            let (target, was_ours) = files::move_out(opened.file(), opened.stamp(), path, &folder)?;
-            if was_ours {
-                // The data file first: a crash in between must not leave
-                // the data file behind without its message.
-                files::move_sidecar(path, &target)?;
-            }
-            if let Some(reason) = &reason {
-                files::write_reason(&target, reason)?;
-                tracing::warn!(path = %path.display(), to = %target.display(), %reason, "job failed; file rejected");
+            let (target, was_ours) =
+                files::move_out(opened.file(), opened.stamp(), path, &folder, reason.is_some())?;
+            if let Some(target) = &target {
+                if was_ours {
+                    // The data file first: a crash in between must not
+                    // leave the data file behind without its message.
+                    files::move_sidecar(path, target)?;
+                }
+                if let Some(reason) = &reason {
+                    files::write_reason(target, reason)?;
+                    tracing::warn!(path = %path.display(), to = %target.display(), %reason, "job failed; file rejected");
+                }
             }
             if let (Some(end), Ok(meta)) = (opened.end(), opened.file().metadata()) {
                 if meta.len() > end {
                     tracing::error!(
-                        path = %path.display(), to = %target.display(), bytes = meta.len() - end,
+                        path = %path.display(), bytes = meta.len() - end,
                         "bytes were appended after the job read the file to its end; they are not delivered"
                     );
                 }
@@ -890,6 +893,36 @@ mod tests {
         let second = next_input(&source).await;
         assert_eq!(second.name, "a.csv");
         assert_ne!(second.identity, first.identity);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_jobs_file_goes_to_rejected_with_its_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("in");
+        std::fs::create_dir(&d).unwrap();
+        let rejected = dir.path().join("rejected");
+        let source = fast(&d)
+            .archive(Some(dir.path().join("done")))
+            .rejected(Some(rejected.clone()))
+            .build()
+            .unwrap();
+        std::fs::write(d.join("gone.csv"), "u1\nu2\n").unwrap();
+        let input = next_input(&source).await;
+        // Removed by a person while its job read it: kept from the handle.
+        std::fs::remove_file(d.join("gone.csv")).unwrap();
+        let mut failed = report();
+        failed.state = JobState::Failed;
+        failed.failure = Some("the file was removed".into());
+        source.finished(&input, &failed).await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(rejected.join("gone.csv")).unwrap(),
+            "u1\nu2\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(rejected.join("gone.csv.reason.txt")).unwrap(),
+            "the file was removed\n"
+        );
+        assert!(!dir.path().join("done").join("gone.csv").exists());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -534,3 +534,41 @@ fn an_archive_on_another_file_system_gets_every_finished_file() {
         "FIGURES archive on another file system: 2 files copied, synced and removed from the inbox"
     );
 }
+
+#[test]
+fn a_job_whose_file_went_while_no_initiator_ran_is_failed_at_restart() {
+    let receiver = TestReceiver::start();
+    let url = receiver.url();
+    // A long settle time: the job waits at the end of its file for 3 s of
+    // quiet, which is when its initiator is killed.
+    let mut cluster = Cluster::new(&[("WDS_WEBHOOK_URL", &url), ("WDS_SETTLE_MS", "3000")]);
+    let initiator = cluster.start("initiator", &[]);
+    cluster.start("worker", &[]);
+    let inbox = cluster.inbox();
+    write_and_wait(
+        &cluster,
+        &inbox.join("orphan.csv"),
+        &lines("orphan", 1, 500),
+    );
+    cluster.eventually("the file read", PATIENCE, || {
+        let job = wait_job(&cluster, "orphan.csv");
+        (job["state"] == "reading" && count(&job, "lines") == 500).then_some(())
+    });
+    cluster.services[initiator].kill();
+    std::fs::remove_file(inbox.join("orphan.csv")).unwrap();
+    cluster.start("initiator", &[]);
+
+    let jobs = wait_finished(&cluster, 1);
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert_eq!(jobs[0]["state"], "failed", "{}", jobs[0]);
+    assert!(
+        jobs[0]["failure"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("removed while no initiator"),
+        "{}",
+        jobs[0]
+    );
+    assert_eq!(count(&jobs[0], "delivered"), 500, "{}", jobs[0]);
+    assert_each_user_once(&receiver, &[("orphan", 500)]);
+}

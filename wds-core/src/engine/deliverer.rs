@@ -329,8 +329,16 @@ impl Deliverer {
         // A rate-limit pause (a `Retry-After`) may be long: shutdown does not
         // wait for it. The message was not sent, so trying it later is safe.
         let permit = tokio::select! {
+            // A permit at hand goes first, shutting down or not.
+            biased;
             permit = with_backoff("limiter", cancel, || self.limiter.acquire(1)) => permit,
-            () = cancel.cancelled() => Err(crate::error::Error::Config("shutting down before the call".into())),
+            () = cancel.cancelled() => {
+                // Not sent, so not an attempt: due again at once.
+                return Settle::Retry {
+                    message: message.clone(),
+                    at_ms: now_ms(),
+                };
+            }
         };
         if let Err(e) = permit {
             // Only a misconfigured limiter fails for good; try the message later.

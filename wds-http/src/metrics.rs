@@ -32,7 +32,7 @@ struct StateLabel {
 /// - `wds_retries_total`: calls that failed in a way the engine retries;
 /// - `wds_rate_limited_total`: 429 answers;
 /// - `wds_queue_messages{state}`: ready, leased, scheduled and dead messages;
-/// - `wds_jobs{state}`: jobs reading, delivering and done.
+/// - `wds_jobs{state}`: jobs reading, delivering, done and failed.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,

@@ -180,11 +180,40 @@ pub(super) fn writer_of(stamp: &Stamp) -> Option<u32> {
     }
 }
 
+/// How long one look through `/proc` answers further questions: a folder
+/// of many files costs one scan per this, not one per file. A writer that
+/// opens a file within it is seen at the next look (and its writes restart
+/// the settle time anyway).
 #[cfg(target_os = "linux")]
-fn linux_writer_of(dev: u64, ino: u64) -> Option<u32> {
+const OPEN_FILES_FRESH: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// One descriptor of a file: its process, its `/proc/PID/fd/N` link and
+/// its `/proc/PID/fdinfo/N`.
+#[cfg(target_os = "linux")]
+#[derive(Clone, Debug)]
+struct Descriptor {
+    pid: u32,
+    link: PathBuf,
+    info: PathBuf,
+}
+
+/// Every descriptor of a file in `/proc`, by (device, inode).
+#[cfg(target_os = "linux")]
+#[derive(Debug)]
+struct OpenFiles {
+    at: std::time::Instant,
+    by_file: std::collections::HashMap<(u64, u64), Vec<Descriptor>>,
+}
+
+#[cfg(target_os = "linux")]
+static OPEN_FILES: std::sync::Mutex<Option<OpenFiles>> = std::sync::Mutex::new(None);
+
+#[cfg(target_os = "linux")]
+fn scan_open_files() -> OpenFiles {
     use std::os::unix::fs::MetadataExt;
-    let procs = std::fs::read_dir("/proc").ok()?;
-    for proc_entry in procs.flatten() {
+    let mut by_file: std::collections::HashMap<_, Vec<_>> = std::collections::HashMap::new();
+    let procs = std::fs::read_dir("/proc").into_iter().flatten().flatten();
+    for proc_entry in procs {
         let Some(pid) = proc_entry
             .file_name()
             .to_str()
@@ -208,21 +237,53 @@ fn linux_writer_of(dev: u64, ino: u64) -> Option<u32> {
             let Ok(meta) = std::fs::metadata(fd.path()) else {
                 continue;
             };
-            if meta.dev() != dev || meta.ino() != ino {
-                continue;
-            }
             let info = base.join("fdinfo").join(fd.file_name());
-            let flags = std::fs::read_to_string(info).ok().and_then(|text| {
-                text.lines()
-                    .find_map(|l| l.strip_prefix("flags:"))
-                    .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
-            });
-            // Unknown flags count as writing: better late than early.
-            let writes =
-                flags.is_none_or(|f| f & (libc::O_ACCMODE as u32) != libc::O_RDONLY as u32);
-            if writes {
-                return Some(pid);
-            }
+            by_file
+                .entry((meta.dev(), meta.ino()))
+                .or_default()
+                .push(Descriptor {
+                    pid,
+                    link: fd.path(),
+                    info,
+                });
+        }
+    }
+    OpenFiles {
+        at: std::time::Instant::now(),
+        by_file,
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn linux_writer_of(dev: u64, ino: u64) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let fds = {
+        let mut cache = OPEN_FILES
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cache
+            .as_ref()
+            .is_none_or(|c| c.at.elapsed() >= OPEN_FILES_FRESH)
+        {
+            *cache = Some(scan_open_files());
+        }
+        cache.as_ref()?.by_file.get(&(dev, ino))?.clone()
+    };
+    for Descriptor { pid, link, info } in fds {
+        // Still a descriptor of that file (it may be closed or reused since).
+        match std::fs::metadata(&link) {
+            Ok(meta) if meta.dev() == dev && meta.ino() == ino => {}
+            _ => continue,
+        }
+        let flags = std::fs::read_to_string(info).ok().and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("flags:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        });
+        // Unknown flags count as writing: better late than early.
+        let writes = flags.is_none_or(|f| f & (libc::O_ACCMODE as u32) != libc::O_RDONLY as u32);
+        if writes {
+            return Some(pid);
         }
     }
     None

@@ -572,3 +572,39 @@ fn a_job_whose_file_went_while_no_initiator_ran_is_failed_at_restart() {
     assert_eq!(count(&jobs[0], "delivered"), 500, "{}", jobs[0]);
     assert_each_user_once(&receiver, &[("orphan", 500)]);
 }
+
+#[test]
+fn a_shell_append_loop_keeps_one_job_across_an_initiator_killed_and_restarted() {
+    let receiver = TestReceiver::start();
+    let url = receiver.url();
+    let mut cluster = Cluster::new(&[("WDS_WEBHOOK_URL", &url), ("WDS_SETTLE_MS", "1000")]);
+    let initiator = cluster.start("initiator", &[]);
+    cluster.start("worker", &[]);
+    let inbox = cluster.inbox();
+    let looped = inbox.join("loop.csv");
+    // 2,000 lines, a pause after every 500 so the job is reading and
+    // following the file when its initiator dies.
+    let mut writer = Command::new("sh")
+        .arg("-c")
+        .arg(
+            r#"i=1; while [ $i -le 2000 ]; do echo "kill-$i,intake test" >> "$F";
+               [ $((i % 500)) -eq 0 ] && sleep 0.5; i=$((i+1)); done"#,
+        )
+        .env("F", &looped)
+        .spawn()
+        .unwrap();
+    cluster.eventually("the loop's job to read some lines", PATIENCE, || {
+        let job = wait_job(&cluster, "loop.csv");
+        (count(&job, "lines") > 0).then_some(())
+    });
+    cluster.services[initiator].kill();
+    cluster.start("initiator", &[]);
+    assert!(writer.wait().unwrap().success());
+
+    let jobs = wait_finished(&cluster, 1);
+    let found = named(&jobs, "loop.csv");
+    assert_eq!(found.len(), 1, "one job across the restart: {jobs:?}");
+    assert_eq!(count(found[0], "lines"), 2_000, "{}", found[0]);
+    assert_eq!(found[0]["state"], "done", "{}", found[0]);
+    assert_each_user_once(&receiver, &[("kill", 2_000)]);
+}

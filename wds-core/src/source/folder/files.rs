@@ -159,6 +159,61 @@ pub(super) fn read_sidecar(path: &Path) -> io::Result<Option<String>> {
     Ok(Some(text.trim().to_owned()))
 }
 
+/// What the source notes in the inbox, beside a file it hands over
+/// (`.NAME.wds-claim`): enough for an initiator restarted while the file
+/// still grows to recognise it and resume its job, rather than hash the
+/// longer content into a second job.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(super) struct ClaimNote {
+    /// The file (a file renamed over it is another input).
+    pub(super) dev: u64,
+    pub(super) ino: u64,
+    /// How many bytes the identity covers.
+    pub(super) len: u64,
+    /// The job's default message.
+    pub(super) message: Option<String>,
+    /// The job's input identity.
+    pub(super) identity: String,
+}
+
+/// `.NAME.wds-claim` for `NAME` (a dotfile: never an input).
+fn claim_note_of(path: &Path) -> PathBuf {
+    let mut name = OsString::from(".");
+    name.push(path.file_name().unwrap_or(OsStr::new("input")));
+    name.push(".wds-claim");
+    path.with_file_name(name)
+}
+
+/// The note for `path`, if there is a readable one.
+pub(super) fn read_claim_note(path: &Path) -> Option<ClaimNote> {
+    let file = match open_regular(&claim_note_of(path)) {
+        Ok(Ok((file, _))) => file,
+        _ => return None,
+    };
+    let mut text = Vec::new();
+    file.take(MAX_SIDECAR_BYTES).read_to_end(&mut text).ok()?;
+    serde_json::from_slice(&text).ok()
+}
+
+/// Writes the note for `path` (through a temporary name, so a reader never
+/// sees half of it).
+pub(super) fn write_claim_note(path: &Path, note: &ClaimNote) -> io::Result<()> {
+    let target = claim_note_of(path);
+    let mut temp = target.clone().into_os_string();
+    temp.push(".part");
+    let temp = PathBuf::from(temp);
+    std::fs::write(&temp, serde_json::to_vec(note).map_err(io::Error::other)?)?;
+    std::fs::rename(&temp, &target)
+}
+
+/// Removes the note for `path`, if any.
+pub(super) fn remove_claim_note(path: &Path) -> io::Result<()> {
+    match std::fs::remove_file(claim_note_of(path)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 /// Whether some process holds the file `stamp` names open for writing:
 /// `Some(pid)` of one, `None` when none does or when it cannot be known.
 ///

@@ -281,6 +281,11 @@ fn out_folder(folder: Option<PathBuf>, what: &str, dir: &Path) -> Result<Option<
 ///   name is, itself, a new input.
 /// - Bytes appended after the job found the end (and before the file was
 ///   archived) are not read; the source logs an error naming how many.
+/// - Each file handed over is noted in a hidden `.NAME.wds-claim` beside it
+///   (device, inode, and the length and message its identity covers), until
+///   it is moved out: a source started again while the file grows hands it
+///   over with the noted identity, so its job resumes rather than a second
+///   job repeating its first lines.
 ///
 /// # What is ignored
 ///
@@ -575,6 +580,9 @@ impl Outbox {
                     files::write_reason(target, reason)?;
                     tracing::warn!(path = %path.display(), to = %target.display(), %reason, "job failed; file rejected");
                 }
+            }
+            if was_ours || !path.exists() {
+                files::remove_claim_note(path)?;
             }
             if let (Some(end), Ok(meta)) = (opened.end(), opened.file().metadata()) {
                 if meta.len() > end {

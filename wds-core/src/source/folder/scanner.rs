@@ -379,22 +379,38 @@ fn prepare_file(config: &Config, ready: &Ready) -> Prepared {
             return Prepared::NotYet(Some(Kind::File(stamp)), "still open for writing");
         }
     }
-    let message = match files::read_sidecar(path) {
-        // An empty sidecar explicitly clears the default message.
-        Ok(Some(message)) => Some(message).filter(|m| !m.is_empty()),
-        Ok(None) => config.default_message.clone(),
-        Err(e) => return input_error(e),
-    };
-    let mut hasher = IdentityHasher::new();
-    let mut reader = super::opened::PositionalReader::new(&file);
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        match io::Read::read(&mut reader, &mut buf) {
-            Ok(0) => break,
-            Ok(n) => hasher.update(&buf[..n]),
+    // A file this folder's source handed over before (an initiator
+    // restarted while it still grew) keeps its job: its first bytes still
+    // hash to the identity noted then.
+    let note = files::read_claim_note(path)
+        .filter(|n| (n.dev, n.ino) == (stamp.dev, stamp.ino) && n.len <= stamp.len);
+    let noted = match note {
+        Some(note) => match hash_prefix(&file, Some(note.len)) {
+            Ok(hasher) => (hasher.finish(None, note.message.as_deref()) == note.identity)
+                .then_some((note.identity, note.message)),
             Err(e) => return input_error(e),
-        }
+        },
+        None => None,
+    };
+    if noted.is_some() {
+        tracing::info!(path = %path.display(), "handed over before (and grown since?): its job goes on");
     }
+    let (identity, message) = match noted {
+        Some(noted) => noted,
+        None => {
+            let message = match files::read_sidecar(path) {
+                // An empty sidecar explicitly clears the default message.
+                Ok(Some(message)) => Some(message).filter(|m| !m.is_empty()),
+                Ok(None) => config.default_message.clone(),
+                Err(e) => return input_error(e),
+            };
+            let hasher = match hash_prefix(&file, None) {
+                Ok(hasher) => hasher,
+                Err(e) => return input_error(e),
+            };
+            (hasher.finish(None, message.as_deref()), message)
+        }
+    };
     // A change while hashing means the hash is of no version at all.
     let after = match file.metadata() {
         Ok(meta) => super::scan::Stamp::of(&meta),
@@ -403,7 +419,16 @@ fn prepare_file(config: &Config, ready: &Ready) -> Prepared {
     if after != stamp {
         return Prepared::NotYet(Some(Kind::File(after)), "changed while being hashed");
     }
-    let identity = hasher.finish(None, message.as_deref());
+    let note = files::ClaimNote {
+        dev: stamp.dev,
+        ino: stamp.ino,
+        len: stamp.len,
+        message: message.clone(),
+        identity: identity.clone(),
+    };
+    if let Err(e) = files::write_claim_note(path, &note) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot note the hand-over in the inbox; a restart while the file grows would make a second job");
+    }
     let (quiet_since, verified) = match ready.why {
         Why::Signal(Signal::Renamed) => (ready.changed_at, true),
         Why::Settled => (ready.changed_at, true),
@@ -424,6 +449,23 @@ fn prepare_file(config: &Config, ready: &Ready) -> Prepared {
         format: None,
         default_message: message,
     })
+}
+
+/// Hashes the first `len` bytes of `file` (all of it for `None`).
+fn hash_prefix(file: &std::fs::File, len: Option<u64>) -> io::Result<IdentityHasher> {
+    let mut hasher = IdentityHasher::new();
+    let reader = super::opened::PositionalReader::new(file);
+    let mut reader: Box<dyn io::Read> = match len {
+        Some(len) => Box::new(io::Read::take(reader, len)),
+        None => Box::new(reader),
+    };
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        match reader.read(&mut buf)? {
+            0 => return Ok(hasher),
+            n => hasher.update(&buf[..n]),
+        }
+    }
 }
 
 /// Starts watching `dir`, sending events to `events`; `None` (polling only)

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use wds_tests::cluster::{count, Cluster};
-use wds_tests::process::http_get;
+use wds_tests::process::{free_port, http_get};
 use wds_tests::receiver::{Reply, TestReceiver};
 
 /// Long enough for a debug build on a loaded 2-core machine; only a
@@ -440,6 +440,15 @@ fn sigterm_stops_every_role_with_redis_down_and_during_a_retry_after_pause() {
     let mut cluster = Cluster::new(&[("WDS_WEBHOOK_URL", &url), ("WDS_TIMEOUT_MS", "2000")]);
     let initiator = cluster.start("initiator", &[]);
     let worker = cluster.start("worker", &[]);
+    // And the three roles in one process, on the same Redis and inbox.
+    let (api, notifier) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let all = cluster.start(
+        "all",
+        &[("WDS_API_LISTEN", &api), ("WDS_NOTIFIER_LISTEN", &notifier)],
+    );
     cluster.drop_file("first.csv", lines("first", 1, 100).as_bytes());
     wait_finished(&cluster, 1);
 
@@ -464,10 +473,10 @@ fn sigterm_stops_every_role_with_redis_down_and_during_a_retry_after_pause() {
 
     let bound = Duration::from_secs(5) + Duration::from_secs(2);
     let started = Instant::now();
-    for index in [initiator, worker] {
+    for index in [initiator, worker, all] {
         cluster.services[index].signal("TERM");
     }
-    for index in [initiator, worker] {
+    for index in [initiator, worker, all] {
         let name = cluster.services[index].name.clone();
         let left = bound.saturating_sub(started.elapsed()) + Duration::from_millis(500);
         let status = cluster.services[index].wait(left);
@@ -479,7 +488,7 @@ fn sigterm_stops_every_role_with_redis_down_and_during_a_retry_after_pause() {
         );
     }
     eprintln!(
-        "FIGURES SIGTERM with Redis down and a 120 s Retry-After: both roles gone in {} ms",
+        "FIGURES SIGTERM with Redis down and a 120 s Retry-After: initiator, worker and all gone in {} ms",
         started.elapsed().as_millis()
     );
 }

@@ -307,3 +307,130 @@ impl Seek for Following {
         Ok(pos)
     }
 }
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    const SETTLE: Duration = Duration::from_millis(300);
+
+    /// Opens `path` as the source does, handed over at a close (so its
+    /// reader waits for the settle time of quiet at the end).
+    fn open(path: &Path) -> OpenedFile {
+        let (file, stamp) = files::open_regular(path).unwrap().unwrap();
+        OpenedFile::new(
+            file,
+            path.to_path_buf(),
+            stamp,
+            SETTLE,
+            Instant::now(),
+            false,
+        )
+    }
+
+    fn read_all(reader: &mut Following) -> io::Result<String> {
+        let mut text = String::new();
+        reader.read_to_string(&mut text)?;
+        Ok(text)
+    }
+
+    fn reason(e: &io::Error) -> String {
+        match StopReading::of(e) {
+            Some(StopReading::Changed(reason)) => reason.clone(),
+            other => panic!("expected a change, got {other:?} ({e})"),
+        }
+    }
+
+    #[test]
+    fn appends_are_read_until_the_file_is_quiet() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.csv");
+        std::fs::write(&path, "u1\n").unwrap();
+        let opened = open(&path);
+        let mut reader = opened.following(CancellationToken::new());
+        let appender = std::thread::spawn({
+            let path = path.clone();
+            move || {
+                for i in 2..=4 {
+                    std::thread::sleep(SETTLE / 3);
+                    let mut f = std::fs::OpenOptions::new()
+                        .append(true)
+                        .open(&path)
+                        .unwrap();
+                    writeln!(f, "u{i}").unwrap();
+                }
+            }
+        });
+        assert_eq!(read_all(&mut reader).unwrap(), "u1\nu2\nu3\nu4\n");
+        appender.join().unwrap();
+        assert_eq!(opened.end(), Some(12));
+    }
+
+    #[test]
+    fn a_truncated_removed_replaced_or_rewritten_file_stops_its_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        type Change = fn(&Path);
+        let cases: [(&str, Change); 4] = [
+            ("truncated", |p| {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(p)
+                    .unwrap()
+                    .set_len(1)
+                    .unwrap();
+            }),
+            ("removed", |p| std::fs::remove_file(p).unwrap()),
+            ("replaced", |p| {
+                let other = p.with_extension("new");
+                std::fs::write(&other, "x\n").unwrap();
+                std::fs::rename(&other, p).unwrap();
+            }),
+            ("rewritten", |p| {
+                let mut f = std::fs::OpenOptions::new().write(true).open(p).unwrap();
+                f.write_all(b"XX").unwrap();
+            }),
+        ];
+        for (expected, change) in cases {
+            let path = dir.path().join(format!("{expected}.csv"));
+            std::fs::write(&path, "u1\nu2\n").unwrap();
+            let opened = open(&path);
+            let mut reader = opened.following(CancellationToken::new());
+            let mut first = [0u8; 6];
+            reader.read_exact(&mut first).unwrap();
+            change(&path);
+            let err = read_all(&mut reader).expect_err(expected);
+            assert!(reason(&err).contains(expected), "{expected}: {err}");
+            assert_eq!(opened.end(), None, "{expected}: no end was found");
+        }
+    }
+
+    #[test]
+    fn cancel_stops_a_reader_waiting_at_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.csv");
+        std::fs::write(&path, "u1\n").unwrap();
+        let opened = OpenedFile::new(
+            files::open_regular(&path).unwrap().unwrap().0,
+            path.clone(),
+            files::open_regular(&path).unwrap().unwrap().1,
+            Duration::from_secs(3600),
+            Instant::now(),
+            false,
+        );
+        let cancel = CancellationToken::new();
+        let mut reader = opened.following(cancel.clone());
+        let started = Instant::now();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            cancel.cancel();
+        });
+        let err = read_all(&mut reader).expect_err("cancelled");
+        assert!(matches!(
+            StopReading::of(&err),
+            Some(StopReading::Cancelled)
+        ));
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+}

@@ -231,8 +231,10 @@ impl IdentityHasher {
 ///
 /// # Contract
 ///
-/// - [`next`](Source::next) MUST only yield an input whose bytes are complete:
-///   nothing is appended to it afterwards.
+/// - [`next`](Source::next) MUST only yield an input whose bytes are complete
+///   (nothing is appended to it afterwards), or one whose reader itself
+///   follows it to its real end (`InputData::Opened`, from the folder
+///   source).
 /// - It MAY yield the same input more than once (after a restart, say): the
 ///   engine claims each identity once, so a repeat is harmless.
 /// - It returns `Ok(None)` when the source is exhausted; a watching source
@@ -251,9 +253,10 @@ pub trait Source: Send + Sync + Debug + 'static {
     /// The next ready input, waiting for one if needed.
     async fn next(&self) -> Result<Option<Input>>;
 
-    /// Called once an input's job has been read completely (not yet
-    /// delivered). A folder source may archive the file. The default does
-    /// nothing.
+    /// Called once an input's job has been read completely or has
+    /// [failed](crate::JobState::Failed) (its lines not necessarily
+    /// delivered yet). A folder source may archive or reject the file. The
+    /// default does nothing.
     async fn finished(&self, input: &Input, report: &JobReport) -> Result<()> {
         let _ = (input, report);
         Ok(())

@@ -185,11 +185,16 @@ fn a_stalled_writer_and_a_shell_append_loop_each_make_one_complete_job() {
 }
 
 /// Writes `body` to `path` in place (create, write, close: handed over at
-/// the close-after-write) and waits until its job is reading.
+/// the close-after-write) and waits until its job has read every line and
+/// is still `reading` (waiting at the end of the file for more).
 fn write_and_wait(cluster: &Cluster, path: &Path, body: &str) -> Value {
     std::fs::write(path, body).unwrap();
     let name = path.file_name().unwrap().to_str().unwrap();
-    wait_job(cluster, name)
+    let lines = body.lines().count() as u64;
+    cluster.eventually(&format!("{name} read to its end"), PATIENCE, || {
+        let job = wait_job(cluster, name);
+        (job["state"] == "reading" && count(&job, "lines") == lines).then_some(job)
+    })
 }
 
 #[test]
@@ -559,10 +564,6 @@ fn a_job_whose_file_went_while_no_initiator_ran_is_failed_at_restart() {
         &inbox.join("orphan.csv"),
         &lines("orphan", 1, 500),
     );
-    cluster.eventually("the file read", PATIENCE, || {
-        let job = wait_job(&cluster, "orphan.csv");
-        (job["state"] == "reading" && count(&job, "lines") == 500).then_some(())
-    });
     cluster.services[initiator].kill();
     std::fs::remove_file(inbox.join("orphan.csv")).unwrap();
     cluster.start("initiator", &[]);

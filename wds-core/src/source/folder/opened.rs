@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::files;
 use super::scan::{wait_at_end, Stamp};
-use crate::source::StopReading;
+use crate::source::{IdentityHasher, StopReading};
 
 /// How often a job reading a file checks that the file is still the one it
 /// opened, between its ends.
@@ -36,14 +36,26 @@ struct Shared {
     path: PathBuf,
     /// At hand-over.
     stamp: Stamp,
-    settle: Duration,
-    /// When a change of the file was last seen before hand-over.
-    quiet_since: Instant,
-    /// Hand-over found it complete already: quiet for the settle time (or
-    /// renamed into place) and not held open for writing.
-    verified: bool,
+    handover: Handover,
     /// The length read when its job found the end.
     end: Mutex<Option<u64>>,
+}
+
+/// What the hand-over knew, for the job that follows the file.
+#[derive(Clone, Debug)]
+pub(super) struct Handover {
+    pub(super) settle: Duration,
+    /// When a change of the file was last seen before hand-over.
+    pub(super) quiet_since: Instant,
+    /// Hand-over found it complete already: quiet for the settle time (or
+    /// renamed into place) and not held open for writing.
+    pub(super) verified: bool,
+    /// The input's identity, the default message it was made with, and how
+    /// many bytes of the file it covers: those bytes must still hash to it
+    /// when the job ends.
+    pub(super) identity: String,
+    pub(super) message: Option<String>,
+    pub(super) covers: u64,
 }
 
 impl Debug for OpenedFile {
@@ -57,22 +69,13 @@ impl Debug for OpenedFile {
 }
 
 impl OpenedFile {
-    pub(super) fn new(
-        file: File,
-        path: PathBuf,
-        stamp: Stamp,
-        settle: Duration,
-        quiet_since: Instant,
-        verified: bool,
-    ) -> Self {
+    pub(super) fn new(file: File, path: PathBuf, stamp: Stamp, handover: Handover) -> Self {
         OpenedFile {
             shared: Arc::new(Shared {
                 file: Arc::new(file),
                 path,
                 stamp,
-                settle,
-                quiet_since,
-                verified,
+                handover,
                 end: Mutex::new(None),
             }),
         }
@@ -119,7 +122,7 @@ impl OpenedFile {
             hasher: Sha256::new(),
             from: 0,
             last: self.shared.stamp,
-            quiet_since: self.shared.quiet_since,
+            quiet_since: self.shared.handover.quiet_since,
             checked_at: Instant::now(),
             ended: false,
         }
@@ -204,7 +207,7 @@ impl Following {
         self.checked_at = Instant::now();
         let meta = self.shared.file.metadata()?;
         let stamp = Stamp::of(&meta);
-        if stamp.len < self.at.pos {
+        if stamp.len < self.at.pos || stamp.len < self.shared.handover.covers {
             return Err(changed("the file was truncated while being read"));
         }
         match files::look(&self.shared.path)? {
@@ -230,37 +233,49 @@ impl Following {
     /// Whether the end of what is there is the end of the file.
     fn at_end(&mut self) -> io::Result<Option<Duration>> {
         self.check()?;
-        if self.shared.verified && self.last == self.shared.stamp {
+        let handover = &self.shared.handover;
+        if handover.verified && self.last == self.shared.stamp {
             return Ok(None);
         }
         let now = Instant::now();
-        let quiet = now.saturating_duration_since(self.quiet_since) >= self.shared.settle;
+        let quiet = now.saturating_duration_since(self.quiet_since) >= handover.settle;
         // Looking through /proc costs: only once the file is quiet.
         let held = quiet && files::writer_of(&self.last).is_some();
-        Ok(wait_at_end(self.shared.settle, self.quiet_since, now, held))
+        Ok(wait_at_end(handover.settle, self.quiet_since, now, held))
     }
 
-    /// The bytes read from `from` are still the file's.
+    /// The bytes read from `from` are still the file's, and the bytes the
+    /// identity covers still hash to it (they may have changed before this
+    /// reader got to them).
     fn verify(&mut self) -> io::Result<()> {
         let expected = std::mem::take(&mut self.hasher).finalize();
-        let mut again = PositionalReader {
-            file: Arc::clone(&self.shared.file),
-            pos: self.from,
-        }
-        .take(self.at.pos - self.from);
         let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = again.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-        }
-        if hasher.finalize() != expected {
+        self.each_chunk(self.from, self.at.pos - self.from, |b| hasher.update(b))?;
+        let handover = &self.shared.handover;
+        let mut identity = IdentityHasher::new();
+        self.each_chunk(0, handover.covers, |b| identity.update(b))?;
+        if hasher.finalize() != expected
+            || identity.finish(None, handover.message.as_deref()) != handover.identity
+        {
             return Err(changed("the file was rewritten while being read"));
         }
         Ok(())
+    }
+
+    /// Calls `f` with the file's bytes from `from`, `len` of them at most.
+    fn each_chunk(&self, from: u64, len: u64, mut f: impl FnMut(&[u8])) -> io::Result<()> {
+        let mut again = PositionalReader {
+            file: Arc::clone(&self.shared.file),
+            pos: from,
+        }
+        .take(len);
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match again.read(&mut buf)? {
+                0 => return Ok(()),
+                n => f(&buf[..n]),
+            }
+        }
     }
 }
 
@@ -317,17 +332,24 @@ mod tests {
     const SETTLE: Duration = Duration::from_millis(300);
 
     /// Opens `path` as the source does, handed over at a close (so its
-    /// reader waits for the settle time of quiet at the end).
-    fn open(path: &Path) -> OpenedFile {
+    /// reader waits for `settle` of quiet at the end).
+    fn open_with(path: &Path, settle: Duration) -> OpenedFile {
         let (file, stamp) = files::open_regular(path).unwrap().unwrap();
-        OpenedFile::new(
-            file,
-            path.to_path_buf(),
-            stamp,
-            SETTLE,
-            Instant::now(),
-            false,
-        )
+        let mut identity = IdentityHasher::new();
+        identity.update(&std::fs::read(path).unwrap());
+        let handover = Handover {
+            settle,
+            quiet_since: Instant::now(),
+            verified: false,
+            identity: identity.finish(None, None),
+            message: None,
+            covers: stamp.len,
+        };
+        OpenedFile::new(file, path.to_path_buf(), stamp, handover)
+    }
+
+    fn open(path: &Path) -> OpenedFile {
+        open_with(path, SETTLE)
     }
 
     fn read_all(reader: &mut Following) -> io::Result<String> {
@@ -407,18 +429,35 @@ mod tests {
     }
 
     #[test]
+    fn a_change_before_the_reader_starts_is_caught_too() {
+        let dir = tempfile::tempdir().unwrap();
+        // Hashed at hand-over, changed before its job read a byte.
+        let path = dir.path().join("early.csv");
+        std::fs::write(&path, "u1\nu2\n").unwrap();
+        let opened = open(&path);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(3)
+            .unwrap();
+        let err = read_all(&mut opened.following(CancellationToken::new())).unwrap_err();
+        assert!(reason(&err).contains("truncated"), "{err}");
+
+        let path = dir.path().join("same-length.csv");
+        std::fs::write(&path, "u1\nu2\n").unwrap();
+        let opened = open(&path);
+        std::fs::write(&path, "u3\nu4\n").unwrap();
+        let err = read_all(&mut opened.following(CancellationToken::new())).unwrap_err();
+        assert!(reason(&err).contains("rewritten"), "{err}");
+    }
+
+    #[test]
     fn cancel_stops_a_reader_waiting_at_the_end() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.csv");
         std::fs::write(&path, "u1\n").unwrap();
-        let opened = OpenedFile::new(
-            files::open_regular(&path).unwrap().unwrap().0,
-            path.clone(),
-            files::open_regular(&path).unwrap().unwrap().1,
-            Duration::from_secs(3600),
-            Instant::now(),
-            false,
-        );
+        let opened = open_with(&path, Duration::from_secs(3600));
         let cancel = CancellationToken::new();
         let mut reader = opened.following(cancel.clone());
         let started = Instant::now();

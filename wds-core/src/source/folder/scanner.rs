@@ -15,7 +15,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use super::files::{self, Kind};
-use super::opened::OpenedFile;
+use super::opened::{Handover, OpenedFile};
 use super::scan::{is_data_file_name, is_sidecar, Ready, Signal, Tracker, Why};
 use super::{Config, Outbox};
 use crate::error::{Error, Result};
@@ -387,7 +387,7 @@ fn prepare_file(config: &Config, ready: &Ready) -> Prepared {
     let noted = match note {
         Some(note) => match hash_prefix(&file, Some(note.len)) {
             Ok(hasher) => (hasher.finish(None, note.message.as_deref()) == note.identity)
-                .then_some((note.identity, note.message)),
+                .then_some((note.identity, note.message, note.len)),
             Err(e) => return input_error(e),
         },
         None => None,
@@ -395,7 +395,7 @@ fn prepare_file(config: &Config, ready: &Ready) -> Prepared {
     if noted.is_some() {
         tracing::info!(path = %path.display(), "handed over before (and grown since?): its job goes on");
     }
-    let (identity, message) = match noted {
+    let (identity, message, covers) = match noted {
         Some(noted) => noted,
         None => {
             let message = match files::read_sidecar(path) {
@@ -408,7 +408,7 @@ fn prepare_file(config: &Config, ready: &Ready) -> Prepared {
                 Ok(hasher) => hasher,
                 Err(e) => return input_error(e),
             };
-            (hasher.finish(None, message.as_deref()), message)
+            (hasher.finish(None, message.as_deref()), message, stamp.len)
         }
     };
     // A change while hashing means the hash is of no version at all.
@@ -422,7 +422,7 @@ fn prepare_file(config: &Config, ready: &Ready) -> Prepared {
     let note = files::ClaimNote {
         dev: stamp.dev,
         ino: stamp.ino,
-        len: stamp.len,
+        len: covers,
         message: message.clone(),
         identity: identity.clone(),
     };
@@ -434,14 +434,15 @@ fn prepare_file(config: &Config, ready: &Ready) -> Prepared {
         Why::Settled => (ready.changed_at, true),
         Why::Signal(Signal::Closed) => (ready.changed_at, false),
     };
-    let opened = OpenedFile::new(
-        file,
-        path.clone(),
-        stamp,
-        config.settle,
+    let handover = Handover {
+        settle: config.settle,
         quiet_since,
         verified,
-    );
+        identity: identity.clone(),
+        message: message.clone(),
+        covers,
+    };
+    let opened = OpenedFile::new(file, path.clone(), stamp, handover);
     Prepared::Ready(Input {
         name,
         identity,

@@ -299,6 +299,7 @@ fn symlinks_and_fifos_are_never_read_and_do_not_block_shutdown() {
     for i in 1..=4 {
         mkfifo(&inbox.join(format!("fifo{i}.csv")));
     }
+    std::fs::create_dir(inbox.join("folder.csv")).unwrap();
     // A FIFO renamed over a file whose job is reading it.
     write_and_wait(&cluster, &inbox.join("over.csv"), &lines("over", 1, 500));
     let fifo = cluster.path().join("staged-fifo");
@@ -333,6 +334,11 @@ fn symlinks_and_fifos_are_never_read_and_do_not_block_shutdown() {
     assert_eq!(
         skipped.get("link.csv").map(String::as_str),
         Some("a symbolic link"),
+        "{body}"
+    );
+    assert_eq!(
+        skipped.get("folder.csv").map(String::as_str),
+        Some("a directory"),
         "{body}"
     );
     for name in [

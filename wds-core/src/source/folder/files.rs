@@ -549,6 +549,10 @@ mod tests {
         // Opening does not block on a FIFO without a writer.
         assert_eq!(open_regular(&fifo).unwrap().err(), Some("a FIFO"));
         assert_eq!(look(&fifo).unwrap(), Some(Kind::Other("a FIFO")));
+        let device = Path::new("/dev/null");
+        assert_eq!(look(device).unwrap(), Some(Kind::Other("a device")));
+        assert_eq!(open_regular(device).unwrap().err(), Some("a device"));
+        assert_eq!(look(dir.path()).unwrap(), Some(Kind::Other("a directory")));
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio_util::sync::CancellationToken;
-use wds_core::{now_ms, Input, JobId, JobReport, JobState};
+use wds_core::{now_ms, Input, JobId, JobReport};
 use wds_http::Metrics;
 
 use crate::roles::{self, bind, Backend, Fallible};
@@ -212,7 +212,7 @@ async fn follow(
                 }
                 None => {}
             }
-            if r.state == JobState::Done {
+            if r.is_finished() {
                 if let Some(bar) = &bar {
                     bar.finish_and_clear();
                 }

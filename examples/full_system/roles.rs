@@ -153,6 +153,7 @@ pub(crate) async fn initiator(
         .settle(Duration::from_millis(settings.settle_ms.max(1)))
         .default_message(settings.default_message.clone())
         .archive(Some(settings.archive()))
+        .rejected(Some(settings.rejected()))
         .build()
         .map_err(|e| format!("inbox: {e}"))?;
     let engine = backend.engine(settings, None, &metrics)?;
@@ -160,18 +161,82 @@ pub(crate) async fn initiator(
         backend.queue.clone(),
         backend.offsets.clone(),
         metrics,
-        ControlConfig::new(&inbox).token(settings.token.clone()),
+        ControlConfig::new(&inbox)
+            .token(settings.token.clone())
+            .intake(source.status().clone()),
     );
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(inbox = %inbox.display(), api = %addr, backend = backend.name, "initiator running");
     let source: Arc<dyn Source> = Arc::new(source);
-    let (read, served) = tokio::join!(engine.read_source(source, cancel.clone()), async {
-        let served = api.serve(listener, cancel.clone()).await;
-        cancel.cancel();
-        served
-    });
+    let settle = Duration::from_millis(settings.settle_ms.max(1));
+    let (read, served, ()) = tokio::join!(
+        engine.read_source(source, cancel.clone()),
+        async {
+            let served = api.serve(listener, cancel.clone()).await;
+            cancel.cancel();
+            served
+        },
+        fail_orphans(backend.offsets.as_ref(), &inbox, settle, &cancel),
+    );
     served.map_err(|e| format!("control API: {e}"))?;
     read.map_err(|e| format!("initiator: {e}"))
+}
+
+/// Once, at start: a job still `reading` whose file is not in the inbox and
+/// whose checkpoint does not move had its reader die (a killed initiator)
+/// and its file removed meanwhile. Nothing is left to read it from, so it
+/// is failed with the reason instead of staying `reading` for ever; the
+/// lines it read stay counted. (A reader that is alive fails such a job
+/// itself: failing twice changes nothing.)
+async fn fail_orphans(
+    offsets: &dyn OffsetStore,
+    inbox: &std::path::Path,
+    settle: Duration,
+    cancel: &CancellationToken,
+) {
+    // Let the first scan hand over what is in the inbox and resumed jobs move.
+    let pause = |d: Duration| async move {
+        tokio::select! {
+            () = tokio::time::sleep(d) => true,
+            () = cancel.cancelled() => false,
+        }
+    };
+    if !pause(settle * 2 + Duration::from_secs(2)).await {
+        return;
+    }
+    let reports = match offsets.reports().await {
+        Ok(reports) => reports,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list jobs to find orphaned ones");
+            return;
+        }
+    };
+    let orphans: Vec<_> = reports
+        .into_iter()
+        .filter(|r| r.state == wds_core::JobState::Reading)
+        .filter(|r| !inbox.join(&r.meta.name).exists())
+        .collect();
+    if orphans.is_empty() {
+        return;
+    }
+    let mut before = Vec::new();
+    for r in &orphans {
+        before.push(offsets.checkpoint(&r.job).await.ok());
+    }
+    if !pause(Duration::from_secs(3)).await {
+        return;
+    }
+    for (r, before) in orphans.iter().zip(before) {
+        let after = offsets.checkpoint(&r.job).await.ok();
+        if before.is_none() || before != after || inbox.join(&r.meta.name).exists() {
+            continue;
+        }
+        let reason = "the file was removed while no initiator was reading it";
+        match offsets.fail(&r.job, reason).await {
+            Ok(_) => tracing::warn!(job = %r.job, name = %r.meta.name, reason, "job failed"),
+            Err(e) => tracing::warn!(job = %r.job, error = %e, "cannot fail an orphaned job"),
+        }
+    }
 }
 
 /// A worker: leases batches and calls the webhook until cancelled, then

@@ -99,6 +99,10 @@ pub(crate) struct Settings {
     /// Where completely read files are moved [default: DATA_DIR/done].
     #[arg(long, env = "WDS_ARCHIVE", global = true)]
     pub(crate) archive: Option<PathBuf>,
+    /// Where files whose job failed (changed or removed while being read)
+    /// are moved, each with NAME.reason.txt [default: DATA_DIR/rejected].
+    #[arg(long, env = "WDS_REJECTED", global = true)]
+    pub(crate) rejected: Option<PathBuf>,
     /// The notifier's output CSV [default: DATA_DIR/outbox/alerts.csv].
     #[arg(long, env = "WDS_OUTPUT", global = true)]
     pub(crate) output: Option<PathBuf>,
@@ -214,6 +218,12 @@ impl Settings {
             (None, Some(_)) => BackendKind::Redis,
             (None, None) => BackendKind::Sqlite,
         }
+    }
+
+    pub(crate) fn rejected(&self) -> PathBuf {
+        self.rejected
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("rejected"))
     }
 
     pub(crate) fn output(&self) -> PathBuf {

@@ -320,4 +320,8 @@ impl OffsetStore for Freezable {
         self.gate().await;
         self.inner.rejects(job, limit).await
     }
+    async fn fail(&self, job: &wds_core::JobId, reason: &str) -> wds_core::Result<JobReport> {
+        self.gate().await;
+        self.inner.fail(job, reason).await
+    }
 }

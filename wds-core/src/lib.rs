@@ -40,4 +40,4 @@ pub use queue::{Continue, Continued, Queue};
 pub use sink::{Delivered, Sink};
 #[cfg(feature = "folder")]
 pub use source::FolderSource;
-pub use source::{ChannelSource, Input, InputData, Source, Submitter};
+pub use source::{ChannelSource, Input, InputData, IntakeStatus, Source, Submitter};

@@ -450,6 +450,12 @@ pub enum JobState {
     Delivering,
     /// Every line is in a terminal state.
     Done,
+    /// Reading ended early for good, for the reason in
+    /// [`JobReport::failure`] (the file was rewritten, truncated, replaced
+    /// or removed while being read). Terminal: the lines read before it
+    /// stay counted in `lines` and are delivered as usual; the job is
+    /// finished once they are all accounted for.
+    Failed,
 }
 
 /// A job's progress and the G2 counts.
@@ -477,6 +483,9 @@ pub struct JobReport {
     pub duplicate: u64,
     /// When the job finished, in [`now_ms`] time.
     pub finished_ms: Option<u64>,
+    /// Why the job [failed](JobState::Failed), when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
 }
 
 impl JobReport {
@@ -493,6 +502,12 @@ impl JobReport {
     /// Whether every line is accounted for (guarantee G2) and reading is done.
     pub fn is_complete(&self) -> bool {
         self.state == JobState::Done && self.accounted() == self.lines
+    }
+
+    /// Whether the job will change no more: reading ended (done or
+    /// [failed](JobState::Failed)) and every line read is accounted for.
+    pub fn is_finished(&self) -> bool {
+        matches!(self.state, JobState::Done | JobState::Failed) && self.accounted() == self.lines
     }
 
     /// Wall time from claim to finish, once finished.
@@ -563,6 +578,7 @@ mod tests {
             invalid: 2,
             duplicate: 1,
             finished_ms: Some(5),
+            failure: None,
         };
         assert_eq!(r.accounted(), 10);
         assert!(r.is_complete());

@@ -28,6 +28,18 @@ use crate::model::{Checkpoint, Claim, JobId, JobMeta, JobReport, LineOutcome, Me
 ///   lines`. A replay of dead letters moves a `Done` job back to `Delivering`.
 /// - [`outcome`](OffsetStore::outcome) MUST return the terminal state of a line
 ///   once it has one, and `None` while it is pending.
+/// - [`fail`](OffsetStore::fail) MUST, atomically: set the checkpoint's `done`
+///   and raise its `seq` by one (so a push still carrying the old `seq` is
+///   refused as stale and nobody resumes reading), keep `records` (the job's
+///   `lines`) and every count, and store the reason. From then on `report`
+///   MUST answer [`JobState::Failed`](crate::JobState::Failed) with that
+///   reason in [`JobReport::failure`] (never `Reading`, `Delivering` or
+///   `Done`, a replay included), keep counting settles, and set
+///   `finished_ms` once `delivered + dead + invalid + duplicate == lines`
+///   (at once if already so). A second `fail` of a failed job MUST change
+///   nothing (the first reason stays) and succeed. Failing a job whose
+///   checkpoint is already `done` (fully read) MUST change nothing and
+///   succeed: it is finished, not failed.
 ///
 /// # Errors
 ///
@@ -57,6 +69,16 @@ pub trait OffsetStore: Send + Sync + Debug + 'static {
 
     /// Up to `limit` rejected lines of a job (invalid and duplicate), by line.
     async fn rejects(&self, job: &JobId, limit: usize) -> Result<Vec<Reject>>;
+
+    /// Ends the reading of a job that is not fully read, for good, as
+    /// [`JobState::Failed`](crate::JobState::Failed) with `reason` (its input
+    /// changed or vanished while being read). Returns the report after it.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::UnknownJob`] for a job never claimed; transient
+    /// backend failures as for every method.
+    async fn fail(&self, job: &JobId, reason: &str) -> Result<JobReport>;
 }
 
 #[async_trait]
@@ -78,6 +100,9 @@ impl<T: OffsetStore + ?Sized> OffsetStore for Arc<T> {
     }
     async fn rejects(&self, job: &JobId, limit: usize) -> Result<Vec<Reject>> {
         (**self).rejects(job, limit).await
+    }
+    async fn fail(&self, job: &JobId, reason: &str) -> Result<JobReport> {
+        (**self).fail(job, reason).await
     }
 }
 

@@ -32,7 +32,7 @@ struct StateLabel {
 /// - `wds_retries_total`: calls that failed in a way the engine retries;
 /// - `wds_rate_limited_total`: 429 answers;
 /// - `wds_queue_messages{state}`: ready, leased, scheduled and dead messages;
-/// - `wds_jobs{state}`: jobs reading, delivering and done.
+/// - `wds_jobs{state}`: jobs reading, delivering, done and failed.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -153,6 +153,7 @@ impl Metrics {
             (JobState::Reading, "reading"),
             (JobState::Delivering, "delivering"),
             (JobState::Done, "done"),
+            (JobState::Failed, "failed"),
         ] {
             let n = reports.iter().filter(|r| r.state == state).count();
             self.jobs

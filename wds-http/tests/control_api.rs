@@ -441,3 +441,32 @@ async fn unknown_routes_and_methods_answer_json() {
     let json = json_of(resp).await;
     error_of(&json);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_inbox_makes_healthz_and_upload_503() {
+    let status = wds_http::wds_core::IntakeStatus::new();
+    let api = Api::start({
+        let status = status.clone();
+        |c| c.intake(status)
+    })
+    .await;
+    assert_eq!(get(&api, "/healthz", None).await.0, 200);
+    status.set_unreadable(Some("cannot list /in: No such file or directory".into()));
+    let (code, json) = get(&api, "/healthz", None).await;
+    assert_eq!(code, 503, "{json}");
+    assert!(error_of(&json).contains("No such file"), "{json}");
+    let (code, json) =
+        post_multipart(&api, multipart(&[("file", Some("a.csv"), b"u,m\n")]), None).await;
+    assert_eq!(code, 503, "{json}");
+    assert!(api.inbox_files().is_empty(), "{:?}", api.inbox_files());
+    status.skip("x.csv", "a FIFO");
+    let (code, json) = get(&api, "/intake", None).await;
+    assert_eq!(code, 200);
+    assert_eq!(json["skipped"][0]["reason"], "a FIFO", "{json}");
+
+    status.set_unreadable(None);
+    assert_eq!(get(&api, "/healthz", None).await.0, 200);
+    let (code, _) =
+        post_multipart(&api, multipart(&[("file", Some("a.csv"), b"u,m\n")]), None).await;
+    assert_eq!(code, 202);
+}

@@ -107,13 +107,17 @@ struct Job {
     finished_ms: Option<u64>,
     outcomes: HashMap<u64, LineOutcome, BuildHasherDefault<LineHasher>>,
     rejects: Vec<Reject>,
+    /// Why reading failed, once it did.
+    failure: Option<String>,
 }
 
 impl Job {
     fn report(&self, id: &JobId) -> JobReport {
         let lines = self.checkpoint.records;
         let accounted = self.delivered + self.dead + self.invalid + self.duplicate;
-        let state = if !self.checkpoint.done {
+        let state = if self.failure.is_some() {
+            JobState::Failed
+        } else if !self.checkpoint.done {
             JobState::Reading
         } else if accounted == lines {
             JobState::Done
@@ -132,6 +136,7 @@ impl Job {
             invalid: self.invalid,
             duplicate: self.duplicate,
             finished_ms: self.finished_ms,
+            failure: self.failure.clone(),
         }
     }
 
@@ -521,6 +526,7 @@ impl OffsetStore for MemoryBackend {
                 finished_ms: None,
                 outcomes: HashMap::default(),
                 rejects: Vec::new(),
+                failure: None,
             },
         );
         Ok(Claim {
@@ -562,5 +568,17 @@ impl OffsetStore for MemoryBackend {
             .take(limit)
             .cloned()
             .collect())
+    }
+
+    async fn fail(&self, job: &JobId, reason: &str) -> Result<JobReport> {
+        let mut st = self.lock();
+        let j = st.job_mut(job)?;
+        if !j.checkpoint.done {
+            j.checkpoint.done = true;
+            j.checkpoint.seq += 1;
+            j.failure = Some(reason.to_owned());
+            j.note_progress();
+        }
+        Ok(j.report(job))
     }
 }

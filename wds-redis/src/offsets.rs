@@ -16,6 +16,7 @@ fn report(op: &str, job: JobId, fields: &[Value]) -> Result<JobReport> {
     let mut meta = None;
     let (mut records, mut done, mut enqueued, mut delivered, mut dead) = (0, false, 0, 0, 0);
     let (mut in_doubt, mut invalid, mut duplicate, mut finished_ms) = (0, 0, 0, None);
+    let mut failure = None;
     for pair in fields.chunks_exact(2) {
         let name = codec::bytes(op, &pair[0])?;
         let value = &pair[1];
@@ -39,6 +40,7 @@ fn report(op: &str, job: JobId, fields: &[Value]) -> Result<JobReport> {
             b"invalid" => invalid = codec::uint(op, value)?,
             b"duplicate" => duplicate = codec::uint(op, value)?,
             b"finished_ms" => finished_ms = Some(codec::uint(op, value)?),
+            b"failed" => failure = Some(codec::string(op, value)?),
             _ => {}
         }
     }
@@ -47,7 +49,9 @@ fn report(op: &str, job: JobId, fields: &[Value]) -> Result<JobReport> {
         detail: "no metadata".into(),
     })?;
     let accounted = delivered + dead + invalid + duplicate;
-    let state = if !done {
+    let state = if failure.is_some() {
+        JobState::Failed
+    } else if !done {
         JobState::Reading
     } else if accounted == records {
         JobState::Done
@@ -66,6 +70,15 @@ fn report(op: &str, job: JobId, fields: &[Value]) -> Result<JobReport> {
         invalid,
         duplicate,
         finished_ms,
+        failure,
+    })
+}
+
+/// The field/value list of a job hash reply (RESP2 array or RESP3 map).
+fn hash_fields(op: &str, reply: Value) -> Result<Vec<Value>> {
+    Ok(match reply {
+        Value::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+        other => codec::array(op, &other)?.to_vec(),
     })
 }
 
@@ -121,14 +134,26 @@ impl OffsetStore for RedisBackend {
         let mut invocation = self.invocation(&SCRIPTS.report);
         invocation.arg(job.as_str());
         let reply = self.run(op, &invocation).await?;
-        let fields: Vec<Value> = match reply {
-            Value::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
-            other => codec::array(op, &other)?.to_vec(),
-        };
+        let fields = hash_fields(op, reply)?;
         if fields.is_empty() {
             return Ok(None);
         }
         report(op, job.clone(), &fields).map(Some)
+    }
+
+    async fn fail(&self, job: &JobId, reason: &str) -> Result<JobReport> {
+        let op = "fail";
+        let mut invocation = self.invocation(&SCRIPTS.fail);
+        invocation
+            .arg(job.as_str())
+            .arg(reason)
+            .arg(self.inner.retention.as_secs().max(1));
+        let reply = self.run(op, &invocation).await?;
+        let fields = hash_fields(op, reply)?;
+        if fields.is_empty() {
+            return Err(Error::UnknownJob { job: job.clone() });
+        }
+        report(op, job.clone(), &fields)
     }
 
     async fn reports(&self) -> Result<Vec<JobReport>> {

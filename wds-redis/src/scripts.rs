@@ -12,7 +12,7 @@
 //! | --- | --- | --- |
 //! | `:claims` | hash | input identity → job id |
 //! | `:jobs` | zset | job id by claim order (`:jobno` counter) |
-//! | `:job:<job>` | hash | `meta` json, checkpoint (`seq byte line records done`), counts, `finished_ms` |
+//! | `:job:<job>` | hash | `meta` json, checkpoint (`seq byte line records done`), counts, `finished_ms`, `failed` (the reason, once reading failed) |
 //! | `:out:<job>:<chunk>` | list | lines `128·chunk …`, each element `<line>=<outcome>\n…` (the last entry of a line wins; empty means pending again); expires `retention` after the job is done |
 //! | `:rejects:<job>` | list | `Reject` json in line order; expires with `:out:` |
 //! | `:ready` | list | batch ids in lease order |
@@ -532,6 +532,29 @@ return redis.call('HGETALL', P .. ':job:' .. ARGV[1])
 "#
 );
 
+/// ARGV: job, reason, retention (s). Ends a job's reading as failed unless
+/// it is fully read already: `done`, `seq + 1` and the `failed` reason, with
+/// the finish stamp if every line is accounted. Returns the job hash as
+/// `REPORT` does (empty when unknown).
+const FAIL: &str = concat!(
+    prelude!(),
+    r#"
+local job = ARGV[1]
+local jk = P .. ':job:' .. job
+local v = redis.call('HMGET', jk, 'seq', 'done', 'records', 'delivered', 'dead', 'invalid',
+  'duplicate', 'finished_ms', 'line')
+if not v[1] then return {} end
+if v[2] ~= '1' then
+  local fields = {'seq', tonumber(v[1]) + 1, 'done', 1, 'failed', ARGV[2]}
+  local accounted = tonumber(v[4] or '0') + tonumber(v[5] or '0') + tonumber(v[6] or '0')
+    + tonumber(v[7] or '0')
+  finish(job, v[8], accounted == tonumber(v[3] or '0'), fields, ARGV[3], v[9])
+  redis.call('HSET', jk, unpack(fields))
+end
+return redis.call('HGETALL', jk)
+"#
+);
+
 /// ARGV: job. Returns `{seq, byte, line, records, done}` (nils when unknown).
 const CHECKPOINT: &str = concat!(
     prelude!(),
@@ -669,6 +692,7 @@ pub(crate) struct Scripts {
     pub(crate) stats: Lua,
     pub(crate) report: Lua,
     pub(crate) checkpoint: Lua,
+    pub(crate) fail: Lua,
     pub(crate) reports: Lua,
     pub(crate) outcome: Lua,
     pub(crate) rejects: Lua,
@@ -690,6 +714,7 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     stats: Lua::new(STATS),
     report: Lua::new(REPORT),
     checkpoint: Lua::new(CHECKPOINT),
+    fail: Lua::new(FAIL),
     reports: Lua::new(REPORTS),
     outcome: Lua::new(OUTCOME),
     rejects: Lua::new(REJECTS),

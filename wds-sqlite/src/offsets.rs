@@ -6,7 +6,7 @@ use std::path::Path;
 use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension};
 use wds_core::{
-    Checkpoint, Claim, Error, JobId, JobMeta, JobReport, JobState, LineOutcome, MessageId,
+    now_ms, Checkpoint, Claim, Error, JobId, JobMeta, JobReport, JobState, LineOutcome, MessageId,
     OffsetStore, Reject, Result,
 };
 
@@ -16,7 +16,7 @@ use crate::conn::{db_error, Tx};
 
 /// The columns of a report, in [`ReportRow`] order.
 const REPORT_COLUMNS: &str = "job, meta, records, done, enqueued, delivered, dead, in_doubt, \
-                              invalid, duplicate, finished_ms";
+                              invalid, duplicate, finished_ms, failed";
 
 /// A job row as read for a report; its metadata is parsed on the async side.
 struct ReportRow {
@@ -31,6 +31,7 @@ struct ReportRow {
     invalid: u64,
     duplicate: u64,
     finished_ms: Option<i64>,
+    failed: Option<String>,
 }
 
 impl ReportRow {
@@ -47,6 +48,7 @@ impl ReportRow {
             invalid: uint(r.get(8)?),
             duplicate: uint(r.get(9)?),
             finished_ms: r.get(10)?,
+            failed: r.get(11)?,
         })
     }
 
@@ -54,7 +56,9 @@ impl ReportRow {
         let job = JobId(self.job);
         let meta = parse_meta(&job, &self.meta)?;
         let accounted = self.delivered + self.dead + self.invalid + self.duplicate;
-        let state = if !self.done {
+        let state = if self.failed.is_some() {
+            JobState::Failed
+        } else if !self.done {
             JobState::Reading
         } else if accounted == self.records {
             JobState::Done
@@ -73,6 +77,7 @@ impl ReportRow {
             invalid: self.invalid,
             duplicate: self.duplicate,
             finished_ms: self.finished_ms.map(uint),
+            failure: self.failed,
         })
     }
 }
@@ -185,6 +190,29 @@ impl OffsetStore for SqliteBackend {
             })
             .await?;
         rows.into_iter().map(ReportRow::report).collect()
+    }
+
+    async fn fail(&self, job: &JobId, reason: &str) -> Result<JobReport> {
+        let (job, reason) = (job.clone(), reason.to_string());
+        let row = self
+            .write("fail", move |tx, path| {
+                let sql = |e| db_error("fail", path, e);
+                // A fully read job (failed already included) is left as it is.
+                tx.prepare_cached(
+                    "UPDATE jobs SET done = 1, seq = seq + 1, failed = ?2, \
+                         finished_ms = CASE WHEN delivered + dead + invalid + duplicate = records \
+                         THEN ?3 ELSE finished_ms END \
+                         WHERE job = ?1 AND done = 0",
+                )
+                .and_then(|mut s| s.execute(params![job.as_str(), reason, int(now_ms())]))
+                .map_err(sql)?;
+                tx.prepare_cached(&format!("SELECT {REPORT_COLUMNS} FROM jobs WHERE job = ?1"))
+                    .and_then(|mut s| s.query_row([job.as_str()], ReportRow::read).optional())
+                    .map_err(sql)?
+                    .ok_or(Error::UnknownJob { job })
+            })
+            .await?;
+        row.report()
     }
 
     async fn outcome(&self, id: &MessageId) -> Result<Option<LineOutcome>> {

@@ -8,7 +8,10 @@
 use rusqlite::{Connection, TransactionBehavior};
 
 /// The migrations, in order: `MIGRATIONS[i]` makes version `i + 1`.
-const MIGRATIONS: &[&str] = &[include_str!("../sql/1_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../sql/1_initial.sql"),
+    include_str!("../sql/2_failed.sql"),
+];
 
 /// The schema version this code writes.
 pub(crate) const VERSION: i64 = MIGRATIONS.len() as i64;

@@ -18,7 +18,7 @@ use crate::model::{
 use crate::offsets::OffsetStore;
 use crate::parse::{detect_format, Parsed, Position, RecordReader};
 use crate::queue::Queue;
-use crate::source::Input;
+use crate::source::{Input, StopReading};
 
 /// Reads inputs into the queue, a batch at a time.
 ///
@@ -65,6 +65,12 @@ impl Batcher {
 
     /// Claims the input's job (creating it once per identity).
     pub async fn claim(&self, input: &Input) -> Result<Claim> {
+        self.claim_until(input, &CancellationToken::new()).await
+    }
+
+    /// [`claim`](Self::claim), retrying a backend outage only until `cancel`
+    /// fires (then for a short grace).
+    async fn claim_until(&self, input: &Input, cancel: &CancellationToken) -> Result<Claim> {
         let format = match input.format {
             Some(f) => f,
             None => {
@@ -92,29 +98,38 @@ impl Batcher {
             created_ms: now_ms(),
         };
         let offsets = &self.offsets;
-        with_backoff("claim", || offsets.claim(&input.identity, meta.clone())).await
+        with_backoff("claim", cancel, || {
+            offsets.claim(&input.identity, meta.clone())
+        })
+        .await
     }
 
     /// Reads the whole input into the queue (resuming a job already begun),
     /// and returns the job's report once it is completely read. Returns early,
     /// with the report so far, when `cancel` fires or another batcher is found
     /// to be reading the same job.
+    ///
+    /// An input that cannot be read to its end (a file rewritten, truncated,
+    /// replaced or removed while being read, or a read error) ends its job
+    /// as [`JobState::Failed`](crate::JobState::Failed) with the reason,
+    /// through [`OffsetStore::fail`]: the lines read before stay counted.
     pub async fn run(&self, input: &Input, cancel: &CancellationToken) -> Result<JobReport> {
-        let claim = self.claim(input).await?;
+        let claim = self.claim_until(input, cancel).await?;
         self.read(input, &claim, cancel).await?;
-        self.report(&claim.job).await
+        self.report(&claim.job, cancel).await
     }
 
-    async fn report(&self, job: &JobId) -> Result<JobReport> {
+    async fn report(&self, job: &JobId, cancel: &CancellationToken) -> Result<JobReport> {
         let offsets = &self.offsets;
-        with_backoff("report", || offsets.report(job))
+        with_backoff("report", cancel, || offsets.report(job))
             .await?
             .ok_or_else(|| Error::UnknownJob { job: job.clone() })
     }
 
     async fn read(&self, input: &Input, claim: &Claim, cancel: &CancellationToken) -> Result<()> {
         let offsets = &self.offsets;
-        let mut checkpoint = with_backoff("checkpoint", || offsets.checkpoint(&claim.job)).await?;
+        let mut checkpoint =
+            with_backoff("checkpoint", cancel, || offsets.checkpoint(&claim.job)).await?;
         if checkpoint.done {
             return Ok(());
         }
@@ -128,8 +143,9 @@ impl Batcher {
             let input = input.clone();
             let claim = claim.clone();
             let config = self.config.clone();
+            let cancel = cancel.clone();
             tokio::task::spawn_blocking(move || {
-                parse_chunks(&input, &claim, checkpoint, &config, tx)
+                parse_chunks(&input, &claim, checkpoint, &config, &cancel, tx)
             })
         };
         let mut outcome = Ok(());
@@ -196,7 +212,8 @@ impl Batcher {
             let queue = &self.queue;
             let mut from = 0;
             while from < pushes.len() {
-                let pushed = with_backoff("push", || queue.push_all(&pushes[from..])).await?;
+                let pushed =
+                    with_backoff("push", cancel, || queue.push_all(&pushes[from..])).await?;
                 let Some(deepest) = pushed.last().map(|p| p.depth) else {
                     return Err(Error::Corrupt {
                         key: format!("job {}", claim.job),
@@ -206,7 +223,10 @@ impl Batcher {
                 if pushed.iter().all(|p| p.applied) {
                     from += pushed.len();
                     checkpoint = pushes[from - 1].next;
-                } else if let Some(at) = self.applied_by_us(&claim.job, &pushes[from..]).await? {
+                } else if let Some(at) = self
+                    .applied_by_us(&claim.job, &pushes[from..], cancel)
+                    .await?
+                {
                     // A retry after a lost reply: those pushes were ours.
                     from += at + 1;
                     checkpoint = pushes[from - 1].next;
@@ -227,7 +247,20 @@ impl Batcher {
         reader
             .await
             .map_err(|e| Error::Config(format!("reader task failed: {e}")))?;
-        outcome
+        match outcome {
+            Err(Error::Input { source, .. }) if !cancel.is_cancelled() => {
+                let reason = match StopReading::of(&source) {
+                    Some(StopReading::Changed(reason)) => reason.clone(),
+                    Some(StopReading::Cancelled) => return Ok(()),
+                    None => format!("cannot read the input: {source}"),
+                };
+                tracing::warn!(job = %claim.job, name = %input.name, %reason, "job failed");
+                with_backoff("fail", cancel, || offsets.fail(&claim.job, &reason)).await?;
+                Ok(())
+            }
+            Err(Error::Input { .. }) => Ok(()),
+            other => other,
+        }
     }
 
     /// Which of `pushes` the job's checkpoint is at, when pushes reported as
@@ -235,9 +268,14 @@ impl Batcher {
     /// connection dropped after the backend applied them) finds the
     /// checkpoint exactly where one of them put it. Going on from there is
     /// then right; `None` means another batcher is ahead.
-    async fn applied_by_us(&self, job: &JobId, pushes: &[Push]) -> Result<Option<usize>> {
+    async fn applied_by_us(
+        &self,
+        job: &JobId,
+        pushes: &[Push],
+        cancel: &CancellationToken,
+    ) -> Result<Option<usize>> {
         let offsets = &self.offsets;
-        let stored = with_backoff("checkpoint", || offsets.checkpoint(job)).await?;
+        let stored = with_backoff("checkpoint", cancel, || offsets.checkpoint(job)).await?;
         Ok(pushes.iter().position(|p| {
             p.next.seq == stored.seq
                 && p.next.byte == stored.byte
@@ -250,7 +288,7 @@ impl Batcher {
         let queue = &self.queue;
         let mut pause = Duration::from_millis(5);
         loop {
-            let stats = with_backoff("stats", || queue.stats()).await?;
+            let stats = with_backoff("stats", cancel, || queue.stats()).await?;
             if stats.ready <= self.config.high_water / 2 || cancel.is_cancelled() {
                 return Ok(());
             }
@@ -325,6 +363,7 @@ fn parse_chunks(
     claim: &Claim,
     checkpoint: Checkpoint,
     config: &EngineConfig,
+    cancel: &CancellationToken,
     tx: mpsc::Sender<Result<Chunk>>,
 ) {
     let io_err = |source| Error::Input {
@@ -350,7 +389,7 @@ fn parse_chunks(
                 }
             }
         }
-        let mut file = input.open()?;
+        let mut file = input.open_following(cancel)?;
         file.seek(SeekFrom::Start(checkpoint.byte))
             .map_err(io_err)?;
         let start = if checkpoint.byte == 0 {

@@ -176,21 +176,23 @@ impl Deliverer {
         // batch that is not yet sending is never in doubt, so the in-doubt
         // window stays at the sending slots however many batches are held.
         let Some((slot, marked)) = self.wait_for_slot(lease, &mut renew, cancel).await? else {
-            with_backoff("release", || queue.release(lease)).await?;
+            with_backoff("release", cancel, || queue.release(lease)).await?;
             return Ok(None);
         };
         match marked {
             // The slot's previous holder marked this batch as it settled its own.
             Some(Ok(())) => {}
             Some(Err(e)) if !e.is_retryable() => return Err(e),
-            Some(Err(_)) => with_backoff("mark_sending", || queue.mark_sending(lease)).await?,
+            Some(Err(_)) => {
+                with_backoff("mark_sending", cancel, || queue.mark_sending(lease)).await?
+            }
             None => {
                 if cancel.is_cancelled() {
                     drop(slot);
-                    with_backoff("release", || queue.release(lease)).await?;
+                    with_backoff("release", cancel, || queue.release(lease)).await?;
                     return Ok(None);
                 }
-                with_backoff("mark_sending", || queue.mark_sending(lease)).await?;
+                with_backoff("mark_sending", cancel, || queue.mark_sending(lease)).await?;
             }
         }
 
@@ -198,7 +200,7 @@ impl Deliverer {
             .batch
             .messages
             .iter()
-            .map(|m| self.deliver_one(m))
+            .map(|m| self.deliver_one(m, cancel))
             .collect();
         let mut outcomes = Vec::with_capacity(lease.batch.messages.len());
         while !pending.is_empty() {
@@ -236,7 +238,7 @@ impl Deliverer {
             ttl: self.config.lease_ttl,
         };
         let queue = &self.queue;
-        let continued = with_backoff("settle", || {
+        let continued = with_backoff("settle", cancel, || {
             queue.settle_and_continue(lease, &outcomes, then)
         })
         .await;
@@ -259,7 +261,7 @@ impl Deliverer {
         let next = leased.next();
         for extra in leased {
             // More than asked for: give it back rather than hold it idle.
-            if let Err(e) = with_backoff("release", || queue.release(&extra)).await {
+            if let Err(e) = with_backoff("release", cancel, || queue.release(&extra)).await {
                 tracing::warn!(error = %e, batch = %extra.batch.id, "could not release a batch");
             }
         }
@@ -322,9 +324,23 @@ impl Deliverer {
     }
 
     /// Calls the sink once for `message` and decides what happens next.
-    async fn deliver_one(&self, message: &Message) -> Settle {
+    async fn deliver_one(&self, message: &Message, cancel: &CancellationToken) -> Settle {
         let _call = self.calls.acquire().await;
-        if let Err(e) = with_backoff("limiter", || self.limiter.acquire(1)).await {
+        // A rate-limit pause (a `Retry-After`) may be long: shutdown does not
+        // wait for it. The message was not sent, so trying it later is safe.
+        let permit = tokio::select! {
+            // A permit at hand goes first, shutting down or not.
+            biased;
+            permit = with_backoff("limiter", cancel, || self.limiter.acquire(1)) => permit,
+            () = cancel.cancelled() => {
+                // Not sent, so not an attempt: due again at once.
+                return Settle::Retry {
+                    message: message.clone(),
+                    at_ms: now_ms(),
+                };
+            }
+        };
+        if let Err(e) = permit {
             // Only a misconfigured limiter fails for good; try the message later.
             return self.failed(message, now_ms(), &e.to_string(), None);
         }

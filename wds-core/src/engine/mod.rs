@@ -278,6 +278,7 @@ impl Engine {
             tasks.spawn(async move {
                 let _permit = permit;
                 match batcher.run(&input, &cancel).await {
+                    // Done, failed or delivering: the input is read.
                     Ok(report) if report.state != JobState::Reading => {
                         if let Err(e) = source.finished(&input, &report).await {
                             tracing::warn!(name = %input.name, error = %e, "source could not finish input");
@@ -292,17 +293,18 @@ impl Engine {
         result
     }
 
-    /// Waits until the job is done (every line in a terminal state) and
-    /// returns its report; `None` waits forever.
+    /// Waits until the job is finished (done or failed, every line read in
+    /// a terminal state) and returns its report; `None` waits forever.
     pub async fn wait_for(&self, job: &JobId, timeout: Option<Duration>) -> Result<JobReport> {
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        let never = CancellationToken::new();
         let mut pause = Duration::from_millis(2);
         loop {
             let offsets = &self.offsets;
-            let report = backoff::with_backoff("report", || offsets.report(job))
+            let report = backoff::with_backoff("report", &never, || offsets.report(job))
                 .await?
                 .ok_or_else(|| Error::UnknownJob { job: job.clone() })?;
-            if report.state == JobState::Done {
+            if report.is_finished() {
                 return Ok(report);
             }
             if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {

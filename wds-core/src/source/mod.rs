@@ -8,6 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, Mutex};
+use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::model::{Format, JobReport};
@@ -15,10 +16,12 @@ use crate::model::{Format, JobReport};
 mod channel;
 #[cfg(feature = "folder")]
 mod folder;
+mod status;
 
 pub use channel::{ChannelSource, Submitter};
 #[cfg(feature = "folder")]
-pub use folder::{FolderSource, FolderSourceBuilder};
+pub use folder::{FolderSource, FolderSourceBuilder, OpenedFile};
+pub use status::{IntakeReport, IntakeStatus, Skipped};
 
 /// Where an input's bytes are.
 #[derive(Clone)]
@@ -27,6 +30,11 @@ pub enum InputData {
     File(PathBuf),
     /// Bytes in memory (programmatic submission).
     Bytes(Arc<[u8]>),
+    /// A file the folder source opened once: read through that handle,
+    /// never by its path, and followed while it grows (see
+    /// [`FolderSource`]).
+    #[cfg(feature = "folder")]
+    Opened(OpenedFile),
 }
 
 impl Debug for InputData {
@@ -34,6 +42,8 @@ impl Debug for InputData {
         match self {
             InputData::File(p) => f.debug_tuple("File").field(p).finish(),
             InputData::Bytes(b) => write!(f, "Bytes({} bytes)", b.len()),
+            #[cfg(feature = "folder")]
+            InputData::Opened(o) => f.debug_tuple("Opened").field(o).finish(),
         }
     }
 }
@@ -122,7 +132,44 @@ impl Input {
                 Ok(Box::new(f))
             }
             InputData::Bytes(b) => Ok(Box::new(std::io::Cursor::new(b.clone()))),
+            #[cfg(feature = "folder")]
+            InputData::Opened(o) => Ok(Box::new(o.reader())),
         }
+    }
+
+    /// Opens the bytes for reading to the input's real end: a file the
+    /// folder source opened is followed while it grows, and reading fails
+    /// with [`StopReading`] when it changes or `cancel` fires. Other inputs
+    /// read as [`open`](Input::open).
+    pub(crate) fn open_following(&self, cancel: &CancellationToken) -> Result<Box<dyn ReadSeek>> {
+        match &self.data {
+            #[cfg(feature = "folder")]
+            InputData::Opened(o) => Ok(Box::new(o.following(cancel.clone()))),
+            _ => {
+                let _ = cancel;
+                self.open()
+            }
+        }
+    }
+}
+
+/// Why reading a followed input stopped early: the payload of the
+/// `io::Error` its reader returns.
+#[derive(Debug, thiserror::Error)]
+#[cfg_attr(not(feature = "folder"), allow(dead_code))]
+pub(crate) enum StopReading {
+    /// The file changed in a way that ends its job as failed.
+    #[error("{0}")]
+    Changed(String),
+    /// The reader's job was cancelled (shutdown).
+    #[error("reading was cancelled")]
+    Cancelled,
+}
+
+impl StopReading {
+    /// The reason in `e`, when it is one of these.
+    pub(crate) fn of(e: &std::io::Error) -> Option<&StopReading> {
+        e.get_ref().and_then(|inner| inner.downcast_ref())
     }
 }
 
@@ -184,8 +231,10 @@ impl IdentityHasher {
 ///
 /// # Contract
 ///
-/// - [`next`](Source::next) MUST only yield an input whose bytes are complete:
-///   nothing is appended to it afterwards.
+/// - [`next`](Source::next) MUST only yield an input whose bytes are complete
+///   (nothing is appended to it afterwards), or one whose reader itself
+///   follows it to its real end (`InputData::Opened`, from the folder
+///   source).
 /// - It MAY yield the same input more than once (after a restart, say): the
 ///   engine claims each identity once, so a repeat is harmless.
 /// - It returns `Ok(None)` when the source is exhausted; a watching source
@@ -204,9 +253,10 @@ pub trait Source: Send + Sync + Debug + 'static {
     /// The next ready input, waiting for one if needed.
     async fn next(&self) -> Result<Option<Input>>;
 
-    /// Called once an input's job has been read completely (not yet
-    /// delivered). A folder source may archive the file. The default does
-    /// nothing.
+    /// Called once an input's job has been read completely or has
+    /// [failed](crate::JobState::Failed) (its lines not necessarily
+    /// delivered yet). A folder source may archive or reject the file. The
+    /// default does nothing.
     async fn finished(&self, input: &Input, report: &JobReport) -> Result<()> {
         let _ = (input, report);
         Ok(())

@@ -113,8 +113,8 @@ pub use lease::{
     sending_mark_is_sticky,
 };
 pub use push::{
-    job_state_follows_reading_and_accounting, push_ahead_conflicts, push_all_applies_in_order,
-    push_applies_atomically, repush_changes_nothing,
+    fail_ends_reading_for_good, job_state_follows_reading_and_accounting, push_ahead_conflicts,
+    push_all_applies_in_order, push_applies_atomically, repush_changes_nothing,
 };
 pub use replay::{replay_of_all_jobs, replay_of_one_job};
 pub use settle::{
@@ -151,6 +151,7 @@ const CHECKS: &[(&str, Check)] = checks![
     push_ahead_conflicts,
     push_all_applies_in_order,
     job_state_follows_reading_and_accounting,
+    fail_ends_reading_for_good,
     lease_in_push_order,
     leased_batch_has_one_holder,
     settle_delivered_records_the_receipt,

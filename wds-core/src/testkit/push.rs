@@ -1,10 +1,10 @@
 //! Pushes: messages, rejects and the checkpoint, applied together or not at all.
 
 use super::support::{
-    all_delivered, assert_batches, assert_stats, claim, dead, line_id, ok, one, outcome, report,
-    stats, Counts, Reader, Snapshot, LONG,
+    all_delivered, assert_batches, assert_stats, assert_unknown_job, claim, dead, line_id, ok, one,
+    outcome, report, stats, Counts, Reader, Snapshot, LONG,
 };
-use crate::{DeadKind, Error, JobState, LineOutcome, OffsetStore, Queue};
+use crate::{DeadKind, Error, JobId, JobState, LineOutcome, OffsetStore, Queue};
 
 /// A push at the job's checkpoint is applied whole: its messages become
 /// leasable as one batch, the checkpoint is stored, the records are counted
@@ -405,4 +405,86 @@ pub async fn push_all_applies_in_order(q: &dyn Queue, s: &dyn OffsetStore) {
         (10, JobState::Done),
         "every record of every push accounted for"
     );
+}
+
+/// `fail` ends a job's reading for good: the checkpoint is `done` with its
+/// `seq` one higher (a push with the old `seq` is stale), the state is
+/// `Failed` with the first reason from then on, the lines read stay
+/// counted and their messages are still delivered, `finished_ms` comes once
+/// they are all accounted for; failing a fully read job changes nothing.
+pub async fn fail_ends_reading_for_good(q: &dyn Queue, s: &dyn OffsetStore) {
+    const CHECK: &str = "fail_ends_reading_for_good";
+    let job = claim(s, CHECK, 0).await;
+    let mut reader = Reader::new(&job);
+    ok("push 0", q.push(&reader.next(2, 1, 0, false)).await);
+    let before = ok("checkpoint()", s.checkpoint(&job).await);
+    let r = ok("fail()", s.fail(&job, "the file was truncated").await);
+    assert_eq!(
+        (
+            r.state,
+            r.failure.as_deref(),
+            r.lines,
+            r.enqueued,
+            r.invalid
+        ),
+        (JobState::Failed, Some("the file was truncated"), 3, 2, 1),
+        "fail() must answer the Failed report with the reason, keeping the lines read"
+    );
+    assert_eq!(r.finished_ms, None, "messages are still to deliver");
+    let after = ok("checkpoint()", s.checkpoint(&job).await);
+    assert!(after.done, "a failed job's checkpoint must be done");
+    assert_eq!(after.seq, before.seq + 1, "fail() must raise seq by one");
+    assert_eq!(
+        (after.records, after.byte, after.line),
+        (before.records, before.byte, before.line),
+        "fail() must keep where reading stopped"
+    );
+    let stale = ok(
+        "push after fail",
+        q.push(&reader.next(1, 0, 0, false)).await,
+    );
+    assert!(
+        !stale.applied,
+        "a push with the seq before fail() must be stale"
+    );
+    let again = ok("second fail()", s.fail(&job, "another reason").await);
+    assert_eq!(
+        again.failure.as_deref(),
+        Some("the file was truncated"),
+        "a second fail() must keep the first reason"
+    );
+
+    let lease = one(ok("lease()", q.lease(10, LONG).await), "lease of push 0");
+    ok("settle", q.settle(&lease, &all_delivered(&lease)).await);
+    let r = report(s, &job).await;
+    assert_eq!(
+        (r.state, r.delivered, r.accounted(), r.lines),
+        (JobState::Failed, 2, 3, 3),
+        "a failed job keeps counting its settles and stays Failed"
+    );
+    assert!(
+        r.finished_ms.is_some(),
+        "finished once every line read is accounted for"
+    );
+    assert!(r.is_finished() && !r.is_complete());
+    let listed = ok("reports()", s.reports().await);
+    assert!(
+        listed
+            .iter()
+            .any(|l| l.job == job && l.state == JobState::Failed && l.failure == r.failure),
+        "reports() must show the failure too"
+    );
+
+    // A fully read job is finished, not failed.
+    let job = claim(s, CHECK, 1).await;
+    let mut reader = Reader::new(&job);
+    ok("final push", q.push(&reader.next(0, 1, 0, true)).await);
+    let r = ok("fail() of a read job", s.fail(&job, "too late").await);
+    assert_eq!(
+        (r.state, r.failure),
+        (JobState::Done, None),
+        "fail() of a job already fully read must change nothing"
+    );
+    let unknown = JobId(format!("{CHECK}-never-claimed"));
+    assert_unknown_job("fail() of an unknown job", s.fail(&unknown, "x").await);
 }

@@ -3,11 +3,12 @@
 //!
 //! | route | what it does |
 //! |---|---|
-//! | `POST /upload` | multipart field `file` (required), `message` and `format` (optional); streamed to a temporary file in the inbox and renamed into place, so a half-uploaded file is never picked up. Answers `202` with the job id. |
+//! | `POST /upload` | multipart field `file` (required), `message` and `format` (optional); streamed to a temporary file in the inbox and renamed into place, so a half-uploaded file is never picked up. Answers `202` with the job id, or `503` while the inbox cannot be read (the file would not be picked up). |
 //! | `POST /retry` | replays dead letters: all, or one job's with `{"job": "<id>"}` or `?job=<id>`. Answers `{"replayed": n}`. |
 //! | `GET /jobs` | every job: state, lines, delivered, dead, in_doubt, invalid, duplicate, in_flight, rate, started/finished. |
 //! | `GET /jobs/{id}` | one job, with its first rejected lines and dead letters. |
-//! | `GET /healthz` | `200` when the backend answers, `503` otherwise. Never needs the token. |
+//! | `GET /healthz` | `200` when the backend answers and the inbox can be read, `503` with the reason otherwise. Never needs the token. |
+//! | `GET /intake` | the intake's status: whether the inbox can be read, the entries skipped (symlinks, FIFOs…), a pending archiving error. |
 //! | `GET /metrics` | Prometheus text format (see [`crate::Metrics`]). |
 //!
 //! Every error is a JSON body `{"error": "..."}` with a 4xx or 5xx status.
@@ -34,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
-use wds_core::{now_ms, DeadLetter, JobId, JobReport, OffsetStore, Queue, Reject};
+use wds_core::{now_ms, DeadLetter, IntakeStatus, JobId, JobReport, OffsetStore, Queue, Reject};
 
 use crate::metrics::Metrics;
 
@@ -50,6 +51,9 @@ pub struct ControlConfig {
     pub token: Option<String>,
     /// How many rejected lines and dead letters `GET /jobs/{id}` shows (default 100).
     pub detail_limit: usize,
+    /// The inbox's source status, when a source reports one: `/healthz`
+    /// and `/upload` answer 503 while it says the inbox cannot be read.
+    pub intake: Option<IntakeStatus>,
 }
 
 impl ControlConfig {
@@ -60,7 +64,15 @@ impl ControlConfig {
             max_upload_bytes: 1 << 30,
             token: None,
             detail_limit: 100,
+            intake: None,
         }
+    }
+
+    /// Shows the status of the source reading the inbox (see
+    /// [`ControlConfig::intake`]).
+    pub fn intake(mut self, status: IntakeStatus) -> Self {
+        self.intake = Some(status);
+        self
     }
 
     /// Sets the largest accepted upload.
@@ -169,6 +181,7 @@ impl ControlApi {
             .route("/jobs", get(jobs))
             .route("/jobs/{id}", get(job))
             .route("/metrics", get(metrics))
+            .route("/intake", get(intake))
             .route_layer(middleware::from_fn_with_state(self.clone(), require_token));
         Router::new()
             .route("/healthz", get(healthz))
@@ -321,7 +334,29 @@ async fn retry(
     Ok(Json(json!({ "replayed": replayed })))
 }
 
+async fn intake(State(api): State<ControlApi>) -> Response {
+    match &api.inner.config.intake {
+        Some(status) => Json(status.report()).into_response(),
+        None => Json(json!({ "unreadable": null, "archive_error": null, "skipped": [] }))
+            .into_response(),
+    }
+}
+
+impl ControlApi {
+    /// Why the inbox cannot be read, when the source says so.
+    pub(crate) fn inbox_unreadable(&self) -> Option<String> {
+        self.inner.config.intake.as_ref()?.unreadable()
+    }
+}
+
 async fn healthz(State(api): State<ControlApi>) -> Response {
+    if let Some(reason) = api.inbox_unreadable() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "unavailable", "error": format!("inbox: {reason}") })),
+        )
+            .into_response();
+    }
     match tokio::time::timeout(Duration::from_secs(2), api.inner.queue.stats()).await {
         Ok(Ok(_)) => Json(json!({ "status": "ok" })).into_response(),
         Ok(Err(e)) => (

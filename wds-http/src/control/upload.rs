@@ -47,6 +47,12 @@ pub(super) async fn upload(
             format!("expected a multipart/form-data body with a `file` field: {e}"),
         )
     })?;
+    if let Some(reason) = api.inbox_unreadable() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the inbox cannot be read, so an upload would not be picked up: {reason}"),
+        ));
+    }
     let config = &api.inner.config;
     let inbox = &config.inbox;
     let mut temps = Temps::default();

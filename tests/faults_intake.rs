@@ -1,0 +1,620 @@
+//! Issue 11: files that change, stall, vanish or point elsewhere after they
+//! reach the inbox, against real `full_system` processes (Redis roles and
+//! `all`), checked at a receiver that records repeats: no user alerted
+//! twice, every line accounted for, and the terminal state and reason the
+//! intake rule says (README "What happens to a file that changes").
+
+use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use wds_tests::cluster::{count, Cluster};
+use wds_tests::process::http_get;
+use wds_tests::receiver::{Reply, TestReceiver};
+
+/// Long enough for a debug build on a loaded 2-core machine; only a
+/// failure waits this long.
+const PATIENCE: Duration = Duration::from_secs(120);
+
+/// `prefix-from` … `prefix-to`, one `user,message` line each.
+fn lines(prefix: &str, from: u64, to: u64) -> String {
+    (from..=to)
+        .map(|i| format!("{prefix}-{i},intake test\n"))
+        .collect()
+}
+
+/// Every job once reading ended (done or failed) and every line read is
+/// accounted for; at least `jobs` of them.
+fn wait_finished(cluster: &Cluster, jobs: usize) -> Vec<Value> {
+    cluster.eventually("every job to finish", PATIENCE, || {
+        let all = cluster.jobs()?;
+        let finished = |j: &Value| {
+            (j["state"] == "done" || j["state"] == "failed")
+                && count(j, "delivered")
+                    + count(j, "dead")
+                    + count(j, "invalid")
+                    + count(j, "duplicate")
+                    == count(j, "lines")
+        };
+        (all.len() >= jobs && all.iter().all(finished)).then_some(all)
+    })
+}
+
+/// Waits until a job for `name` exists; returns it.
+fn wait_job(cluster: &Cluster, name: &str) -> Value {
+    cluster.eventually(&format!("a job for {name}"), PATIENCE, || {
+        cluster
+            .jobs()?
+            .into_iter()
+            .find(|j| j["meta"]["name"] == name)
+    })
+}
+
+fn named<'a>(jobs: &'a [Value], name: &str) -> Vec<&'a Value> {
+    jobs.iter().filter(|j| j["meta"]["name"] == name).collect()
+}
+
+/// How many requests each user got.
+fn per_user(receiver: &TestReceiver) -> HashMap<String, u32> {
+    receiver
+        .hits()
+        .into_iter()
+        .fold(HashMap::new(), |mut m, h| {
+            *m.entry(h.user).or_default() += 1;
+            m
+        })
+}
+
+/// Asserts the receiver got exactly the users `prefix-1..=n` once each,
+/// for every `(prefix, n)`, and nobody else.
+fn assert_each_user_once(receiver: &TestReceiver, expected: &[(&str, u64)]) {
+    let users = per_user(receiver);
+    let twice: Vec<_> = users.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(twice.is_empty(), "users alerted more than once: {twice:?}");
+    let mut total = 0;
+    for (prefix, n) in expected {
+        total += n;
+        for i in 1..=*n {
+            let user = format!("{prefix}-{i}");
+            assert!(users.contains_key(&user), "{user} was never alerted");
+        }
+    }
+    assert_eq!(users.len() as u64, total, "unexpected users were alerted");
+}
+
+#[test]
+fn a_file_that_grows_after_pickup_is_one_job_with_every_line_once() {
+    let receiver = TestReceiver::start();
+    let url = receiver.url();
+    let mut cluster = Cluster::new(&[("WDS_WEBHOOK_URL", &url), ("WDS_SETTLE_MS", "500")]);
+    cluster.start("initiator", &[]);
+    cluster.start("worker", &[]);
+    let inbox = cluster.inbox();
+
+    // Kept open: written, flushed, a pause longer than the settle time,
+    // written again, closed.
+    let mut open = std::fs::File::create(inbox.join("grow.csv")).unwrap();
+    open.write_all(lines("grow", 1, 5_000).as_bytes()).unwrap();
+    open.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(1_500));
+    open.write_all(lines("grow", 5_001, 10_000).as_bytes())
+        .unwrap();
+    drop(open);
+
+    // Dropped complete, then appended to once its job exists.
+    cluster.drop_file("appended.csv", lines("app", 1, 20_000).as_bytes());
+    wait_job(&cluster, "appended.csv");
+    let mut more = std::fs::OpenOptions::new()
+        .append(true)
+        .open(inbox.join("appended.csv"))
+        .unwrap();
+    more.write_all(lines("app", 20_001, 21_000).as_bytes())
+        .unwrap();
+    drop(more);
+
+    let jobs = wait_finished(&cluster, 2);
+    let grow = named(&jobs, "grow.csv");
+    assert_eq!(grow.len(), 1, "one job for the file kept open: {jobs:?}");
+    assert_eq!(count(grow[0], "lines"), 10_000, "{}", grow[0]);
+    assert_eq!(grow[0]["state"], "done", "{}", grow[0]);
+    // The append continues the job, or (if it came after the job ended
+    // and the file was archived) makes a file of its own: never a repeat.
+    let appended = named(&jobs, "appended.csv");
+    let lines_read: u64 = appended.iter().map(|j| count(j, "lines")).sum();
+    assert_eq!(lines_read, 21_000, "{appended:?}");
+    assert!(
+        appended.iter().all(|j| j["state"] == "done"),
+        "{appended:?}"
+    );
+    assert_each_user_once(&receiver, &[("grow", 10_000), ("app", 21_000)]);
+    eprintln!(
+        "FIGURES grows after pickup: grow.csv 1 job of 10000; appended.csv {} job(s) of {lines_read}",
+        appended.len()
+    );
+}
+
+#[test]
+fn a_stalled_writer_and_a_shell_append_loop_each_make_one_complete_job() {
+    let receiver = TestReceiver::start();
+    let url = receiver.url();
+    // `all`: the three roles in one process.
+    let mut cluster = Cluster::new(&[("WDS_WEBHOOK_URL", &url), ("WDS_SETTLE_MS", "1000")]);
+    cluster.start("all", &[]);
+    let inbox = cluster.inbox();
+
+    let mut stalled = std::fs::File::create(inbox.join("stalled.csv")).unwrap();
+    stalled
+        .write_all(lines("stall", 1, 10_000).as_bytes())
+        .unwrap();
+    stalled.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(2_000));
+    stalled
+        .write_all(lines("stall", 10_001, 20_000).as_bytes())
+        .unwrap();
+    drop(stalled);
+
+    let looped = inbox.join("loop.csv");
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(r#"i=1; while [ $i -le 3000 ]; do echo "loop-$i,intake test" >> "$F"; i=$((i+1)); done"#)
+        .env("F", &looped)
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let jobs = wait_finished(&cluster, 2);
+    for (name, total) in [("stalled.csv", 20_000), ("loop.csv", 3_000)] {
+        let found = named(&jobs, name);
+        assert_eq!(found.len(), 1, "{name}: one job, got {jobs:?}");
+        assert_eq!(found[0]["state"], "done", "{}", found[0]);
+        assert_eq!(count(found[0], "lines"), total, "{}", found[0]);
+        assert_eq!(count(found[0], "delivered"), total, "{}", found[0]);
+    }
+    let done = cluster.path().join("wds-data/done");
+    let archived = std::fs::read_to_string(done.join("stalled.csv")).unwrap();
+    assert_eq!(
+        archived.lines().count(),
+        20_000,
+        "the archive holds what was read"
+    );
+    assert_each_user_once(&receiver, &[("stall", 20_000), ("loop", 3_000)]);
+    eprintln!("FIGURES stalled writer: 1 job of 20000; echo >> loop: 1 job of 3000");
+}
+
+/// Writes `body` to `path` in place (create, write, close: handed over at
+/// the close-after-write) and waits until its job has read every line and
+/// is still `reading` (waiting at the end of the file for more).
+fn write_and_wait(cluster: &Cluster, path: &Path, body: &str) -> Value {
+    std::fs::write(path, body).unwrap();
+    let name = path.file_name().unwrap().to_str().unwrap();
+    let lines = body.lines().count() as u64;
+    cluster.eventually(&format!("{name} read to its end"), PATIENCE, || {
+        let job = wait_job(cluster, name);
+        (job["state"] == "reading" && count(&job, "lines") == lines).then_some(job)
+    })
+}
+
+#[test]
+fn files_changed_or_removed_while_read_fail_with_a_reason_and_go_to_rejected() {
+    let receiver = TestReceiver::start();
+    let url = receiver.url();
+    // A long settle time: a file handed over at its close is followed for
+    // 3 s of quiet, which is when each change below lands.
+    let mut cluster = Cluster::new(&[("WDS_WEBHOOK_URL", &url), ("WDS_SETTLE_MS", "3000")]);
+    cluster.start("initiator", &[]);
+    cluster.start("worker", &[]);
+    let inbox = cluster.inbox();
+    let n = 2_000;
+
+    write_and_wait(&cluster, &inbox.join("removed.csv"), &lines("rm", 1, n));
+    std::fs::remove_file(inbox.join("removed.csv")).unwrap();
+
+    let rewritten = inbox.join("rewritten.csv");
+    write_and_wait(&cluster, &rewritten, &lines("rw", 1, n));
+    // Same length, other bytes, no truncation: only the content says so.
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&rewritten)
+        .unwrap();
+    f.seek(SeekFrom::Start(0)).unwrap();
+    f.write_all(b"XX").unwrap();
+    drop(f);
+
+    let truncated = inbox.join("truncated.csv");
+    write_and_wait(&cluster, &truncated, &lines("tr", 1, n));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&truncated)
+        .unwrap()
+        .set_len(100)
+        .unwrap();
+
+    write_and_wait(&cluster, &inbox.join("replaced.csv"), &lines("rp", 1, n));
+    let staging = cluster.path().join("replacement.csv");
+    std::fs::write(&staging, lines("new", 1, 10)).unwrap();
+    std::fs::rename(&staging, inbox.join("replaced.csv")).unwrap();
+
+    let jobs = wait_finished(&cluster, 5);
+    let rejected = cluster.path().join("wds-data/rejected");
+    for (name, reason) in [
+        ("removed.csv", "removed"),
+        ("rewritten.csv", "rewritten"),
+        ("truncated.csv", "truncated"),
+        ("replaced.csv", "replaced"),
+    ] {
+        let failed: Vec<_> = named(&jobs, name)
+            .into_iter()
+            .filter(|j| j["state"] == "failed")
+            .collect();
+        assert_eq!(failed.len(), 1, "{name}: one failed job in {jobs:?}");
+        let job = failed[0];
+        let failure = job["failure"].as_str().unwrap_or_default();
+        assert!(failure.contains(reason), "{name}: {job}");
+        // Every line read before the change is accounted (and delivered).
+        assert_eq!(count(job, "lines"), n, "{job}");
+        assert_eq!(count(job, "delivered"), n, "{job}");
+        let note = std::fs::read_to_string(rejected.join(format!("{name}.reason.txt")))
+            .unwrap_or_else(|e| panic!("{name}: no reason file in rejected/: {e}"));
+        assert!(note.contains(reason), "{name}: {note}");
+        assert!(rejected.join(name).exists(), "{name} is in rejected/");
+    }
+    // The file renamed over replaced.csv is a new job of its own.
+    let new = named(&jobs, "replaced.csv")
+        .into_iter()
+        .find(|j| j["state"] == "done")
+        .unwrap_or_else(|| panic!("no job for the replacement: {jobs:?}"));
+    assert_eq!(count(new, "lines"), 10, "{new}");
+    assert_each_user_once(
+        &receiver,
+        &[("rm", n), ("rw", n), ("tr", n), ("rp", n), ("new", 10)],
+    );
+    eprintln!("FIGURES changed while read: removed/rewritten/truncated/replaced -> failed with {n} lines each, in rejected/ with a reason");
+}
+
+#[test]
+fn symlinks_and_fifos_are_never_read_and_do_not_block_shutdown() {
+    let receiver = TestReceiver::start();
+    let url = receiver.url();
+    let mut cluster = Cluster::new(&[
+        ("WDS_WEBHOOK_URL", &url),
+        ("WDS_SETTLE_MS", "3000"),
+        ("WDS_DEFAULT_MESSAGE", "hello"),
+        ("WDS_TIMEOUT_MS", "2000"),
+    ]);
+    let initiator = cluster.start("initiator", &[]);
+    cluster.start("worker", &[]);
+    let inbox = cluster.inbox();
+
+    // A file outside the inbox, linked in: its lines would be valid users.
+    let secret = cluster.path().join("secret.txt");
+    std::fs::write(&secret, lines("secret", 1, 50)).unwrap();
+    std::os::unix::fs::symlink(&secret, inbox.join("link.csv")).unwrap();
+    let mkfifo = |path: &Path| {
+        let made = Command::new("mkfifo").arg(path).status().unwrap();
+        assert!(made.success(), "mkfifo {}", path.display());
+    };
+    for i in 1..=4 {
+        mkfifo(&inbox.join(format!("fifo{i}.csv")));
+    }
+    std::fs::create_dir(inbox.join("folder.csv")).unwrap();
+    // A FIFO renamed over a file whose job is reading it.
+    write_and_wait(&cluster, &inbox.join("over.csv"), &lines("over", 1, 500));
+    let fifo = cluster.path().join("staged-fifo");
+    mkfifo(&fifo);
+    std::fs::rename(&fifo, inbox.join("over.csv")).unwrap();
+    cluster.drop_file("marker.csv", lines("marker", 1, 100).as_bytes());
+
+    let jobs = wait_finished(&cluster, 2);
+    assert!(named(&jobs, "link.csv").is_empty(), "{jobs:?}");
+    assert!(
+        jobs.iter()
+            .all(|j| !j["meta"]["name"].as_str().unwrap_or("").starts_with("fifo")),
+        "{jobs:?}"
+    );
+    let over = named(&jobs, "over.csv");
+    assert_eq!(over.len(), 1, "{jobs:?}");
+    assert_eq!(over[0]["state"], "failed", "{}", over[0]);
+    let (status, body) = http_get(&cluster.api, "/intake").expect("GET /intake");
+    assert_eq!(status, 200, "{body}");
+    let intake: Value = serde_json::from_str(&body).unwrap();
+    let skipped: HashMap<String, String> = intake["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_string(),
+                s["reason"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        skipped.get("link.csv").map(String::as_str),
+        Some("a symbolic link"),
+        "{body}"
+    );
+    assert_eq!(
+        skipped.get("folder.csv").map(String::as_str),
+        Some("a directory"),
+        "{body}"
+    );
+    for name in [
+        "fifo1.csv",
+        "fifo2.csv",
+        "fifo3.csv",
+        "fifo4.csv",
+        "over.csv",
+    ] {
+        assert_eq!(
+            skipped.get(name).map(String::as_str),
+            Some("a FIFO"),
+            "{name}: {body}"
+        );
+    }
+    assert_each_user_once(&receiver, &[("over", 500), ("marker", 100)]);
+    let log = cluster.services[initiator].log_text();
+    assert_eq!(
+        log.matches("skipped: a FIFO").count(),
+        5,
+        "one warning each:\n{log}"
+    );
+
+    // Nothing blocks on a FIFO: SIGTERM ends the initiator at once.
+    let started = Instant::now();
+    cluster.services[initiator].signal("TERM");
+    let status = cluster.services[initiator].wait(Duration::from_secs(7));
+    assert!(
+        status.is_some(),
+        "the initiator ignored SIGTERM:\n{}",
+        cluster.logs()
+    );
+    eprintln!(
+        "FIGURES symlink + 5 FIFOs skipped, no secret line sent; initiator stopped {} ms after SIGTERM",
+        started.elapsed().as_millis()
+    );
+}
+
+/// `POST /upload` of a small CSV as multipart; the status.
+fn upload(api: &str, body: &str) -> Option<u16> {
+    let boundary = "wds-intake-test";
+    let payload = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"u.csv\"\r\n\
+         Content-Type: text/csv\r\n\r\n{body}\r\n--{boundary}--\r\n"
+    );
+    let mut conn = std::net::TcpStream::connect(api).ok()?;
+    conn.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        conn,
+        "POST /upload HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\n\
+         Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {}\r\n\r\n{payload}",
+        payload.len()
+    )
+    .ok()?;
+    let mut raw = String::new();
+    conn.read_to_string(&mut raw).ok()?;
+    raw.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[test]
+fn an_inbox_that_cannot_be_listed_for_a_while_is_waited_for_and_reported() {
+    let receiver = TestReceiver::start();
+    let url = receiver.url();
+    let mut cluster = Cluster::new(&[("WDS_WEBHOOK_URL", &url)]);
+    cluster.start("initiator", &[]);
+    cluster.start("worker", &[]);
+    let inbox = cluster.inbox();
+    cluster.drop_file("before.csv", lines("before", 1, 100).as_bytes());
+    wait_finished(&cluster, 1);
+
+    let away = cluster.path().join("inbox-away");
+    std::fs::rename(&inbox, &away).unwrap();
+    let unhealthy =
+        cluster.eventually(
+            "/healthz to say the inbox is unreadable",
+            PATIENCE,
+            || match http_get(&cluster.api, "/healthz")? {
+                (503, body) if body.contains("inbox") => Some(body),
+                _ => None,
+            },
+        );
+    assert_eq!(
+        upload(&cluster.api, "up-1,hi\n"),
+        Some(503),
+        "an upload that would not be picked up is refused"
+    );
+    std::fs::rename(&away, &inbox).unwrap();
+    cluster.eventually("/healthz to be 200 again", PATIENCE, || {
+        (http_get(&cluster.api, "/healthz")?.0 == 200).then_some(())
+    });
+    cluster.drop_file("after.csv", lines("after", 1, 100).as_bytes());
+    assert_eq!(upload(&cluster.api, "up-1,hi\n"), Some(202));
+    let jobs = wait_finished(&cluster, 3);
+    assert_eq!(jobs.len(), 3, "{jobs:?}");
+    assert_each_user_once(&receiver, &[("before", 100), ("after", 100), ("up", 1)]);
+    eprintln!("FIGURES inbox away: /healthz said {unhealthy}; intake resumed");
+}
+
+#[test]
+fn sigterm_stops_every_role_with_redis_down_and_during_a_retry_after_pause() {
+    // The receiver asks for a long pause once the first file is in.
+    let receiver = TestReceiver::with_script(|r| {
+        if r.user.starts_with("paused") {
+            Reply::TooMany { secs: 120 }
+        } else {
+            Reply::Ok
+        }
+    });
+    let url = receiver.url();
+    let mut cluster = Cluster::new(&[("WDS_WEBHOOK_URL", &url), ("WDS_TIMEOUT_MS", "2000")]);
+    let initiator = cluster.start("initiator", &[]);
+    let worker = cluster.start("worker", &[]);
+    // And the three roles in one process, on the same Redis and inbox (its
+    // servers on ports of their own: the deployment binds port 0).
+    let all = cluster.start("all", &[]);
+    cluster.drop_file("first.csv", lines("first", 1, 100).as_bytes());
+    wait_finished(&cluster, 1);
+
+    // A Retry-After of 120 s in progress.
+    cluster.drop_file("paused.csv", lines("paused", 1, 100).as_bytes());
+    cluster.eventually("a 429 at the receiver", PATIENCE, || {
+        receiver
+            .hits()
+            .iter()
+            .any(|h| h.user.starts_with("paused"))
+            .then_some(())
+    });
+    // Redis goes away while the initiator has a new file to claim.
+    cluster.redis.kill();
+    cluster.drop_file("stuck.csv", lines("stuck", 1, 100).as_bytes());
+    cluster.eventually("the initiator to retry its backend", PATIENCE, || {
+        cluster.services[initiator]
+            .log_text()
+            .contains("failed; retrying")
+            .then_some(())
+    });
+
+    let bound = Duration::from_secs(5) + Duration::from_secs(2);
+    let started = Instant::now();
+    for index in [initiator, worker, all] {
+        cluster.services[index].signal("TERM");
+    }
+    for index in [initiator, worker, all] {
+        let name = cluster.services[index].name.clone();
+        let left = bound.saturating_sub(started.elapsed()) + Duration::from_millis(500);
+        let status = cluster.services[index].wait(left);
+        assert!(
+            status.is_some(),
+            "{name} still runs {:?} after SIGTERM:\n{}",
+            started.elapsed(),
+            cluster.logs()
+        );
+    }
+    eprintln!(
+        "FIGURES SIGTERM with Redis down and a 120 s Retry-After: initiator, worker and all gone in {} ms",
+        started.elapsed().as_millis()
+    );
+}
+
+#[test]
+fn an_archive_on_another_file_system_gets_every_finished_file() {
+    let shm = Path::new("/dev/shm");
+    assert!(
+        shm.is_dir(),
+        "this test needs /dev/shm (a tmpfs) for a second file system"
+    );
+    let archive = tempfile::tempdir_in(shm).unwrap();
+    let receiver = TestReceiver::start();
+    let url = receiver.url();
+    let archive_dir = archive.path().join("done");
+    let archive_str = archive_dir.to_str().unwrap().to_string();
+    let mut cluster = Cluster::new(&[("WDS_WEBHOOK_URL", &url), ("WDS_ARCHIVE", &archive_str)]);
+    cluster.start("initiator", &[]);
+    cluster.start("worker", &[]);
+    let inbox = cluster.inbox();
+    {
+        use std::os::unix::fs::MetadataExt;
+        let (a, b) = (
+            std::fs::metadata(&inbox).unwrap().dev(),
+            std::fs::metadata(archive.path()).unwrap().dev(),
+        );
+        assert_ne!(a, b, "the archive must be on another file system");
+    }
+    let body = lines("far", 1, 1_000);
+    cluster.drop_file("far.csv", body.as_bytes());
+    std::fs::write(inbox.join("far2.csv.message"), "from the sidecar").unwrap();
+    cluster.drop_file("far2.csv", b"far2-1\nfar2-2\n");
+    let jobs = wait_finished(&cluster, 2);
+    assert!(jobs.iter().all(|j| j["state"] == "done"), "{jobs:?}");
+    let archived = cluster.eventually("both files in the archive", PATIENCE, || {
+        let far = std::fs::read_to_string(archive_dir.join("far.csv")).ok()?;
+        let sidecar = std::fs::read_to_string(archive_dir.join("far2.csv.message")).ok()?;
+        Some((far, sidecar))
+    });
+    assert_eq!(archived.0, body, "archived whole");
+    assert_eq!(archived.1, "from the sidecar");
+    cluster.eventually("the inbox to be empty", PATIENCE, || {
+        (std::fs::read_dir(&inbox).ok()?.count() == 0).then_some(())
+    });
+    assert_each_user_once(&receiver, &[("far", 1_000), ("far2", 2)]);
+    assert!(
+        !cluster.logs().contains("cannot move"),
+        "{}",
+        cluster.logs()
+    );
+    eprintln!(
+        "FIGURES archive on another file system: 2 files copied, synced and removed from the inbox"
+    );
+}
+
+#[test]
+fn a_job_whose_file_went_while_no_initiator_ran_is_failed_at_restart() {
+    let receiver = TestReceiver::start();
+    let url = receiver.url();
+    // A long settle time: the job waits at the end of its file for 3 s of
+    // quiet, which is when its initiator is killed.
+    let mut cluster = Cluster::new(&[("WDS_WEBHOOK_URL", &url), ("WDS_SETTLE_MS", "3000")]);
+    let initiator = cluster.start("initiator", &[]);
+    cluster.start("worker", &[]);
+    let inbox = cluster.inbox();
+    write_and_wait(
+        &cluster,
+        &inbox.join("orphan.csv"),
+        &lines("orphan", 1, 500),
+    );
+    cluster.services[initiator].kill();
+    std::fs::remove_file(inbox.join("orphan.csv")).unwrap();
+    cluster.start("initiator", &[]);
+
+    let jobs = wait_finished(&cluster, 1);
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert_eq!(jobs[0]["state"], "failed", "{}", jobs[0]);
+    assert!(
+        jobs[0]["failure"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("removed while no initiator"),
+        "{}",
+        jobs[0]
+    );
+    assert_eq!(count(&jobs[0], "delivered"), 500, "{}", jobs[0]);
+    assert_each_user_once(&receiver, &[("orphan", 500)]);
+}
+
+#[test]
+fn a_shell_append_loop_keeps_one_job_across_an_initiator_killed_and_restarted() {
+    let receiver = TestReceiver::start();
+    let url = receiver.url();
+    let mut cluster = Cluster::new(&[("WDS_WEBHOOK_URL", &url), ("WDS_SETTLE_MS", "1000")]);
+    let initiator = cluster.start("initiator", &[]);
+    cluster.start("worker", &[]);
+    let inbox = cluster.inbox();
+    let looped = inbox.join("loop.csv");
+    // 2,000 lines, a pause after every 500 so the job is reading and
+    // following the file when its initiator dies.
+    let mut writer = Command::new("sh")
+        .arg("-c")
+        .arg(
+            r#"i=1; while [ $i -le 2000 ]; do echo "kill-$i,intake test" >> "$F";
+               [ $((i % 500)) -eq 0 ] && sleep 0.5; i=$((i+1)); done"#,
+        )
+        .env("F", &looped)
+        .spawn()
+        .unwrap();
+    cluster.eventually("the loop's job to read some lines", PATIENCE, || {
+        let job = wait_job(&cluster, "loop.csv");
+        (count(&job, "lines") > 0).then_some(())
+    });
+    cluster.services[initiator].kill();
+    cluster.start("initiator", &[]);
+    assert!(writer.wait().unwrap().success());
+
+    let jobs = wait_finished(&cluster, 1);
+    let found = named(&jobs, "loop.csv");
+    assert_eq!(found.len(), 1, "one job across the restart: {jobs:?}");
+    assert_eq!(count(found[0], "lines"), 2_000, "{}", found[0]);
+    assert_eq!(found[0]["state"], "done", "{}", found[0]);
+    assert_each_user_once(&receiver, &[("kill", 2_000)]);
+}

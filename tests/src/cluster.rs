@@ -32,7 +32,8 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     /// Its Redis.
     pub redis: RedisServer,
-    /// The control API of the initiator started last (empty before one starts).
+    /// The control API of the initiator (or `all`) started last (empty
+    /// before one starts).
     pub api: String,
     /// The notifier's address (empty before one starts; a restarted
     /// notifier binds the same one, so workers keep reaching it).
@@ -91,7 +92,7 @@ impl Cluster {
         all.extend_from_slice(env);
         let mut service = Service::start(&name, self.dir.path(), &[role], &all);
         match role {
-            "initiator" => self.api = service.address("initiator running", "api"),
+            "initiator" | "all" => self.api = service.address("initiator running", "api"),
             "notifier" => self.notifier_addr = service.address("notifier listening", "addr"),
             _ => {}
         }

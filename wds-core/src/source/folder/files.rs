@@ -409,6 +409,43 @@ fn is_cross_device(e: &io::Error) -> bool {
 /// Copies the whole content of `file` to `target` (through a hidden
 /// temporary name in the same folder), synced before it gets its name.
 fn copy_through(file: &File, target: &Path) -> io::Result<()> {
+    copy_from(file, 0, target)
+}
+
+/// Hands bytes appended to a finished file back to the folder as a new
+/// file: the bytes of `file` from `from` on (appended after its job had
+/// read to the end, before the file left the folder) go to
+/// `stem.appended-<from>.ext` beside `path`, with a sidecar for `message`,
+/// renamed into place so the scanner takes them as a new input. Returns
+/// the new file's path.
+pub(super) fn hand_back_appended(
+    file: &File,
+    from: u64,
+    path: &Path,
+    message: Option<&str>,
+) -> io::Result<PathBuf> {
+    let folder = path.parent().unwrap_or(Path::new("."));
+    let as_path = Path::new(path.file_name().unwrap_or(OsStr::new("input")));
+    let mut name = as_path
+        .file_stem()
+        .unwrap_or(OsStr::new("input"))
+        .to_owned();
+    name.push(format!(".appended-{from}"));
+    if let Some(ext) = as_path.extension() {
+        name.push(".");
+        name.push(ext);
+    }
+    let target = free_target(folder, &name)?;
+    if let Some(message) = message {
+        // The sidecar first: the data file is complete once it has its name.
+        std::fs::write(sidecar_of(&target), message)?;
+    }
+    copy_from(file, from, &target)?;
+    Ok(target)
+}
+
+/// Copies `file` from byte `from` on to `target`, as [`copy_through`] does.
+fn copy_from(file: &File, from: u64, target: &Path) -> io::Result<()> {
     let folder = target.parent().unwrap_or(Path::new("."));
     let mut temp_name = OsString::from(".");
     temp_name.push(target.file_name().unwrap_or(OsStr::new("input")));
@@ -417,6 +454,7 @@ fn copy_through(file: &File, target: &Path) -> io::Result<()> {
     let result = (|| {
         let mut out = File::create(&temp)?;
         let mut reader = super::opened::PositionalReader::new(file);
+        io::Seek::seek(&mut reader, io::SeekFrom::Start(from))?;
         io::copy(&mut reader, &mut out)?;
         out.flush()?;
         out.sync_all()?;
@@ -602,5 +640,32 @@ mod move_tests {
         let (kept, moved) = move_out(&file, &stamp, &path, &folder, true).unwrap();
         assert!(!moved);
         assert_eq!(std::fs::read_to_string(kept.unwrap()).unwrap(), "u3\n");
+    }
+
+    #[test]
+    fn appended_bytes_are_handed_back_as_a_file_of_their_own() {
+        let inbox = tempfile::tempdir().unwrap();
+        let path = inbox.path().join("users.csv");
+        std::fs::write(&path, "u1,a\nu2,b\n").unwrap();
+        let (file, _) = open_regular(&path).unwrap().unwrap();
+        // Read to its end (6 + 5 bytes), then appended to.
+        let mut more = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        std::io::Write::write_all(&mut more, b"u3,c\nu4,d\n").unwrap();
+        let new = hand_back_appended(&file, 10, &path, Some("hello")).unwrap();
+        assert_eq!(new, inbox.path().join("users.appended-10.csv"));
+        assert_eq!(std::fs::read_to_string(&new).unwrap(), "u3,c\nu4,d\n");
+        assert_eq!(std::fs::read_to_string(sidecar_of(&new)).unwrap(), "hello");
+        // A second hand-back at the same offset takes a free name.
+        let again = hand_back_appended(&file, 10, &path, None).unwrap();
+        assert_eq!(again, inbox.path().join("users.appended-10.1.csv"));
+        let names: Vec<_> = std::fs::read_dir(inbox.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(names.is_empty(), "temporaries left: {names:?}");
     }
 }

@@ -94,6 +94,11 @@ impl OpenedFile {
         &self.shared.stamp
     }
 
+    /// The default message its job was made with.
+    pub(super) fn default_message(&self) -> Option<&str> {
+        self.shared.handover.message.as_deref()
+    }
+
     /// How far its job read, once it found the end.
     pub(super) fn end(&self) -> Option<u64> {
         *self

@@ -122,12 +122,29 @@ impl Outbox {
             if was_ours || !path.exists() {
                 files::remove_claim_note(path)?;
             }
-            if let (Some(end), Ok(meta)) = (opened.end(), opened.file().metadata()) {
+            // Bytes appended after the job found the end, before the file
+            // left the folder, are not part of the job any more: they go
+            // back to the folder as a file of their own, a new job.
+            if let (Some(end), Ok(meta), None) =
+                (opened.end(), opened.file().metadata(), reason.as_ref())
+            {
                 if meta.len() > end {
-                    tracing::error!(
-                        path = %path.display(), bytes = meta.len() - end,
-                        "bytes were appended after the job read the file to its end; they are not delivered"
-                    );
+                    let bytes = meta.len() - end;
+                    match files::hand_back_appended(
+                        opened.file(),
+                        end,
+                        path,
+                        opened.default_message(),
+                    ) {
+                        Ok(new) => tracing::warn!(
+                            path = %path.display(), bytes, to = %new.display(),
+                            "bytes appended after the job read the file to its end become a new file"
+                        ),
+                        Err(e) => tracing::error!(
+                            path = %path.display(), bytes, error = %e,
+                            "bytes were appended after the job read the file to its end and cannot be handed back; they are not delivered"
+                        ),
+                    }
                 }
             }
             lock(&tracker).release(path, opened.stamp());

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use wds_redis::RedisServer;
-use wds_tests::process::{free_port, http_get, Service};
+use wds_tests::process::{free_port, http_get, Service, TEST_SECRET};
 
 fn rows() -> u64 {
     std::env::var("WDS_E2E_ROWS")
@@ -36,6 +36,7 @@ fn initiator_three_workers_and_notifier_deliver_every_user_once() {
         ("WDS_API_LISTEN", api.clone()),
         ("WDS_NOTIFIER_LISTEN", notifier_addr.clone()),
         ("WDS_SETTLE_MS", "200".to_string()),
+        ("WDS_SECRETS", TEST_SECRET.to_string()),
     ];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut notifier = Service::start("notifier", dir.path(), &["notifier"], &env);

@@ -28,13 +28,12 @@ fn demo_delivers_every_user_once_and_exits_zero() {
     );
 
     // The notifier's CSV, read independently: one line per user.
-    let outbox = dir.path().join("wds-data/outbox");
-    let file = std::fs::read_dir(&outbox)
+    // The CSV, not the log of recent webhook ids kept beside it.
+    let file = std::fs::read_dir(dir.path().join("wds-data/outbox"))
         .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "csv"))
+        .expect("no CSV in the outbox");
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .from_path(&file)

@@ -115,6 +115,7 @@ pub(crate) async fn notifier(
     // write(2) per alert is far below the cost of the HTTP request.
     config.flush = FlushPolicy::EveryWrite;
     config.secrets = settings.secrets.clone();
+    config.accept_unsigned = settings.insecure_accept_unsigned;
     config.rate = settings.notifier_rate.map(|r| (r, settings.burst.max(1)));
     let receiver = Receiver::new(config).map_err(|e| format!("notifier: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
@@ -179,7 +180,7 @@ pub(crate) async fn worker(
     }
     let sink = sink
         .build()
-        .map_err(|e| format!("webhook {webhook_url}: {e}"))?;
+        .map_err(|e| format!("webhook {}: {e}", wds_http::redact_url(&webhook_url)))?;
     let engine = backend.engine(settings, Some(sink), &metrics)?;
     let metrics_server = match settings.metrics_listen {
         Some(addr) => Some(bind(addr, "worker metrics").await?),
@@ -190,7 +191,7 @@ pub(crate) async fn worker(
         None => None,
     };
     tracing::info!(
-        webhook = %webhook_url,
+        webhook = %wds_http::redact_url(&webhook_url),
         concurrency = settings.concurrency,
         backend = backend.name,
         metrics = ?metrics_addr,

@@ -61,7 +61,7 @@ pub(crate) enum LogFormat {
 pub(crate) struct Settings {
     /// Redis URL (redis:// or rediss://, with password and db number). Without
     /// it every role uses the in-memory backend, which only `all` and `demo` can share.
-    #[arg(long, env = "WDS_REDIS_URL", global = true)]
+    #[arg(long, env = "WDS_REDIS_URL", global = true, hide_env_values = true)]
     pub(crate) redis: Option<String>,
     /// Key prefix in Redis, so several deployments can share one server.
     #[arg(long, env = "WDS_REDIS_PREFIX", default_value = "wds", global = true)]
@@ -85,7 +85,7 @@ pub(crate) struct Settings {
     #[arg(long, env = "WDS_SETTLE_MS", default_value_t = 500, global = true)]
     pub(crate) settle_ms: u64,
     /// The webhook workers call [default: the notifier, http://NOTIFIER_LISTEN/webhook].
-    #[arg(long, env = "WDS_WEBHOOK_URL", global = true)]
+    #[arg(long, env = "WDS_WEBHOOK_URL", global = true, hide_env_values = true)]
     pub(crate) webhook_url: Option<String>,
     /// Deliveries per second to the webhook, across all workers (with Redis)
     /// or in this process [default: unlimited].
@@ -122,13 +122,21 @@ pub(crate) struct Settings {
     pub(crate) mode: DeliveryMode,
     /// Signing secrets (whsec_…), comma-separated: workers sign with each
     /// (several signatures, for key rotation) and the notifier accepts any.
+    /// `all` and `demo` generate one for the run when none is given; a
+    /// `notifier` refuses to start without one unless
+    /// --insecure-accept-unsigned.
     #[arg(
         long = "secret",
         env = "WDS_SECRETS",
         value_delimiter = ',',
-        global = true
+        global = true,
+        hide_env_values = true
     )]
     pub(crate) secrets: Vec<String>,
+    /// Let a notifier without a secret accept unsigned webhooks: anyone who
+    /// can reach it can then make it write alerts.
+    #[arg(long, env = "WDS_INSECURE_ACCEPT_UNSIGNED", global = true)]
+    pub(crate) insecure_accept_unsigned: bool,
     /// Bearer token for the control API (every route but /healthz).
     #[arg(long, env = "WDS_TOKEN", global = true, hide_env_values = true)]
     pub(crate) token: Option<String>,

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use wds_redis::RedisServer;
-use wds_tests::process::{free_port, http_get, Service, TEST_SECRET};
+use wds_tests::process::{http_get, Service, ANY_PORT, TEST_SECRET};
 
 fn rows() -> u64 {
     std::env::var("WDS_E2E_ROWS")
@@ -29,20 +29,26 @@ fn initiator_three_workers_and_notifier_deliver_every_user_once() {
     let rows = rows();
     let redis = RedisServer::builder().append_only(true).start();
     let dir = tempfile::tempdir().unwrap();
-    let api = format!("127.0.0.1:{}", free_port());
-    let notifier_addr = format!("127.0.0.1:{}", free_port());
     let env = [
         ("WDS_REDIS_URL", redis.url()),
-        ("WDS_API_LISTEN", api.clone()),
-        ("WDS_NOTIFIER_LISTEN", notifier_addr.clone()),
+        ("WDS_API_LISTEN", ANY_PORT.to_string()),
+        ("WDS_NOTIFIER_LISTEN", ANY_PORT.to_string()),
         ("WDS_SETTLE_MS", "200".to_string()),
         ("WDS_SECRETS", TEST_SECRET.to_string()),
     ];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // Each server binds a port of its own and says which in its log.
     let mut notifier = Service::start("notifier", dir.path(), &["notifier"], &env);
+    let webhook = format!(
+        "http://{}/webhook",
+        notifier.address("notifier listening", "addr")
+    );
     let mut initiator = Service::start("initiator", dir.path(), &["initiator"], &env);
+    let api = initiator.address("initiator running", "api");
+    let mut worker_env = env.clone();
+    worker_env.push(("WDS_WEBHOOK_URL", &webhook));
     let mut workers: Vec<Service> = (1..=3)
-        .map(|i| Service::start(&format!("worker-{i}"), dir.path(), &["worker"], &env))
+        .map(|i| Service::start(&format!("worker-{i}"), dir.path(), &["worker"], &worker_env))
         .collect();
 
     // Drop the file the way a person would: written elsewhere, moved in.

@@ -91,3 +91,63 @@ fn help_never_prints_secrets_from_the_environment() {
         }
     }
 }
+
+/// Open descriptors of process `pid`.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or_else(|e| panic!("cannot list /proc/{pid}/fd: {e}"))
+}
+
+#[test]
+fn three_hundred_held_connections_neither_exhaust_descriptors_nor_silence_healthz() {
+    let dir = tempfile::tempdir().unwrap();
+    let cap = 32;
+    let env = [
+        ("WDS_API_LISTEN", ANY_PORT),
+        ("WDS_NOTIFIER_LISTEN", ANY_PORT),
+        ("WDS_HTTP_MAX_CONNECTIONS", "32"),
+        // Long: only the cap and eviction are at work during the test.
+        ("WDS_HTTP_HEADER_TIMEOUT_MS", "60000"),
+        ("WDS_HTTP_IDLE_TIMEOUT_MS", "60000"),
+    ];
+    let mut all = Service::start("all", dir.path(), &["all"], &env);
+    let api = all.address("initiator running", "api");
+    let notifier = all.address("notifier listening", "addr");
+    assert_eq!(http_get(&api, "/healthz").map(|r| r.0), Some(200));
+    let before = open_fds(all.pid());
+
+    let held: Vec<std::net::TcpStream> = (0..300)
+        .flat_map(|_| [&api, &notifier])
+        .map(|addr| std::net::TcpStream::connect(addr).expect("connect"))
+        .collect();
+    // Every connection the server could take, it has taken by the time a
+    // probe queued behind all of them is answered.
+    for addr in [&api, &notifier] {
+        let start = std::time::Instant::now();
+        let answer = http_get(addr, "/healthz");
+        assert_eq!(
+            answer.as_ref().map(|r| r.0),
+            Some(200),
+            "/healthz at {addr} behind 300 held connections: {answer:?}\n{}",
+            all.log_text()
+        );
+        println!(
+            "FIGURES /healthz at {addr} answered in {:?} behind 300 held connections",
+            start.elapsed()
+        );
+    }
+    let during = open_fds(all.pid());
+    println!(
+        "FIGURES descriptors of `all`: {before} before, {during} with {} connections held (cap {cap} per server)",
+        held.len()
+    );
+    assert!(
+        during <= before + 2 * (cap + 1) + 8,
+        "{during} descriptors open (from {before}): the cap does not hold"
+    );
+    drop(held);
+    all.signal("TERM");
+    let status = all.wait(Duration::from_secs(30)).expect("all did not stop");
+    assert!(status.success(), "{status}:\n{}", all.log_text());
+}

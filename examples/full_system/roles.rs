@@ -116,6 +116,7 @@ pub(crate) async fn notifier(
     config.flush = FlushPolicy::EveryWrite;
     config.secrets = settings.secrets.clone();
     config.accept_unsigned = settings.insecure_accept_unsigned;
+    config.limits = settings.server_limits();
     config.rate = settings.notifier_rate.map(|r| (r, settings.burst.max(1)));
     let receiver = Receiver::new(config).map_err(|e| format!("notifier: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
@@ -124,6 +125,17 @@ pub(crate) async fn notifier(
         .serve(listener, cancel.cancelled_owned())
         .await
         .map_err(|e| format!("notifier: {e}"))
+}
+
+/// The control API's settings: the token, the upload limits, the server's.
+fn control_config(settings: &Settings, inbox: &std::path::Path) -> ControlConfig {
+    let mut config = ControlConfig::new(inbox).token(settings.token.clone());
+    config.max_upload_bytes = settings.max_upload_bytes;
+    config.max_concurrent_uploads = settings.max_concurrent_uploads;
+    config.min_free_disk_bytes = settings.min_free_disk_bytes;
+    config.upload_timeout = Duration::from_millis(settings.upload_timeout_ms);
+    config.limits = settings.server_limits();
+    config
 }
 
 /// The initiator: watches the inbox, reads files into the queue, serves the
@@ -150,7 +162,7 @@ pub(crate) async fn initiator(
         backend.queue.clone(),
         backend.offsets.clone(),
         metrics,
-        ControlConfig::new(&inbox).token(settings.token.clone()),
+        control_config(settings, &inbox),
     );
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(inbox = %inbox.display(), api = %addr, backend = backend.name, "initiator running");
@@ -200,7 +212,10 @@ pub(crate) async fn worker(
     let deliverer = engine.deliverer();
     let (delivered, served) = tokio::join!(deliverer.run(cancel.clone()), async {
         match metrics_server {
-            Some(listener) => serve_metrics(listener, backend.clone(), metrics, cancel).await,
+            Some(listener) => {
+                let limits = settings.server_limits();
+                serve_metrics(listener, backend.clone(), metrics, limits, cancel).await
+            }
             None => Ok(()),
         }
     });
@@ -214,6 +229,7 @@ async fn serve_metrics(
     listener: TcpListener,
     backend: Backend,
     metrics: Arc<Metrics>,
+    limits: wds_http::ServerLimits,
     cancel: CancellationToken,
 ) -> Fallible<()> {
     use axum::routing::get;
@@ -228,8 +244,7 @@ async fn serve_metrics(
         "/healthz",
         get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
     );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(cancel.cancelled_owned())
+    wds_http::server::serve(listener, app, limits, cancel)
         .await
         .map_err(|e| format!("worker metrics: {e}"))
 }

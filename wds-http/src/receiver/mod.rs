@@ -47,7 +47,6 @@ mod seen;
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -59,6 +58,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::server::{self, ServerLimits};
 use crate::signature::{Secret, SecretError, DEFAULT_TOLERANCE};
 use limit::Limiter;
 use output::AlertLog;
@@ -119,6 +119,9 @@ pub struct ReceiverConfig {
     pub flush: FlushPolicy,
     /// The largest body accepted, in bytes (default 64 KiB).
     pub body_limit: usize,
+    /// Timeouts and the connection cap of [`Receiver::serve`] (defaults:
+    /// see [`ServerLimits`]).
+    pub limits: ServerLimits,
 }
 
 impl ReceiverConfig {
@@ -133,6 +136,7 @@ impl ReceiverConfig {
             output: output.into(),
             flush: FlushPolicy::default(),
             body_limit: DEFAULT_BODY_LIMIT,
+            limits: ServerLimits::default(),
         }
     }
 }
@@ -180,6 +184,7 @@ struct Shared {
     tolerance: Duration,
     body_limit: usize,
     flush: FlushPolicy,
+    limits: ServerLimits,
     /// How often expired ids are forgotten.
     sweep: Duration,
     output: PathBuf,
@@ -251,6 +256,7 @@ impl Receiver {
         if config.body_limit == 0 {
             return Err(ReceiverError::Config("body_limit must be > 0".into()));
         }
+        config.limits.validate().map_err(ReceiverError::Config)?;
         if config.dedupe_window.is_zero() {
             return Err(ReceiverError::Config("dedupe_window must be > 0".into()));
         }
@@ -275,6 +281,7 @@ impl Receiver {
                 tolerance: config.tolerance,
                 body_limit: config.body_limit,
                 flush: config.flush,
+                limits: config.limits,
                 sweep: (config.dedupe_window / 2).clamp(Duration::from_secs(1), LIMITER_SWEEP),
                 output: config.output,
                 log,
@@ -285,9 +292,10 @@ impl Receiver {
 
     /// The routes, for embedding in another server.
     ///
-    /// The rate limiter keys on the client address from
-    /// `into_make_service_with_connect_info::<SocketAddr>()`; without it all
-    /// clients share one bucket. With [`FlushPolicy::Interval`], nothing
+    /// The rate limiter keys on the client address from `ConnectInfo`
+    /// ([`crate::server::serve`] or
+    /// `into_make_service_with_connect_info::<SocketAddr>()` set it); without
+    /// it all clients share one bucket. With [`FlushPolicy::Interval`], nothing
     /// flushes on a timer unless [`Receiver::serve`] runs: call
     /// [`Receiver::flush`] yourself.
     pub fn router(&self) -> Router {
@@ -308,8 +316,9 @@ impl Receiver {
             .fallback(routes::not_found)
     }
 
-    /// Serves on `listener` until `shutdown` completes, then finishes the
-    /// requests in flight and flushes the output.
+    /// Serves on `listener` under [`ReceiverConfig::limits`] until
+    /// `shutdown` completes, then finishes the requests in flight and
+    /// flushes the output.
     ///
     /// Runs the background flush of [`FlushPolicy::Interval`].
     ///
@@ -321,14 +330,15 @@ impl Receiver {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let app = self
-            .router()
-            .into_make_service_with_connect_info::<SocketAddr>();
         let stop = CancellationToken::new();
         let housekeeping = tokio::spawn(housekeeping(Arc::clone(&self.shared), stop.clone()));
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let stopping = stop.clone();
+        let trigger = tokio::spawn(async move {
+            shutdown.await;
+            stopping.cancel();
+        });
+        let served = server::serve(listener, self.router(), self.shared.limits, stop.clone()).await;
+        trigger.abort();
         stop.cancel();
         let _ = housekeeping.await;
         let flushed = self.flush();

@@ -151,3 +151,22 @@ fn three_hundred_held_connections_neither_exhaust_descriptors_nor_silence_health
     let status = all.wait(Duration::from_secs(30)).expect("all did not stop");
     assert!(status.success(), "{status}:\n{}", all.log_text());
 }
+
+#[test]
+fn the_shipped_binary_speaks_rediss() {
+    // Nothing listens on port 1: the connection fails, but past the URL
+    // check that a binary without TLS fails at.
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, log) = run_to_end(
+        dir.path(),
+        "rediss",
+        &["worker", "--redis", "rediss://127.0.0.1:1"],
+        &[],
+    );
+    assert!(!ok, "{log}");
+    assert!(
+        !log.contains("`tls` feature"),
+        "rediss:// is not supported:\n{log}"
+    );
+    assert!(log.to_lowercase().contains("redis"), "{log}");
+}

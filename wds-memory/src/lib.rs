@@ -17,43 +17,42 @@
 //! Every operation takes one short lock, so each is atomic as the traits
 //! require. State is lost when the process exits: use `wds-redis` when jobs
 //! must survive a restart.
+//!
+//! # Bounded per-job storage
+//!
+//! A job's lines cost one byte each (their state), plus 16 bytes per
+//! delivered line (its receipt, packed). The first
+//! [`detail_limit`](MemoryBackend::with_detail_limit) rejected or dead lines
+//! of a job (default [`DEFAULT_DETAIL_LIMIT`]) are kept in full: their
+//! reasons, [`OffsetStore::rejects`], the line a duplicate repeats, the dead
+//! letter's reason. For the rest only the kind is kept (the counts of the
+//! [`JobReport`] stay exact): [`OffsetStore::outcome`] answers with the kind
+//! and a detail saying it was not kept, `of_line: 0` for a duplicate, and
+//! their dead letters keep the message (so they can be replayed) with the
+//! kind of failure only. A file of 10,000,000 invalid lines costs about
+//! 1 byte per line, not 250.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
 pub use wds_core;
 use wds_core::{
-    now_ms, Batch, BatchId, Checkpoint, Claim, DeadKind, DeadLetter, Error, JobId, JobMeta,
-    JobReport, JobState, Lease, LeaseId, LineOutcome, Message, MessageId, OffsetStore, Push,
-    Pushed, Queue, QueueStats, Reject, RejectKind, Result, Settle,
+    now_ms, Batch, BatchId, Checkpoint, Claim, DeadKind, DeadLetter, DeadReason, Error, JobId,
+    JobMeta, JobReport, JobState, Lease, LeaseId, LineOutcome, Message, MessageId, OffsetStore,
+    Push, Pushed, Queue, QueueStats, Reject, RejectKind, Result, Settle,
 };
+
+mod outcomes;
+
+use outcomes::{Outcomes, NOT_KEPT};
+
+/// How many rejected or dead lines of a job are kept in detail by default.
+pub const DEFAULT_DETAIL_LIMIT: usize = 1_000;
 
 /// Messages per batch made from due retries and replayed dead letters.
 const REBATCH_SIZE: usize = 100;
-
-/// Hashes line numbers with one multiply: they are ours, not an attacker's
-/// strings, and SipHash on every settled message showed in profiles.
-#[derive(Debug, Default)]
-struct LineHasher(u64);
-
-impl Hasher for LineHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0 ^ n)
-            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-            .rotate_left(29);
-    }
-}
 
 /// An in-memory queue and offset store. Clones share state.
 #[derive(Clone, Debug, Default)]
@@ -76,6 +75,8 @@ struct State {
     next_no: u64,
     ready_messages: u64,
     leased_messages: u64,
+    /// Rejected or dead lines kept in detail per job (`None`: the default).
+    detail_limit: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -105,7 +106,8 @@ struct Job {
     invalid: u64,
     duplicate: u64,
     finished_ms: Option<u64>,
-    outcomes: HashMap<u64, LineOutcome, BuildHasherDefault<LineHasher>>,
+    outcomes: Outcomes,
+    /// The first rejects, up to the detail limit.
     rejects: Vec<Reject>,
 }
 
@@ -154,6 +156,14 @@ impl MemoryBackend {
         Self::default()
     }
 
+    /// An empty backend that keeps `limit` rejected or dead lines of each
+    /// job in detail (see [Bounded per-job storage](crate#bounded-per-job-storage)).
+    pub fn with_detail_limit(limit: usize) -> Self {
+        let backend = Self::default();
+        backend.lock().detail_limit = Some(limit);
+        backend
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave a half-applied
         // operation visible (each one validates before it mutates), so the
@@ -163,6 +173,10 @@ impl MemoryBackend {
 }
 
 impl State {
+    fn detail_limit(&self) -> usize {
+        self.detail_limit.unwrap_or(DEFAULT_DETAIL_LIMIT)
+    }
+
     fn next_no(&mut self) -> u64 {
         self.next_no += 1;
         self.next_no
@@ -256,6 +270,7 @@ impl Queue for MemoryBackend {
     async fn push(&self, push: &Push) -> Result<Pushed> {
         let mut st = self.lock();
         let seq = push.seq();
+        let limit = st.detail_limit();
         let job = st.job_mut(&push.job)?;
         let current = job.checkpoint.seq;
         if seq < current {
@@ -278,14 +293,17 @@ impl Queue for MemoryBackend {
                 RejectKind::Invalid { .. } => job.invalid += 1,
                 RejectKind::Duplicate { .. } => job.duplicate += 1,
             }
-            job.outcomes.insert(
+            if job.rejects.len() < limit {
+                job.rejects.push(reject.clone());
+            }
+            job.outcomes.set(
                 reject.line,
-                LineOutcome::Rejected {
+                &LineOutcome::Rejected {
                     kind: reject.kind.clone(),
                 },
+                limit,
             );
         }
-        job.rejects.extend(push.rejects.iter().cloned());
         job.checkpoint = push.next;
         job.note_progress();
         if !push.messages.is_empty() {
@@ -389,16 +407,18 @@ impl Queue for MemoryBackend {
             }
         }
         st.unlease(&lease.batch.id);
+        let limit = st.detail_limit();
         for outcome in outcomes {
             match outcome {
                 Settle::Delivered { id, receipt } => {
                     let job = st.job_mut(&id.job)?;
                     job.delivered += 1;
-                    job.outcomes.insert(
+                    job.outcomes.set(
                         id.line,
-                        LineOutcome::Delivered {
+                        &LineOutcome::Delivered {
                             receipt: receipt.clone(),
                         },
+                        limit,
                     );
                     job.note_progress();
                 }
@@ -408,16 +428,27 @@ impl Queue for MemoryBackend {
                     if reason.kind == DeadKind::InDoubt {
                         job.in_doubt += 1;
                     }
-                    job.outcomes.insert(
+                    // Past the detail limit the dead letter keeps the message
+                    // (to be replayed) and the kind of failure only.
+                    let reason = if job.outcomes.keeps_detail(limit) {
+                        reason.clone()
+                    } else {
+                        DeadReason {
+                            kind: reason.kind,
+                            detail: NOT_KEPT.into(),
+                        }
+                    };
+                    job.outcomes.set(
                         message.id.line,
-                        LineOutcome::Dead {
+                        &LineOutcome::Dead {
                             reason: reason.clone(),
                         },
+                        limit,
                     );
                     job.note_progress();
                     st.dead.push_back(DeadLetter {
                         message: message.clone(),
-                        reason: reason.clone(),
+                        reason,
                         at_ms: now,
                     });
                 }
@@ -469,7 +500,7 @@ impl Queue for MemoryBackend {
                 if letter.reason.kind == DeadKind::InDoubt {
                     j.in_doubt -= 1;
                 }
-                j.outcomes.remove(&letter.message.id.line);
+                j.outcomes.clear(letter.message.id.line);
                 j.note_progress();
             }
             let mut message = letter.message;
@@ -519,7 +550,7 @@ impl OffsetStore for MemoryBackend {
                 invalid: 0,
                 duplicate: 0,
                 finished_ms: None,
-                outcomes: HashMap::default(),
+                outcomes: Outcomes::default(),
                 rejects: Vec::new(),
             },
         );
@@ -550,7 +581,7 @@ impl OffsetStore for MemoryBackend {
 
     async fn outcome(&self, id: &MessageId) -> Result<Option<LineOutcome>> {
         let mut st = self.lock();
-        Ok(st.job_mut(&id.job)?.outcomes.get(&id.line).cloned())
+        Ok(st.job_mut(&id.job)?.outcomes.get(id.line))
     }
 
     async fn rejects(&self, job: &JobId, limit: usize) -> Result<Vec<Reject>> {

@@ -169,15 +169,29 @@ impl OffsetStore for RedisBackend {
                 chunk.extend_from_slice(codec::bytes(op, element)?);
             }
         }
-        codec::find_in_chunk(&chunk, id.line)
+        let found = codec::find_in_chunk(&chunk, id.line)
             .map(codec::decode_outcome)
-            .transpose()
+            .transpose()?;
+        match found {
+            // A reject's detail is in the job's rejects list when it is one
+            // of the first kept.
+            Some(LineOutcome::Rejected { .. }) => {
+                let kept = self.rejects(&id.job, codec::DETAIL_LIMIT).await?;
+                Ok(kept
+                    .into_iter()
+                    .find(|r| r.line == id.line)
+                    .map(|r| LineOutcome::Rejected { kind: r.kind })
+                    .or(found))
+            }
+            other => Ok(other),
+        }
     }
 
     async fn rejects(&self, job: &JobId, limit: usize) -> Result<Vec<Reject>> {
         let op = "rejects";
         let mut invocation = self.invocation(&SCRIPTS.rejects);
-        invocation.arg(job.as_str()).arg(limit);
+        // Lua numbers are doubles: `usize::MAX` would not reach LRANGE intact.
+        invocation.arg(job.as_str()).arg(limit.min(1 << 40));
         let reply = self.run(op, &invocation).await?;
         let fields = codec::array(op, &reply)?;
         if fields.first().map(|k| codec::int(op, k)).transpose()? != Some(1) {

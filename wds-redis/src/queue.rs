@@ -74,10 +74,8 @@ impl RedisBackend {
                 RejectKind::Invalid { .. } => invalid += 1,
                 RejectKind::Duplicate { .. } => duplicate += 1,
             }
-            let outcome = LineOutcome::Rejected {
-                kind: reject.kind.clone(),
-            };
-            chunks.add(reject.line, &codec::outcome(&outcome)?);
+            // A few bytes a line: the detail is in the rejects list.
+            chunks.add_reject(reject.line, &reject.kind);
         }
         invocation.arg(13 + 2 * chunks.len() + push.rejects.len());
         invocation

@@ -14,7 +14,7 @@
 //! | `:jobs` | zset | job id by claim order (`:jobno` counter) |
 //! | `:job:<job>` | hash | `meta` json, checkpoint (`seq byte line records done`), counts, `finished_ms` |
 //! | `:out:<job>:<chunk>` | list | lines `128·chunk …`, each element `<line>=<outcome>\n…` (the last entry of a line wins; empty means pending again); expires `retention` after the job is done |
-//! | `:rejects:<job>` | list | `Reject` json in line order; expires with `:out:` |
+//! | `:rejects:<job>` | list | `Reject` json in line order, the job's first 1,000 only; expires with `:out:` |
 //! | `:ready` | list | batch ids in lease order |
 //! | `:b:<batch>` | hash | `p` payload, `n` messages, `l` lease id, `d` deadline, `s` sending (sticky) |
 //! | `:leases` | zset | batch id by lease deadline |
@@ -59,6 +59,9 @@ end
 -- A variadic command over `args[from..to]` (all of `args` by default) in
 -- slices of 1000 arguments: unpack() is limited by the Lua C stack. Slices
 -- are even, so field/value pairs stay together.
+-- Rejected lines of a job kept in detail (`codec::DETAIL_LIMIT`).
+local DETAIL_LIMIT = 1000
+
 local function bulk(cmd, key, args, from, to)
   local i, n = from or 1, to or #args
   while i <= n do
@@ -196,7 +199,11 @@ local function push(o, last)
   local chunks = tonumber(ARGV[o + 13])
   if chunks > 0 then
     append_chunks(job, args(o + 14, o + 13 + 2 * chunks))
-    bulk('RPUSH', P .. ':rejects:' .. job, ARGV, o + 14 + 2 * chunks, last)
+    -- Only the job's first DETAIL_LIMIT rejects are kept in detail; the
+    -- counts (and each line's compact outcome) cover the rest.
+    local first = o + 14 + 2 * chunks
+    local room = DETAIL_LIMIT - tonumber(v[5]) - tonumber(v[6])
+    if room > 0 then bulk('RPUSH', P .. ':rejects:' .. job, ARGV, first, math.min(last, first + room - 1)) end
   end
   local ready
   if n > 0 then

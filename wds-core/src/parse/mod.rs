@@ -78,6 +78,8 @@ mod csv;
 mod json;
 mod json_array;
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests;
 pub mod text;
 

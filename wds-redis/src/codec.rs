@@ -338,7 +338,9 @@ struct Run {
 }
 
 impl Chunks {
-    /// Adds the stored outcome of `line`.
+    /// Adds the stored outcome of `line` (as the backend wrote every
+    /// outcome before the compact entries; still read).
+    #[cfg(test)]
     pub(crate) fn add(&mut self, line: u64, outcome: &[u8]) {
         let entries = self.entry(line);
         entries.extend_from_slice(outcome);
@@ -395,6 +397,19 @@ impl Chunks {
             last: offset,
             start,
             end: entries.len(),
+        });
+    }
+
+    /// Adds the compact outcome of a dead line, `<offset>:P` (permanent),
+    /// `:E` (exhausted) or `:X` (in doubt): its reason is in the dead letter.
+    pub(crate) fn add_dead(&mut self, line: u64, kind: DeadKind) {
+        self.run = None;
+        let entries = self.chunk(line);
+        write_number(entries, line % CHUNK_LINES);
+        entries.extend_from_slice(match kind {
+            DeadKind::Permanent => b":P\n",
+            DeadKind::Exhausted => b":E\n",
+            DeadKind::InDoubt => b":X\n",
         });
     }
 
@@ -465,7 +480,9 @@ pub(crate) const NOT_KEPT: &str =
 
 /// A line outcome as stored. A delivered line, by far the most common, is
 /// `D<status>,<attempt>,<latency_ms>,<at_ms>` (about a quarter of its JSON,
-/// which matters for 100,000 lines per job); anything else is JSON.
+/// which matters for 100,000 lines per job); anything else is JSON, as
+/// earlier versions stored rejected and dead lines (still read).
+#[cfg(test)]
 pub(crate) fn outcome(outcome: &LineOutcome) -> Result<Vec<u8>> {
     match outcome {
         LineOutcome::Delivered { receipt } => {
@@ -520,6 +537,19 @@ pub(crate) fn decode_outcome(bytes: &[u8]) -> Result<LineOutcome> {
                     reason: NOT_KEPT.into(),
                 },
             })
+        }
+        b":P" | b":E" | b":X" => {
+            let kind = match bytes[1] {
+                b'P' => DeadKind::Permanent,
+                b'E' => DeadKind::Exhausted,
+                _ => DeadKind::InDoubt,
+            };
+            return Ok(LineOutcome::Dead {
+                reason: wds_core::DeadReason {
+                    kind,
+                    detail: NOT_KEPT.into(),
+                },
+            });
         }
         // The line it repeats is in the rejects list, if anywhere: 0 says unknown.
         b":U" => {

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use deadpool_redis::redis::Value;
 use wds_core::{
     Checkpoint, Claim, Error, JobId, JobMeta, JobReport, JobState, LineOutcome, MessageId,
-    OffsetStore, Reject, Result,
+    OffsetStore, Queue, Reject, Result,
 };
 
 use crate::backend::RedisBackend;
@@ -181,6 +181,19 @@ impl OffsetStore for RedisBackend {
                     .into_iter()
                     .find(|r| r.line == id.line)
                     .map(|r| LineOutcome::Rejected { kind: r.kind })
+                    .or(found))
+            }
+            // A dead line's reason is in its dead letter, when the letter is
+            // one of the job's first and still dead.
+            Some(LineOutcome::Dead { .. }) => {
+                let letters = self
+                    .dead_letters(Some(&id.job), codec::DETAIL_LIMIT)
+                    .await?;
+                Ok(letters
+                    .into_iter()
+                    .rev()
+                    .find(|d| d.message.id.line == id.line)
+                    .map(|d| LineOutcome::Dead { reason: d.reason })
                     .or(found))
             }
             other => Ok(other),

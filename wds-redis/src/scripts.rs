@@ -354,8 +354,9 @@ return 1
 /// ARGV: 1 lease, 2 batch, 3 retention (s), 4 outcome count, 5 job
 /// groups, 6 retries, then per job group: job, delivered, dead, of which in
 /// doubt, outcome chunks, then `chunk, entries` per chunk (see
-/// `append_chunks`), then the dead entries; then `due time, message` per
-/// retry. Returns `{'ok'}`, `{'lost'}`, `{'count', n}` or `{'unknown', job}`.
+/// `append_chunks`), then `full, short` per dead entry (the short one
+/// without the reason's detail, stored once the job has DETAIL_LIMIT dead
+/// letters); then `due time, message` per retry. Returns `{'ok'}`, `{'lost'}`, `{'count', n}` or `{'unknown', job}`.
 ///
 /// The client groups the outcomes by job so that each group's writes are
 /// ARGV slices handed straight to `HSET` and `RPUSH`: no per-message work
@@ -380,7 +381,7 @@ local function settle()
     local chunks = tonumber(ARGV[at + 4])
     jobs[g] = {job = job, v = v, at = at, delivered = delivered, dead = dead,
       in_doubt = tonumber(ARGV[at + 3]), chunks = chunks}
-    at = at + 5 + 2 * chunks + dead
+    at = at + 5 + 2 * chunks + 2 * dead
   end
   redis.call('DEL', P .. ':b:' .. ARGV[2])
   redis.call('ZREM', P .. ':leases', ARGV[2])
@@ -390,7 +391,15 @@ local function settle()
     local first = j.at + 5
     append_chunks(job, args(first, first + 2 * j.chunks - 1))
     if j.dead > 0 then
-      bulk('RPUSH', P .. ':dead:' .. job, ARGV, first + 2 * j.chunks, first + 2 * j.chunks + j.dead - 1)
+      -- The job's first DETAIL_LIMIT dead letters in full, the rest without
+      -- the detail of their reason.
+      local room = DETAIL_LIMIT - tonumber(v[4])
+      local entries = {}
+      for i = 0, j.dead - 1 do
+        local full = first + 2 * j.chunks + 2 * i
+        entries[#entries + 1] = ARGV[i < room and full or full + 1]
+      end
+      bulk('RPUSH', P .. ':dead:' .. job, entries)
       redis.call('SADD', P .. ':deadjobs', job)
       dead_total = dead_total + j.dead
     end

@@ -207,3 +207,65 @@ async fn a_file_of_invalid_lines_costs_a_few_bytes_a_line_and_keeps_the_first_in
     assert!(detail(outcome(1001).await).contains("not kept"));
     assert!(detail(outcome(lines).await).contains("not kept"));
 }
+
+/// Refuses everyone, for good.
+#[derive(Debug)]
+struct NoOne;
+
+#[async_trait]
+impl Sink for NoOne {
+    async fn deliver(&self, _: &Message) -> Result<Delivered, SinkError> {
+        Err(SinkError::Permanent {
+            status: Some(404),
+            reason: "no such user".into(),
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_past_the_first_thousand_keep_their_message_not_their_detail() {
+    let server = RedisServer::start();
+    let backend = RedisBackend::builder(server.url())
+        .prefix("deadcap")
+        .connect()
+        .await
+        .unwrap();
+    let lines = 1100u64;
+    let body: String = (1..=lines).map(|i| format!("user-{i},hi\n")).collect();
+    let input = Input::from_bytes("refused.csv", body.into_bytes(), None, None);
+    let engine = Engine::builder()
+        .backend(backend.clone())
+        .sink(NoOne)
+        .build()
+        .unwrap();
+    let report = engine.run_once(&input).await.unwrap();
+    assert_eq!(
+        (report.dead, report.accounted()),
+        (lines, lines),
+        "{report:?}"
+    );
+    let letters = backend
+        .dead_letters(Some(&report.job), usize::MAX)
+        .await
+        .unwrap();
+    assert_eq!(letters.len() as u64, lines);
+    let detailed = letters
+        .iter()
+        .filter(|d| d.reason.detail.contains("no such user"))
+        .count();
+    assert_eq!(detailed, 1000, "dead letters kept in detail");
+    let outcome = |line| {
+        let (backend, job) = (backend.clone(), report.job.clone());
+        async move { backend.outcome(&MessageId { job, line }).await.unwrap() }
+    };
+    for letter in letters.iter().take(3).chain(letters.iter().rev().take(3)) {
+        match outcome(letter.message.id.line).await {
+            Some(wds_core::LineOutcome::Dead { reason }) => {
+                assert_eq!(reason, letter.reason, "line {}", letter.message.id.line)
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // Every one still replays.
+    assert_eq!(backend.replay(Some(&report.job)).await.unwrap(), lines);
+}

@@ -13,6 +13,7 @@ use crate::settings::Settings;
 pub(crate) async fn connect(url: &str, settings: &Settings) -> Fallible<Backend> {
     let backend = RedisBackend::builder(url)
         .prefix(settings.redis_prefix.clone())
+        .detail_limit(settings.detail_limit)
         .connect()
         .await
         .map_err(|e| format!("redis {}: {e}", redact(url)))?;

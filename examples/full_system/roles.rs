@@ -28,8 +28,8 @@ pub(crate) struct Backend {
 }
 
 impl Backend {
-    pub(crate) fn memory() -> Backend {
-        let b = MemoryBackend::new();
+    pub(crate) fn memory(detail_limit: usize) -> Backend {
+        let b = MemoryBackend::with_detail_limit(detail_limit);
         Backend {
             queue: Arc::new(b.clone()),
             offsets: Arc::new(b),
@@ -42,7 +42,7 @@ impl Backend {
     pub(crate) async fn connect(settings: &Settings, role: &str) -> Fallible<Backend> {
         match &settings.redis {
             Some(url) => crate::redis::connect(url, settings).await,
-            None if role == "all" || role == "demo" => Ok(Backend::memory()),
+            None if role == "all" || role == "demo" => Ok(Backend::memory(settings.detail_limit)),
             None => Err(format!(
                 "the {role} role runs as its own process, so it needs a shared backend: \
                  pass --redis redis://HOST:PORT (or set WDS_REDIS_URL), or run `all`"

@@ -220,6 +220,10 @@ pub(crate) struct Settings {
         global = true
     )]
     pub(crate) upload_timeout_ms: u64,
+    /// Rejected or dead lines of a job kept in detail (reasons); past it a
+    /// line keeps its kind only, and the counts stay exact.
+    #[arg(long, env = "WDS_DETAIL_LIMIT", default_value_t = 1_000, global = true)]
+    pub(crate) detail_limit: usize,
     /// Log format.
     #[arg(long, env = "WDS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human, global = true)]
     pub(crate) log_format: LogFormat,

@@ -360,7 +360,7 @@ impl Chunks {
     /// chunk, and a run of them in one entry, `<first>-<last>:I`: a few
     /// bytes for up to 128 lines instead of a JSON object with the reason
     /// per line. The reasons stay in the job's rejects list (its first
-    /// [`DETAIL_LIMIT`]).
+    /// lines, up to the detail limit).
     pub(crate) fn add_reject(&mut self, line: u64, kind: &RejectKind) {
         let code = match kind {
             RejectKind::Invalid { .. } => b'I',
@@ -470,8 +470,7 @@ pub(crate) fn find_in_chunk(chunk: &[u8], line: u64) -> Option<&[u8]> {
         .filter(|outcome| !outcome.is_empty())
 }
 
-/// Rejected lines of a job kept in detail in its rejects list (the push
-/// script's `DETAIL_LIMIT`).
+/// Rejected or dead lines of a job kept in detail by default.
 pub(crate) const DETAIL_LIMIT: usize = 1000;
 
 /// What a line's detail says when it was not kept.

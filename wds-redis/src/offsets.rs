@@ -78,7 +78,8 @@ impl OffsetStore for RedisBackend {
         invocation
             .arg(identity)
             .arg(job.as_str())
-            .arg(codec::json("job meta", &meta)?);
+            .arg(codec::json("job meta", &meta)?)
+            .arg(self.inner.detail_limit);
         let reply = self.run(op, &invocation).await?;
         let [fresh, job, stored] = codec::array(op, &reply)? else {
             return Err(codec::unexpected(op, &reply));
@@ -176,7 +177,7 @@ impl OffsetStore for RedisBackend {
             // A reject's detail is in the job's rejects list when it is one
             // of the first kept.
             Some(LineOutcome::Rejected { .. }) => {
-                let kept = self.rejects(&id.job, codec::DETAIL_LIMIT).await?;
+                let kept = self.rejects(&id.job, self.inner.detail_limit).await?;
                 Ok(kept
                     .into_iter()
                     .find(|r| r.line == id.line)
@@ -187,7 +188,7 @@ impl OffsetStore for RedisBackend {
             // one of the job's first and still dead.
             Some(LineOutcome::Dead { .. }) => {
                 let letters = self
-                    .dead_letters(Some(&id.job), codec::DETAIL_LIMIT)
+                    .dead_letters(Some(&id.job), self.inner.detail_limit)
                     .await?;
                 Ok(letters
                     .into_iter()

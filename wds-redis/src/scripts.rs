@@ -14,7 +14,7 @@
 //! | `:jobs` | zset | job id by claim order (`:jobno` counter) |
 //! | `:job:<job>` | hash | `meta` json, checkpoint (`seq byte line records done`), counts, `finished_ms` |
 //! | `:out:<job>:<chunk>` | list | lines `128·chunk …`, each element `<line>=<outcome>\n…` (the last entry of a line wins; empty means pending again); expires `retention` after the job is done |
-//! | `:rejects:<job>` | list | `Reject` json in line order, the job's first 1,000 only; expires with `:out:` |
+//! | `:rejects:<job>` | list | `Reject` json in line order, the job's first `detail` (1,000 by default) only; expires with `:out:` |
 //! | `:ready` | list | batch ids in lease order |
 //! | `:b:<batch>` | hash | `p` payload, `n` messages, `l` lease id, `d` deadline, `s` sending (sticky) |
 //! | `:leases` | zset | batch id by lease deadline |
@@ -59,8 +59,12 @@ end
 -- A variadic command over `args[from..to]` (all of `args` by default) in
 -- slices of 1000 arguments: unpack() is limited by the Lua C stack. Slices
 -- are even, so field/value pairs stay together.
--- Rejected lines of a job kept in detail (`codec::DETAIL_LIMIT`).
+-- Rejected or dead lines of a job kept in detail: the job's `detail` field
+-- (set at its claim), or this for jobs claimed before there was one.
 local DETAIL_LIMIT = 1000
+local function detail_limit(stored)
+  return tonumber(stored) or DETAIL_LIMIT
+end
 
 local function bulk(cmd, key, args, from, to)
   local i, n = from or 1, to or #args
@@ -146,7 +150,8 @@ end
     };
 }
 
-/// ARGV: identity, job id, meta json. Returns `{fresh, job, meta}`.
+/// ARGV: identity, job id, meta json, detail limit (rejected and dead lines
+/// kept in detail, fixed for the job's life). Returns `{fresh, job, meta}`.
 const CLAIM: &str = concat!(
     prelude!(),
     r#"
@@ -164,7 +169,7 @@ if redis.call('EXISTS', jk) == 1 then
 end
 redis.call('HSET', jk, 'meta', ARGV[3], 'seq', 0, 'byte', 0, 'line', 0, 'records', 0,
   'done', 0, 'enqueued', 0, 'delivered', 0, 'dead', 0, 'in_doubt', 0, 'invalid', 0,
-  'duplicate', 0)
+  'duplicate', 0, 'detail', ARGV[4])
 redis.call('ZADD', P .. ':jobs', redis.call('INCR', P .. ':jobno'), job)
 return {1, job, ARGV[3]}
 "#
@@ -186,7 +191,7 @@ local function push(o, last)
   local job = ARGV[o + 1]
   local jk = P .. ':job:' .. job
   local v = redis.call('HMGET', jk, 'seq', 'enqueued', 'delivered', 'dead', 'invalid',
-    'duplicate', 'finished_ms')
+    'duplicate', 'finished_ms', 'detail')
   if not v[1] then return {'unknown'} end
   local current, seq = tonumber(v[1]), tonumber(ARGV[o + 2])
   if seq < current then
@@ -202,7 +207,7 @@ local function push(o, last)
     -- Only the job's first DETAIL_LIMIT rejects are kept in detail; the
     -- counts (and each line's compact outcome) cover the rest.
     local first = o + 14 + 2 * chunks
-    local room = DETAIL_LIMIT - tonumber(v[5]) - tonumber(v[6])
+    local room = detail_limit(v[8]) - tonumber(v[5]) - tonumber(v[6])
     if room > 0 then bulk('RPUSH', P .. ':rejects:' .. job, ARGV, first, math.min(last, first + room - 1)) end
   end
   local ready
@@ -355,8 +360,8 @@ return 1
 /// groups, 6 retries, then per job group: job, delivered, dead, of which in
 /// doubt, outcome chunks, then `chunk, entries` per chunk (see
 /// `append_chunks`), then `full, short` per dead entry (the short one
-/// without the reason's detail, stored once the job has DETAIL_LIMIT dead
-/// letters); then `due time, message` per retry. Returns `{'ok'}`, `{'lost'}`, `{'count', n}` or `{'unknown', job}`.
+/// without the reason's detail, stored once the job has its `detail` limit
+/// of dead letters); then `due time, message` per retry. Returns `{'ok'}`, `{'lost'}`, `{'count', n}` or `{'unknown', job}`.
 ///
 /// The client groups the outcomes by job so that each group's writes are
 /// ARGV slices handed straight to `HSET` and `RPUSH`: no per-message work
@@ -375,7 +380,7 @@ local function settle()
   for g = 1, groups do
     local job = ARGV[at]
     local v = redis.call('HMGET', P .. ':job:' .. job, 'records', 'done', 'delivered', 'dead',
-      'in_doubt', 'invalid', 'duplicate', 'finished_ms', 'line')
+      'in_doubt', 'invalid', 'duplicate', 'finished_ms', 'line', 'detail')
     if not v[1] then return {'unknown', job} end
     local delivered, dead = tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
     local chunks = tonumber(ARGV[at + 4])
@@ -393,7 +398,7 @@ local function settle()
     if j.dead > 0 then
       -- The job's first DETAIL_LIMIT dead letters in full, the rest without
       -- the detail of their reason.
-      local room = DETAIL_LIMIT - tonumber(v[4])
+      local room = detail_limit(v[10]) - tonumber(v[4])
       local entries = {}
       for i = 0, j.dead - 1 do
         local full = first + 2 * j.chunks + 2 * i

@@ -223,14 +223,15 @@ impl Sink for NoOne {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dead_letters_past_the_first_thousand_keep_their_message_not_their_detail() {
+async fn dead_letters_past_the_detail_limit_keep_their_message_not_their_detail() {
     let server = RedisServer::start();
     let backend = RedisBackend::builder(server.url())
         .prefix("deadcap")
+        .detail_limit(50)
         .connect()
         .await
         .unwrap();
-    let lines = 1100u64;
+    let lines = 120u64;
     let body: String = (1..=lines).map(|i| format!("user-{i},hi\n")).collect();
     let input = Input::from_bytes("refused.csv", body.into_bytes(), None, None);
     let engine = Engine::builder()
@@ -253,7 +254,7 @@ async fn dead_letters_past_the_first_thousand_keep_their_message_not_their_detai
         .iter()
         .filter(|d| d.reason.detail.contains("no such user"))
         .count();
-    assert_eq!(detailed, 1000, "dead letters kept in detail");
+    assert_eq!(detailed, 50, "dead letters kept in detail");
     let outcome = |line| {
         let (backend, job) = (backend.clone(), report.job.clone());
         async move { backend.outcome(&MessageId { job, line }).await.unwrap() }

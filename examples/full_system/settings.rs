@@ -220,7 +220,7 @@ pub(crate) struct Settings {
         global = true
     )]
     pub(crate) upload_timeout_ms: u64,
-    /// Rejected or dead lines of a job kept in detail (reasons); past it a
+    /// Rejects, and dead letters, of a job kept in detail (reasons); past it a
     /// line keeps its kind only, and the counts stay exact.
     #[arg(long, env = "WDS_DETAIL_LIMIT", default_value_t = 1_000, global = true)]
     pub(crate) detail_limit: usize,

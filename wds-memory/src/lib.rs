@@ -21,11 +21,11 @@
 //! # Bounded per-job storage
 //!
 //! A job's lines cost one byte each (their state), plus 16 bytes per
-//! delivered line (its receipt, packed). The first
-//! [`detail_limit`](MemoryBackend::with_detail_limit) rejected or dead lines
-//! of a job (default [`DEFAULT_DETAIL_LIMIT`]) are kept in full: their
-//! reasons, [`OffsetStore::rejects`], the line a duplicate repeats, the dead
-//! letter's reason. For the rest only the kind is kept (the counts of the
+//! delivered line (its receipt, packed). A job's first
+//! [`detail_limit`](MemoryBackend::with_detail_limit) rejects and first
+//! `detail_limit` dead letters (default [`DEFAULT_DETAIL_LIMIT`] each) are
+//! kept in full: their reasons, [`OffsetStore::rejects`], the line a
+//! duplicate repeats, the dead letter's reason. For the rest only the kind is kept (the counts of the
 //! [`JobReport`] stay exact): [`OffsetStore::outcome`] answers with the kind
 //! and a detail saying it was not kept, `of_line: 0` for a duplicate, and
 //! their dead letters keep the message (so they can be replayed) with the
@@ -48,7 +48,8 @@ mod outcomes;
 
 use outcomes::{Outcomes, NOT_KEPT};
 
-/// How many rejected or dead lines of a job are kept in detail by default.
+/// How many rejects, and how many dead letters, of a job are kept in detail
+/// by default.
 pub const DEFAULT_DETAIL_LIMIT: usize = 1_000;
 
 /// Messages per batch made from due retries and replayed dead letters.
@@ -156,8 +157,8 @@ impl MemoryBackend {
         Self::default()
     }
 
-    /// An empty backend that keeps `limit` rejected or dead lines of each
-    /// job in detail (see [Bounded per-job storage](crate#bounded-per-job-storage)).
+    /// An empty backend that keeps each job's first `limit` rejects and
+    /// first `limit` dead letters in detail (see [Bounded per-job storage](crate#bounded-per-job-storage)).
     pub fn with_detail_limit(limit: usize) -> Self {
         let backend = Self::default();
         backend.lock().detail_limit = Some(limit);
@@ -293,7 +294,9 @@ impl Queue for MemoryBackend {
                 RejectKind::Invalid { .. } => job.invalid += 1,
                 RejectKind::Duplicate { .. } => job.duplicate += 1,
             }
-            if job.rejects.len() < limit {
+            // The job's first `limit` rejects in detail.
+            let keep = job.rejects.len() < limit;
+            if keep {
                 job.rejects.push(reject.clone());
             }
             job.outcomes.set(
@@ -301,7 +304,7 @@ impl Queue for MemoryBackend {
                 &LineOutcome::Rejected {
                     kind: reject.kind.clone(),
                 },
-                limit,
+                keep,
             );
         }
         job.checkpoint = push.next;
@@ -418,19 +421,22 @@ impl Queue for MemoryBackend {
                         &LineOutcome::Delivered {
                             receipt: receipt.clone(),
                         },
-                        limit,
+                        true,
                     );
                     job.note_progress();
                 }
                 Settle::Dead { message, reason } => {
                     let job = st.job_mut(&message.id.job)?;
+                    // The job's first `limit` dead letters in detail (as
+                    // many as are dead now: a replay gives room back); past
+                    // it the dead letter keeps the message (to be replayed)
+                    // and the kind of failure only.
+                    let keep = job.dead < limit as u64;
                     job.dead += 1;
                     if reason.kind == DeadKind::InDoubt {
                         job.in_doubt += 1;
                     }
-                    // Past the detail limit the dead letter keeps the message
-                    // (to be replayed) and the kind of failure only.
-                    let reason = if job.outcomes.keeps_detail(limit) {
+                    let reason = if keep {
                         reason.clone()
                     } else {
                         DeadReason {
@@ -443,7 +449,7 @@ impl Queue for MemoryBackend {
                         &LineOutcome::Dead {
                             reason: reason.clone(),
                         },
-                        limit,
+                        keep,
                     );
                     job.note_progress();
                     st.dead.push_back(DeadLetter {

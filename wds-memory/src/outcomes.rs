@@ -95,14 +95,12 @@ pub(crate) struct Outcomes {
     receipts: Vec<Option<Box<[Packed]>>>,
     /// Full outcomes of the lines kept in detail.
     detail: HashMap<u64, LineOutcome>,
-    /// How many lines were ever kept in detail (replays do not give room back).
-    detailed: usize,
 }
 
 impl Outcomes {
-    /// Records `outcome` for `line`, in detail while fewer than `limit`
-    /// rejected or dead lines were.
-    pub(crate) fn set(&mut self, line: u64, outcome: &LineOutcome, limit: usize) {
+    /// Records `outcome` for `line`; a rejected or dead one in detail when
+    /// `keep_detail` (the caller counts the job's lines kept so).
+    pub(crate) fn set(&mut self, line: u64, outcome: &LineOutcome, keep_detail: bool) {
         let Ok(at) = usize::try_from(line) else {
             return;
         };
@@ -121,20 +119,13 @@ impl Outcomes {
                 block[slot] = Packed::new(receipt);
                 self.detail.remove(&line);
             }
-            _ if self.detailed < limit => {
-                self.detailed += 1;
+            _ if keep_detail => {
                 self.detail.insert(line, outcome.clone());
             }
             _ => {
                 self.detail.remove(&line);
             }
         }
-    }
-
-    /// Whether `outcome` would be kept in detail (for the dead letter's
-    /// reason, which follows the same rule).
-    pub(crate) fn keeps_detail(&self, limit: usize) -> bool {
-        self.detailed < limit
     }
 
     /// Forgets `line`'s outcome (a replayed dead letter is pending again).
@@ -195,8 +186,8 @@ mod tests {
         let invalid = |r: &str| LineOutcome::Rejected {
             kind: RejectKind::Invalid { reason: r.into() },
         };
-        o.set(1, &invalid("first"), 1);
-        o.set(2, &invalid("second"), 1);
+        o.set(1, &invalid("first"), true);
+        o.set(2, &invalid("second"), false);
         let receipt = Receipt {
             status: Some(200),
             attempt: 2,
@@ -208,7 +199,7 @@ mod tests {
             &LineOutcome::Delivered {
                 receipt: receipt.clone(),
             },
-            1,
+            true,
         );
         assert_eq!(o.get(1), Some(invalid("first")));
         assert_eq!(o.get(2), Some(invalid(NOT_KEPT)));

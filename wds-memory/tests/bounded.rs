@@ -84,17 +84,35 @@ async fn past_the_detail_limit_lines_keep_their_kind_and_the_counts_stay_exact()
         Some(LineOutcome::Delivered { receipt }) => assert_eq!(receipt.status, Some(200)),
         other => panic!("line 3001: {other:?}"),
     }
-    match outcome(3002).await {
-        Some(LineOutcome::Dead { reason }) => assert!(reason.detail.contains("not kept")),
-        other => panic!("line 3002: {other:?}"),
-    }
-
-    // Dead letters past the limit still replay, and the job then adds up.
+    // The first 100 dead letters in detail, the rest with their kind only.
     let dead = backend
         .dead_letters(Some(&report.job), usize::MAX)
         .await
         .unwrap();
     assert_eq!(dead.len(), 1000);
+    let detailed: Vec<_> = dead
+        .iter()
+        .filter(|d| d.reason.detail.contains("refused"))
+        .collect();
+    assert_eq!(detailed.len(), 100);
+    let kept = detailed[0].message.id.line;
+    match outcome(kept).await {
+        Some(LineOutcome::Dead { reason }) => assert!(reason.detail.contains("refused")),
+        other => panic!("line {kept}: {other:?}"),
+    }
+    let short = dead
+        .iter()
+        .find(|d| d.reason.detail.contains("not kept"))
+        .unwrap()
+        .message
+        .id
+        .line;
+    match outcome(short).await {
+        Some(LineOutcome::Dead { reason }) => assert!(reason.detail.contains("not kept")),
+        other => panic!("line {short}: {other:?}"),
+    }
+
+    // Dead letters past the limit still replay, and the job then adds up.
     sink.healed.store(true, Ordering::SeqCst);
     assert_eq!(backend.replay(Some(&report.job)).await.unwrap(), 1000);
     let report = engine.run_once(&input).await.unwrap();

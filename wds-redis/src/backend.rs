@@ -45,7 +45,7 @@ pub(crate) struct Inner {
     /// `{prefix}`: the hash tag every key starts with (`KEYS[1]` of every script).
     pub(crate) tag: String,
     pub(crate) retention: Duration,
-    /// Rejected or dead lines of a job kept in detail.
+    /// Rejects, and dead letters, of a job kept in detail.
     pub(crate) detail_limit: usize,
     url: String,
 }
@@ -168,7 +168,7 @@ impl RedisBackendBuilder {
         self
     }
 
-    /// How many rejected or dead lines of a job are kept in detail (default
+    /// How many rejects, and how many dead letters, of a job are kept in detail (default
     /// 1,000): their reasons, and the line a duplicate repeats. Past it a
     /// line keeps its kind, a dead letter its message and the kind of its
     /// failure; the counts stay exact. Fixed for a job when it is claimed.

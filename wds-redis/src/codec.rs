@@ -470,7 +470,7 @@ pub(crate) fn find_in_chunk(chunk: &[u8], line: u64) -> Option<&[u8]> {
         .filter(|outcome| !outcome.is_empty())
 }
 
-/// Rejected or dead lines of a job kept in detail by default.
+/// Rejects, and dead letters, of a job kept in detail by default.
 pub(crate) const DETAIL_LIMIT: usize = 1000;
 
 /// What a line's detail says when it was not kept.

@@ -59,7 +59,7 @@ end
 -- A variadic command over `args[from..to]` (all of `args` by default) in
 -- slices of 1000 arguments: unpack() is limited by the Lua C stack. Slices
 -- are even, so field/value pairs stay together.
--- Rejected or dead lines of a job kept in detail: the job's `detail` field
+-- Rejects, and dead letters, of a job kept in detail: the job's `detail` field
 -- (set at its claim), or this for jobs claimed before there was one.
 local DETAIL_LIMIT = 1000
 local function detail_limit(stored)

@@ -86,7 +86,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Stand-in for the real webhook API: the bundled receiver on a free port.
     let out = std::env::temp_dir().join(format!("wds-embed-{}.csv", now_ms()));
-    let receiver = Receiver::new(ReceiverConfig::new(&out))?;
+    // Both ends are ours: sign with a secret made for this run.
+    let secret = wds_http::signature::Secret::generate()?.to_whsec();
+    let mut config = ReceiverConfig::new(&out);
+    config.secrets = vec![secret.clone()];
+    let receiver = Receiver::new(config)?;
     let hook = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let hook_url = format!("http://{}/webhook", hook.local_addr()?);
     tokio::spawn({
@@ -98,7 +102,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let backend = MemoryBackend::new();
     let engine = Engine::builder()
         .backend(backend.clone())
-        .sink(HttpSink::builder(&hook_url).build()?)
+        .sink(HttpSink::builder(&hook_url).secret(&secret).build()?)
         .rate_limit(200, 20)
         .build()?;
     let (source, submitter) = ChannelSource::new(16);

@@ -43,6 +43,22 @@ fn engine(backend: &MemoryBackend, sink: Arc<ScriptedSink>, config: EngineConfig
         .expect("engine")
 }
 
+/// Runs `engine`'s deliverer on a task until the returned token is cancelled.
+fn deliver_in_background(
+    engine: &Engine,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<wds_core::Result<()>>,
+) {
+    let cancel = CancellationToken::new();
+    let deliverer = engine.deliverer();
+    let run = tokio::spawn({
+        let cancel = cancel.clone();
+        async move { deliverer.run(cancel).await }
+    });
+    (cancel, run)
+}
+
 const PATIENCE: Option<Duration> = Some(Duration::from_secs(60));
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -191,6 +207,8 @@ async fn a_429_pauses_every_delivery_for_its_retry_after() {
     });
     let mut config = fast_config();
     config.concurrency = 4;
+    // Retry-After is honoured up to the policy's max delay.
+    config.retry.max_delay = Duration::from_secs(1);
     let report = engine(&backend, sink.clone(), config)
         .run_once(&input)
         .await
@@ -531,12 +549,7 @@ async fn graceful_shutdown_leaves_nothing_leased_or_in_doubt() {
     let sink = ScriptedSink::ok(Duration::from_millis(2));
     let first = engine(&backend, sink.clone(), fast_config());
     let job = first.submit(&input).await.unwrap().job;
-    let cancel = CancellationToken::new();
-    let deliverer = first.deliverer();
-    let run = tokio::spawn({
-        let cancel = cancel.clone();
-        async move { deliverer.run(cancel).await }
-    });
+    let (cancel, run) = deliver_in_background(&first);
     let deadline = Instant::now() + Duration::from_secs(60);
     while sink.call_count() < 300 {
         assert!(
@@ -686,4 +699,100 @@ async fn a_lost_push_reply_does_not_stall_or_repeat_the_job() {
     );
     account(&backend, &report, 1..=lines).await;
     assert!(sink.calls_per_id().values().all(|&n| n == 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_retry_after_is_capped_and_panics_nothing() {
+    // `Retry-After: 18446744073709551615` and a year: each pauses every
+    // delivery for the policy's max delay (200 ms here), no longer, and
+    // overflows nothing.
+    let lines = 40;
+    let input = Input::from_bytes("endless.csv", users_csv(lines), None, None);
+    let backend = MemoryBackend::new();
+    let sink = ScriptedSink::new(|m, n| match (m.id.line % 10, n) {
+        (3, 1) => Step::RateLimited(Duration::from_secs(u64::MAX)),
+        (7, 1) => Step::RateLimited(Duration::from_secs(31_536_000)),
+        _ => Step::Ok(Duration::ZERO),
+    });
+    let started = Instant::now();
+    let report = tokio::time::timeout(
+        Duration::from_secs(30),
+        engine(&backend, sink.clone(), fast_config()).run_once(&input),
+    )
+    .await
+    .expect("a Retry-After from the endpoint stalled the job")
+    .unwrap();
+    assert_eq!(
+        (report.delivered, report.dead),
+        (lines as u64, 0),
+        "{report:?}"
+    );
+    account(&backend, &report, 1..=lines as u64).await;
+    let elapsed = started.elapsed();
+    println!("FIGURES 40 lines with Retry-After u64::MAX and a year, max delay 200 ms: done in {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_a_back_off_at_once() {
+    let lines = 200u64;
+    let input = Input::from_bytes("paused.csv", users_csv(lines as usize), None, None);
+    let backend = MemoryBackend::new();
+    // A 429 asking for 30 s, within the policy's limits: a real pause.
+    let sink = ScriptedSink::new(|m, n| {
+        if m.id.line == 5 && n == 1 {
+            Step::RateLimited(Duration::from_secs(30))
+        } else {
+            Step::Ok(Duration::ZERO)
+        }
+    });
+    let mut config = fast_config();
+    config.retry.max_delay = Duration::from_secs(60);
+    let first = engine(&backend, sink.clone(), config.clone());
+    let job = first.submit(&input).await.unwrap().job;
+    let (cancel, run) = deliver_in_background(&first);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !sink.calls().iter().any(|c| c.id.line == 5) {
+        assert!(Instant::now() < deadline, "line 5 was never called");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let calls_in_pause = sink.call_count();
+    let stopping = Instant::now();
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(5), run)
+        .await
+        .expect("shutdown waited for the endpoint's back-off")
+        .unwrap()
+        .unwrap();
+    println!(
+        "FIGURES shutdown during a 30 s back-off took {:?}",
+        stopping.elapsed()
+    );
+    assert!(stopping.elapsed() < Duration::from_secs(5));
+    assert!(
+        (calls_in_pause as u64) < lines,
+        "the pause held nothing back: the test cannot see it"
+    );
+    let stats = backend.stats().await.unwrap();
+    assert_eq!(stats.leased, 0, "a lease survived the shutdown: {stats:?}");
+    let mid = backend.report(&job).await.unwrap().unwrap();
+    assert_eq!((mid.dead, mid.in_doubt), (0, 0), "{mid:?}");
+    // Messages held by the pause were not sent and are not lost: a new
+    // engine delivers every one but the 429'd line (due in 30 s), once.
+    let (cancel, run) = deliver_in_background(&engine(&backend, sink.clone(), config));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let report = backend.report(&job).await.unwrap().unwrap();
+        if report.delivered == lines - 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "held messages lost: {report:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    cancel.cancel();
+    run.await.unwrap().unwrap();
+    let per_id = sink.calls_per_id();
+    assert_eq!(per_id.len() as u64, lines);
+    assert!(per_id.values().all(|&n| n == 1), "a message was sent twice");
 }

@@ -53,10 +53,12 @@ fn demo_delivers_every_user_once_and_exits_zero() {
     );
 
     // The notifier's CSV, read independently: one line per user.
+    // The CSV, not the log of recent webhook ids kept beside it.
     let outbox = dir.path().join("wds-data/outbox");
     let files: Vec<_> = std::fs::read_dir(&outbox)
         .expect("the outbox")
         .map(|e| e.expect("outbox entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "csv"))
         .collect();
     assert_eq!(files.len(), 1, "{files:?}");
     let users = users_in(&files[0]);

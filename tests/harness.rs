@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use wds_tests::process::{http_get, Service, ANY_PORT};
+use wds_tests::process::{http_get, Service, ANY_PORT, TEST_SECRET};
 
 /// A `WDS_*` variable in the shell that runs the tests must not reach the
 /// services: a bad one here would make every child fail at start.
@@ -12,7 +12,10 @@ fn children_do_not_inherit_wds_settings_and_bind_port_zero() {
     std::env::set_var("WDS_MODE", "twice");
     std::env::set_var("WDS_NOTIFIER_LISTEN", "256.0.0.1:1");
     let dir = tempfile::tempdir().unwrap();
-    let env = [("WDS_NOTIFIER_LISTEN", ANY_PORT)];
+    let env = [
+        ("WDS_NOTIFIER_LISTEN", ANY_PORT),
+        ("WDS_SECRETS", TEST_SECRET),
+    ];
     let mut first = Service::start("notifier-a", dir.path(), &["notifier"], &env);
     let mut second = Service::start("notifier-b", dir.path(), &["notifier"], &env);
     let a = first.address("notifier listening", "addr");

@@ -62,7 +62,17 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(role: Role, settings: settings::Settings) -> Fallible<ExitCode> {
+async fn run(role: Role, mut settings: settings::Settings) -> Fallible<ExitCode> {
+    if matches!(role, Role::All | Role::Demo(_)) && settings.secrets.is_empty() {
+        // Worker and notifier share this process: sign with a secret of
+        // this run's own rather than accept unsigned webhooks.
+        let secret = wds_http::signature::Secret::generate()
+            .map_err(|e| format!("cannot generate a signing secret: {e}"))?;
+        settings.secrets = vec![secret.to_whsec()];
+        tracing::info!(
+            "no --secret given: webhooks are signed with a secret generated for this run"
+        );
+    }
     let cancel = CancellationToken::new();
     tokio::spawn(shutdown_on_signal(cancel.clone()));
     match role {

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use wds_http::redact_url as redact;
 use wds_redis::{RedisBackend, RedisLimiter};
 
 use crate::roles::{Backend, Fallible};
@@ -12,6 +13,7 @@ use crate::settings::Settings;
 pub(crate) async fn connect(url: &str, settings: &Settings) -> Fallible<Backend> {
     let backend = RedisBackend::builder(url)
         .prefix(settings.redis_prefix.clone())
+        .detail_limit(settings.detail_limit)
         .connect()
         .await
         .map_err(|e| format!("redis {}: {e}", redact(url)))?;
@@ -21,6 +23,8 @@ pub(crate) async fn connect(url: &str, settings: &Settings) -> Fallible<Backend>
                 .webhook_url
                 .clone()
                 .unwrap_or_else(|| format!("http://{}/webhook", settings.notifier_listen));
+            // The endpoint names a Redis key: never with its password or query.
+            let endpoint = redact(&endpoint);
             let limiter = RedisLimiter::new(&backend, &endpoint, rate, settings.burst.max(1))
                 .map_err(|e| format!("rate limiter: {e}"))?;
             Some(Arc::new(limiter) as Arc<dyn wds_core::Limiter>)
@@ -33,14 +37,4 @@ pub(crate) async fn connect(url: &str, settings: &Settings) -> Fallible<Backend>
         limiter,
         name: "redis",
     })
-}
-
-/// The URL without its password, for error messages and logs.
-pub(crate) fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
-        }
-        _ => url.to_string(),
-    }
 }

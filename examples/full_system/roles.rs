@@ -28,8 +28,8 @@ pub(crate) struct Backend {
 }
 
 impl Backend {
-    pub(crate) fn memory() -> Backend {
-        let b = MemoryBackend::new();
+    pub(crate) fn memory(detail_limit: usize) -> Backend {
+        let b = MemoryBackend::with_detail_limit(detail_limit);
         Backend {
             queue: Arc::new(b.clone()),
             offsets: Arc::new(b),
@@ -56,7 +56,7 @@ impl Backend {
                     "--backend memory: every job lives in this process only; \
                      a restart (or a crash) forgets all of them, delivered or not"
                 );
-                Ok(Backend::memory())
+                Ok(Backend::memory(settings.detail_limit))
             }
         }
     }
@@ -126,6 +126,8 @@ pub(crate) async fn notifier(
     // write(2) per alert is far below the cost of the HTTP request.
     config.flush = FlushPolicy::EveryWrite;
     config.secrets = settings.secrets.clone();
+    config.accept_unsigned = settings.insecure_accept_unsigned;
+    config.limits = settings.server_limits();
     config.rate = settings.notifier_rate.map(|r| (r, settings.burst.max(1)));
     let receiver = Receiver::new(config).map_err(|e| format!("notifier: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
@@ -134,6 +136,17 @@ pub(crate) async fn notifier(
         .serve(listener, cancel.cancelled_owned())
         .await
         .map_err(|e| format!("notifier: {e}"))
+}
+
+/// The control API's settings: the token, the upload limits, the server's.
+fn control_config(settings: &Settings, inbox: &std::path::Path) -> ControlConfig {
+    let mut config = ControlConfig::new(inbox).token(settings.token.clone());
+    config.max_upload_bytes = settings.max_upload_bytes;
+    config.max_concurrent_uploads = settings.max_concurrent_uploads;
+    config.min_free_disk_bytes = settings.min_free_disk_bytes;
+    config.upload_timeout = Duration::from_millis(settings.upload_timeout_ms);
+    config.limits = settings.server_limits();
+    config
 }
 
 /// The initiator: watches the inbox, reads files into the queue, serves the
@@ -161,9 +174,7 @@ pub(crate) async fn initiator(
         backend.queue.clone(),
         backend.offsets.clone(),
         metrics,
-        ControlConfig::new(&inbox)
-            .token(settings.token.clone())
-            .intake(source.status().clone()),
+        control_config(settings, &inbox).intake(source.status().clone()),
     );
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(inbox = %inbox.display(), api = %addr, backend = backend.name, "initiator running");
@@ -255,7 +266,7 @@ pub(crate) async fn worker(
     }
     let sink = sink
         .build()
-        .map_err(|e| format!("webhook {webhook_url}: {e}"))?;
+        .map_err(|e| format!("webhook {}: {e}", wds_http::redact_url(&webhook_url)))?;
     let engine = backend.engine(settings, Some(sink), &metrics)?;
     let metrics_server = match settings.metrics_listen {
         Some(addr) => Some(bind(addr, "worker metrics").await?),
@@ -266,7 +277,7 @@ pub(crate) async fn worker(
         None => None,
     };
     tracing::info!(
-        webhook = %webhook_url,
+        webhook = %wds_http::redact_url(&webhook_url),
         concurrency = settings.concurrency,
         backend = backend.name,
         metrics = ?metrics_addr,
@@ -275,7 +286,10 @@ pub(crate) async fn worker(
     let deliverer = engine.deliverer();
     let (delivered, served) = tokio::join!(deliverer.run(cancel.clone()), async {
         match metrics_server {
-            Some(listener) => serve_metrics(listener, backend.clone(), metrics, cancel).await,
+            Some(listener) => {
+                let limits = settings.server_limits();
+                serve_metrics(listener, backend.clone(), metrics, limits, cancel).await
+            }
             None => Ok(()),
         }
     });
@@ -289,6 +303,7 @@ async fn serve_metrics(
     listener: TcpListener,
     backend: Backend,
     metrics: Arc<Metrics>,
+    limits: wds_http::ServerLimits,
     cancel: CancellationToken,
 ) -> Fallible<()> {
     use axum::routing::get;
@@ -303,8 +318,7 @@ async fn serve_metrics(
         "/healthz",
         get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
     );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(cancel.cancelled_owned())
+    wds_http::server::serve(listener, app, limits, cancel)
         .await
         .map_err(|e| format!("worker metrics: {e}"))
 }

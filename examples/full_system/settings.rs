@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use wds_core::retry::RetryPolicy;
 use wds_core::{DeliveryMode, EngineConfig};
+use wds_http::ServerLimits;
 
 /// WDS — turns files of users into webhook calls, within a rate limit, with
 /// proof that nobody was missed and nobody was alerted twice.
@@ -85,7 +86,7 @@ pub(crate) struct Settings {
     pub(crate) db_sync_full: bool,
     /// Redis URL (redis:// or rediss://, with password and db number). Needed
     /// by the separate roles; `all` and `demo` use SQLite without it.
-    #[arg(long, env = "WDS_REDIS_URL", global = true)]
+    #[arg(long, env = "WDS_REDIS_URL", global = true, hide_env_values = true)]
     pub(crate) redis: Option<String>,
     /// Key prefix in Redis, so several deployments can share one server.
     #[arg(long, env = "WDS_REDIS_PREFIX", default_value = "wds", global = true)]
@@ -113,7 +114,7 @@ pub(crate) struct Settings {
     #[arg(long, env = "WDS_SETTLE_MS", default_value_t = 500, global = true)]
     pub(crate) settle_ms: u64,
     /// The webhook workers call [default: the notifier, http://NOTIFIER_LISTEN/webhook].
-    #[arg(long, env = "WDS_WEBHOOK_URL", global = true)]
+    #[arg(long, env = "WDS_WEBHOOK_URL", global = true, hide_env_values = true)]
     pub(crate) webhook_url: Option<String>,
     /// Deliveries per second to the webhook, across all workers (with Redis)
     /// or in this process [default: unlimited].
@@ -150,13 +151,21 @@ pub(crate) struct Settings {
     pub(crate) mode: DeliveryMode,
     /// Signing secrets (whsec_…), comma-separated: workers sign with each
     /// (several signatures, for key rotation) and the notifier accepts any.
+    /// `all` and `demo` generate one for the run when none is given; a
+    /// `notifier` refuses to start without one unless
+    /// --insecure-accept-unsigned.
     #[arg(
         long = "secret",
         env = "WDS_SECRETS",
         value_delimiter = ',',
-        global = true
+        global = true,
+        hide_env_values = true
     )]
     pub(crate) secrets: Vec<String>,
+    /// Let a notifier without a secret accept unsigned webhooks: anyone who
+    /// can reach it can then make it write alerts.
+    #[arg(long, env = "WDS_INSECURE_ACCEPT_UNSIGNED", global = true)]
+    pub(crate) insecure_accept_unsigned: bool,
     /// Bearer token for the control API (every route but /healthz).
     #[arg(long, env = "WDS_TOKEN", global = true, hide_env_values = true)]
     pub(crate) token: Option<String>,
@@ -182,6 +191,67 @@ pub(crate) struct Settings {
     /// The notifier's own rate limit per client, requests/s [default: none].
     #[arg(long, env = "WDS_NOTIFIER_RATE", global = true)]
     pub(crate) notifier_rate: Option<u32>,
+    /// Longest a client may take to send a request's headers, on every
+    /// HTTP server (milliseconds).
+    #[arg(
+        long,
+        env = "WDS_HTTP_HEADER_TIMEOUT_MS",
+        default_value_t = 10_000,
+        global = true
+    )]
+    pub(crate) http_header_timeout_ms: u64,
+    /// Longest a connection may stay with no byte moving, on every HTTP
+    /// server (milliseconds).
+    #[arg(
+        long,
+        env = "WDS_HTTP_IDLE_TIMEOUT_MS",
+        default_value_t = 60_000,
+        global = true
+    )]
+    pub(crate) http_idle_timeout_ms: u64,
+    /// Longest one request may take, body included, on every HTTP server
+    /// (milliseconds; uploads have --upload-timeout-ms).
+    #[arg(
+        long,
+        env = "WDS_HTTP_REQUEST_TIMEOUT_MS",
+        default_value_t = 60_000,
+        global = true
+    )]
+    pub(crate) http_request_timeout_ms: u64,
+    /// Connections open at once per HTTP server; more wait to be accepted.
+    #[arg(
+        long,
+        env = "WDS_HTTP_MAX_CONNECTIONS",
+        default_value_t = 512,
+        global = true
+    )]
+    pub(crate) http_max_connections: usize,
+    /// Largest upload accepted by POST /upload, in bytes.
+    #[arg(long, env = "WDS_MAX_UPLOAD_BYTES", default_value_t = 1 << 30, global = true)]
+    pub(crate) max_upload_bytes: u64,
+    /// Uploads received at once; one more gets 503.
+    #[arg(
+        long,
+        env = "WDS_MAX_CONCURRENT_UPLOADS",
+        default_value_t = 4,
+        global = true
+    )]
+    pub(crate) max_concurrent_uploads: usize,
+    /// Free space kept on the inbox's disk: uploads that would go below get 507.
+    #[arg(long, env = "WDS_MIN_FREE_DISK_BYTES", default_value_t = 1 << 30, global = true)]
+    pub(crate) min_free_disk_bytes: u64,
+    /// Longest an upload may take, body included (milliseconds).
+    #[arg(
+        long,
+        env = "WDS_UPLOAD_TIMEOUT_MS",
+        default_value_t = 900_000,
+        global = true
+    )]
+    pub(crate) upload_timeout_ms: u64,
+    /// Rejects, and dead letters, of a job kept in detail (reasons); past it a
+    /// line keeps its kind only, and the counts stay exact.
+    #[arg(long, env = "WDS_DETAIL_LIMIT", default_value_t = 1_000, global = true)]
+    pub(crate) detail_limit: usize,
     /// Log format.
     #[arg(long, env = "WDS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human, global = true)]
     pub(crate) log_format: LogFormat,
@@ -236,6 +306,16 @@ impl Settings {
         self.webhook_url
             .clone()
             .unwrap_or_else(|| format!("http://{notifier}/webhook"))
+    }
+
+    /// The timeouts and connection cap of every HTTP server.
+    pub(crate) fn server_limits(&self) -> ServerLimits {
+        let mut limits = ServerLimits::default();
+        limits.header_timeout = Duration::from_millis(self.http_header_timeout_ms);
+        limits.idle_timeout = Duration::from_millis(self.http_idle_timeout_ms);
+        limits.request_timeout = Duration::from_millis(self.http_request_timeout_ms);
+        limits.max_connections = self.http_max_connections;
+        limits
     }
 
     pub(crate) fn engine_config(&self) -> EngineConfig {

@@ -10,7 +10,7 @@ use serde_json::Value;
 use wds_core::{JobId, JobReport, OffsetStore};
 use wds_redis::{RedisBackend, RedisServer};
 
-use crate::process::{http_get, http_post, Service, ANY_PORT};
+use crate::process::{http_get, http_post, Service, ANY_PORT, TEST_SECRET};
 
 /// The scale factor of the fault tests: `WDS_FAULT_SCALE` (default 1)
 /// multiplies file sizes and kill counts, for longer runs by hand.
@@ -46,7 +46,7 @@ pub struct Cluster {
 
 impl Cluster {
     /// Starts Redis; `env` (`WDS_*` settings) applies to every process after
-    /// the defaults: a 200 ms settle time and 8 s leases (renewed every
+    /// the defaults: a shared signing secret, a 200 ms settle time and 8 s leases (renewed every
     /// 2.7 s: slack enough that a live worker on a loaded machine keeps its
     /// leases, so only killed workers leave messages in doubt).
     pub fn new(env: &[(&str, &str)]) -> Cluster {
@@ -57,6 +57,7 @@ impl Cluster {
             ("WDS_API_LISTEN".to_string(), ANY_PORT.to_string()),
             ("WDS_SETTLE_MS".to_string(), "200".to_string()),
             ("WDS_LEASE_TTL_MS".to_string(), "8000".to_string()),
+            ("WDS_SECRETS".to_string(), TEST_SECRET.to_string()),
         ];
         all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         Cluster {

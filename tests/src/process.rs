@@ -45,6 +45,10 @@ pub fn full_system() -> &'static Path {
     })
 }
 
+/// The signing secret the tests' deployments share (`WDS_SECRETS`): a
+/// notifier refuses to start without one.
+pub const TEST_SECRET: &str = "whsec_dGVzdC1zZWNyZXQtb2YtdGhlLXdkcy10ZXN0cw==";
+
 /// The listen address for a child process to bind: port 0, so the kernel
 /// picks a free port and no two tests can race for one.
 pub const ANY_PORT: &str = "127.0.0.1:0";

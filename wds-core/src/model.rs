@@ -249,7 +249,8 @@ pub enum Settle {
     },
     /// To be tried again no earlier than `at_ms`.
     Retry {
-        /// The message with its `attempts` already incremented.
+        /// The message, its `attempts` counting the calls that failed (the
+        /// deliverer leaves it unchanged for a message it never sent).
         message: Message,
         /// The earliest time to lease it again, in [`now_ms`] time.
         at_ms: u64,

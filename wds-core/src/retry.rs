@@ -30,7 +30,9 @@ impl Default for RetryPolicy {
 
 impl RetryPolicy {
     /// The delay after the `failed`-th failed attempt (1-based), or `None` when
-    /// the message must be given up. `retry_after` (from a 429) is a floor.
+    /// the message must be given up. `retry_after` (from a 429) is a floor,
+    /// itself capped at `max_delay`: the endpoint cannot push a retry further
+    /// out than the policy allows (see [`RetryPolicy::cap_retry_after`]).
     ///
     /// The delay is `base * 2^(failed-1)`, capped at `max_delay`, with "equal
     /// jitter" (half fixed, half random) so that workers that failed together
@@ -50,11 +52,22 @@ impl RetryPolicy {
             .min(self.max_delay);
         let half = exp / 2;
         let jitter = Duration::from_nanos(fastrand::u64(0..=half.as_nanos() as u64));
-        let delay = (half + jitter).max(retry_after.unwrap_or_default());
-        if age + delay > self.max_age {
+        let floor = retry_after.map_or(Duration::ZERO, |after| after.min(self.max_delay));
+        let delay = (half + jitter).max(floor);
+        if age.saturating_add(delay) > self.max_age {
             return None;
         }
         Some(delay)
+    }
+
+    /// How long a 429's `Retry-After` may pause deliveries for a message
+    /// that has been trying for `age`: at most `max_delay`, and never past the
+    /// message's `max_age`. An endpoint that asks for a year (or for
+    /// `u64::MAX` seconds) gets `max_delay`.
+    pub fn cap_retry_after(&self, retry_after: Duration, age: Duration) -> Duration {
+        retry_after
+            .min(self.max_delay)
+            .min(self.max_age.saturating_sub(age))
     }
 }
 
@@ -99,5 +112,19 @@ mod tests {
             ..p
         };
         assert!(long.next_delay(60, Duration::ZERO, None).unwrap() <= p.max_delay);
+    }
+
+    #[test]
+    fn an_endless_retry_after_is_capped_without_overflow() {
+        let p = RetryPolicy::default();
+        let endless = Duration::from_secs(u64::MAX);
+        let d = p.next_delay(1, Duration::ZERO, Some(endless)).unwrap();
+        assert_eq!(d, p.max_delay);
+        assert_eq!(p.cap_retry_after(endless, Duration::ZERO), p.max_delay);
+        // Never past the message's max age.
+        let old = p.max_age - Duration::from_secs(5);
+        assert_eq!(p.cap_retry_after(endless, old), Duration::from_secs(5));
+        assert_eq!(p.cap_retry_after(endless, Duration::MAX), Duration::ZERO);
+        assert!(p.next_delay(1, Duration::MAX, Some(endless)).is_none());
     }
 }

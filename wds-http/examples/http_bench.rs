@@ -158,6 +158,8 @@ async fn main() -> BoxResult<()> {
         let mut config = ReceiverConfig::new(dir.path().join(format!("{label}.csv")));
         if signed {
             config.secrets = vec![SECRET.into()];
+        } else {
+            config.accept_unsigned = true;
         }
         let receiver = Receiver::new(config)?;
         let listener = TcpListener::bind("127.0.0.1:0").await?;

@@ -24,12 +24,16 @@ mod classify;
 pub mod control;
 pub mod metrics;
 pub mod receiver;
+mod redact;
+pub mod server;
 pub mod signature;
 mod sink;
 
 pub use control::{ControlApi, ControlConfig};
 pub use metrics::{Metered, Metrics};
 pub use receiver::{serve, FlushPolicy, Receiver, ReceiverConfig, ReceiverError};
+pub use redact::redact_url;
+pub use server::ServerLimits;
 pub use signature::{Secret, SecretError, VerifyError};
 pub use sink::{
     BuildError, HttpSink, HttpSinkBuilder, DEFAULT_TIMEOUT, WEBHOOK_ID, WEBHOOK_SIGNATURE,

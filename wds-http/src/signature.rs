@@ -95,6 +95,18 @@ impl Secret {
         Ok(Secret { key })
     }
 
+    /// A new random 32-byte secret from the operating system's generator,
+    /// for a deployment (or a test) that runs both ends itself.
+    ///
+    /// # Errors
+    ///
+    /// When the operating system cannot provide random bytes.
+    pub fn generate() -> std::io::Result<Self> {
+        let mut key = vec![0u8; 32];
+        getrandom::fill(&mut key).map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(Secret { key })
+    }
+
     /// The secret in its `whsec_<base64>` form (this reveals the key).
     pub fn to_whsec(&self) -> String {
         format!("{SECRET_PREFIX}{}", STANDARD.encode(&self.key))

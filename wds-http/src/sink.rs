@@ -1,5 +1,6 @@
 //! [`HttpSink`]: delivers each message as a signed Standard Webhooks call.
 
+use crate::redact::redact_url;
 use std::error::Error as StdError;
 use std::fmt;
 use std::sync::Arc;
@@ -88,7 +89,7 @@ pub struct HttpSink {
 impl fmt::Debug for HttpSink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HttpSink")
-            .field("url", &self.url.as_str())
+            .field("url", &redact_url(self.url.as_str()))
             .field("secrets", &self.secrets.len())
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
@@ -159,6 +160,9 @@ impl HttpSink {
     }
 
     fn transport_error(&self, e: reqwest::Error) -> SinkError {
+        // The reason is logged and stored with dead letters: never the URL,
+        // whose password or query may hold a key.
+        let e = e.without_url();
         if e.is_builder() {
             // The request itself is malformed: sending it again cannot help.
             return SinkError::permanent(format!("cannot build the request: {}", chain(&e)));
@@ -258,7 +262,7 @@ pub struct HttpSinkBuilder {
 impl fmt::Debug for HttpSinkBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HttpSinkBuilder")
-            .field("url", &self.url)
+            .field("url", &redact_url(&self.url))
             .field("timeout", &self.timeout)
             .field("secrets", &self.secrets.len())
             .field("headers", &self.headers)
@@ -309,7 +313,7 @@ impl HttpSinkBuilder {
     /// secret, an invalid or reserved header, or a zero timeout.
     pub fn build(self) -> Result<HttpSink, BuildError> {
         let url = Url::parse(self.url.trim()).map_err(|e| BuildError::InvalidUrl {
-            url: self.url.clone(),
+            url: redact_url(&self.url),
             reason: e.to_string(),
         })?;
         match url.scheme() {
@@ -325,7 +329,7 @@ impl HttpSinkBuilder {
         let has_host = matches!(url.host_str(), Some(host) if !host.is_empty());
         if !has_host {
             return Err(BuildError::InvalidUrl {
-                url: self.url,
+                url: redact_url(&self.url),
                 reason: "the URL has no host".into(),
             });
         }
@@ -380,7 +384,8 @@ pub enum BuildError {
     /// The URL does not parse or has no host.
     #[error("invalid webhook URL {url:?}: {reason}")]
     InvalidUrl {
-        /// The URL as given.
+        /// The URL as given, its password and query masked
+        /// ([`redact_url`](crate::redact_url)).
         url: String,
         /// What is wrong with it.
         reason: String,

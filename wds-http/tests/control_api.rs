@@ -470,3 +470,95 @@ async fn an_unreadable_inbox_makes_healthz_and_upload_503() {
         post_multipart(&api, multipart(&[("file", Some("a.csv"), b"u,m\n")]), None).await;
     assert_eq!(code, 202);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_limits_answer_413_503_and_507_with_json_errors() {
+    // Size.
+    let api = Api::start(|mut c| {
+        c.max_upload_bytes = 10;
+        c
+    })
+    .await;
+    let big = multipart(&[("file", Some("a.csv"), b"user-1,hello there\n")]);
+    let (status, json) = post_multipart(&api, big, None).await;
+    assert_eq!(status, 413, "{json}");
+    assert!(error_of(&json).contains("limit of 10 bytes"), "{json}");
+
+    // A free-disk floor above what any disk has.
+    let full = Api::start(|mut c| {
+        c.min_free_disk_bytes = u64::MAX;
+        c
+    })
+    .await;
+    let small = multipart(&[("file", Some("a.csv"), b"u,m\n")]);
+    let (status, json) = post_multipart(&full, small.clone(), None).await;
+    assert_eq!(status, 507, "{json}");
+    assert!(error_of(&json).contains("free disk space"), "{json}");
+    assert!(full.inbox_files().is_empty(), "{:?}", full.inbox_files());
+
+    // One upload at a time: a second one while the first is being received.
+    let one = Api::start(|mut c| {
+        c.max_concurrent_uploads = 1;
+        c
+    })
+    .await;
+    let mut slow = tokio::net::TcpStream::connect(one.addr).await.unwrap();
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        small.len()
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    slow.write_all(&small[..10]).await.unwrap();
+    // The first upload holds the only slot once its first part is read.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let (status, json) = loop {
+        let (status, json) = post_multipart(&one, small.clone(), None).await;
+        if status != 202 || std::time::Instant::now() > deadline {
+            break (status, json);
+        }
+        // The slow one was not in yet: the upload just made went through.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status, 503, "{json}");
+    assert!(
+        error_of(&json).contains("1 uploads are being received"),
+        "{json}"
+    );
+    slow.write_all(&small[10..]).await.unwrap();
+    let mut response = String::new();
+    slow.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 202"), "{response}");
+    // The slot is free again.
+    assert_eq!(post_multipart(&one, small, None).await.0, 202);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let api = Api::start(|c| c.token(Some("s3cret".into()))).await;
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let status = reqwest::Client::new()
+            .get(api.url("/jobs"))
+            .header("authorization", format!("{scheme} s3cret"))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 200, "{scheme}");
+    }
+    for wrong in [
+        "Basic s3cret",
+        "Bearer s3cre",
+        "Bearer s3cret2",
+        "Bearer",
+        "s3cret",
+    ] {
+        let status = reqwest::Client::new()
+            .get(api.url("/jobs"))
+            .header("authorization", wrong)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 401, "{wrong}");
+    }
+}

@@ -45,15 +45,22 @@ async fn post_signed(
         .unwrap()
 }
 
-#[tokio::test]
-async fn signed_deliveries_land_in_the_csv_with_correct_quoting() {
-    let (mut cfg, dir) = config();
-    cfg.secrets = vec![SECRET_A.into()];
-    let server = spawn_receiver(cfg, dir).await;
+/// A receiver with `config` and [`SECRET_A`], and a sink signing with it.
+async fn signed(
+    (mut config, dir): (ReceiverConfig, tempfile::TempDir),
+) -> (support::Running, HttpSink) {
+    config.secrets = vec![SECRET_A.into()];
+    let server = spawn_receiver(config, dir).await;
     let sink = HttpSink::builder(server.webhook_url())
         .secret(SECRET_A)
         .build()
         .unwrap();
+    (server, sink)
+}
+
+#[tokio::test]
+async fn signed_deliveries_land_in_the_csv_with_correct_quoting() {
+    let (server, sink) = signed(config()).await;
     let alerts = [
         ("u1", "plain"),
         ("u,2", "comma, inside"),
@@ -233,13 +240,7 @@ async fn the_limiter_allows_the_burst_then_answers_429_with_retry_after() {
 
 #[tokio::test]
 async fn a_repeated_webhook_id_is_answered_200_and_recorded_once() {
-    let (mut cfg, dir) = config();
-    cfg.secrets = vec![SECRET_A.into()];
-    let server = spawn_receiver(cfg, dir).await;
-    let sink = HttpSink::builder(server.webhook_url())
-        .secret(SECRET_A)
-        .build()
-        .unwrap();
+    let (server, sink) = signed(config()).await;
     let m = message("job", 7, "u7", "once");
     assert_eq!(sink.deliver(&m).await.unwrap().status, Some(200));
     assert_eq!(sink.deliver(&m).await.unwrap().status, Some(200));
@@ -384,15 +385,160 @@ fn invalid_configuration_is_refused_clearly() {
     );
 
     let mut cfg = ReceiverConfig::new(dir.path().join("a.csv"));
+    cfg.accept_unsigned = true;
     cfg.rate = Some((0, 5));
     assert!(matches!(Receiver::new(cfg), Err(ReceiverError::Config(_))));
 
     let mut cfg = ReceiverConfig::new(dir.path().join("a.csv"));
+    cfg.accept_unsigned = true;
     cfg.flush = FlushPolicy::Interval(Duration::ZERO);
     assert!(matches!(Receiver::new(cfg), Err(ReceiverError::Config(_))));
 
-    let cfg = ReceiverConfig::new(dir.path().join("missing-dir/a.csv"));
+    let mut cfg = ReceiverConfig::new(dir.path().join("missing-dir/a.csv"));
+    cfg.accept_unsigned = true;
     let e = Receiver::new(cfg).unwrap_err();
     assert!(matches!(e, ReceiverError::Output { .. }));
     assert!(e.to_string().contains("missing-dir"), "{e}");
+}
+
+#[test]
+fn no_secret_refuses_to_start_unless_unsigned_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = ReceiverConfig::new(dir.path().join("a.csv"));
+    let e = Receiver::new(cfg).unwrap_err();
+    assert!(matches!(e, ReceiverError::Unsigned), "{e}");
+    assert!(e.to_string().contains("--insecure-accept-unsigned"), "{e}");
+    assert!(
+        !dir.path().join("a.csv").exists(),
+        "refused, yet opened the output"
+    );
+
+    let mut cfg = ReceiverConfig::new(dir.path().join("a.csv"));
+    cfg.accept_unsigned = true;
+    Receiver::new(cfg).unwrap();
+}
+
+#[tokio::test]
+async fn formula_cells_are_neutralised_and_control_characters_refused() {
+    let (server, sink) = signed(config()).await;
+    let alerts = [
+        ("=1+1", "@SUM(A1)"),
+        (
+            "+33612345678",
+            "=HYPERLINK(\"http://evil.example\",\"click\")",
+        ),
+        ("-5", "\tstarts with a tab"),
+        ("u4", "\rstarts with CR"),
+        ("u5", "plain = text - with @ inside"),
+    ];
+    for (line, (user, text)) in alerts.iter().enumerate() {
+        let got = sink
+            .deliver(&message("job", line as u64 + 1, user, text))
+            .await
+            .unwrap();
+        assert_eq!(got.status, Some(200));
+    }
+    let expected: Vec<(String, String)> = [
+        ("'=1+1", "'@SUM(A1)"),
+        (
+            "'+33612345678",
+            "'=HYPERLINK(\"http://evil.example\",\"click\")",
+        ),
+        ("'-5", "'\tstarts with a tab"),
+        ("u4", "'\rstarts with CR"),
+        ("u5", "plain = text - with @ inside"),
+    ]
+    .iter()
+    .map(|(u, t)| (u.to_string(), t.to_string()))
+    .collect();
+    assert_eq!(read_csv(&server.output), expected);
+
+    let refused = [
+        (
+            "u\u{0}1",
+            "m",
+            "userId contains a control character (U+0000)",
+        ),
+        (
+            "u\u{1b}1",
+            "m",
+            "userId contains a control character (U+001B)",
+        ),
+        (
+            "u\u{202E}1",
+            "m",
+            "userId contains a control character (U+202E)",
+        ),
+        ("u1", "a\u{0}b", "alertMessage contains a NUL character"),
+        (
+            "u1",
+            "\u{1b}[2J",
+            "alertMessage contains a control character (U+001B)",
+        ),
+        (
+            "u1",
+            "abc\u{2066}",
+            "alertMessage contains a control character (U+2066)",
+        ),
+    ];
+    for (line, (user, text, why)) in refused.iter().enumerate() {
+        let got = sink
+            .deliver(&message("bad", line as u64 + 1, user, text))
+            .await;
+        match got {
+            Err(SinkError::Permanent { status, reason }) => {
+                assert_eq!(status, Some(400));
+                assert!(reason.contains(why), "{reason}");
+            }
+            other => panic!("{user:?}/{text:?}: {other:?}"),
+        }
+    }
+    assert_eq!(read_csv(&server.output).len(), alerts.len());
+}
+
+#[tokio::test]
+async fn repeats_are_dropped_across_a_restart() {
+    let (mut cfg, dir) = config();
+    cfg.secrets = vec![SECRET_A.into()];
+    let again = cfg.clone();
+    let server = spawn_receiver(cfg, dir).await;
+    let sink = |url: String| HttpSink::builder(url).secret(SECRET_A).build().unwrap();
+    let m = message("job", 1, "u1", "once");
+    assert_eq!(
+        sink(server.webhook_url()).deliver(&m).await.unwrap().status,
+        Some(200)
+    );
+    let (result, _, dir) = server.stop().await;
+    result.unwrap();
+
+    let server = spawn_receiver(again, dir).await;
+    let sink = sink(server.webhook_url());
+    assert_eq!(sink.deliver(&m).await.unwrap().status, Some(200));
+    assert_eq!(
+        server.receiver.duplicates(),
+        1,
+        "the restarted receiver forgot the id"
+    );
+    assert_eq!(server.receiver.accepted(), 0);
+    assert_eq!(read_csv(&server.output), vec![("u1".into(), "once".into())]);
+}
+
+#[tokio::test]
+async fn remembered_ids_are_forgotten_after_the_window() {
+    let (mut cfg, dir) = config();
+    cfg.dedupe_window = Duration::from_secs(1);
+    let (server, sink) = signed((cfg, dir)).await;
+    for line in 1..=50 {
+        sink.deliver(&message("job", line, "u", "m")).await.unwrap();
+    }
+    assert_eq!(server.receiver.remembered_ids(), 50);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.receiver.remembered_ids() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{} ids still remembered after the window",
+            server.receiver.remembered_ids()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

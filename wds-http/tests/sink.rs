@@ -206,6 +206,43 @@ async fn a_refused_connection_is_retryable() {
     }
 }
 
+#[tokio::test]
+async fn no_url_secret_reaches_an_error_a_reason_or_debug_output() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let url = format!("http://bot:pw-SEKRIT@{addr}/hook?api_key=SEKRIT-2");
+    let sink = HttpSink::builder(&url).build().unwrap();
+    let shown = format!("{sink:?}");
+    assert!(!shown.contains("SEKRIT"), "{shown}");
+    assert!(shown.contains(&addr.to_string()), "{shown}");
+    let e = sink
+        .deliver(&message("job", 1, "u", "m"))
+        .await
+        .unwrap_err();
+    // The reason is what a dead letter stores and /jobs/{id} shows.
+    for text in [e.to_string(), format!("{e:?}")] {
+        assert!(!text.contains("SEKRIT"), "{text}");
+        assert!(text.contains("connection failed"), "{text}");
+    }
+    // A timeout too (the reqwest error names the URL).
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let sink = HttpSink::builder(format!("http://u:pw-SEKRIT@{addr}/?k=SEKRIT"))
+        .timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let e = sink
+        .deliver(&message("job", 1, "u", "m"))
+        .await
+        .unwrap_err();
+    assert!(!e.to_string().contains("SEKRIT"), "{e}");
+    let e = HttpSink::builder("http://u:pw-SEKRIT@/?k=SEKRIT")
+        .build()
+        .unwrap_err();
+    assert!(!e.to_string().contains("SEKRIT"), "{e}");
+}
+
 type Seen = Arc<Mutex<Vec<(HeaderMap, Bytes)>>>;
 
 async fn capture(State(seen): State<Seen>, headers: HeaderMap, body: Bytes) -> StatusCode {

@@ -17,43 +17,43 @@
 //! Every operation takes one short lock, so each is atomic as the traits
 //! require. State is lost when the process exits: use `wds-redis` when jobs
 //! must survive a restart.
+//!
+//! # Bounded per-job storage
+//!
+//! A job's lines cost one byte each (their state), plus 16 bytes per
+//! delivered line (its receipt, packed). A job's first
+//! [`detail_limit`](MemoryBackend::with_detail_limit) rejects and first
+//! `detail_limit` dead letters (default [`DEFAULT_DETAIL_LIMIT`] each) are
+//! kept in full: their reasons, [`OffsetStore::rejects`], the line a
+//! duplicate repeats, the dead letter's reason. For the rest only the kind is kept (the counts of the
+//! [`JobReport`] stay exact): [`OffsetStore::outcome`] answers with the kind
+//! and a detail saying it was not kept, `of_line: 0` for a duplicate, and
+//! their dead letters keep the message (so they can be replayed) with the
+//! kind of failure only. A file of 10,000,000 invalid lines costs about
+//! 1 byte per line, not 250.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
 pub use wds_core;
 use wds_core::{
-    now_ms, Batch, BatchId, Checkpoint, Claim, DeadKind, DeadLetter, Error, JobId, JobMeta,
-    JobReport, JobState, Lease, LeaseId, LineOutcome, Message, MessageId, OffsetStore, Push,
-    Pushed, Queue, QueueStats, Reject, RejectKind, Result, Settle,
+    now_ms, Batch, BatchId, Checkpoint, Claim, DeadKind, DeadLetter, DeadReason, Error, JobId,
+    JobMeta, JobReport, JobState, Lease, LeaseId, LineOutcome, Message, MessageId, OffsetStore,
+    Push, Pushed, Queue, QueueStats, Reject, RejectKind, Result, Settle,
 };
+
+mod outcomes;
+
+use outcomes::{Outcomes, NOT_KEPT};
+
+/// How many rejects, and how many dead letters, of a job are kept in detail
+/// by default.
+pub const DEFAULT_DETAIL_LIMIT: usize = 1_000;
 
 /// Messages per batch made from due retries and replayed dead letters.
 const REBATCH_SIZE: usize = 100;
-
-/// Hashes line numbers with one multiply: they are ours, not an attacker's
-/// strings, and SipHash on every settled message showed in profiles.
-#[derive(Debug, Default)]
-struct LineHasher(u64);
-
-impl Hasher for LineHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0 ^ n)
-            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-            .rotate_left(29);
-    }
-}
 
 /// An in-memory queue and offset store. Clones share state.
 #[derive(Clone, Debug, Default)]
@@ -76,6 +76,8 @@ struct State {
     next_no: u64,
     ready_messages: u64,
     leased_messages: u64,
+    /// Rejected or dead lines kept in detail per job (`None`: the default).
+    detail_limit: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -105,7 +107,8 @@ struct Job {
     invalid: u64,
     duplicate: u64,
     finished_ms: Option<u64>,
-    outcomes: HashMap<u64, LineOutcome, BuildHasherDefault<LineHasher>>,
+    outcomes: Outcomes,
+    /// The first rejects, up to the detail limit.
     rejects: Vec<Reject>,
     /// Why reading failed, once it did.
     failure: Option<String>,
@@ -159,6 +162,14 @@ impl MemoryBackend {
         Self::default()
     }
 
+    /// An empty backend that keeps each job's first `limit` rejects and
+    /// first `limit` dead letters in detail (see [Bounded per-job storage](crate#bounded-per-job-storage)).
+    pub fn with_detail_limit(limit: usize) -> Self {
+        let backend = Self::default();
+        backend.lock().detail_limit = Some(limit);
+        backend
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave a half-applied
         // operation visible (each one validates before it mutates), so the
@@ -168,6 +179,10 @@ impl MemoryBackend {
 }
 
 impl State {
+    fn detail_limit(&self) -> usize {
+        self.detail_limit.unwrap_or(DEFAULT_DETAIL_LIMIT)
+    }
+
     fn next_no(&mut self) -> u64 {
         self.next_no += 1;
         self.next_no
@@ -261,6 +276,7 @@ impl Queue for MemoryBackend {
     async fn push(&self, push: &Push) -> Result<Pushed> {
         let mut st = self.lock();
         let seq = push.seq();
+        let limit = st.detail_limit();
         let job = st.job_mut(&push.job)?;
         let current = job.checkpoint.seq;
         if seq < current {
@@ -283,14 +299,19 @@ impl Queue for MemoryBackend {
                 RejectKind::Invalid { .. } => job.invalid += 1,
                 RejectKind::Duplicate { .. } => job.duplicate += 1,
             }
-            job.outcomes.insert(
+            // The job's first `limit` rejects in detail.
+            let keep = job.rejects.len() < limit;
+            if keep {
+                job.rejects.push(reject.clone());
+            }
+            job.outcomes.set(
                 reject.line,
-                LineOutcome::Rejected {
+                &LineOutcome::Rejected {
                     kind: reject.kind.clone(),
                 },
+                keep,
             );
         }
-        job.rejects.extend(push.rejects.iter().cloned());
         job.checkpoint = push.next;
         job.note_progress();
         if !push.messages.is_empty() {
@@ -394,35 +415,51 @@ impl Queue for MemoryBackend {
             }
         }
         st.unlease(&lease.batch.id);
+        let limit = st.detail_limit();
         for outcome in outcomes {
             match outcome {
                 Settle::Delivered { id, receipt } => {
                     let job = st.job_mut(&id.job)?;
                     job.delivered += 1;
-                    job.outcomes.insert(
+                    job.outcomes.set(
                         id.line,
-                        LineOutcome::Delivered {
+                        &LineOutcome::Delivered {
                             receipt: receipt.clone(),
                         },
+                        true,
                     );
                     job.note_progress();
                 }
                 Settle::Dead { message, reason } => {
                     let job = st.job_mut(&message.id.job)?;
+                    // The job's first `limit` dead letters in detail (as
+                    // many as are dead now: a replay gives room back); past
+                    // it the dead letter keeps the message (to be replayed)
+                    // and the kind of failure only.
+                    let keep = job.dead < limit as u64;
                     job.dead += 1;
                     if reason.kind == DeadKind::InDoubt {
                         job.in_doubt += 1;
                     }
-                    job.outcomes.insert(
+                    let reason = if keep {
+                        reason.clone()
+                    } else {
+                        DeadReason {
+                            kind: reason.kind,
+                            detail: NOT_KEPT.into(),
+                        }
+                    };
+                    job.outcomes.set(
                         message.id.line,
-                        LineOutcome::Dead {
+                        &LineOutcome::Dead {
                             reason: reason.clone(),
                         },
+                        keep,
                     );
                     job.note_progress();
                     st.dead.push_back(DeadLetter {
                         message: message.clone(),
-                        reason: reason.clone(),
+                        reason,
                         at_ms: now,
                     });
                 }
@@ -474,7 +511,7 @@ impl Queue for MemoryBackend {
                 if letter.reason.kind == DeadKind::InDoubt {
                     j.in_doubt -= 1;
                 }
-                j.outcomes.remove(&letter.message.id.line);
+                j.outcomes.clear(letter.message.id.line);
                 j.note_progress();
             }
             let mut message = letter.message;
@@ -524,7 +561,7 @@ impl OffsetStore for MemoryBackend {
                 invalid: 0,
                 duplicate: 0,
                 finished_ms: None,
-                outcomes: HashMap::default(),
+                outcomes: Outcomes::default(),
                 rejects: Vec::new(),
                 failure: None,
             },
@@ -556,7 +593,7 @@ impl OffsetStore for MemoryBackend {
 
     async fn outcome(&self, id: &MessageId) -> Result<Option<LineOutcome>> {
         let mut st = self.lock();
-        Ok(st.job_mut(&id.job)?.outcomes.get(&id.line).cloned())
+        Ok(st.job_mut(&id.job)?.outcomes.get(id.line))
     }
 
     async fn rejects(&self, job: &JobId, limit: usize) -> Result<Vec<Reject>> {

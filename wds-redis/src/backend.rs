@@ -6,6 +6,7 @@ use std::time::Duration;
 use deadpool_redis::redis::{cmd, Value};
 use wds_core::{Error, Result};
 
+use crate::codec;
 use crate::conn::{redact, Conns};
 use crate::scripts::{Invocation, Lua};
 
@@ -44,6 +45,8 @@ pub(crate) struct Inner {
     /// `{prefix}`: the hash tag every key starts with (`KEYS[1]` of every script).
     pub(crate) tag: String,
     pub(crate) retention: Duration,
+    /// Rejects, and dead letters, of a job kept in detail.
+    pub(crate) detail_limit: usize,
     url: String,
 }
 
@@ -69,6 +72,7 @@ impl RedisBackend {
             pool_size: 1,
             command_timeout: Duration::from_secs(5),
             retention: Duration::from_secs(7 * 24 * 3600),
+            detail_limit: codec::DETAIL_LIMIT,
         }
     }
 
@@ -114,6 +118,7 @@ pub struct RedisBackendBuilder {
     pool_size: usize,
     command_timeout: Duration,
     retention: Duration,
+    detail_limit: usize,
 }
 
 impl std::fmt::Debug for RedisBackendBuilder {
@@ -124,6 +129,7 @@ impl std::fmt::Debug for RedisBackendBuilder {
             .field("pool_size", &self.pool_size)
             .field("command_timeout", &self.command_timeout)
             .field("retention", &self.retention)
+            .field("detail_limit", &self.detail_limit)
             .finish()
     }
 }
@@ -162,6 +168,15 @@ impl RedisBackendBuilder {
         self
     }
 
+    /// How many rejects, and how many dead letters, of a job are kept in detail (default
+    /// 1,000): their reasons, and the line a duplicate repeats. Past it a
+    /// line keeps its kind, a dead letter its message and the kind of its
+    /// failure; the counts stay exact. Fixed for a job when it is claimed.
+    pub fn detail_limit(mut self, limit: usize) -> Self {
+        self.detail_limit = limit;
+        self
+    }
+
     /// Connects and checks that Redis answers.
     ///
     /// # Errors
@@ -194,6 +209,7 @@ impl RedisBackendBuilder {
                 conns,
                 tag: format!("{{{}}}", self.prefix),
                 retention: self.retention,
+                detail_limit: self.detail_limit,
                 url: self.url,
             }),
         };

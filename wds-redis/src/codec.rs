@@ -15,7 +15,7 @@ use deadpool_redis::redis::Value;
 use serde::Serialize;
 use wds_core::{
     Batch, BatchId, DeadKind, DeadLetter, Error, JobId, Lease, LeaseId, LineOutcome, Message,
-    MessageId, Receipt, Result,
+    MessageId, Receipt, RejectKind, Result,
 };
 
 /// A message's wire form, borrowed for encoding.
@@ -316,12 +316,31 @@ pub(crate) fn decode_dead_entry(bytes: &[u8]) -> Result<DeadLetter> {
 pub(crate) const CHUNK_LINES: u64 = 128;
 
 /// Outcome entries grouped by chunk, as the scripts append them: each
-/// chunk's entries are `<line>=<outcome>\n`.
+/// chunk's entries are `<line>=<outcome>\n`, or the compact entries of
+/// rejected lines (see [`Chunks::add_reject`]).
 #[derive(Debug, Default)]
-pub(crate) struct Chunks(Vec<(u64, Vec<u8>)>);
+pub(crate) struct Chunks {
+    chunks: Vec<(u64, Vec<u8>)>,
+    /// The run of rejected lines written last.
+    run: Option<Run>,
+}
+
+/// A run of consecutive rejected lines of one kind in one compact entry.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    chunk: u64,
+    code: u8,
+    first: u64,
+    last: u64,
+    /// Where its entry starts and ends in the chunk's buffer.
+    start: usize,
+    end: usize,
+}
 
 impl Chunks {
-    /// Adds the stored outcome of `line`.
+    /// Adds the stored outcome of `line` (as the backend wrote every
+    /// outcome before the compact entries; still read).
+    #[cfg(test)]
     pub(crate) fn add(&mut self, line: u64, outcome: &[u8]) {
         let entries = self.entry(line);
         entries.extend_from_slice(outcome);
@@ -336,49 +355,133 @@ impl Chunks {
         entries.push(b'\n');
     }
 
+    /// Adds the compact outcome of a rejected line, `<offset>:I` (invalid)
+    /// or `<offset>:U` (duplicate), `offset` being the line's place in its
+    /// chunk, and a run of them in one entry, `<first>-<last>:I`: a few
+    /// bytes for up to 128 lines instead of a JSON object with the reason
+    /// per line. The reasons stay in the job's rejects list (its first
+    /// lines, up to the detail limit).
+    pub(crate) fn add_reject(&mut self, line: u64, kind: &RejectKind) {
+        let code = match kind {
+            RejectKind::Invalid { .. } => b'I',
+            RejectKind::Duplicate { .. } => b'U',
+        };
+        let offset = line % CHUNK_LINES;
+        let chunk = line / CHUNK_LINES;
+        let run = self.run.take();
+        let entries = self.chunk(line);
+        let (start, first) = match run {
+            // The line right after the run that ends this chunk's entries:
+            // extend the run, rewriting its entry.
+            Some(r)
+                if r.chunk == chunk
+                    && r.code == code
+                    && r.last + 1 == offset
+                    && r.end == entries.len() =>
+            {
+                entries.truncate(r.start);
+                (r.start, r.first)
+            }
+            _ => (entries.len(), offset),
+        };
+        write_number(entries, first);
+        if first != offset {
+            entries.push(b'-');
+            write_number(entries, offset);
+        }
+        entries.extend_from_slice(&[b':', code, b'\n']);
+        self.run = Some(Run {
+            chunk,
+            code,
+            first,
+            last: offset,
+            start,
+            end: entries.len(),
+        });
+    }
+
+    /// Adds the compact outcome of a dead line, `<offset>:P` (permanent),
+    /// `:E` (exhausted) or `:X` (in doubt): its reason is in the dead letter.
+    pub(crate) fn add_dead(&mut self, line: u64, kind: DeadKind) {
+        self.run = None;
+        let entries = self.chunk(line);
+        write_number(entries, line % CHUNK_LINES);
+        entries.extend_from_slice(match kind {
+            DeadKind::Permanent => b":P\n",
+            DeadKind::Exhausted => b":E\n",
+            DeadKind::InDoubt => b":X\n",
+        });
+    }
+
     /// The chunk buffer of `line`, with `<line>=` written.
     fn entry(&mut self, line: u64) -> &mut Vec<u8> {
-        let chunk = line / CHUNK_LINES;
-        // Lines come mostly in order: the last chunk is nearly always it.
-        let at = match self.0.iter().rposition(|(c, _)| *c == chunk) {
-            Some(at) => at,
-            None => {
-                self.0
-                    .push((chunk, Vec::with_capacity(32 * CHUNK_LINES as usize)));
-                self.0.len() - 1
-            }
-        };
-        let entries = &mut self.0[at].1;
+        let entries = self.chunk(line);
         write_number(entries, line);
         entries.push(b'=');
         entries
     }
 
+    /// The chunk buffer of `line`.
+    fn chunk(&mut self, line: u64) -> &mut Vec<u8> {
+        let chunk = line / CHUNK_LINES;
+        // Lines come mostly in order: the last chunk is nearly always it.
+        let at = match self.chunks.iter().rposition(|(c, _)| *c == chunk) {
+            Some(at) => at,
+            None => {
+                self.chunks
+                    .push((chunk, Vec::with_capacity(32 * CHUNK_LINES as usize)));
+                self.chunks.len() - 1
+            }
+        };
+        &mut self.chunks[at].1
+    }
+
     /// How many chunks.
     pub(crate) fn len(&self) -> usize {
-        self.0.len()
+        self.chunks.len()
     }
 
     /// Chunk numbers and their entries.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, &[u8])> {
-        self.0.iter().map(|(c, e)| (*c, e.as_slice()))
+        self.chunks.iter().map(|(c, e)| (*c, e.as_slice()))
     }
 }
 
 /// The outcome of `line` in a chunk: its last entry, `None` when it has none
-/// or the last is empty (replayed, pending again).
+/// or the last is empty (replayed, pending again). A compact reject entry
+/// (`<offset>:I`) comes back as `:I`.
 pub(crate) fn find_in_chunk(chunk: &[u8], line: u64) -> Option<&[u8]> {
-    let prefix = format!("{line}=");
+    let full = format!("{line}=");
+    let offset = line % CHUNK_LINES;
     chunk
         .split(|b| *b == b'\n')
-        .filter_map(|entry| entry.strip_prefix(prefix.as_bytes()))
+        .filter_map(|entry| {
+            if let Some(outcome) = entry.strip_prefix(full.as_bytes()) {
+                return Some(outcome);
+            }
+            // `<first>[-<last>]:<code>`, returned as `:<code>`.
+            let colon = entry.iter().position(|&b| b == b':')?;
+            let range = std::str::from_utf8(&entry[..colon]).ok()?;
+            let (first, last) = range.split_once('-').unwrap_or((range, range));
+            let (first, last): (u64, u64) = (first.parse().ok()?, last.parse().ok()?);
+            (first..=last).contains(&offset).then(|| &entry[colon..])
+        })
         .next_back()
         .filter(|outcome| !outcome.is_empty())
 }
 
+/// Rejects, and dead letters, of a job kept in detail by default.
+pub(crate) const DETAIL_LIMIT: usize = 1000;
+
+/// What a line's detail says when it was not kept.
+pub(crate) const NOT_KEPT: &str =
+    "detail not kept: beyond the first lines of this job kept in detail";
+
 /// A line outcome as stored. A delivered line, by far the most common, is
 /// `D<status>,<attempt>,<latency_ms>,<at_ms>` (about a quarter of its JSON,
-/// which matters for 100,000 lines per job); anything else is JSON.
+/// which matters for 100,000 lines per job); anything else is JSON, as
+/// earlier versions stored rejected and dead lines (still read).
+#[cfg(test)]
 pub(crate) fn outcome(outcome: &LineOutcome) -> Result<Vec<u8>> {
     match outcome {
         LineOutcome::Delivered { receipt } => {
@@ -426,6 +529,35 @@ pub(crate) fn decode_outcome(bytes: &[u8]) -> Result<LineOutcome> {
         key: "line outcome".into(),
         detail,
     };
+    match bytes {
+        b":I" => {
+            return Ok(LineOutcome::Rejected {
+                kind: RejectKind::Invalid {
+                    reason: NOT_KEPT.into(),
+                },
+            })
+        }
+        b":P" | b":E" | b":X" => {
+            let kind = match bytes[1] {
+                b'P' => DeadKind::Permanent,
+                b'E' => DeadKind::Exhausted,
+                _ => DeadKind::InDoubt,
+            };
+            return Ok(LineOutcome::Dead {
+                reason: wds_core::DeadReason {
+                    kind,
+                    detail: NOT_KEPT.into(),
+                },
+            });
+        }
+        // The line it repeats is in the rejects list, if anywhere: 0 says unknown.
+        b":U" => {
+            return Ok(LineOutcome::Rejected {
+                kind: RejectKind::Duplicate { of_line: 0 },
+            })
+        }
+        _ => {}
+    }
     let Some(compact) = bytes.strip_prefix(b"D") else {
         return serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()));
     };
@@ -547,6 +679,40 @@ mod tests {
             attempts: 2,
             first_attempt_ms: Some(1_700_000_000_123),
         }
+    }
+
+    #[test]
+    fn runs_of_rejected_lines_share_one_entry() {
+        let invalid = RejectKind::Invalid { reason: "r".into() };
+        let duplicate = RejectKind::Duplicate { of_line: 1 };
+        let mut chunks = Chunks::default();
+        for line in 1..=130 {
+            chunks.add_reject(line, &invalid);
+        }
+        chunks.add_reject(131, &duplicate);
+        chunks.add_reject(133, &invalid);
+        let got: Vec<(u64, String)> = chunks
+            .iter()
+            .map(|(c, e)| (c, String::from_utf8_lossy(e).into_owned()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (0, "1-127:I\n".to_string()),
+                (1, "0-2:I\n3:U\n5:I\n".to_string())
+            ]
+        );
+        let (_, first) = chunks.iter().next().unwrap();
+        assert_eq!(find_in_chunk(first, 64), Some(&b":I"[..]));
+        assert_eq!(find_in_chunk(first, 0), None);
+        let (_, second) = chunks.iter().nth(1).unwrap();
+        assert_eq!(find_in_chunk(second, 130), Some(&b":I"[..]));
+        assert_eq!(find_in_chunk(second, 131), Some(&b":U"[..]));
+        assert_eq!(find_in_chunk(second, 132), None);
+        // A later full entry (a replay, a re-settle) still wins.
+        let mut later = second.to_vec();
+        later.extend_from_slice(b"131=\n");
+        assert_eq!(find_in_chunk(&later, 131), None);
     }
 
     #[test]

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use deadpool_redis::redis::Value;
 use wds_core::{
     Checkpoint, Claim, Error, JobId, JobMeta, JobReport, JobState, LineOutcome, MessageId,
-    OffsetStore, Reject, Result,
+    OffsetStore, Queue, Reject, Result,
 };
 
 use crate::backend::RedisBackend;
@@ -91,7 +91,8 @@ impl OffsetStore for RedisBackend {
         invocation
             .arg(identity)
             .arg(job.as_str())
-            .arg(codec::json("job meta", &meta)?);
+            .arg(codec::json("job meta", &meta)?)
+            .arg(self.inner.detail_limit);
         let reply = self.run(op, &invocation).await?;
         let [fresh, job, stored] = codec::array(op, &reply)? else {
             return Err(codec::unexpected(op, &reply));
@@ -194,15 +195,42 @@ impl OffsetStore for RedisBackend {
                 chunk.extend_from_slice(codec::bytes(op, element)?);
             }
         }
-        codec::find_in_chunk(&chunk, id.line)
+        let found = codec::find_in_chunk(&chunk, id.line)
             .map(codec::decode_outcome)
-            .transpose()
+            .transpose()?;
+        match found {
+            // A reject's detail is in the job's rejects list when it is one
+            // of the first kept.
+            Some(LineOutcome::Rejected { .. }) => {
+                let kept = self.rejects(&id.job, self.inner.detail_limit).await?;
+                Ok(kept
+                    .into_iter()
+                    .find(|r| r.line == id.line)
+                    .map(|r| LineOutcome::Rejected { kind: r.kind })
+                    .or(found))
+            }
+            // A dead line's reason is in its dead letter, when the letter is
+            // one of the job's first and still dead.
+            Some(LineOutcome::Dead { .. }) => {
+                let letters = self
+                    .dead_letters(Some(&id.job), self.inner.detail_limit)
+                    .await?;
+                Ok(letters
+                    .into_iter()
+                    .rev()
+                    .find(|d| d.message.id.line == id.line)
+                    .map(|d| LineOutcome::Dead { reason: d.reason })
+                    .or(found))
+            }
+            other => Ok(other),
+        }
     }
 
     async fn rejects(&self, job: &JobId, limit: usize) -> Result<Vec<Reject>> {
         let op = "rejects";
         let mut invocation = self.invocation(&SCRIPTS.rejects);
-        invocation.arg(job.as_str()).arg(limit);
+        // Lua numbers are doubles: `usize::MAX` would not reach LRANGE intact.
+        invocation.arg(job.as_str()).arg(limit.min(1 << 40));
         let reply = self.run(op, &invocation).await?;
         let fields = codec::array(op, &reply)?;
         if fields.first().map(|k| codec::int(op, k)).transpose()? != Some(1) {

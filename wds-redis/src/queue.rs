@@ -5,8 +5,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_redis::redis::Value;
 use wds_core::{
-    now_ms, Continue, Continued, DeadKind, DeadLetter, Error, JobId, Lease, LineOutcome, Push,
-    Pushed, Queue, QueueStats, RejectKind, Result, Settle,
+    now_ms, Continue, Continued, DeadKind, DeadLetter, Error, JobId, Lease, Push, Pushed, Queue,
+    QueueStats, RejectKind, Result, Settle,
 };
 
 use crate::backend::{RedisBackend, MAX_DUE_PER_LEASE, REBATCH_SIZE};
@@ -34,8 +34,9 @@ struct Group<'a> {
     /// Every delivered and dead line's stored outcome.
     outcomes: codec::Chunks,
     delivered: usize,
-    /// Dead entries.
-    dead: Vec<Vec<u8>>,
+    /// Dead entries: in full, and with the reason's detail left out (the
+    /// script keeps the full one for a job's first dead letters).
+    dead: Vec<(Vec<u8>, Vec<u8>)>,
     in_doubt: usize,
 }
 
@@ -74,10 +75,8 @@ impl RedisBackend {
                 RejectKind::Invalid { .. } => invalid += 1,
                 RejectKind::Duplicate { .. } => duplicate += 1,
             }
-            let outcome = LineOutcome::Rejected {
-                kind: reject.kind.clone(),
-            };
-            chunks.add(reject.line, &codec::outcome(&outcome)?);
+            // A few bytes a line: the detail is in the rejects list.
+            chunks.add_reject(reject.line, &reject.kind);
         }
         invocation.arg(13 + 2 * chunks.len() + push.rejects.len());
         invocation
@@ -129,19 +128,20 @@ impl RedisBackend {
                     group.delivered += 1;
                 }
                 Settle::Dead { message, reason } => {
-                    let stored = codec::outcome(&LineOutcome::Dead {
-                        reason: reason.clone(),
-                    })?;
                     let in_doubt = reason.kind == DeadKind::InDoubt;
                     let line = message.id.line;
-                    let entry = codec::dead_entry(&DeadLetter {
+                    let mut letter = DeadLetter {
                         message: message.clone(),
                         reason: reason.clone(),
                         at_ms,
-                    })?;
+                    };
+                    let full = codec::dead_entry(&letter)?;
+                    letter.reason.detail = codec::NOT_KEPT.into();
+                    let short = codec::dead_entry(&letter)?;
                     let group = Group::of(&mut groups, &message.id.job);
-                    group.outcomes.add(line, &stored);
-                    group.dead.push(entry);
+                    // The kind only: the detail is in the dead letter.
+                    group.outcomes.add_dead(line, reason.kind);
+                    group.dead.push((full, short));
                     group.in_doubt += usize::from(in_doubt);
                 }
                 Settle::Retry { message, at_ms } => {
@@ -167,8 +167,8 @@ impl RedisBackend {
             for (chunk, entries) in group.outcomes.iter() {
                 invocation.arg(chunk).arg(entries);
             }
-            for entry in &group.dead {
-                invocation.arg(entry);
+            for (full, short) in &group.dead {
+                invocation.arg(full).arg(short);
             }
         }
         for (due, message) in &retries {
@@ -349,7 +349,10 @@ impl Queue for RedisBackend {
     async fn dead_letters(&self, job: Option<&JobId>, limit: usize) -> Result<Vec<DeadLetter>> {
         let op = "dead_letters";
         let mut invocation = self.invocation(&SCRIPTS.dead_letters);
-        invocation.arg(job.map_or("", JobId::as_str)).arg(limit);
+        // Lua numbers are doubles: `usize::MAX` would not reach LRANGE intact.
+        invocation
+            .arg(job.map_or("", JobId::as_str))
+            .arg(limit.min(1 << 40));
         let reply = self.run(op, &invocation).await?;
         codec::array(op, &reply)?
             .iter()

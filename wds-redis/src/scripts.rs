@@ -14,7 +14,7 @@
 //! | `:jobs` | zset | job id by claim order (`:jobno` counter) |
 //! | `:job:<job>` | hash | `meta` json, checkpoint (`seq byte line records done`), counts, `finished_ms`, `failed` (the reason, once reading failed) |
 //! | `:out:<job>:<chunk>` | list | lines `128·chunk …`, each element `<line>=<outcome>\n…` (the last entry of a line wins; empty means pending again); expires `retention` after the job is done |
-//! | `:rejects:<job>` | list | `Reject` json in line order; expires with `:out:` |
+//! | `:rejects:<job>` | list | `Reject` json in line order, the job's first `detail` (1,000 by default) only; expires with `:out:` |
 //! | `:ready` | list | batch ids in lease order |
 //! | `:b:<batch>` | hash | `p` payload, `n` messages, `l` lease id, `d` deadline, `s` sending (sticky) |
 //! | `:leases` | zset | batch id by lease deadline |
@@ -59,6 +59,13 @@ end
 -- A variadic command over `args[from..to]` (all of `args` by default) in
 -- slices of 1000 arguments: unpack() is limited by the Lua C stack. Slices
 -- are even, so field/value pairs stay together.
+-- Rejects, and dead letters, of a job kept in detail: the job's `detail` field
+-- (set at its claim), or this for jobs claimed before there was one.
+local DETAIL_LIMIT = 1000
+local function detail_limit(stored)
+  return tonumber(stored) or DETAIL_LIMIT
+end
+
 local function bulk(cmd, key, args, from, to)
   local i, n = from or 1, to or #args
   while i <= n do
@@ -143,7 +150,8 @@ end
     };
 }
 
-/// ARGV: identity, job id, meta json. Returns `{fresh, job, meta}`.
+/// ARGV: identity, job id, meta json, detail limit (rejected and dead lines
+/// kept in detail, fixed for the job's life). Returns `{fresh, job, meta}`.
 const CLAIM: &str = concat!(
     prelude!(),
     r#"
@@ -161,7 +169,7 @@ if redis.call('EXISTS', jk) == 1 then
 end
 redis.call('HSET', jk, 'meta', ARGV[3], 'seq', 0, 'byte', 0, 'line', 0, 'records', 0,
   'done', 0, 'enqueued', 0, 'delivered', 0, 'dead', 0, 'in_doubt', 0, 'invalid', 0,
-  'duplicate', 0)
+  'duplicate', 0, 'detail', ARGV[4])
 redis.call('ZADD', P .. ':jobs', redis.call('INCR', P .. ':jobno'), job)
 return {1, job, ARGV[3]}
 "#
@@ -183,7 +191,7 @@ local function push(o, last)
   local job = ARGV[o + 1]
   local jk = P .. ':job:' .. job
   local v = redis.call('HMGET', jk, 'seq', 'enqueued', 'delivered', 'dead', 'invalid',
-    'duplicate', 'finished_ms')
+    'duplicate', 'finished_ms', 'detail')
   if not v[1] then return {'unknown'} end
   local current, seq = tonumber(v[1]), tonumber(ARGV[o + 2])
   if seq < current then
@@ -196,7 +204,11 @@ local function push(o, last)
   local chunks = tonumber(ARGV[o + 13])
   if chunks > 0 then
     append_chunks(job, args(o + 14, o + 13 + 2 * chunks))
-    bulk('RPUSH', P .. ':rejects:' .. job, ARGV, o + 14 + 2 * chunks, last)
+    -- Only the job's first DETAIL_LIMIT rejects are kept in detail; the
+    -- counts (and each line's compact outcome) cover the rest.
+    local first = o + 14 + 2 * chunks
+    local room = detail_limit(v[8]) - tonumber(v[5]) - tonumber(v[6])
+    if room > 0 then bulk('RPUSH', P .. ':rejects:' .. job, ARGV, first, math.min(last, first + room - 1)) end
   end
   local ready
   if n > 0 then
@@ -347,8 +359,9 @@ return 1
 /// ARGV: 1 lease, 2 batch, 3 retention (s), 4 outcome count, 5 job
 /// groups, 6 retries, then per job group: job, delivered, dead, of which in
 /// doubt, outcome chunks, then `chunk, entries` per chunk (see
-/// `append_chunks`), then the dead entries; then `due time, message` per
-/// retry. Returns `{'ok'}`, `{'lost'}`, `{'count', n}` or `{'unknown', job}`.
+/// `append_chunks`), then `full, short` per dead entry (the short one
+/// without the reason's detail, stored once the job has its `detail` limit
+/// of dead letters); then `due time, message` per retry. Returns `{'ok'}`, `{'lost'}`, `{'count', n}` or `{'unknown', job}`.
 ///
 /// The client groups the outcomes by job so that each group's writes are
 /// ARGV slices handed straight to `HSET` and `RPUSH`: no per-message work
@@ -367,13 +380,13 @@ local function settle()
   for g = 1, groups do
     local job = ARGV[at]
     local v = redis.call('HMGET', P .. ':job:' .. job, 'records', 'done', 'delivered', 'dead',
-      'in_doubt', 'invalid', 'duplicate', 'finished_ms', 'line')
+      'in_doubt', 'invalid', 'duplicate', 'finished_ms', 'line', 'detail')
     if not v[1] then return {'unknown', job} end
     local delivered, dead = tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
     local chunks = tonumber(ARGV[at + 4])
     jobs[g] = {job = job, v = v, at = at, delivered = delivered, dead = dead,
       in_doubt = tonumber(ARGV[at + 3]), chunks = chunks}
-    at = at + 5 + 2 * chunks + dead
+    at = at + 5 + 2 * chunks + 2 * dead
   end
   redis.call('DEL', P .. ':b:' .. ARGV[2])
   redis.call('ZREM', P .. ':leases', ARGV[2])
@@ -383,7 +396,15 @@ local function settle()
     local first = j.at + 5
     append_chunks(job, args(first, first + 2 * j.chunks - 1))
     if j.dead > 0 then
-      bulk('RPUSH', P .. ':dead:' .. job, ARGV, first + 2 * j.chunks, first + 2 * j.chunks + j.dead - 1)
+      -- The job's first DETAIL_LIMIT dead letters in full, the rest without
+      -- the detail of their reason.
+      local room = detail_limit(v[10]) - tonumber(v[4])
+      local entries = {}
+      for i = 0, j.dead - 1 do
+        local full = first + 2 * j.chunks + 2 * i
+        entries[#entries + 1] = ARGV[i < room and full or full + 1]
+      end
+      bulk('RPUSH', P .. ':dead:' .. job, entries)
       redis.call('SADD', P .. ':deadjobs', job)
       dead_total = dead_total + j.dead
     end

@@ -140,3 +140,133 @@ async fn finished_jobs_expire_and_a_replay_keeps_them() {
         "the line's outcome is readable until it expires"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_of_invalid_lines_costs_a_few_bytes_a_line_and_keeps_the_first_in_detail() {
+    let server = RedisServer::start();
+    let mut conn = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let backend = RedisBackend::builder(server.url())
+        .prefix("bounded")
+        .connect()
+        .await
+        .unwrap();
+    let used = |conn: &mut MultiplexedConnection| {
+        let mut conn = conn.clone();
+        async move {
+            let info: String = redis::cmd("INFO")
+                .arg("memory")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            info.lines()
+                .find_map(|l| l.strip_prefix("used_memory:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap()
+        }
+    };
+    let lines = 100_000u64;
+    let body = "x\n".repeat(lines as usize);
+    let input = Input::from_bytes("invalid.csv", body.into_bytes(), None, None);
+    let engine = Engine::builder()
+        .backend(backend.clone())
+        .sink(AllButSeven)
+        .build()
+        .unwrap();
+    let before = used(&mut conn).await;
+    let report = engine.run_once(&input).await.unwrap();
+    let after = used(&mut conn).await;
+    assert_eq!((report.lines, report.invalid), (lines, lines), "{report:?}");
+    let per_line = after.saturating_sub(before) as f64 / lines as f64;
+    println!("FIGURES redis: {per_line:.2} bytes per invalid line");
+    assert!(per_line < 10.0, "{per_line:.1} bytes per invalid line");
+
+    assert_eq!(
+        backend
+            .rejects(&report.job, usize::MAX)
+            .await
+            .unwrap()
+            .len(),
+        1000
+    );
+    let outcome = |line| {
+        let (backend, job) = (backend.clone(), report.job.clone());
+        async move { backend.outcome(&MessageId { job, line }).await.unwrap() }
+    };
+    let detail = |o: Option<wds_core::LineOutcome>| match o {
+        Some(wds_core::LineOutcome::Rejected {
+            kind: wds_core::RejectKind::Invalid { reason },
+        }) => reason,
+        other => panic!("{other:?}"),
+    };
+    assert!(detail(outcome(1).await).contains("default message"));
+    assert!(detail(outcome(1000).await).contains("default message"));
+    assert!(detail(outcome(1001).await).contains("not kept"));
+    assert!(detail(outcome(lines).await).contains("not kept"));
+}
+
+/// Refuses everyone, for good.
+#[derive(Debug)]
+struct NoOne;
+
+#[async_trait]
+impl Sink for NoOne {
+    async fn deliver(&self, _: &Message) -> Result<Delivered, SinkError> {
+        Err(SinkError::Permanent {
+            status: Some(404),
+            reason: "no such user".into(),
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_past_the_detail_limit_keep_their_message_not_their_detail() {
+    let server = RedisServer::start();
+    let backend = RedisBackend::builder(server.url())
+        .prefix("deadcap")
+        .detail_limit(50)
+        .connect()
+        .await
+        .unwrap();
+    let lines = 120u64;
+    let body: String = (1..=lines).map(|i| format!("user-{i},hi\n")).collect();
+    let input = Input::from_bytes("refused.csv", body.into_bytes(), None, None);
+    let engine = Engine::builder()
+        .backend(backend.clone())
+        .sink(NoOne)
+        .build()
+        .unwrap();
+    let report = engine.run_once(&input).await.unwrap();
+    assert_eq!(
+        (report.dead, report.accounted()),
+        (lines, lines),
+        "{report:?}"
+    );
+    let letters = backend
+        .dead_letters(Some(&report.job), usize::MAX)
+        .await
+        .unwrap();
+    assert_eq!(letters.len() as u64, lines);
+    let detailed = letters
+        .iter()
+        .filter(|d| d.reason.detail.contains("no such user"))
+        .count();
+    assert_eq!(detailed, 50, "dead letters kept in detail");
+    let outcome = |line| {
+        let (backend, job) = (backend.clone(), report.job.clone());
+        async move { backend.outcome(&MessageId { job, line }).await.unwrap() }
+    };
+    for letter in letters.iter().take(3).chain(letters.iter().rev().take(3)) {
+        match outcome(letter.message.id.line).await {
+            Some(wds_core::LineOutcome::Dead { reason }) => {
+                assert_eq!(reason, letter.reason, "line {}", letter.message.id.line)
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // Every one still replays.
+    assert_eq!(backend.replay(Some(&report.job)).await.unwrap(), lines);
+}

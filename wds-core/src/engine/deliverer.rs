@@ -324,23 +324,28 @@ impl Deliverer {
     }
 
     /// Calls the sink once for `message` and decides what happens next.
+    ///
+    /// Waiting for the limiter (a rate limit, or a back-off an endpoint asked
+    /// for) ends when `cancel` fires: the message was not sent, so it goes
+    /// back to the queue as it was, due at once (not an attempt), and
+    /// shutdown never waits for a pause. A permit already at hand still goes
+    /// first.
     async fn deliver_one(&self, message: &Message, cancel: &CancellationToken) -> Settle {
-        let _call = self.calls.acquire().await;
-        // A rate-limit pause (a `Retry-After`) may be long: shutdown does not
-        // wait for it. The message was not sent, so trying it later is safe.
-        let permit = tokio::select! {
-            // A permit at hand goes first, shutting down or not.
+        let permitted = tokio::select! {
             biased;
-            permit = with_backoff("limiter", cancel, || self.limiter.acquire(1)) => permit,
-            () = cancel.cancelled() => {
-                // Not sent, so not an attempt: due again at once.
-                return Settle::Retry {
-                    message: message.clone(),
-                    at_ms: now_ms(),
-                };
-            }
+            permitted = async {
+                let call = self.calls.acquire().await;
+                (call, with_backoff("limiter", cancel, || self.limiter.acquire(1)).await)
+            } => Some(permitted),
+            () = cancel.cancelled() => None,
         };
-        if let Err(e) = permit {
+        let Some((_call, permitted)) = permitted else {
+            return Settle::Retry {
+                message: message.clone(),
+                at_ms: now_ms(),
+            };
+        };
+        if let Err(e) = permitted {
             // Only a misconfigured limiter fails for good; try the message later.
             return self.failed(message, now_ms(), &e.to_string(), None);
         }
@@ -361,7 +366,7 @@ impl Deliverer {
                 receipt: Receipt {
                     status: delivered.status,
                     attempt: message.attempts + 1,
-                    latency_ms: start.elapsed().as_millis() as u64,
+                    latency_ms: millis(start.elapsed()),
                     at_ms: now_ms(),
                 },
             },
@@ -376,8 +381,14 @@ impl Deliverer {
                 },
             },
             Err(SinkError::RateLimited { retry_after }) => {
-                let wait = retry_after.unwrap_or(DEFAULT_RETRY_AFTER);
-                let until = now_ms() + wait.as_millis() as u64;
+                // The endpoint does not decide how long every worker stops:
+                // the policy's max delay does, and never past this message's
+                // max age.
+                let first = message.first_attempt_ms.unwrap_or(started_ms);
+                let age = Duration::from_millis(now_ms().saturating_sub(first));
+                let asked = retry_after.unwrap_or(DEFAULT_RETRY_AFTER);
+                let wait = self.config.retry.cap_retry_after(asked, age);
+                let until = now_ms().saturating_add(millis(wait));
                 if let Err(e) = self.limiter.back_off(until).await {
                     tracing::warn!(error = %e, "could not share the back-off");
                 }
@@ -405,7 +416,7 @@ impl Deliverer {
                 message.first_attempt_ms = Some(first);
                 Settle::Retry {
                     message,
-                    at_ms: now_ms() + delay.as_millis() as u64,
+                    at_ms: now_ms().saturating_add(millis(delay)),
                 }
             }
             None => Settle::Dead {
@@ -417,6 +428,11 @@ impl Deliverer {
             },
         }
     }
+}
+
+/// `d` in whole milliseconds, saturating at `u64::MAX`.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Logs how one batch went, when it went wrong.

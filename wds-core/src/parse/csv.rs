@@ -1,9 +1,11 @@
 //! CSV: `userId[,alertMessage]` per record, RFC 4180 quoting, on csv-core's
 //! state machine.
 //!
-//! Records end at `\n` only (a `\r` before it is trimmed with the other
-//! surrounding whitespace), so every record starts on its own physical line
-//! and line numbers, which make message ids, are unique within a file.
+//! Records end at a line break: `\n`, `\r\n` or a lone `\r` (files from
+//! classic Mac OS and some spreadsheet exports), each one line. So every
+//! record starts on its own physical line and line numbers, which make
+//! message ids, are unique within a file. A position is never between the
+//! `\r` and the `\n` of one line break.
 
 use std::fmt;
 use std::io::{self, Read};
@@ -58,9 +60,7 @@ enum RawRecord {
 
 impl CsvParser {
     pub(super) fn new(limits: &Limits, at_input_start: bool) -> Self {
-        let mut machine = ReaderBuilder::new()
-            .terminator(Terminator::Any(b'\n'))
-            .build();
+        let mut machine = ReaderBuilder::new().terminator(Terminator::CRLF).build();
         // csv-core strips a BOM from the first bytes it ever sees. The record
         // reader strips it itself, at byte 0 only; without this empty line a
         // reader resumed mid-file would strip BOM-like bytes that a reader
@@ -122,6 +122,7 @@ impl CsvParser {
         let mut overflow = false; // the fields did not fit: only skipping
         let mut raw_len: u64 = 0; // bytes consumed, terminator included
         let mut last_two = [0u8; 2]; // the last bytes consumed, to spot "\r\n"
+        let mut after_cr = false; // the last byte consumed was a '\r'
         loop {
             let at_eof = input.available().is_empty() && !input.fill()?;
             // At the end of the input, a line break closes the last record
@@ -141,7 +142,6 @@ impl CsvParser {
                     len = 0; // keep counting fields in the same space
                 }
             }
-            let line_before = self.machine.line();
             let (result, nin, nout, nend) =
                 self.machine
                     .read_record(data, &mut self.fields[len..], &mut ends);
@@ -151,7 +151,7 @@ impl CsvParser {
                     1 => [last_two[1], data[0]],
                     _ => [data[nin - 2], data[nin - 1]],
                 };
-                let newlines = self.machine.line() - line_before;
+                let newlines = line_breaks(&data[..nin], &mut after_cr);
                 input.consume_counted(nin, newlines);
                 raw_len += nin as u64;
             }
@@ -179,6 +179,13 @@ impl CsvParser {
         let mut content_len = raw_len;
         if last_two[1] == b'\n' && raw_len > 0 {
             content_len -= 1 + u64::from(last_two[0] == b'\r');
+        } else if last_two[1] == b'\r' && raw_len > 0 {
+            content_len -= 1;
+            // The '\n' of a "\r\n" belongs to this line: take it now, so no
+            // position falls between the two.
+            if input.ensure(1)? && input.available()[0] == b'\n' {
+                input.consume_counted(1, 0);
+            }
         }
         if overflow || content_len > max_record_bytes as u64 {
             return Ok(RawRecord::TooLong);
@@ -244,6 +251,7 @@ impl CsvParser {
 /// Consumes line breaks (blank lines) before a record. Returns `false` at the
 /// end of the input.
 fn skip_line_breaks<R: Read>(input: &mut Buffer<R>) -> io::Result<bool> {
+    let mut after_cr = false;
     loop {
         let available = input.available();
         let n = available
@@ -251,7 +259,10 @@ fn skip_line_breaks<R: Read>(input: &mut Buffer<R>) -> io::Result<bool> {
             .take_while(|&&b| b == b'\n' || b == b'\r')
             .count();
         let more = n < available.len();
-        input.consume(n);
+        // A "\r\n" split across two reads is one line break: `after_cr`
+        // carries the '\r' over.
+        let lines = line_breaks(&available[..n], &mut after_cr);
+        input.consume_counted(n, lines);
         if more {
             return Ok(true);
         }
@@ -259,6 +270,17 @@ fn skip_line_breaks<R: Read>(input: &mut Buffer<R>) -> io::Result<bool> {
             return Ok(false);
         }
     }
+}
+
+/// The line breaks that `bytes` complete, given whether the byte before
+/// them was a `\r` (updated): every `\r`, and every `\n` not right after one.
+fn line_breaks(bytes: &[u8], after_cr: &mut bool) -> u64 {
+    let mut lines = 0;
+    for &b in bytes {
+        lines += u64::from(b == b'\r' || (b == b'\n' && !*after_cr));
+        *after_cr = b == b'\r';
+    }
+    lines
 }
 
 #[cfg(test)]
@@ -276,6 +298,28 @@ mod tests {
         assert_eq!(
             csv("u1,Hello\nu2\n", Some("Default")),
             [rec(1, "u1", "Hello"), rec(2, "u2", "Default")]
+        );
+    }
+
+    #[test]
+    fn lone_carriage_returns_end_lines() {
+        assert_eq!(
+            csv("userId,alertMessage\ru1,a\r\ru2,\"two\rlines\"\ru3,c", None),
+            [
+                rec(2, "u1", "a"),
+                rec(4, "u2", "two\rlines"),
+                rec(6, "u3", "c")
+            ]
+        );
+        assert_eq!(csv("u1,a\r", None), [rec(1, "u1", "a")]);
+        assert_eq!(
+            csv("u1,a\r\nu2,b\rc,d\n\r\nu3,e", None),
+            [
+                rec(1, "u1", "a"),
+                rec(2, "u2", "b"),
+                rec(3, "c", "d"),
+                rec(5, "u3", "e")
+            ]
         );
     }
 

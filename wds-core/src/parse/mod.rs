@@ -78,7 +78,10 @@ mod csv;
 mod json;
 mod json_array;
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests;
+pub mod text;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -373,11 +376,8 @@ impl Rules {
         }
         // Control characters in an id are never intended (a stray tab, a
         // newline from a bad export) and would corrupt logs and CSV output.
-        if let Some(c) = user_id.chars().find(|c| c.is_control()) {
-            return Err(format!(
-                "userId contains a control character (U+{:04X})",
-                c as u32
-            ));
+        if let Some(problem) = text::user_id_problem(user_id) {
+            return Err(problem);
         }
         let message = match message {
             MessageField::Text(text) => text.as_ref(),
@@ -393,10 +393,8 @@ impl Rules {
                 limits.max_message_bytes
             ));
         }
-        // NUL truncates strings in many receivers; everything else a message
-        // may contain (newlines included) is the sender's business.
-        if message.as_bytes().contains(&0) {
-            return Err("alertMessage contains a NUL character".into());
+        if let Some(problem) = text::message_problem(message) {
+            return Err(problem);
         }
         Ok(())
     }

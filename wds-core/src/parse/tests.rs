@@ -148,14 +148,29 @@ pub(super) fn check_resume(
                 "the line of position {start:?} is the number of the next element"
             );
         } else {
+            let before = &data[..start.byte as usize];
+            // CSV also ends a line at a lone '\r'; JSON Lines at '\n' only.
+            let breaks = match format {
+                Format::Csv => before
+                    .iter()
+                    .enumerate()
+                    .filter(|&(i, &b)| {
+                        b == b'\r' || (b == b'\n' && (i == 0 || before[i - 1] != b'\r'))
+                    })
+                    .count(),
+                _ => before.iter().filter(|&&b| b == b'\n').count(),
+            };
             assert_eq!(
                 start.line,
-                1 + data[..start.byte as usize]
-                    .iter()
-                    .filter(|&&b| b == b'\n')
-                    .count() as u64,
-                "the line of position {start:?} counts the newlines before it"
+                1 + breaks as u64,
+                "the line of position {start:?} counts the line breaks before it"
             );
+            if format == Format::Csv && start.byte > 0 {
+                assert!(
+                    !(before.last() == Some(&b'\r') && data.get(before.len()) == Some(&b'\n')),
+                    "position {start:?} splits a \\r\\n"
+                );
+            }
         }
         let rest = &data[start.byte as usize..];
         let resumed = collect(new(rest, *start));

@@ -13,7 +13,14 @@
 //!
 //! Every error is a JSON body `{"error": "..."}` with a 4xx or 5xx status.
 //! When a token is configured, every route but `/healthz` needs
-//! `Authorization: Bearer <token>` (compared in constant time).
+//! `Authorization: Bearer <token>` (the scheme in any case; compared in
+//! constant time, through digests, so not even its length leaks).
+//!
+//! Limits (see [`ControlConfig`]): uploads up to `max_upload_bytes` (`413`),
+//! `max_concurrent_uploads` at once (`503` with `Retry-After`), never below
+//! `min_free_disk_bytes` of free space (`507`); every other request within
+//! [`ServerLimits::request_timeout`] (`408`); header, idle and connection
+//! limits as [`crate::server`] describes.
 //!
 //! Bind it to a loopback address unless it is behind a proxy that
 //! authenticates: the caller chooses the listener.
@@ -38,6 +45,7 @@ use tokio_util::sync::CancellationToken;
 use wds_core::{now_ms, DeadLetter, IntakeStatus, JobId, JobReport, OffsetStore, Queue, Reject};
 
 use crate::metrics::Metrics;
+use crate::server::ServerLimits;
 
 /// Settings of the [`ControlApi`].
 #[derive(Clone, Debug)]
@@ -45,8 +53,20 @@ use crate::metrics::Metrics;
 pub struct ControlConfig {
     /// The folder the initiator watches: uploads are renamed into it.
     pub inbox: PathBuf,
-    /// Largest accepted upload, in bytes (default 1 GiB).
+    /// Largest accepted upload, in bytes (default 1 GiB): `413` past it.
     pub max_upload_bytes: u64,
+    /// Uploads received at once (default 4, at least 1): one more gets
+    /// `503` with `Retry-After`.
+    pub max_concurrent_uploads: usize,
+    /// Free space the inbox's file system keeps, in bytes (default 1 GiB):
+    /// an upload that would go below it gets `507 Insufficient Storage`,
+    /// checked before and while it is received.
+    pub min_free_disk_bytes: u64,
+    /// How long an upload may take, body included (default 15 min). Every
+    /// other request gets [`ServerLimits::request_timeout`].
+    pub upload_timeout: Duration,
+    /// Timeouts and the connection cap of [`ControlApi::serve`].
+    pub limits: ServerLimits,
     /// Bearer token required on every route but `/healthz`, when set.
     pub token: Option<String>,
     /// How many rejected lines and dead letters `GET /jobs/{id}` shows (default 100).
@@ -62,6 +82,10 @@ impl ControlConfig {
         ControlConfig {
             inbox: inbox.into(),
             max_upload_bytes: 1 << 30,
+            max_concurrent_uploads: 4,
+            min_free_disk_bytes: 1 << 30,
+            upload_timeout: Duration::from_secs(15 * 60),
+            limits: ServerLimits::default(),
             token: None,
             detail_limit: 100,
             intake: None,
@@ -99,6 +123,8 @@ struct Inner {
     queue: Arc<dyn Queue>,
     offsets: Arc<dyn OffsetStore>,
     metrics: Arc<Metrics>,
+    /// One permit per upload received at once.
+    uploads: Arc<tokio::sync::Semaphore>,
     config: ControlConfig,
 }
 
@@ -162,6 +188,9 @@ impl ControlApi {
                 queue,
                 offsets,
                 metrics,
+                uploads: Arc::new(tokio::sync::Semaphore::new(
+                    config.max_concurrent_uploads.max(1),
+                )),
                 config,
             }),
         }
@@ -172,16 +201,22 @@ impl ControlApi {
         let upload_limit = usize::try_from(self.inner.config.max_upload_bytes)
             .unwrap_or(usize::MAX)
             .saturating_add(1 << 20);
-        let protected = Router::new()
-            .route(
-                "/upload",
-                post(upload::upload).layer(DefaultBodyLimit::max(upload_limit)),
-            )
+        let quick = Router::new()
             .route("/retry", post(retry))
             .route("/jobs", get(jobs))
             .route("/jobs/{id}", get(job))
             .route("/metrics", get(metrics))
             .route("/intake", get(intake))
+            .route_layer(middleware::from_fn_with_state(
+                self.clone(),
+                within_request_timeout,
+            ));
+        let protected = Router::new()
+            .route(
+                "/upload",
+                post(upload::upload).layer(DefaultBodyLimit::max(upload_limit)),
+            )
+            .merge(quick)
             .route_layer(middleware::from_fn_with_state(self.clone(), require_token));
         Router::new()
             .route("/healthz", get(healthz))
@@ -196,19 +231,47 @@ impl ControlApi {
             .with_state(self.clone())
     }
 
-    /// Serves the API on `listener` until `shutdown` fires.
+    /// Serves the API on `listener` under [`ControlConfig::limits`] until
+    /// `shutdown` fires. Warns when the API has no token and listens on an
+    /// address other than loopback.
     ///
     /// # Errors
     ///
-    /// An I/O error of the listener.
+    /// An I/O error of the listener, or invalid limits.
     pub async fn serve(
         &self,
         listener: tokio::net::TcpListener,
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
+        let config = &self.inner.config;
+        if let Ok(addr) = listener.local_addr() {
+            if config.token.is_none() && !addr.ip().is_loopback() {
+                tracing::warn!(%addr, "the control API listens beyond loopback WITHOUT a token: anyone who reaches it can upload and replay");
+            }
+        }
+        let mut limits = config.limits;
+        // The server's own limit lets uploads run their course; every other
+        // route has the shorter one (see `request_timeout`).
+        limits.request_timeout = limits.request_timeout.max(config.upload_timeout);
+        crate::server::serve(listener, self.router(), limits, shutdown).await
+    }
+}
+
+/// Every route but `/upload` answers within [`ServerLimits::request_timeout`]
+/// (body included), or `408`.
+async fn within_request_timeout(
+    State(api): State<ControlApi>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let limit = api.inner.config.limits.request_timeout;
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the request took longer than {limit:?}"),
+        )
+        .into_response(),
     }
 }
 
@@ -220,9 +283,8 @@ async fn require_token(State(api): State<ControlApi>, request: Request, next: Ne
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let ok = given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(token.as_bytes())));
+        .and_then(bearer_token);
+    let ok = given.is_some_and(|g| token_matches(g, token));
     if ok {
         return next.run(request).await;
     }
@@ -235,6 +297,25 @@ async fn require_token(State(api): State<ControlApi>, request: Request, next: Ne
         .headers_mut()
         .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     response
+}
+
+/// The token of an `Authorization: Bearer <token>` value; the scheme is
+/// case-insensitive (RFC 9110 §11.1).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// Compares digests in constant time: the time taken says nothing about the
+/// expected token, its length included.
+fn token_matches(given: &str, expected: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    let given = Sha256::digest(given.as_bytes());
+    let expected = Sha256::digest(expected.as_bytes());
+    bool::from(given.as_slice().ct_eq(expected.as_slice()))
 }
 
 /// A job's report with the figures a person watching it wants.

@@ -1,17 +1,19 @@
 //! `POST /upload`: a multipart upload streamed into the watched folder.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use axum::extract::multipart::{Field, MultipartRejection};
 use axum::extract::{Multipart, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use wds_core::source::IdentityHasher;
 use wds_core::{now_ms, Format, JobId};
 
-use super::{ApiError, ControlApi};
+use super::{ApiError, ControlApi, ControlConfig};
 
 /// Longest `message` field, in bytes (the parser's default message limit).
 const MAX_MESSAGE_BYTES: usize = 4096;
@@ -40,7 +42,23 @@ struct Received {
 pub(super) async fn upload(
     State(api): State<ControlApi>,
     multipart: Result<Multipart, MultipartRejection>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<Response, ApiError> {
+    // Before reading a byte of the body: a slot, and room on the disk.
+    let Ok(_slot) = Arc::clone(&api.inner.uploads).try_acquire_owned() else {
+        let mut busy = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{} uploads are being received already; try again shortly",
+                api.inner.config.max_concurrent_uploads.max(1)
+            ),
+        )
+        .into_response();
+        busy.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        return Ok(busy);
+    };
+    let floor = api.inner.config.min_free_disk_bytes;
+    check_free_disk(&api.inner.config.inbox, floor)?;
     let mut multipart = multipart.map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -64,8 +82,7 @@ pub(super) async fn upload(
         let Some(field) = field else { break };
         match field.name() {
             Some("file") if received.is_none() => {
-                received =
-                    Some(receive_file(field, inbox, config.max_upload_bytes, &mut temps).await?);
+                received = Some(receive_file(field, inbox, config, &mut temps).await?);
             }
             Some("file") => {
                 return Err(ApiError::new(
@@ -145,15 +162,42 @@ pub(super) async fn upload(
             "bytes": received.bytes,
             "message": message,
         })),
-    ))
+    )
+        .into_response())
+}
+
+/// How often (in bytes received) an upload checks the free space again.
+const DISK_CHECK_EVERY: u64 = 8 << 20;
+
+/// `507` when the file system of `dir` has less than `floor` bytes free.
+fn check_free_disk(dir: &Path, floor: u64) -> Result<(), ApiError> {
+    if floor == 0 {
+        return Ok(());
+    }
+    let free = fs4::available_space(dir).map_err(io_error)?;
+    if free < floor {
+        tracing::warn!(
+            free,
+            floor,
+            "upload refused: the inbox's disk is nearly full"
+        );
+        return Err(ApiError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            format!(
+                "not enough free disk space for uploads ({free} bytes free, {floor} kept free)"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 async fn receive_file(
     mut field: Field<'_>,
     inbox: &Path,
-    limit: u64,
+    config: &ControlConfig,
     temps: &mut Temps,
 ) -> Result<Received, ApiError> {
+    let limit = config.max_upload_bytes;
     let client_ext = field.file_name().and_then(known_extension);
     // A dotfile ending in .part: the folder source ignores it until renamed.
     let temp = inbox.join(format!(
@@ -175,6 +219,10 @@ async fn receive_file(
         }
         hasher.update(&chunk);
         file.write_all(&chunk).await.map_err(io_error)?;
+        let before = bytes - chunk.len() as u64;
+        if before / DISK_CHECK_EVERY != bytes / DISK_CHECK_EVERY {
+            check_free_disk(inbox, config.min_free_disk_bytes)?;
+        }
     }
     file.flush().await.map_err(io_error)?;
     // On disk before it is renamed into the inbox, so a crash right after

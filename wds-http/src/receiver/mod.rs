@@ -13,20 +13,40 @@
 //! - `GET /healthz`: 200 `{"status":"ok"}` (never rate limited, so probes
 //!   cannot be starved).
 //!
-//! # Dedupe is in memory
+//! # Unsigned webhooks are refused unless asked for
 //!
-//! The `webhook-id`s already recorded are kept in a `HashSet` for the life of
-//! the process: a restarted receiver forgets them, so a repeat that arrives
-//! after a restart is recorded again. The set grows by one id per accepted
-//! alert.
+//! [`Receiver::new`] fails without a secret unless
+//! [`ReceiverConfig::accept_unsigned`] is set (and then logs a warning):
+//! anyone who can reach an unsigned receiver can make it write lines.
+//!
+//! # Dedupe is bounded and survives restarts
+//!
+//! A `webhook-id` is remembered for [`ReceiverConfig::dedupe_window`]
+//! (default: the signature tolerance, 5 minutes) after it was recorded: a
+//! signed request replayed later is refused as stale anyway. The ids live in
+//! memory (about 100 bytes each: at most one window's worth) and in a log
+//! next to the output (`<output>.ids`, one `expires_ms id` line per id,
+//! compacted as ids expire), from which a restarted receiver reloads them.
+//! A legitimate re-send (a retry with a fresh timestamp) arriving later than
+//! the window is recorded again: set the window at least as long as the
+//! sender's retry horizon for exactly-once output across every retry.
+//!
+//! # The output is safe to open in a spreadsheet
+//!
+//! A cell starting with `=`, `+`, `-`, `@`, tab or carriage return gets a `'`
+//! in front, so a spreadsheet shows it as text rather than running it as a
+//! formula (`=HYPERLINK(…)`). Control characters are refused with 400 by the
+//! rule the input parsers apply ([`wds_core::parse::text`]): none in a
+//! `userId`; none but tab, line feed and carriage return in an
+//! `alertMessage`; no bidirectional-text controls in either.
 
 mod limit;
 mod output;
 mod routes;
+mod seen;
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -38,6 +58,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::server::{self, ServerLimits};
 use crate::signature::{Secret, SecretError, DEFAULT_TOLERANCE};
 use limit::Limiter;
 use output::AlertLog;
@@ -79,9 +100,17 @@ pub struct ReceiverConfig {
     /// Rate limit per (client address, path): `(per_second, burst)`. `None`
     /// (the default) disables it.
     pub rate: Option<(u32, u32)>,
-    /// `whsec_…` secrets; when not empty, every webhook must carry a valid
-    /// signature under one of them. Default: none (signatures not checked).
+    /// `whsec_…` secrets; every webhook must carry a valid signature under
+    /// one of them. Without any, [`Receiver::new`] refuses to start unless
+    /// `accept_unsigned` is set.
     pub secrets: Vec<String>,
+    /// Accept webhooks without checking signatures when no secret is set
+    /// (default `false`: no secret is then an error). Anyone who can reach
+    /// the receiver can then make it write lines.
+    pub accept_unsigned: bool,
+    /// How long a recorded `webhook-id` is remembered, so that a repeat is
+    /// dropped (default: the tolerance, 5 min); see the module docs.
+    pub dedupe_window: Duration,
     /// How far `webhook-timestamp` may be from now, either way (default 5 min).
     pub tolerance: Duration,
     /// The CSV file accepted alerts are appended to (created if missing).
@@ -90,6 +119,9 @@ pub struct ReceiverConfig {
     pub flush: FlushPolicy,
     /// The largest body accepted, in bytes (default 64 KiB).
     pub body_limit: usize,
+    /// Timeouts and the connection cap of [`Receiver::serve`] (defaults:
+    /// see [`ServerLimits`]).
+    pub limits: ServerLimits,
 }
 
 impl ReceiverConfig {
@@ -98,10 +130,13 @@ impl ReceiverConfig {
         ReceiverConfig {
             rate: None,
             secrets: Vec::new(),
+            accept_unsigned: false,
+            dedupe_window: DEFAULT_TOLERANCE,
             tolerance: DEFAULT_TOLERANCE,
             output: output.into(),
             flush: FlushPolicy::default(),
             body_limit: DEFAULT_BODY_LIMIT,
+            limits: ServerLimits::default(),
         }
     }
 }
@@ -122,6 +157,12 @@ pub enum ReceiverError {
     /// A setting is out of range.
     #[error("invalid receiver configuration: {0}")]
     Config(String),
+    /// No secret is set and unsigned webhooks were not explicitly accepted.
+    #[error(
+        "no signing secret: set one (whsec_…) or accept unsigned webhooks explicitly \
+         (ReceiverConfig::accept_unsigned, --insecure-accept-unsigned)"
+    )]
+    Unsigned,
     /// The output file could not be opened, written or flushed.
     #[error("alert output {path}: {source}")]
     Output {
@@ -143,6 +184,9 @@ struct Shared {
     tolerance: Duration,
     body_limit: usize,
     flush: FlushPolicy,
+    limits: ServerLimits,
+    /// How often expired ids are forgotten.
+    sweep: Duration,
     output: PathBuf,
     log: AlertLog,
     limiter: Option<Arc<Limiter>>,
@@ -177,9 +221,11 @@ impl Receiver {
     ///
     /// # Errors
     ///
-    /// [`ReceiverError::InvalidSecret`], [`ReceiverError::Config`] for a zero
-    /// rate, burst, flush interval or body limit, and
-    /// [`ReceiverError::Output`] when the file cannot be opened.
+    /// [`ReceiverError::Unsigned`] without a secret unless
+    /// [`ReceiverConfig::accept_unsigned`], [`ReceiverError::InvalidSecret`],
+    /// [`ReceiverError::Config`] for a zero rate, burst, flush interval, body
+    /// limit or dedupe window, and [`ReceiverError::Output`] when the output
+    /// or its id log cannot be opened.
     pub fn new(config: ReceiverConfig) -> Result<Self, ReceiverError> {
         let secrets = config
             .secrets
@@ -210,18 +256,33 @@ impl Receiver {
         if config.body_limit == 0 {
             return Err(ReceiverError::Config("body_limit must be > 0".into()));
         }
-        let log = AlertLog::open(&config.output, config.flush).map_err(|source| {
-            ReceiverError::Output {
+        config.limits.validate().map_err(ReceiverError::Config)?;
+        if config.dedupe_window.is_zero() {
+            return Err(ReceiverError::Config("dedupe_window must be > 0".into()));
+        }
+        if config.secrets.is_empty() {
+            if !config.accept_unsigned {
+                return Err(ReceiverError::Unsigned);
+            }
+            tracing::warn!(
+                "the receiver accepts UNSIGNED webhooks: anyone who can reach it can write alerts"
+            );
+        }
+        let ids = id_log_path(&config.output);
+        let log = AlertLog::open(&config.output, ids, config.dedupe_window, config.flush).map_err(
+            |source| ReceiverError::Output {
                 path: config.output.clone(),
                 source,
-            }
-        })?;
+            },
+        )?;
         Ok(Receiver {
             shared: Arc::new(Shared {
                 secrets,
                 tolerance: config.tolerance,
                 body_limit: config.body_limit,
                 flush: config.flush,
+                limits: config.limits,
+                sweep: (config.dedupe_window / 2).clamp(Duration::from_secs(1), LIMITER_SWEEP),
                 output: config.output,
                 log,
                 limiter,
@@ -231,9 +292,10 @@ impl Receiver {
 
     /// The routes, for embedding in another server.
     ///
-    /// The rate limiter keys on the client address from
-    /// `into_make_service_with_connect_info::<SocketAddr>()`; without it all
-    /// clients share one bucket. With [`FlushPolicy::Interval`], nothing
+    /// The rate limiter keys on the client address from `ConnectInfo`
+    /// ([`crate::server::serve`] or
+    /// `into_make_service_with_connect_info::<SocketAddr>()` set it); without
+    /// it all clients share one bucket. With [`FlushPolicy::Interval`], nothing
     /// flushes on a timer unless [`Receiver::serve`] runs: call
     /// [`Receiver::flush`] yourself.
     pub fn router(&self) -> Router {
@@ -254,8 +316,9 @@ impl Receiver {
             .fallback(routes::not_found)
     }
 
-    /// Serves on `listener` until `shutdown` completes, then finishes the
-    /// requests in flight and flushes the output.
+    /// Serves on `listener` under [`ReceiverConfig::limits`] until
+    /// `shutdown` completes, then finishes the requests in flight and
+    /// flushes the output.
     ///
     /// Runs the background flush of [`FlushPolicy::Interval`].
     ///
@@ -267,14 +330,15 @@ impl Receiver {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let app = self
-            .router()
-            .into_make_service_with_connect_info::<SocketAddr>();
         let stop = CancellationToken::new();
         let housekeeping = tokio::spawn(housekeeping(Arc::clone(&self.shared), stop.clone()));
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let stopping = stop.clone();
+        let trigger = tokio::spawn(async move {
+            shutdown.await;
+            stopping.cancel();
+        });
+        let served = server::serve(listener, self.router(), self.shared.limits, stop.clone()).await;
+        trigger.abort();
         stop.cancel();
         let _ = housekeeping.await;
         let flushed = self.flush();
@@ -306,10 +370,23 @@ impl Receiver {
     pub fn duplicates(&self) -> u64 {
         self.shared.log.duplicates()
     }
+
+    /// How many `webhook-id`s are remembered for dedupe now (those recorded
+    /// within the window, until the next sweep).
+    pub fn remembered_ids(&self) -> usize {
+        self.shared.log.remembered()
+    }
 }
 
-/// Flushes on the policy's interval and sweeps idle limiter buckets, until
-/// `stop`.
+/// Where the ids recorded for dedupe are logged: `<output>.ids`.
+fn id_log_path(output: &std::path::Path) -> PathBuf {
+    let mut path = output.as_os_str().to_owned();
+    path.push(".ids");
+    PathBuf::from(path)
+}
+
+/// Flushes on the policy's interval, forgets expired ids and sweeps idle
+/// limiter buckets, until `stop`.
 async fn housekeeping(shared: Arc<Shared>, stop: CancellationToken) {
     let flush_every = match shared.flush {
         FlushPolicy::Interval(every) => every,
@@ -320,6 +397,7 @@ async fn housekeeping(shared: Arc<Shared>, stop: CancellationToken) {
     let start = tokio::time::Instant::now();
     let mut flush = tokio::time::interval_at(start + flush_every, flush_every);
     let mut sweep = tokio::time::interval_at(start + LIMITER_SWEEP, LIMITER_SWEEP);
+    let mut expire = tokio::time::interval_at(start + shared.sweep, shared.sweep);
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -327,6 +405,11 @@ async fn housekeeping(shared: Arc<Shared>, stop: CancellationToken) {
             _ = flush.tick() => {
                 if let Err(e) = shared.log.flush() {
                     tracing::error!(error = %e, path = %shared.output.display(), "cannot flush alerts");
+                }
+            }
+            _ = expire.tick() => {
+                if let Err(e) = shared.log.expire(wds_core::now_ms()) {
+                    tracing::error!(error = %e, path = %shared.output.display(), "cannot compact the id log");
                 }
             }
             _ = sweep.tick() => {

@@ -16,9 +16,10 @@ use super::output::Recorded;
 use super::Shared;
 use crate::signature::{self, VerifyError};
 use crate::sink::{WEBHOOK_ID, WEBHOOK_SIGNATURE, WEBHOOK_TIMESTAMP};
+use wds_core::parse::text;
 
-/// The longest `webhook-id` accepted: ids are kept in memory for dedupe, so
-/// an unbounded one would let a client grow the set at will.
+/// The longest `webhook-id` accepted: ids are kept for dedupe, so an
+/// unbounded one would let a client grow the set at will.
 pub(crate) const MAX_ID_LEN: usize = 512;
 
 const EXPECTED_BODY: &str = r#"expected a JSON object {"userId": string, "alertMessage": string}"#;
@@ -96,7 +97,18 @@ pub(crate) async fn webhook(
     if alert.user_id.is_empty() {
         return json_error(StatusCode::BAD_REQUEST, "userId must not be empty");
     }
-    match shared.log.record(id, &alert.user_id, &alert.alert_message) {
+    // The rule the input parsers apply, so no control character (NUL, an
+    // escape sequence, a bidi override) reaches the output file.
+    let problem = text::user_id_problem(&alert.user_id)
+        .or_else(|| text::message_problem(&alert.alert_message));
+    if let Some(problem) = problem {
+        return json_error(StatusCode::BAD_REQUEST, problem);
+    }
+    let now = wds_core::now_ms();
+    match shared
+        .log
+        .record(id, &alert.user_id, &alert.alert_message, now)
+    {
         Ok(Recorded::Accepted) => Json(json!({ "status": "accepted" })).into_response(),
         // 200, not 409: the sender did nothing wrong, it retried after a lost
         // response, and must treat the repeat as delivered.

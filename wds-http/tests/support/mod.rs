@@ -69,11 +69,14 @@ impl Running {
     }
 }
 
-/// Default test settings: flush on every write, output in a fresh temp dir.
+/// Default test settings: flush on every write, unsigned webhooks accepted,
+/// output in a fresh temp dir.
 pub(crate) fn config() -> (ReceiverConfig, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = ReceiverConfig::new(dir.path().join("alerts.csv"));
     config.flush = FlushPolicy::EveryWrite;
+    // Tests that check signatures set a secret; the others send unsigned.
+    config.accept_unsigned = true;
     (config, dir)
 }
 

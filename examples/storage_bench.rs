@@ -1,0 +1,184 @@
+//! What a job costs its backend per line, once done: the memory backend's
+//! resident memory and Redis's `used_memory`, for a file of invalid lines
+//! and for a file of valid (delivered) lines. Prints one table.
+//!
+//! ```text
+//! cargo run --release --example storage_bench        # 10M invalid and 1M valid lines, on each backend
+//! cargo run --release --example storage_bench -- --invalid 1000000 --redis-invalid 1000000
+//! ```
+//!
+//! The memory figure is the growth of this process's resident set (it never
+//! shrinks on its own, so the parser's and the batcher's buffers count too:
+//! an upper bound). The Redis figure is `used_memory` of a private
+//! `redis-server` before and after, the job finished.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use clap::Parser;
+use wds_core::{
+    Delivered, Engine, EngineConfig, Input, Message, OffsetStore, Queue, Sink, SinkError,
+};
+use wds_memory::MemoryBackend;
+use wds_redis::{RedisBackend, RedisServer};
+
+/// A failure of the benchmark itself.
+pub(crate) type Fallible<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Bytes per line that a backend keeps for a finished job.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Invalid (one-character) lines for the memory backend.
+    #[arg(long, default_value_t = 10_000_000)]
+    invalid: u64,
+    /// Valid lines, all delivered, for the memory backend.
+    #[arg(long, default_value_t = 1_000_000)]
+    valid: u64,
+    /// Invalid lines for Redis.
+    #[arg(long, default_value_t = 10_000_000)]
+    redis_invalid: u64,
+    /// Valid lines, all delivered, for Redis.
+    #[arg(long, default_value_t = 1_000_000)]
+    redis_valid: u64,
+}
+
+/// Delivers everything at once.
+#[derive(Debug)]
+struct Instant200;
+
+#[async_trait]
+impl Sink for Instant200 {
+    async fn deliver(&self, _: &Message) -> Result<Delivered, SinkError> {
+        Ok(Delivered { status: Some(200) })
+    }
+}
+
+/// A file of `lines` lines in `dir`: `x` (invalid: a user without a message
+/// and no default) or `user-N,hi` (valid, all distinct).
+fn write_file(dir: &Path, name: &str, lines: u64, valid: bool) -> Fallible<Input> {
+    use std::io::Write;
+    let path = dir.join(name);
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&path)?);
+    for i in 0..lines {
+        if valid {
+            writeln!(out, "user-{i},hi")?;
+        } else {
+            out.write_all(b"x\n")?;
+        }
+    }
+    out.flush()?;
+    drop(out);
+    Ok(Input::from_file(&path, None, None)?)
+}
+
+/// This process's resident set, in bytes.
+fn rss() -> Fallible<u64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .ok_or("no VmRSS in /proc/self/status")?;
+    Ok(kb * 1024)
+}
+
+/// Runs `input` to the end on a backend; returns the report's line count.
+async fn run(queue: Arc<dyn Queue>, offsets: Arc<dyn OffsetStore>, input: &Input) -> Fallible<u64> {
+    let mut config = EngineConfig::default();
+    config.batch_size = 1000;
+    config.concurrency = 256;
+    let engine = Engine::builder()
+        .queue(queue)
+        .offsets(offsets)
+        .sink(Instant200)
+        .config(config)
+        .build()?;
+    let report = engine.run_once(input).await?;
+    if report.accounted() != report.lines {
+        return Err(format!("the job did not add up: {report:?}").into());
+    }
+    Ok(report.lines)
+}
+
+/// `used_memory` of a Redis, in bytes.
+async fn redis_memory(
+    connection: &mut wds_redis::redis::aio::MultiplexedConnection,
+) -> Fallible<u64> {
+    let info: String = wds_redis::redis::cmd("INFO")
+        .arg("memory")
+        .query_async(connection)
+        .await?;
+    let value = info
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or("no used_memory in INFO memory")?;
+    Ok(value)
+}
+
+fn row(backend: &str, kind: &str, lines: u64, bytes: u64, took: Duration) {
+    println!(
+        "| {backend:<6} | {kind:<7} | {lines:>11} | {:>12} | {:>9.2} | {:>6.1} s |",
+        bytes,
+        bytes as f64 / lines.max(1) as f64,
+        took.as_secs_f64()
+    );
+}
+
+#[tokio::main]
+async fn main() -> Fallible<()> {
+    let args = Args::parse();
+    let dir = tempfile::tempdir()?;
+    println!("| backend | lines   | count       | bytes kept   | per line  | took     |");
+    println!("|---------|---------|-------------|--------------|-----------|----------|");
+
+    for (kind, lines, valid) in [
+        ("invalid", args.invalid, false),
+        ("valid", args.valid, true),
+    ] {
+        let input = write_file(dir.path(), &format!("mem-{kind}.csv"), lines, valid)?;
+        let backend = MemoryBackend::new();
+        let before = rss()?;
+        let start = Instant::now();
+        let counted = run(Arc::new(backend.clone()), Arc::new(backend.clone()), &input).await?;
+        let after = rss()?;
+        row(
+            "memory",
+            kind,
+            counted,
+            after.saturating_sub(before),
+            start.elapsed(),
+        );
+        // Kept alive until measured: the job's state is what is measured.
+        drop(backend);
+    }
+
+    let server = RedisServer::builder().start();
+    let mut admin = wds_redis::redis::Client::open(server.url())?
+        .get_multiplexed_async_connection()
+        .await?;
+    for (kind, lines, valid) in [
+        ("invalid", args.redis_invalid, false),
+        ("valid", args.redis_valid, true),
+    ] {
+        let input = write_file(dir.path(), &format!("redis-{kind}.csv"), lines, valid)?;
+        let backend = RedisBackend::builder(server.url())
+            .prefix(format!("bench-{kind}"))
+            .connect()
+            .await?;
+        let before = redis_memory(&mut admin).await?;
+        let start = Instant::now();
+        let counted = run(Arc::new(backend.clone()), Arc::new(backend), &input).await?;
+        let after = redis_memory(&mut admin).await?;
+        row(
+            "redis",
+            kind,
+            counted,
+            after.saturating_sub(before),
+            start.elapsed(),
+        );
+    }
+    Ok(())
+}

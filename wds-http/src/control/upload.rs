@@ -57,6 +57,13 @@ pub(super) async fn upload(
             .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         return Ok(busy);
     };
+    // An inbox that cannot be read first: its disk cannot be measured either.
+    if let Some(reason) = api.inbox_unreadable() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the inbox cannot be read, so an upload would not be picked up: {reason}"),
+        ));
+    }
     let floor = api.inner.config.min_free_disk_bytes;
     check_free_disk(&api.inner.config.inbox, floor)?;
     let mut multipart = multipart.map_err(|e| {
@@ -65,12 +72,6 @@ pub(super) async fn upload(
             format!("expected a multipart/form-data body with a `file` field: {e}"),
         )
     })?;
-    if let Some(reason) = api.inbox_unreadable() {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("the inbox cannot be read, so an upload would not be picked up: {reason}"),
-        ));
-    }
     let config = &api.inner.config;
     let inbox = &config.inbox;
     let mut temps = Temps::default();
@@ -174,7 +175,17 @@ fn check_free_disk(dir: &Path, floor: u64) -> Result<(), ApiError> {
     if floor == 0 {
         return Ok(());
     }
-    let free = fs4::available_space(dir).map_err(io_error)?;
+    let free = fs4::available_space(dir).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            // Gone before the intake noticed: as unreadable as it gets.
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the inbox cannot be read, so an upload would not be picked up: {e}"),
+            )
+        } else {
+            io_error(e)
+        }
+    })?;
     if free < floor {
         tracing::warn!(
             free,

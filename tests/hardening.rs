@@ -170,3 +170,33 @@ fn the_shipped_binary_speaks_rediss() {
     );
     assert!(log.to_lowercase().contains("redis"), "{log}");
 }
+
+#[test]
+fn an_api_beyond_loopback_without_a_token_is_warned_about() {
+    // Bound on every interface for a moment; nothing connects to it.
+    let listen = [
+        "all",
+        "--api-listen",
+        "0.0.0.0:0",
+        "--notifier-listen",
+        ANY_PORT,
+    ];
+    for (name, token, warned) in [("open", None, true), ("guarded", Some("s3cret"), false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut env = vec![("WDS_SECRETS", TEST_SECRET)];
+        if let Some(token) = token {
+            env.push(("WDS_TOKEN", token));
+        }
+        let mut p = Service::start(name, dir.path(), &listen, &env);
+        p.wait_for_line("initiator running", Duration::from_secs(120));
+        // The warning comes as the API starts serving, next to that line.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let warning = |p: &Service| p.log_text().contains("WITHOUT a token");
+        while warned && !warning(&p) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        p.signal("TERM");
+        assert!(p.wait(Duration::from_secs(30)).is_some());
+        assert_eq!(warning(&p), warned, "{name}:\n{}", p.log_text());
+    }
+}

@@ -35,7 +35,7 @@ pub use engine::{Batcher, Deliverer, DeliveryMode, Engine, EngineBuilder, Engine
 pub use error::{BoxError, Error, Result, SinkError};
 pub use limiter::{Limiter, LocalLimiter};
 pub use model::*;
-pub use offsets::OffsetStore;
+pub use offsets::{OffsetStore, DEFAULT_DETAIL_LIMIT, DETAIL_NOT_KEPT};
 pub use queue::{Continue, Continued, Queue};
 pub use sink::{Delivered, Sink};
 #[cfg(feature = "folder")]

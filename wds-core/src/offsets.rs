@@ -8,6 +8,15 @@ use async_trait::async_trait;
 use crate::error::Result;
 use crate::model::{Checkpoint, Claim, JobId, JobMeta, JobReport, LineOutcome, MessageId, Reject};
 
+/// How many rejects, and how many dead letters, of a job a backend keeps in
+/// detail unless configured otherwise (see [Bounded detail](OffsetStore#bounded-detail)).
+pub const DEFAULT_DETAIL_LIMIT: usize = 1_000;
+
+/// The reason or detail of a rejected or dead line that was not kept in
+/// detail (see [Bounded detail](OffsetStore#bounded-detail)).
+pub const DETAIL_NOT_KEPT: &str =
+    "detail not kept: beyond the first lines of this job kept in detail";
+
 /// What each job has done: claimed inputs, read checkpoints, counters and
 /// the outcome of every line.
 ///
@@ -28,6 +37,7 @@ use crate::model::{Checkpoint, Claim, JobId, JobMeta, JobReport, LineOutcome, Me
 ///   lines`. A replay of dead letters moves a `Done` job back to `Delivering`.
 /// - [`outcome`](OffsetStore::outcome) MUST return the terminal state of a line
 ///   once it has one, and `None` while it is pending.
+/// - Per-job storage MUST be bounded (see [Bounded detail](#bounded-detail)).
 /// - [`fail`](OffsetStore::fail) MUST, atomically: set the checkpoint's `done`
 ///   and raise its `seq` by one (so a push still carrying the old `seq` is
 ///   refused as stale and nobody resumes reading), keep `records` (the job's
@@ -40,6 +50,27 @@ use crate::model::{Checkpoint, Claim, JobId, JobMeta, JobReport, LineOutcome, Me
 ///   nothing (the first reason stays) and succeed. Failing a job whose
 ///   checkpoint is already `done` (fully read) MUST change nothing and
 ///   succeed: it is finished, not failed.
+///
+/// # Bounded detail
+///
+/// A job's storage MUST NOT grow with the size of the reasons its lines were
+/// refused for: a backend keeps a job's first *N* rejects in detail (N is a
+/// backend setting, [`DEFAULT_DETAIL_LIMIT`] unless configured) and, while
+/// the job has fewer than *N* dead letters at the time, each new dead
+/// letter's [`DeadReason::detail`](crate::DeadReason::detail). Past that:
+///
+/// - every count stays exact, and every dead letter keeps its whole message
+///   (it replays as any other);
+/// - [`rejects`](OffsetStore::rejects) returns only the rejects kept in detail;
+/// - [`outcome`](OffsetStore::outcome) of a rejected line not kept in detail is
+///   `Invalid { reason: DETAIL_NOT_KEPT }` or `Duplicate { of_line: 0 }`; a
+///   dead letter not kept in detail has the detail [`DETAIL_NOT_KEPT`], in
+///   [`crate::Queue::dead_letters`] and in its line's outcome alike;
+/// - a delivered line always keeps its whole receipt, and a replayed line is
+///   pending (`None`) again.
+///
+/// A line SHOULD cost a few bytes (a file of invalid lines well under ten
+/// bytes a line).
 ///
 /// # Errors
 ///

@@ -49,8 +49,8 @@ mod outcomes;
 use outcomes::{Outcomes, NOT_KEPT};
 
 /// How many rejects, and how many dead letters, of a job are kept in detail
-/// by default.
-pub const DEFAULT_DETAIL_LIMIT: usize = 1_000;
+/// by default (the same for every backend).
+pub use wds_core::DEFAULT_DETAIL_LIMIT;
 
 /// Messages per batch made from due retries and replayed dead letters.
 const REBATCH_SIZE: usize = 100;

@@ -11,8 +11,7 @@ use wds_core::{DeadKind, DeadReason, LineOutcome, Receipt, RejectKind};
 const BLOCK: usize = 1024;
 
 /// What a line's detail says when it was not kept.
-pub(crate) const NOT_KEPT: &str =
-    "detail not kept: beyond the first lines of this job kept in detail";
+pub(crate) const NOT_KEPT: &str = wds_core::DETAIL_NOT_KEPT;
 
 /// The state byte of a line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -471,11 +471,10 @@ pub(crate) fn find_in_chunk(chunk: &[u8], line: u64) -> Option<&[u8]> {
 }
 
 /// Rejects, and dead letters, of a job kept in detail by default.
-pub(crate) const DETAIL_LIMIT: usize = 1000;
+pub(crate) const DETAIL_LIMIT: usize = wds_core::DEFAULT_DETAIL_LIMIT;
 
 /// What a line's detail says when it was not kept.
-pub(crate) const NOT_KEPT: &str =
-    "detail not kept: beyond the first lines of this job kept in detail";
+pub(crate) const NOT_KEPT: &str = wds_core::DETAIL_NOT_KEPT;
 
 /// A line outcome as stored. A delivered line, by far the most common, is
 /// `D<status>,<attempt>,<latency_ms>,<at_ms>` (about a quarter of its JSON,

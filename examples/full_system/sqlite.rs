@@ -22,6 +22,7 @@ pub(crate) async fn open(settings: &Settings) -> Fallible<Backend> {
     }
     let backend = SqliteBackend::builder(&path)
         .synchronous_full(settings.db_sync_full)
+        .detail_limit(settings.detail_limit)
         .open()
         .await
         .map_err(|e| format!("sqlite backend: {e}"))?;

@@ -34,6 +34,8 @@ pub(crate) const MAX_DUE_PER_LEASE: usize = 1_000;
 #[derive(Clone, Debug)]
 pub struct SqliteBackend {
     pub(crate) conn: Arc<Conn>,
+    /// Rejects, and dead letters, of a job kept in detail.
+    pub(crate) detail_limit: u64,
 }
 
 impl SqliteBackend {
@@ -57,6 +59,7 @@ impl SqliteBackend {
                 busy_timeout: Duration::from_secs(5),
                 check: true,
             },
+            detail_limit: wds_core::DEFAULT_DETAIL_LIMIT,
         }
     }
 
@@ -158,6 +161,7 @@ fn wal_path(path: &Path) -> PathBuf {
 #[derive(Clone, Debug)]
 pub struct SqliteBackendBuilder {
     options: Options,
+    detail_limit: usize,
 }
 
 impl SqliteBackendBuilder {
@@ -183,6 +187,19 @@ impl SqliteBackendBuilder {
     /// `sqlite3` shell reading the file, a backup) before failing.
     pub fn busy_timeout(mut self, timeout: Duration) -> Self {
         self.options.busy_timeout = timeout;
+        self
+    }
+
+    /// How many rejects, and how many dead letters, of each job are kept in
+    /// detail (default [`wds_core::DEFAULT_DETAIL_LIMIT`]). A job keeps its
+    /// first `limit` rejects in full, and a new dead letter keeps its
+    /// reason's detail while the job has fewer than `limit` dead letters;
+    /// the rest keep their kind (and a dead letter its whole message, so
+    /// it replays), and every count stays exact: see [Bounded
+    /// detail](wds_core::OffsetStore#bounded-detail). A database opened
+    /// with another limit than before applies it from then on.
+    pub fn detail_limit(mut self, limit: usize) -> Self {
+        self.detail_limit = limit;
         self
     }
 
@@ -217,6 +234,7 @@ impl SqliteBackendBuilder {
         let conn = Conn::open(self.options).await?;
         Ok(SqliteBackend {
             conn: Arc::new(conn),
+            detail_limit: self.detail_limit as u64,
         })
     }
 }

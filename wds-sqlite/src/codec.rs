@@ -16,21 +16,31 @@
 //! `base_ms`, then per line: line offset in the chunk, tag, and by tag:
 //! delivered (`0`): status (`0` for none, else `status + 1`), attempt,
 //! latency, `at_ms - base_ms`; dead (`1` permanent, `2` exhausted,
-//! `3` in doubt): detail; pending again after a replay (`4`): nothing.
-//! The last entry of a line wins. A delivered line costs about 7 bytes.
+//! `3` in doubt): detail; pending again after a replay (`4`): nothing;
+//! dead with its detail not kept (`5` permanent, `6` exhausted, `7` in
+//! doubt): nothing. The last entry of a line wins. A delivered line costs
+//! about 7 bytes.
 //!
 //! # Reject entries (`rejects.entries`, one row per push that rejected lines)
 //!
 //! The distinct reasons of the row (count, then each), then per line:
 //! offset from the row's first line, tag, and by tag: invalid (`0`): the
 //! reason's index; duplicate (`1`): distance back to the first occurrence.
-//! A line costs 3 or 4 bytes, its reason once per row.
+//! A line costs 3 or 4 bytes, its reason once per row. Only a job's
+//! first rejects are stored so (see `SqliteBackendBuilder::detail_limit`).
+//!
+//! # Reject runs (`reject_runs.runs`, one row per push with rejects past the limit)
+//!
+//! Per run of consecutive lines of one kind: the gap from the end of the
+//! previous run (from the row's first line for the first), then
+//! `length << 1 | kind` (`0` invalid, `1` duplicate). A file of invalid
+//! lines costs a few bytes per push, whatever its reasons.
 
 use std::collections::{BTreeMap, HashMap};
 
 use wds_core::{
     DeadKind, DeadReason, Error, JobId, LineOutcome, Message, MessageId, Receipt, Reject,
-    RejectKind, Result,
+    RejectKind, Result, DETAIL_NOT_KEPT,
 };
 
 /// Lines per outcome chunk: a settle of one batch of contiguous lines
@@ -42,6 +52,9 @@ const DEAD_PERMANENT: u8 = 1;
 const DEAD_EXHAUSTED: u8 = 2;
 const DEAD_IN_DOUBT: u8 = 3;
 const PENDING: u8 = 4;
+const DEAD_PERMANENT_SHORT: u8 = 5;
+const DEAD_EXHAUSTED_SHORT: u8 = 6;
+const DEAD_IN_DOUBT_SHORT: u8 = 7;
 const INVALID: u8 = 0;
 const DUPLICATE: u8 = 1;
 
@@ -203,6 +216,8 @@ pub(crate) fn decode_messages(bytes: &[u8]) -> Result<Vec<Message>> {
 pub(crate) enum Entry<'a> {
     Delivered(&'a Receipt),
     Dead(&'a DeadReason),
+    /// Dead, its detail not kept (past the job's detail limit).
+    DeadNotKept(DeadKind),
     Pending,
 }
 
@@ -239,6 +254,14 @@ impl Chunks {
                     DeadKind::Permanent => DEAD_PERMANENT,
                     DeadKind::Exhausted => DEAD_EXHAUSTED,
                     DeadKind::InDoubt => DEAD_IN_DOUBT,
+                };
+                (tag, None)
+            }
+            Entry::DeadNotKept(kind) => {
+                let tag = match kind {
+                    DeadKind::Permanent => DEAD_PERMANENT_SHORT,
+                    DeadKind::Exhausted => DEAD_EXHAUSTED_SHORT,
+                    DeadKind::InDoubt => DEAD_IN_DOUBT_SHORT,
                 };
                 (tag, None)
             }
@@ -322,6 +345,19 @@ pub(crate) fn find_outcome(rows: &[Vec<u8>], line: u64) -> Result<Option<Option<
                         reason: DeadReason { kind, detail },
                     })
                 }
+                DEAD_PERMANENT_SHORT | DEAD_EXHAUSTED_SHORT | DEAD_IN_DOUBT_SHORT => {
+                    let kind = match tag {
+                        DEAD_PERMANENT_SHORT => DeadKind::Permanent,
+                        DEAD_EXHAUSTED_SHORT => DeadKind::Exhausted,
+                        _ => DeadKind::InDoubt,
+                    };
+                    Some(LineOutcome::Dead {
+                        reason: DeadReason {
+                            kind,
+                            detail: DETAIL_NOT_KEPT.into(),
+                        },
+                    })
+                }
                 PENDING => None,
                 _ => return Err(r.corrupt("unknown outcome tag")),
             };
@@ -398,6 +434,70 @@ pub(crate) fn decode_rejects(first: u64, bytes: &[u8]) -> Result<Vec<Reject>> {
         out.push(Reject { line, kind });
     }
     Ok(out)
+}
+
+/// Encodes rejected lines (in line order, at least one) as runs of one
+/// kind; returns the first line and the runs.
+pub(crate) fn encode_runs(rejects: &[Reject]) -> (u64, Vec<u8>) {
+    let first = rejects.first().map_or(0, |r| r.line);
+    let mut out = Vec::with_capacity(8);
+    // The run being built: first line, length, kind; and where the last one ended.
+    let mut run: Option<(u64, u64, u64)> = None;
+    let mut end = first;
+    let flush = |out: &mut Vec<u8>, (start, len, kind): (u64, u64, u64), end: &mut u64| {
+        put_u64(out, start.saturating_sub(*end));
+        put_u64(out, len << 1 | kind);
+        *end = start + len;
+    };
+    for reject in rejects {
+        let kind = match reject.kind {
+            RejectKind::Invalid { .. } => u64::from(INVALID),
+            RejectKind::Duplicate { .. } => u64::from(DUPLICATE),
+        };
+        run = match run {
+            Some((start, len, k)) if k == kind && start + len == reject.line => {
+                Some((start, len + 1, k))
+            }
+            Some(done) => {
+                flush(&mut out, done, &mut end);
+                Some((reject.line, 1, kind))
+            }
+            None => Some((reject.line, 1, kind)),
+        };
+    }
+    if let Some(done) = run {
+        flush(&mut out, done, &mut end);
+    }
+    (first, out)
+}
+
+/// The kind of `line` in runs made by [`encode_runs`] from `first`, as its
+/// outcome says it (the detail not kept), or `None` when no run holds it.
+pub(crate) fn find_in_runs(first: u64, bytes: &[u8], line: u64) -> Result<Option<RejectKind>> {
+    let mut r = Reader::new(bytes, "reject runs");
+    let mut end = first;
+    while !r.is_empty() {
+        let start = end
+            .checked_add(r.u64()?)
+            .ok_or_else(|| r.corrupt("line out of range"))?;
+        let run = r.u64()?;
+        end = start
+            .checked_add(run >> 1)
+            .ok_or_else(|| r.corrupt("line out of range"))?;
+        if line < start {
+            return Ok(None);
+        }
+        if line < end {
+            return Ok(Some(if run & 1 == u64::from(DUPLICATE) {
+                RejectKind::Duplicate { of_line: 0 }
+            } else {
+                RejectKind::Invalid {
+                    reason: DETAIL_NOT_KEPT.into(),
+                }
+            }));
+        }
+    }
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -491,6 +591,52 @@ mod tests {
         let blobs = chunks.into_blobs();
         let bytes: usize = blobs.iter().map(|(_, b)| b.len()).sum();
         assert!(bytes <= 100 * 8 + 8, "{bytes} bytes for 100 lines");
+    }
+
+    #[test]
+    fn runs_keep_each_line_kind_in_a_few_bytes() {
+        let invalid = |line| Reject {
+            line,
+            kind: RejectKind::Invalid {
+                reason: format!("a long reason for line {line}"),
+            },
+        };
+        let duplicate = |line| Reject {
+            line,
+            kind: RejectKind::Duplicate { of_line: 1 },
+        };
+        let mut rejects: Vec<Reject> = (100..1100).map(invalid).collect();
+        rejects.extend((1100..1103).map(duplicate));
+        rejects.push(invalid(1200));
+        rejects.push(duplicate(1201));
+        let (first, runs) = encode_runs(&rejects);
+        assert_eq!(first, 100);
+        assert!(runs.len() <= 12, "{} bytes", runs.len());
+        let not_kept = Some(RejectKind::Invalid {
+            reason: DETAIL_NOT_KEPT.into(),
+        });
+        let dup = Some(RejectKind::Duplicate { of_line: 0 });
+        for (line, want) in [
+            (99, None),
+            (100, not_kept.clone()),
+            (1099, not_kept.clone()),
+            (1100, dup.clone()),
+            (1102, dup.clone()),
+            (1103, None),
+            (1199, None),
+            (1200, not_kept),
+            (1201, dup),
+            (1202, None),
+        ] {
+            assert_eq!(
+                find_in_runs(first, &runs, line).unwrap(),
+                want,
+                "line {line}"
+            );
+        }
+        for cut in 0..runs.len() {
+            let _ = find_in_runs(first, &runs[..cut], 1201);
+        }
     }
 
     #[test]

@@ -49,7 +49,11 @@
 //!
 //! Schema migrations run at open (`PRAGMA user_version`); a file written by
 //! a newer version is refused. Per-line outcomes are packed, one row per
-//! settle and chunk of 1,024 lines, about 7 bytes per delivered line.
+//! settle and chunk of 1,024 lines, about 7 bytes per delivered line. A
+//! job keeps its first [`detail_limit`](SqliteBackendBuilder::detail_limit)
+//! rejects and dead letters in detail; past that a rejected line is a run
+//! of its kind (a file of invalid lines costs well under a byte a line) and
+//! a dead letter keeps its message and kind, with every count exact.
 //! Queued batches are deleted once settled (their pages are reused), so the
 //! file grows with the largest queue it held plus the outcomes of every job.
 

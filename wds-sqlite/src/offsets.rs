@@ -97,6 +97,20 @@ fn job_no(tx: &Tx<'_>, path: &Path, job: &JobId) -> Result<i64> {
         .ok_or_else(|| Error::UnknownJob { job: job.clone() })
 }
 
+/// The first line and blob of job `no`'s row that `select` finds for `line`
+/// (the one starting nearest at or before it).
+fn row_at_or_before(
+    tx: &Tx<'_>,
+    select: &str,
+    no: i64,
+    line: u64,
+) -> rusqlite::Result<Option<(i64, Vec<u8>)>> {
+    tx.prepare_cached(select).and_then(|mut s| {
+        s.query_row(params![no, int(line)], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+    })
+}
+
 #[async_trait]
 impl OffsetStore for SqliteBackend {
     async fn claim(&self, identity: &str, meta: JobMeta) -> Result<Claim> {
@@ -234,23 +248,36 @@ impl OffsetStore for SqliteBackend {
             }
             // Rejected lines: in the row of the push whose first reject is
             // the nearest at or before the line.
-            let row: Option<(i64, Vec<u8>)> = tx
-                .prepare_cached(
-                    "SELECT first_line, entries FROM rejects WHERE job = ?1 AND first_line <= ?2 \
-                     ORDER BY first_line DESC LIMIT 1",
-                )
-                .and_then(|mut s| {
-                    s.query_row(params![no, int(id.line)], |r| Ok((r.get(0)?, r.get(1)?)))
-                        .optional()
-                })
-                .map_err(sql)?;
-            let Some((first, entries)) = row else {
+            let row = row_at_or_before(
+                tx,
+                "SELECT first_line, entries FROM rejects WHERE job = ?1 AND first_line <= ?2 \
+                 ORDER BY first_line DESC LIMIT 1",
+                no,
+                id.line,
+            )
+            .map_err(sql)?;
+            if let Some((first, entries)) = row {
+                let kept = codec::decode_rejects(uint(first), &entries)?
+                    .into_iter()
+                    .find(|r| r.line == id.line);
+                if let Some(r) = kept {
+                    return Ok(Some(LineOutcome::Rejected { kind: r.kind }));
+                }
+            }
+            // Rejected past the detail limit: its kind, in the runs of its push.
+            let row = row_at_or_before(
+                tx,
+                "SELECT first_line, runs FROM reject_runs WHERE job = ?1 AND first_line <= ?2 \
+                 ORDER BY first_line DESC LIMIT 1",
+                no,
+                id.line,
+            )
+            .map_err(sql)?;
+            let Some((first, runs)) = row else {
                 return Ok(None);
             };
-            Ok(codec::decode_rejects(uint(first), &entries)?
-                .into_iter()
-                .find(|r| r.line == id.line)
-                .map(|r| LineOutcome::Rejected { kind: r.kind }))
+            Ok(codec::find_in_runs(uint(first), &runs, id.line)?
+                .map(|kind| LineOutcome::Rejected { kind }))
         })
         .await
     }

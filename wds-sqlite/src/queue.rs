@@ -13,7 +13,8 @@ use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension};
 use wds_core::{
     now_ms, Batch, BatchId, Checkpoint, Continue, Continued, DeadKind, DeadLetter, DeadReason,
-    Error, JobId, Lease, LeaseId, Push, Pushed, Queue, QueueStats, RejectKind, Result, Settle,
+    Error, JobId, Lease, LeaseId, Push, Pushed, Queue, QueueStats, Reject, RejectKind, Result,
+    Settle, DETAIL_NOT_KEPT,
 };
 
 use crate::backend::{int, uint, SqliteBackend, MAX_DUE_PER_LEASE, REBATCH_SIZE};
@@ -29,8 +30,9 @@ struct PushRow {
     payload: Vec<u8>,
     invalid: u64,
     duplicate: u64,
-    /// First line and packed entries, when the push rejected lines.
-    rejects: Option<(u64, Vec<u8>)>,
+    /// The rejects, in line order (encoded on the connection thread, which
+    /// knows how many the job may still keep in detail).
+    rejects: Vec<Reject>,
 }
 
 impl PushRow {
@@ -42,11 +44,8 @@ impl PushRow {
                 RejectKind::Duplicate { .. } => duplicate += 1,
             }
         }
-        let rejects = push.rejects.iter().map(|r| r.line).min().map(|first| {
-            let mut sorted = push.rejects.clone();
-            sorted.sort_by_key(|r| r.line);
-            (first, codec::encode_rejects(first, &sorted))
-        });
+        let mut rejects = push.rejects.clone();
+        rejects.sort_by_key(|r| r.line);
         PushRow {
             job: push.job.clone(),
             seq: push.seq(),
@@ -95,13 +94,16 @@ struct Group {
     delivered: u64,
     in_doubt: u64,
     dead: Vec<DeadRow>,
+    /// The delivered lines' outcome chunks.
     chunks: Vec<(u64, Vec<u8>)>,
 }
 
+/// A dead letter; whether it keeps its detail is decided on the
+/// connection thread, which knows how many the job has.
 struct DeadRow {
+    line: u64,
     message: Vec<u8>,
-    kind: i64,
-    detail: String,
+    reason: DeadReason,
 }
 
 impl SettleRow {
@@ -137,16 +139,15 @@ impl SettleRow {
                 }
                 Settle::Dead { message, reason } => {
                     let i = group(&mut groups, &message.id.job);
-                    let (g, chunks) = &mut groups[i];
+                    let g = &mut groups[i].0;
                     if reason.kind == DeadKind::InDoubt {
                         g.in_doubt += 1;
                     }
                     g.dead.push(DeadRow {
+                        line: message.id.line,
                         message: codec::encode_messages([message]),
-                        kind: dead_kind_code(reason.kind),
-                        detail: reason.detail.clone(),
+                        reason: reason.clone(),
                     });
-                    chunks.add(message.id.line, Entry::Dead(reason));
                 }
                 Settle::Retry { message, at_ms } => {
                     retries.push((*at_ms, codec::encode_messages([message])));
@@ -265,12 +266,45 @@ fn rebatch(tx: &Tx<'_>, path: &Path, messages: &[wds_core::Message]) -> Result<(
     Ok(())
 }
 
-fn push_in(tx: &Tx<'_>, path: &Path, p: &PushRow) -> Result<PushOutcome> {
+/// Stores a push's rejects: the first ones in detail while the job keeps
+/// fewer than `limit`, the rest as runs of their kind. Returns how many
+/// were kept in detail.
+fn store_rejects(tx: &Tx<'_>, path: &Path, no: i64, room: u64, rejects: &[Reject]) -> Result<u64> {
+    let sql = |e| db_error("push", path, e);
+    let kept = rejects
+        .len()
+        .min(usize::try_from(room).unwrap_or(usize::MAX));
+    let (detailed, short) = rejects.split_at(kept);
+    if let Some(first) = detailed.first().map(|r| r.line) {
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO rejects (job, first_line, entries) VALUES (?1, ?2, ?3)",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                no,
+                int(first),
+                codec::encode_rejects(first, detailed)
+            ])
+        })
+        .map_err(sql)?;
+    }
+    if !short.is_empty() {
+        let (first, runs) = codec::encode_runs(short);
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO reject_runs (job, first_line, runs) VALUES (?1, ?2, ?3)",
+        )
+        .and_then(|mut s| s.execute(params![no, int(first), runs]))
+        .map_err(sql)?;
+    }
+    Ok(kept as u64)
+}
+
+fn push_in(tx: &Tx<'_>, path: &Path, p: &PushRow, limit: u64) -> Result<PushOutcome> {
     let sql = |e| db_error("push", path, e);
     let row = tx
         .prepare_cached(
-            "SELECT no, seq, enqueued, delivered, dead, invalid, duplicate, finished_ms \
-             FROM jobs WHERE job = ?1",
+            "SELECT no, seq, enqueued, delivered, dead, invalid, duplicate, finished_ms, \
+             kept_rejects FROM jobs WHERE job = ?1",
         )
         .and_then(|mut s| {
             s.query_row([p.job.as_str()], |r| {
@@ -283,12 +317,14 @@ fn push_in(tx: &Tx<'_>, path: &Path, p: &PushRow) -> Result<PushOutcome> {
                     uint(r.get(5)?),
                     uint(r.get(6)?),
                     r.get::<_, Option<i64>>(7)?,
+                    uint(r.get(8)?),
                 ))
             })
             .optional()
         })
         .map_err(sql)?;
-    let Some((no, current, enqueued, delivered, dead, invalid, duplicate, finished)) = row else {
+    let Some((no, current, enqueued, delivered, dead, invalid, duplicate, finished, kept)) = row
+    else {
         return Ok(PushOutcome::Refused(Error::UnknownJob {
             job: p.job.clone(),
         }));
@@ -313,13 +349,7 @@ fn push_in(tx: &Tx<'_>, path: &Path, p: &PushRow) -> Result<PushOutcome> {
             .and_then(|mut s| s.execute(params![id, int(p.n), &p.payload]))
             .map_err(sql)?;
     }
-    if let Some((first, entries)) = &p.rejects {
-        tx.prepare_cached(
-            "INSERT OR REPLACE INTO rejects (job, first_line, entries) VALUES (?1, ?2, ?3)",
-        )
-        .and_then(|mut s| s.execute(params![no, int(*first), entries]))
-        .map_err(sql)?;
-    }
+    let kept = kept + store_rejects(tx, path, no, limit.saturating_sub(kept), &p.rejects)?;
     let invalid = invalid + p.invalid;
     let duplicate = duplicate + p.duplicate;
     let finished = finish(
@@ -331,7 +361,8 @@ fn push_in(tx: &Tx<'_>, path: &Path, p: &PushRow) -> Result<PushOutcome> {
     );
     tx.prepare_cached(
         "UPDATE jobs SET seq = ?2, byte = ?3, line = ?4, records = ?5, done = ?6, \
-         enqueued = ?7, invalid = ?8, duplicate = ?9, finished_ms = ?10 WHERE no = ?1",
+         enqueued = ?7, invalid = ?8, duplicate = ?9, finished_ms = ?10, kept_rejects = ?11 \
+         WHERE no = ?1",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -344,7 +375,8 @@ fn push_in(tx: &Tx<'_>, path: &Path, p: &PushRow) -> Result<PushOutcome> {
             int(enqueued + p.n),
             int(invalid),
             int(duplicate),
-            finished
+            finished,
+            int(kept)
         ])
     })
     .map_err(sql)?;
@@ -532,7 +564,7 @@ fn insert_chunks(tx: &Tx<'_>, path: &Path, no: i64, chunks: &[(u64, Vec<u8>)]) -
     Ok(())
 }
 
-fn settle_in(tx: &Tx<'_>, path: &Path, s: &SettleRow) -> Result<()> {
+fn settle_in(tx: &Tx<'_>, path: &Path, s: &SettleRow, limit: u64) -> Result<()> {
     let sql = |e| db_error("settle", path, e);
     let lost = || Error::LeaseLost {
         lease: s.lease.clone(),
@@ -559,13 +591,33 @@ fn settle_in(tx: &Tx<'_>, path: &Path, s: &SettleRow) -> Result<()> {
     let mut dead_total = 0i64;
     for (g, mut counts) in s.groups.iter().zip(jobs) {
         insert_chunks(tx, path, counts.no, &g.chunks)?;
-        for d in &g.dead {
+        // The detail of a new dead letter while the job has fewer than
+        // `limit` (a replay gives room back); past it the message and kind.
+        let mut dead_chunks = Chunks::default();
+        for (i, d) in g.dead.iter().enumerate() {
+            let keep = counts.dead + (i as u64) < limit;
+            let detail = if keep {
+                dead_chunks.add(d.line, Entry::Dead(&d.reason));
+                d.reason.detail.as_str()
+            } else {
+                dead_chunks.add(d.line, Entry::DeadNotKept(d.reason.kind));
+                DETAIL_NOT_KEPT
+            };
             tx.prepare_cached(
                 "INSERT INTO dead (job, message, kind, detail, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
             )
-            .and_then(|mut st| st.execute(params![counts.no, &d.message, d.kind, &d.detail, now]))
+            .and_then(|mut st| {
+                st.execute(params![
+                    counts.no,
+                    &d.message,
+                    dead_kind_code(d.reason.kind),
+                    detail,
+                    now
+                ])
+            })
             .map_err(sql)?;
         }
+        insert_chunks(tx, path, counts.no, &dead_chunks.into_blobs())?;
         dead_total += g.dead.len() as i64;
         counts.delivered += g.delivered;
         counts.dead += g.dead.len() as u64;
@@ -604,20 +656,24 @@ impl SqliteBackend {
 impl Queue for SqliteBackend {
     async fn push(&self, push: &Push) -> Result<Pushed> {
         let row = PushRow::new(push);
-        self.write("push", move |tx, path| match push_in(tx, path, &row)? {
-            PushOutcome::Done(pushed) => Ok(pushed),
-            PushOutcome::Refused(e) => Err(e),
+        let limit = self.detail_limit;
+        self.write("push", move |tx, path| {
+            match push_in(tx, path, &row, limit)? {
+                PushOutcome::Done(pushed) => Ok(pushed),
+                PushOutcome::Refused(e) => Err(e),
+            }
         })
         .await
     }
 
     async fn push_all(&self, pushes: &[Push]) -> Result<Vec<Pushed>> {
         let rows: Vec<PushRow> = pushes.iter().map(PushRow::new).collect();
+        let limit = self.detail_limit;
         let (done, refused) = self
             .write("push_all", move |tx, path| {
                 let mut done = Vec::with_capacity(rows.len());
                 for row in &rows {
-                    match push_in(tx, path, row)? {
+                    match push_in(tx, path, row, limit)? {
                         PushOutcome::Done(pushed) => done.push(pushed),
                         // The pushes before it stay applied: they commit.
                         PushOutcome::Refused(e) => return Ok((done, Some(e))),
@@ -675,7 +731,8 @@ impl Queue for SqliteBackend {
 
     async fn settle(&self, lease: &Lease, outcomes: &[Settle]) -> Result<()> {
         let row = SettleRow::new(lease, outcomes)?;
-        self.write("settle", move |tx, path| settle_in(tx, path, &row))
+        let limit = self.detail_limit;
+        self.write("settle", move |tx, path| settle_in(tx, path, &row, limit))
             .await
     }
 
@@ -688,12 +745,13 @@ impl Queue for SqliteBackend {
         let row = SettleRow::new(lease, outcomes);
         let mark = then.mark.map(|m| (lease_key(m), lost(m)));
         let (max, ttl) = (then.lease, then.ttl);
+        let limit = self.detail_limit;
         let (settled, marked, leased) = self
             .write("settle_and_continue", move |tx, path| {
                 // A storage failure aborts the whole call (nothing applied);
                 // a broken rule fails only its part, which wrote nothing.
                 let settled = match row {
-                    Ok(row) => match settle_in(tx, path, &row) {
+                    Ok(row) => match settle_in(tx, path, &row, limit) {
                         Err(e) if is_storage(&e) => return Err(e),
                         settled => settled,
                     },

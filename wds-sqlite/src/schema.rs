@@ -11,6 +11,7 @@ use rusqlite::{Connection, TransactionBehavior};
 const MIGRATIONS: &[&str] = &[
     include_str!("../sql/1_initial.sql"),
     include_str!("../sql/2_failed.sql"),
+    include_str!("../sql/3_detail.sql"),
 ];
 
 /// The schema version this code writes.
@@ -68,5 +69,26 @@ mod tests {
         conn.pragma_update(None, "user_version", VERSION + 1)
             .unwrap();
         assert!(matches!(migrate(&mut conn), Err(MigrateError::Newer(v)) if v == VERSION + 1));
+    }
+
+    #[test]
+    fn version_3_counts_every_earlier_reject_as_kept_in_detail() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..2] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        conn.execute(
+            "INSERT INTO jobs (job, meta, invalid, duplicate) VALUES ('j', '{}', 5, 2)",
+            [],
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let kept: i64 = conn
+            .query_row("SELECT kept_rejects FROM jobs WHERE job = 'j'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(kept, 7);
     }
 }

@@ -1,12 +1,13 @@
 //! What the SQLite backend adds to the conformance suite: state survives a
-//! reopen, one process at a time, and a bad or full file is an error that
-//! loses nothing already stored.
+//! reopen, one process at a time, a bad or full file is an error that
+//! loses nothing already stored, and the detail limit is a setting.
 
 use std::time::Duration;
 
 use wds_core::{
-    now_ms, Checkpoint, Error, Format, JobId, JobMeta, JobState, Message, MessageId, OffsetStore,
-    Push, Queue, Receipt, Settle,
+    now_ms, Checkpoint, DeadKind, DeadReason, Error, Format, JobId, JobMeta, JobState, LineOutcome,
+    Message, MessageId, OffsetStore, Push, Queue, Receipt, Reject, RejectKind, Settle,
+    DETAIL_NOT_KEPT,
 };
 use wds_sqlite::SqliteBackend;
 
@@ -269,4 +270,100 @@ async fn a_backup_taken_while_open_is_a_consistent_database() {
         .unwrap()
         .expect("the job is in the backup");
     assert_eq!((report.delivered, report.state), (100, JobState::Done));
+}
+
+/// `push` with the lines `invalid` rejected instead of sent.
+fn rejecting(mut push: Push, invalid: std::ops::Range<u64>) -> Push {
+    push.messages.retain(|m| !invalid.contains(&m.id.line));
+    push.rejects = invalid
+        .map(|line| Reject {
+            line,
+            kind: RejectKind::Invalid {
+                reason: format!("line {line}: no user id"),
+            },
+        })
+        .collect();
+    push
+}
+
+async fn kept_lines(backend: &SqliteBackend, job: &JobId) -> Vec<u64> {
+    let rejects = backend.rejects(job, usize::MAX).await.unwrap();
+    rejects.iter().map(|r| r.line).collect()
+}
+
+async fn outcome(backend: &SqliteBackend, job: &JobId, line: u64) -> Option<LineOutcome> {
+    let id = MessageId {
+        job: job.clone(),
+        line,
+    };
+    backend.outcome(&id).await.unwrap()
+}
+
+fn invalid(reason: &str) -> Option<LineOutcome> {
+    let reason = reason.into();
+    Some(LineOutcome::Rejected {
+        kind: RejectKind::Invalid { reason },
+    })
+}
+
+/// The conformance suite checks the default limit; this one, that the
+/// setting is what counts, and that what a job kept survives a reopen
+/// under another limit (which applies from then on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_detail_limit_is_a_setting_and_what_was_kept_survives_a_reopen() {
+    let dir = temp_dir();
+    let path = dir.path().join("wds.db");
+    let open_with = |limit| SqliteBackend::builder(&path).detail_limit(limit).open();
+    let job = {
+        let backend = open_with(4).await.unwrap();
+        let job = backend.claim("file-1", meta()).await.unwrap().job;
+        let first = rejecting(push(&job, 0, 1..7, false), 1..7);
+        backend.push(&first).await.unwrap();
+        assert_eq!(kept_lines(&backend, &job).await, vec![1, 2, 3, 4]);
+        job
+    };
+    // Reopened with room for 10: 6 more in detail, counted from the 4 kept.
+    let backend = open_with(10).await.unwrap();
+    assert_eq!(
+        outcome(&backend, &job, 4).await,
+        invalid("line 4: no user id")
+    );
+    assert_eq!(outcome(&backend, &job, 5).await, invalid(DETAIL_NOT_KEPT));
+    let second = rejecting(push(&job, 1, 7..27, true), 7..15);
+    backend.push(&second).await.unwrap();
+    assert_eq!(
+        kept_lines(&backend, &job).await,
+        vec![1, 2, 3, 4, 7, 8, 9, 10, 11, 12]
+    );
+    assert_eq!(outcome(&backend, &job, 13).await, invalid(DETAIL_NOT_KEPT));
+
+    // Dead letters: 10 of the 12 keep their detail.
+    let leases = backend.lease(10, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(leases.len(), 1);
+    let reason = DeadReason {
+        kind: DeadKind::Permanent,
+        detail: "404 no such user".into(),
+    };
+    let outcomes: Vec<Settle> = leases[0]
+        .batch
+        .messages
+        .iter()
+        .map(|m| Settle::Dead {
+            message: m.clone(),
+            reason: reason.clone(),
+        })
+        .collect();
+    backend.settle(&leases[0], &outcomes).await.unwrap();
+    let letters = backend.dead_letters(Some(&job), usize::MAX).await.unwrap();
+    let not_kept = letters
+        .iter()
+        .filter(|d| d.reason.detail == DETAIL_NOT_KEPT)
+        .count();
+    assert_eq!((letters.len(), not_kept), (12, 2));
+    let report = backend.report(&job).await.unwrap().unwrap();
+    assert_eq!(
+        (report.lines, report.invalid, report.dead),
+        (26, 14, 12),
+        "{report:?}"
+    );
 }

@@ -5,10 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use wds_core::{
-    Delivered, Engine, Input, LineOutcome, Message, MessageId, OffsetStore, Queue, RejectKind,
-    Sink, SinkError,
-};
+use wds_core::{Delivered, Engine, Input, Message, OffsetStore, Queue, Sink, SinkError};
 use wds_memory::MemoryBackend;
 
 /// Refuses even users (permanently) until healed.
@@ -61,56 +58,21 @@ async fn past_the_detail_limit_lines_keep_their_kind_and_the_counts_stay_exact()
     );
     assert_eq!(report.accounted(), report.lines);
 
+    // What the limit means (outcomes, texts, replays) is checked by
+    // `wds_core::testkit::detail_is_bounded_and_counts_stay_exact`; here,
+    // that the setting is what counts.
     let rejects = backend.rejects(&report.job, usize::MAX).await.unwrap();
     assert_eq!(rejects.len(), 100, "rejects kept in detail");
-    let outcome = |line| {
-        let backend = backend.clone();
-        let job = report.job.clone();
-        async move { backend.outcome(&MessageId { job, line }).await.unwrap() }
-    };
-    match outcome(1).await {
-        Some(LineOutcome::Rejected {
-            kind: RejectKind::Invalid { reason },
-        }) => assert!(reason.contains("default message"), "{reason}"),
-        other => panic!("line 1: {other:?}"),
-    }
-    match outcome(2500).await {
-        Some(LineOutcome::Rejected {
-            kind: RejectKind::Invalid { reason },
-        }) => assert!(reason.contains("not kept"), "{reason}"),
-        other => panic!("line 2500: {other:?}"),
-    }
-    match outcome(3001).await {
-        Some(LineOutcome::Delivered { receipt }) => assert_eq!(receipt.status, Some(200)),
-        other => panic!("line 3001: {other:?}"),
-    }
-    // The first 100 dead letters in detail, the rest with their kind only.
     let dead = backend
         .dead_letters(Some(&report.job), usize::MAX)
         .await
         .unwrap();
     assert_eq!(dead.len(), 1000);
-    let detailed: Vec<_> = dead
+    let detailed = dead
         .iter()
         .filter(|d| d.reason.detail.contains("refused"))
-        .collect();
-    assert_eq!(detailed.len(), 100);
-    let kept = detailed[0].message.id.line;
-    match outcome(kept).await {
-        Some(LineOutcome::Dead { reason }) => assert!(reason.detail.contains("refused")),
-        other => panic!("line {kept}: {other:?}"),
-    }
-    let short = dead
-        .iter()
-        .find(|d| d.reason.detail.contains("not kept"))
-        .unwrap()
-        .message
-        .id
-        .line;
-    match outcome(short).await {
-        Some(LineOutcome::Dead { reason }) => assert!(reason.detail.contains("not kept")),
-        other => panic!("line {short}: {other:?}"),
-    }
+        .count();
+    assert_eq!(detailed, 100, "dead letters kept in detail");
 
     // Dead letters past the limit still replay, and the job then adds up.
     sink.healed.store(true, Ordering::SeqCst);

@@ -184,28 +184,23 @@ async fn a_file_of_invalid_lines_costs_a_few_bytes_a_line_and_keeps_the_first_in
     println!("FIGURES redis: {per_line:.2} bytes per invalid line");
     assert!(per_line < 10.0, "{per_line:.1} bytes per invalid line");
 
+    // The outcome of the last line, in the last of many merged runs (what
+    // the limit means is checked by the conformance suite).
+    let last = backend
+        .outcome(&MessageId {
+            job: report.job.clone(),
+            line: lines,
+        })
+        .await
+        .unwrap();
     assert_eq!(
-        backend
-            .rejects(&report.job, usize::MAX)
-            .await
-            .unwrap()
-            .len(),
-        1000
-    );
-    let outcome = |line| {
-        let (backend, job) = (backend.clone(), report.job.clone());
-        async move { backend.outcome(&MessageId { job, line }).await.unwrap() }
-    };
-    let detail = |o: Option<wds_core::LineOutcome>| match o {
+        last,
         Some(wds_core::LineOutcome::Rejected {
-            kind: wds_core::RejectKind::Invalid { reason },
-        }) => reason,
-        other => panic!("{other:?}"),
-    };
-    assert!(detail(outcome(1).await).contains("default message"));
-    assert!(detail(outcome(1000).await).contains("default message"));
-    assert!(detail(outcome(1001).await).contains("not kept"));
-    assert!(detail(outcome(lines).await).contains("not kept"));
+            kind: wds_core::RejectKind::Invalid {
+                reason: wds_core::DETAIL_NOT_KEPT.into()
+            }
+        })
+    );
 }
 
 /// Refuses everyone, for good.
@@ -223,7 +218,7 @@ impl Sink for NoOne {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dead_letters_past_the_detail_limit_keep_their_message_not_their_detail() {
+async fn the_dead_letter_detail_limit_is_a_setting() {
     let server = RedisServer::start();
     let backend = RedisBackend::builder(server.url())
         .prefix("deadcap")
@@ -255,18 +250,4 @@ async fn dead_letters_past_the_detail_limit_keep_their_message_not_their_detail(
         .filter(|d| d.reason.detail.contains("no such user"))
         .count();
     assert_eq!(detailed, 50, "dead letters kept in detail");
-    let outcome = |line| {
-        let (backend, job) = (backend.clone(), report.job.clone());
-        async move { backend.outcome(&MessageId { job, line }).await.unwrap() }
-    };
-    for letter in letters.iter().take(3).chain(letters.iter().rev().take(3)) {
-        match outcome(letter.message.id.line).await {
-            Some(wds_core::LineOutcome::Dead { reason }) => {
-                assert_eq!(reason, letter.reason, "line {}", letter.message.id.line)
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-    // Every one still replays.
-    assert_eq!(backend.replay(Some(&report.job)).await.unwrap(), lines);
 }

@@ -82,6 +82,10 @@
 //!   every message exactly once fails with some error;
 //! - `finished_ms` is `None` until the job is first `Done` (its value after a
 //!   replay is not checked);
+//! - the backend keeps the default detail limit
+//!   ([`crate::DEFAULT_DETAIL_LIMIT`]): [`detail_is_bounded_and_counts_stay_exact`]
+//!   pushes and kills more lines than that; within one settle, which dead
+//!   letters keep their detail is not checked, only how many;
 //! - `reports()` lists jobs newest first by claim order (the checks claim
 //!   with increasing `created_ms` too, so either clock agrees).
 
@@ -96,6 +100,7 @@ use futures::FutureExt;
 use crate::{OffsetStore, Queue};
 
 mod claims;
+mod detail;
 mod lease;
 mod push;
 mod replay;
@@ -107,6 +112,7 @@ pub use claims::{
     claim_creates_a_job_once, claims_of_different_identities_differ,
     concurrent_claims_make_one_job, unknown_jobs_are_refused,
 };
+pub use detail::detail_is_bounded_and_counts_stay_exact;
 pub use lease::{
     expired_lease_is_reclaimed, expired_leases_come_first, extend_keeps_the_lease,
     lease_in_push_order, leased_batch_has_one_holder, release_returns_the_batch_at_once,
@@ -168,6 +174,7 @@ const CHECKS: &[(&str, Check)] = checks![
     replay_of_one_job,
     replay_of_all_jobs,
     stats_count_messages,
+    detail_is_bounded_and_counts_stay_exact,
 ];
 
 /// Runs every check, each on a fresh backend from `make`, which serves as

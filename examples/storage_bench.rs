@@ -1,16 +1,19 @@
 //! What a job costs its backend per line, once done: the memory backend's
-//! resident memory and Redis's `used_memory`, for a file of invalid lines
-//! and for a file of valid (delivered) lines. Prints one table.
+//! resident memory, the SQLite database's pages in use and Redis's
+//! `used_memory`, for a file of invalid lines and for a file of valid
+//! (delivered) lines. Prints one table.
 //!
 //! ```text
 //! cargo run --release --example storage_bench        # 10M invalid and 1M valid lines, on each backend
-//! cargo run --release --example storage_bench -- --invalid 1000000 --redis-invalid 1000000
+//! cargo run --release --example storage_bench -- --invalid 1000000 --sqlite-invalid 1000000 --redis-invalid 1000000
 //! ```
 //!
 //! The memory figure is the growth of this process's resident set (it never
 //! shrinks on its own, so the parser's and the batcher's buffers count too:
-//! an upper bound). The Redis figure is `used_memory` of a private
-//! `redis-server` before and after, the job finished.
+//! an upper bound). The SQLite figure is the growth of a new database's
+//! pages in use (`page_count - freelist_count`, the write-ahead log
+//! included), the job finished. The Redis figure is `used_memory` of a
+//! private `redis-server` before and after, the job finished.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -23,6 +26,7 @@ use wds_core::{
 };
 use wds_memory::MemoryBackend;
 use wds_redis::{RedisBackend, RedisServer};
+use wds_sqlite::SqliteBackend;
 
 /// A failure of the benchmark itself.
 pub(crate) type Fallible<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -36,6 +40,12 @@ struct Args {
     /// Valid lines, all delivered, for the memory backend.
     #[arg(long, default_value_t = 1_000_000)]
     valid: u64,
+    /// Invalid lines for SQLite.
+    #[arg(long, default_value_t = 10_000_000)]
+    sqlite_invalid: u64,
+    /// Valid lines, all delivered, for SQLite.
+    #[arg(long, default_value_t = 1_000_000)]
+    sqlite_valid: u64,
     /// Invalid lines for Redis.
     #[arg(long, default_value_t = 10_000_000)]
     redis_invalid: u64,
@@ -153,6 +163,26 @@ async fn main() -> Fallible<()> {
         );
         // Kept alive until measured: the job's state is what is measured.
         drop(backend);
+    }
+
+    for (kind, lines, valid) in [
+        ("invalid", args.sqlite_invalid, false),
+        ("valid", args.sqlite_valid, true),
+    ] {
+        let input = write_file(dir.path(), &format!("sqlite-{kind}.csv"), lines, valid)?;
+        let backend = SqliteBackend::open(dir.path().join(format!("sqlite-{kind}.db"))).await?;
+        let used = |s: wds_sqlite::Storage| s.file_bytes - s.free_bytes;
+        let before = used(backend.storage().await?);
+        let start = Instant::now();
+        let counted = run(Arc::new(backend.clone()), Arc::new(backend.clone()), &input).await?;
+        let after = used(backend.storage().await?);
+        row(
+            "sqlite",
+            kind,
+            counted,
+            after.saturating_sub(before),
+            start.elapsed(),
+        );
     }
 
     let server = RedisServer::builder().start();

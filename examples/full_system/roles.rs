@@ -76,10 +76,12 @@ impl Backend {
             // The initiator never delivers; it still needs a sink to build.
             None => builder.sink(NoDelivery),
         };
+        // A shared limiter (Redis) carries the rate, if any, and the 429
+        // back-off of every worker; otherwise one of this process's own.
         builder = match (&self.limiter, settings.rate) {
-            (Some(shared), Some(_)) => builder.limiter(shared.clone()),
-            (_, Some(rate)) => builder.rate_limit(rate, settings.burst.max(1)),
-            (_, None) => builder,
+            (Some(shared), _) => builder.limiter(shared.clone()),
+            (None, Some(rate)) => builder.rate_limit(rate, settings.burst.max(1)),
+            (None, None) => builder,
         };
         builder.build().map_err(|e| e.to_string())
     }

@@ -68,7 +68,7 @@ mod test_server;
 pub use backend::{RedisBackend, RedisBackendBuilder};
 pub use deadpool_redis;
 pub use deadpool_redis::redis;
-pub use limiter::RedisLimiter;
+pub use limiter::{RedisBackOff, RedisLimiter};
 #[cfg(feature = "test-server")]
 pub use test_server::{RedisServer, RedisServerBuilder};
 pub use wds_core;

@@ -1,4 +1,5 @@
-//! [`RedisLimiter`]: one rate limit per endpoint, shared by every worker.
+//! [`RedisLimiter`]: one rate limit per endpoint, shared by every worker;
+//! [`RedisBackOff`]: no rate, only the 429 back-off shared by every worker.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -238,17 +239,114 @@ impl Limiter for RedisLimiter {
     async fn back_off(&self, until_ms: u64) -> Result<()> {
         self.pause.until(until_ms);
         self.epoch.fetch_add(1, Ordering::AcqRel);
-        let pause_ms = until_ms.saturating_sub(now_ms());
-        if pause_ms == 0 {
-            return Ok(());
+        store_back_off(&self.backend, &self.key, until_ms).await
+    }
+}
+
+/// Stores a back-off until `until_ms` under `key`, for every worker.
+async fn store_back_off(backend: &RedisBackend, key: &str, until_ms: u64) -> Result<()> {
+    let pause_ms = until_ms.saturating_sub(now_ms());
+    if pause_ms == 0 {
+        return Ok(());
+    }
+    let mut invocation = SCRIPTS.gcra_back_off.invocation(&[key]);
+    invocation.arg(pause_ms.saturating_mul(1_000));
+    backend
+        .inner
+        .conns
+        .invoke("limiter back_off", &invocation)
+        .await?;
+    Ok(())
+}
+
+/// How often a [`RedisBackOff`] asks Redis whether another worker backed off.
+const BACK_OFF_POLL: Duration = Duration::from_millis(100);
+
+/// A [`Limiter`] with no rate that shares only the back-off: a 429 seen by
+/// one worker pauses every worker that delivers to the same endpoint for its
+/// `Retry-After`, as [`RedisLimiter`] does when a rate is set.
+///
+/// The instance that backs off pauses at once and stores the pause in Redis
+/// (under the same key a [`RedisLimiter`] of that endpoint uses, so the two
+/// agree); the others ask Redis at most every 100 ms, from the path of an
+/// ordinary `acquire` (one small script call per 100 ms per worker, not one
+/// per message), so they stop within that poll plus the calls they already
+/// had on the wire.
+#[derive(Debug)]
+pub struct RedisBackOff {
+    backend: RedisBackend,
+    key: String,
+    pause: Pause,
+    /// When Redis is to be asked next, in [`now_ms`] time.
+    next_poll_ms: AtomicU64,
+}
+
+impl RedisBackOff {
+    /// The shared back-off of the endpoint `endpoint` (the name a
+    /// [`RedisLimiter`] of the same endpoint would use).
+    pub fn new(backend: &RedisBackend, endpoint: &str) -> Self {
+        RedisBackOff {
+            backend: backend.clone(),
+            key: backend.key(&format!("limit:{endpoint}")),
+            pause: Pause::default(),
+            next_poll_ms: AtomicU64::new(0),
         }
-        let mut invocation = SCRIPTS.gcra_back_off.invocation(&[&self.key]);
-        invocation.arg(pause_ms.saturating_mul(1_000));
-        self.backend
-            .inner
-            .conns
-            .invoke("limiter back_off", &invocation)
-            .await?;
+    }
+
+    /// The Redis key holding this endpoint's state.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Learns another worker's back-off from Redis.
+    async fn poll(&self) -> Result<()> {
+        let op = "back-off poll";
+        let invocation = SCRIPTS.gcra_pause.invocation(&[&self.key]);
+        let reply = self.backend.inner.conns.invoke(op, &invocation).await?;
+        let [now, pause] = codec::array(op, &reply)? else {
+            return Err(codec::unexpected(op, &reply));
+        };
+        let (now_us, pause_us) = (codec::uint(op, now)?, codec::uint(op, pause)?);
+        if pause_us > now_us {
+            // Server time to our clock: what is left of the pause.
+            self.pause
+                .until(now_ms().saturating_add((pause_us - now_us) / 1_000));
+        }
         Ok(())
+    }
+}
+
+#[async_trait]
+impl Limiter for RedisBackOff {
+    async fn acquire(&self, _n: u32) -> Result<()> {
+        let now = now_ms();
+        let due = self.next_poll_ms.load(Ordering::Acquire);
+        let poll_ms = BACK_OFF_POLL.as_millis() as u64;
+        // One caller per interval asks; the others go on with what is known.
+        if now >= due
+            && self
+                .next_poll_ms
+                .compare_exchange(
+                    due,
+                    now.saturating_add(poll_ms),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok()
+        {
+            if let Err(e) = self.poll().await {
+                // The back-off is a courtesy to the endpoint: a Redis that
+                // does not answer must not stop delivery (settling needs it
+                // anyway, and reports its own errors).
+                tracing::debug!(error = %e, "cannot read the shared back-off");
+            }
+        }
+        self.pause.wait().await;
+        Ok(())
+    }
+
+    async fn back_off(&self, until_ms: u64) -> Result<()> {
+        self.pause.until(until_ms);
+        store_back_off(&self.backend, &self.key, until_ms).await
     }
 }

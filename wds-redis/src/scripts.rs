@@ -654,6 +654,15 @@ redis.call('PEXPIRE', KEYS[1], math.ceil((tat - now) / 1000) + 60000)
 return string.format('%.0f', pause)
 "#;
 
+/// An endpoint's shared back-off, without taking a permit: `[now, pause]`
+/// in server microseconds (`pause` 0 when none was ever set).
+const GCRA_PAUSE: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local pause = tonumber(redis.call('HGET', KEYS[1], 'pause') or '0')
+return {string.format('%.0f', now), string.format('%.0f', pause)}
+"#;
+
 /// A script of ours: its code and its SHA-1, which `EVALSHA` names it by.
 #[derive(Debug)]
 pub(crate) struct Lua {
@@ -719,6 +728,7 @@ pub(crate) struct Scripts {
     pub(crate) rejects: Lua,
     pub(crate) gcra_reserve: Lua,
     pub(crate) gcra_back_off: Lua,
+    pub(crate) gcra_pause: Lua,
 }
 
 /// The scripts, shared by every backend of the process.
@@ -741,4 +751,5 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     rejects: Lua::new(REJECTS),
     gcra_reserve: Lua::new(GCRA_RESERVE),
     gcra_back_off: Lua::new(GCRA_BACK_OFF),
+    gcra_pause: Lua::new(GCRA_PAUSE),
 });

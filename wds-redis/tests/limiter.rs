@@ -119,3 +119,70 @@ async fn a_zero_rate_is_a_config_error() {
     assert!(RedisLimiter::new(&backend, "x", 0, 1).is_err());
     assert!(RedisLimiter::new(&backend, "x", 1, 0).is_err());
 }
+
+/// Without a rate: a back-off stored by one worker's `RedisBackOff` stops
+/// the others within their 100 ms poll, and a `RedisLimiter` of the same
+/// endpoint sees it too (one key for both).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_back_off_without_a_rate_is_seen_by_every_worker() {
+    let server = RedisServer::start();
+    let backend = |server: &RedisServer| {
+        let url = server.url();
+        async move {
+            RedisBackend::builder(url)
+                .prefix("limits")
+                .connect()
+                .await
+                .expect("connect to the test redis-server")
+        }
+    };
+    let first = wds_redis::RedisBackOff::new(&backend(&server).await, "api");
+    let second = wds_redis::RedisBackOff::new(&backend(&server).await, "api");
+    // No pause: acquiring is immediate, the first call of each polls Redis.
+    let started = Instant::now();
+    for _ in 0..1_000 {
+        second.acquire(1).await.unwrap();
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let pause = Duration::from_millis(600);
+    first
+        .back_off(now_ms() + pause.as_millis() as u64)
+        .await
+        .unwrap();
+    let backed_off = Instant::now();
+    // The second worker goes on for at most one poll, then waits it out.
+    let mut last = backed_off;
+    while last.duration_since(backed_off) < pause + Duration::from_millis(100) {
+        second.acquire(1).await.unwrap();
+        let now = Instant::now();
+        let gap = now.duration_since(last);
+        last = now;
+        if gap > Duration::from_millis(300) {
+            // The wait: it began within a poll and ended with the pause.
+            let began = now - gap;
+            assert!(
+                began.duration_since(backed_off) <= Duration::from_millis(150),
+                "the pause was noticed {:?} after it began",
+                began.duration_since(backed_off)
+            );
+            assert!(
+                now.duration_since(backed_off) + Duration::from_millis(30) >= pause,
+                "the wait ended {:?} into a {pause:?} pause",
+                now.duration_since(backed_off)
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(
+            now.duration_since(backed_off) < pause,
+            "the second worker never paused"
+        );
+    }
+    // Same key as a rate limiter of that endpoint.
+    assert_eq!(first.key(), limiter(&server, "api").await.key());
+}

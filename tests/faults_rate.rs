@@ -25,10 +25,16 @@ fn four_workers_hold_a_shared_rate_limit() {
     receiver.limit(RATE, BURST);
     let url = receiver.url();
     let (rate, burst) = (RATE.to_string(), BURST.to_string());
+    // Nothing is killed here, so the product's lease time (30 s) rather
+    // than the fault tests' 8 s: once in six runs of the whole suite, with
+    // 8 s, a live worker lost two batches' leases while they waited for
+    // permits (200 in doubt, job 14 s instead of 10 s), which this test is
+    // not about (the cause is being looked for; see the session notes).
     let mut cluster = Cluster::new(&[
         ("WDS_WEBHOOK_URL", &url),
         ("WDS_RATE", &rate),
         ("WDS_BURST", &burst),
+        ("WDS_LEASE_TTL_MS", "30000"),
     ]);
     cluster.start("initiator", &[]);
     // Every worker serves its own /metrics; waiting for its address also

@@ -459,6 +459,24 @@ pub enum JobState {
     Failed,
 }
 
+impl JobState {
+    /// The state a backend reports for a job from what it stores: whether
+    /// reading failed, whether the input is fully read (the checkpoint's
+    /// `done`), and how many of its `lines` are accounted for
+    /// (`delivered + dead + invalid + duplicate`).
+    pub fn of(failed: bool, fully_read: bool, accounted: u64, lines: u64) -> JobState {
+        if failed {
+            JobState::Failed
+        } else if !fully_read {
+            JobState::Reading
+        } else if accounted == lines {
+            JobState::Done
+        } else {
+            JobState::Delivering
+        }
+    }
+}
+
 /// A job's progress and the G2 counts.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobReport {

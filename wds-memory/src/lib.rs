@@ -118,15 +118,12 @@ impl Job {
     fn report(&self, id: &JobId) -> JobReport {
         let lines = self.checkpoint.records;
         let accounted = self.delivered + self.dead + self.invalid + self.duplicate;
-        let state = if self.failure.is_some() {
-            JobState::Failed
-        } else if !self.checkpoint.done {
-            JobState::Reading
-        } else if accounted == lines {
-            JobState::Done
-        } else {
-            JobState::Delivering
-        };
+        let state = JobState::of(
+            self.failure.is_some(),
+            self.checkpoint.done,
+            accounted,
+            lines,
+        );
         JobReport {
             job: id.clone(),
             meta: self.meta.clone(),

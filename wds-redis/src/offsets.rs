@@ -49,15 +49,7 @@ fn report(op: &str, job: JobId, fields: &[Value]) -> Result<JobReport> {
         detail: "no metadata".into(),
     })?;
     let accounted = delivered + dead + invalid + duplicate;
-    let state = if failure.is_some() {
-        JobState::Failed
-    } else if !done {
-        JobState::Reading
-    } else if accounted == records {
-        JobState::Done
-    } else {
-        JobState::Delivering
-    };
+    let state = JobState::of(failure.is_some(), done, accounted, records);
     Ok(JobReport {
         job,
         meta,

@@ -56,15 +56,7 @@ impl ReportRow {
         let job = JobId(self.job);
         let meta = parse_meta(&job, &self.meta)?;
         let accounted = self.delivered + self.dead + self.invalid + self.duplicate;
-        let state = if self.failed.is_some() {
-            JobState::Failed
-        } else if !self.done {
-            JobState::Reading
-        } else if accounted == self.records {
-            JobState::Done
-        } else {
-            JobState::Delivering
-        };
+        let state = JobState::of(self.failed.is_some(), self.done, accounted, self.records);
         Ok(JobReport {
             job,
             meta,

@@ -29,12 +29,9 @@
 //! `INFO commandstats`.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
 
-use async_trait::async_trait;
-use wds_core::{
-    Delivered, Engine, EngineConfig, Format, Input, JobReport, Message, Sink, SinkError,
-};
+use wds_core::testkit::bench::{csv_input, median_and_best, process_cpu, timed_job, NoopSink};
+use wds_core::{Engine, EngineConfig, Input};
 use wds_memory::MemoryBackend;
 use wds_redis::redis;
 use wds_redis::{RedisBackend, RedisServer};
@@ -42,60 +39,12 @@ use wds_redis::{RedisBackend, RedisServer};
 /// Measured rounds of each backend, alternating.
 const ROUNDS: u64 = 7;
 
-/// Accepts everything at once: the benchmark measures the engine and backend.
-#[derive(Debug)]
-struct Noop;
-
-#[async_trait]
-impl Sink for Noop {
-    async fn deliver(&self, _message: &Message) -> Result<Delivered, SinkError> {
-        Ok(Delivered { status: Some(200) })
-    }
-}
-
 /// A CSV job of `lines` distinct users; `salt` makes each run a new job
 /// (and the run's start time makes it new on a server that already ran the
 /// benchmark, where the same job would be found done at once).
 fn input(lines: u64, salt: &str) -> Input {
     static RUN: std::sync::LazyLock<u64> = std::sync::LazyLock::new(wds_core::now_ms);
-    let salt = format!("{salt}-{}", *RUN);
-    let mut csv = String::with_capacity(lines as usize * 40);
-    for i in 0..lines {
-        csv.push_str(&format!("user-{i:07},Your alert number {i} ({salt})\n"));
-    }
-    Input::from_bytes(
-        format!("bench-{salt}.csv"),
-        csv.into_bytes(),
-        Some(Format::Csv),
-        None,
-    )
-}
-
-/// The median and the smallest of `secs`.
-fn median_and_best(secs: &mut [f64]) -> (f64, f64) {
-    secs.sort_by(f64::total_cmp);
-    (secs[secs.len() / 2], secs[0])
-}
-
-/// CPU seconds this process has used so far (user + system, all threads),
-/// from `/proc/self/stat` in clock ticks of 10 ms; 0 where there is no
-/// `/proc` (the CPU line then reads 0 for this process).
-fn process_cpu() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
-    // Fields after the command name, which is in parentheses: utime and
-    // stime are the 12th and 13th of those.
-    let fields: Vec<&str> = stat
-        .rsplit_once(") ")
-        .map_or(Vec::new(), |(_, rest)| rest.split(' ').collect());
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
+    csv_input(lines, &format!("{salt}-{}", *RUN))
 }
 
 /// CPU seconds the Redis server has used so far (`INFO cpu`).
@@ -115,25 +64,6 @@ async fn redis_cpu(
             .unwrap_or(0.0)
     };
     Ok(field("used_cpu_user") + field("used_cpu_sys"))
-}
-
-/// Runs one job; returns its report and seconds from claim to finish (the
-/// job's own `finished_ms - created_ms`, which leaves out how long
-/// `run_once` takes to notice that the job is done).
-async fn run(
-    engine: &Engine,
-    input: &Input,
-) -> Result<(JobReport, f64), Box<dyn std::error::Error>> {
-    let start = Instant::now();
-    let report = engine.run_once(input).await?;
-    let wall = start.elapsed().as_secs_f64();
-    if !report.is_complete() || report.delivered != report.lines {
-        return Err(format!("the job did not complete: {report:?}").into());
-    }
-    let secs = report
-        .elapsed()
-        .map_or(wall, |d| d.as_secs_f64().max(0.001));
-    Ok((report, secs))
 }
 
 /// `cmdstat_<name>` → calls, from `INFO commandstats`.
@@ -192,7 +122,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let memory = Engine::builder()
         .config(config.clone())
         .backend(MemoryBackend::default())
-        .sink(Noop)
+        .sink(NoopSink)
         .build()?;
     let mut backend = RedisBackend::builder(url.clone()).prefix("bench");
     if let Ok(n) = std::env::var("WDS_BENCH_POOL") {
@@ -202,12 +132,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let engine = Engine::builder()
         .config(config)
         .backend(backend)
-        .sink(Noop)
+        .sink(NoopSink)
         .build()?;
     // Warm up both (allocator, thread pool, scripts), then alternate the
     // measured rounds so both see the same machine; keep the best of each.
-    run(&memory, &input(lines / 10, "warm-memory")).await?;
-    run(&engine, &input(lines / 10, "warm-redis")).await?;
+    timed_job(&memory, &input(lines / 10, "warm-memory")).await?;
+    timed_job(&engine, &input(lines / 10, "warm-redis")).await?;
     let client = redis::Client::open(url.as_str())?;
     let mut admin = client.get_multiplexed_async_connection().await?;
     redis::cmd("CONFIG")
@@ -222,10 +152,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let memory_input = input(lines, &format!("memory-{round}"));
         let redis_input = input(lines, &format!("redis-{round}"));
         let cpu = process_cpu();
-        let (_, m) = run(&memory, &memory_input).await?;
+        let (_, m) = timed_job(&memory, &memory_input).await?;
         memory_cpu += process_cpu() - cpu;
         let (cpu, server) = (process_cpu(), redis_cpu(&mut admin).await?);
-        let (_, r) = run(&engine, &redis_input).await?;
+        let (_, r) = timed_job(&engine, &redis_input).await?;
         client_cpu += process_cpu() - cpu;
         server_cpu += redis_cpu(&mut admin).await? - server;
         println!("round {round}: memory {m:.3} s, redis {r:.3} s");

@@ -19,77 +19,13 @@
 //! engine's batch size and concurrency for both runs;
 //! `WDS_BENCH_SYNC_FULL=1` runs SQLite with `synchronous=FULL`.
 
-use std::time::Instant;
-
-use async_trait::async_trait;
-use wds_core::{Delivered, Engine, EngineConfig, Format, Input, Message, Sink, SinkError};
+use wds_core::testkit::bench::{csv_input, median_and_best, process_cpu, timed_job, NoopSink};
+use wds_core::{Engine, EngineConfig, Format, Input};
 use wds_memory::MemoryBackend;
 use wds_sqlite::SqliteBackend;
 
 /// Measured rounds of each backend, alternating.
 const ROUNDS: u64 = 7;
-
-/// Accepts everything at once: the benchmark measures the engine and backend.
-#[derive(Debug)]
-struct Noop;
-
-#[async_trait]
-impl Sink for Noop {
-    async fn deliver(&self, _message: &Message) -> Result<Delivered, SinkError> {
-        Ok(Delivered { status: Some(200) })
-    }
-}
-
-/// A CSV job of `lines` distinct users; `salt` makes each run a new job.
-fn input(lines: u64, salt: &str) -> Input {
-    let mut csv = String::with_capacity(lines as usize * 40);
-    for i in 0..lines {
-        csv.push_str(&format!("user-{i:07},Your alert number {i} ({salt})\n"));
-    }
-    Input::from_bytes(
-        format!("bench-{salt}.csv"),
-        csv.into_bytes(),
-        Some(Format::Csv),
-        None,
-    )
-}
-
-/// The median and the smallest of `secs`.
-fn median_and_best(secs: &mut [f64]) -> (f64, f64) {
-    secs.sort_by(f64::total_cmp);
-    (secs[secs.len() / 2], secs[0])
-}
-
-/// CPU seconds this process has used so far, from `/proc/self/stat`
-/// (0 where there is none).
-fn process_cpu() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
-    let fields: Vec<&str> = stat
-        .rsplit_once(") ")
-        .map_or(Vec::new(), |(_, rest)| rest.split(' ').collect());
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-/// Runs one job; returns seconds from claim to finish.
-async fn run(engine: &Engine, input: &Input) -> Result<f64, Box<dyn std::error::Error>> {
-    let start = Instant::now();
-    let report = engine.run_once(input).await?;
-    let wall = start.elapsed().as_secs_f64();
-    if !report.is_complete() || report.delivered != report.lines {
-        return Err(format!("the job did not complete: {report:?}").into());
-    }
-    Ok(report
-        .elapsed()
-        .map_or(wall, |d| d.as_secs_f64().max(0.001)))
-}
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -121,7 +57,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let memory = Engine::builder()
         .config(config.clone())
         .backend(MemoryBackend::default())
-        .sink(Noop)
+        .sink(NoopSink)
         .build()?;
     let backend = SqliteBackend::builder(&path)
         .synchronous_full(full)
@@ -130,21 +66,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let sqlite = Engine::builder()
         .config(config)
         .backend(backend.clone())
-        .sink(Noop)
+        .sink(NoopSink)
         .build()?;
-    run(&memory, &input(lines / 10, "warm-memory")).await?;
-    run(&sqlite, &input(lines / 10, "warm-sqlite")).await?;
+    timed_job(&memory, &csv_input(lines / 10, "warm-memory")).await?;
+    timed_job(&sqlite, &csv_input(lines / 10, "warm-sqlite")).await?;
     let warm = backend.storage().await?;
     let (mut memory_secs, mut sqlite_secs) = (Vec::new(), Vec::new());
     let (mut memory_cpu, mut sqlite_cpu) = (0.0, 0.0);
     for round in 0..ROUNDS {
-        let memory_input = input(lines, &format!("memory-{round}"));
-        let sqlite_input = input(lines, &format!("sqlite-{round}"));
+        let memory_input = csv_input(lines, &format!("memory-{round}"));
+        let sqlite_input = csv_input(lines, &format!("sqlite-{round}"));
         let cpu = process_cpu();
-        let m = run(&memory, &memory_input).await?;
+        let (_, m) = timed_job(&memory, &memory_input).await?;
         memory_cpu += process_cpu() - cpu;
         let cpu = process_cpu();
-        let s = run(&sqlite, &sqlite_input).await?;
+        let (_, s) = timed_job(&sqlite, &sqlite_input).await?;
         sqlite_cpu += process_cpu() - cpu;
         println!("round {round}: memory {m:.3} s, sqlite {s:.3} s");
         memory_secs.push(m);

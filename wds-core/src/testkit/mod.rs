@@ -99,6 +99,7 @@ use futures::FutureExt;
 
 use crate::{OffsetStore, Queue};
 
+pub mod bench;
 mod claims;
 mod detail;
 mod lease;

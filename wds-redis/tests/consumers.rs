@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use wds_core::{
     now_ms, BatchId, Checkpoint, DeadKind, DeadReason, Format, JobId, JobMeta, JobState, Lease,
-    Message, MessageId, OffsetStore, Push, Queue, Receipt, Settle,
+    Message, MessageId, OffsetStore, Push, Queue, Settle,
 };
 use wds_redis::{RedisBackend, RedisServer};
 
@@ -70,23 +70,6 @@ async fn fill(backend: &RedisBackend, name: &str, batches: u64, size: u64) -> Jo
     job
 }
 
-fn delivered(lease: &Lease) -> Vec<Settle> {
-    lease
-        .batch
-        .messages
-        .iter()
-        .map(|m| Settle::Delivered {
-            id: m.id.clone(),
-            receipt: Receipt {
-                status: Some(200),
-                attempt: 1,
-                latency_ms: 1,
-                at_ms: now_ms(),
-            },
-        })
-        .collect()
-}
-
 /// What the workers saw, shared between them.
 #[derive(Default)]
 struct Seen {
@@ -132,7 +115,7 @@ async fn work(backend: RedisBackend, job: JobId, seen: Arc<Seen>) {
             }
             seen.held.lock().unwrap().remove(&lease.batch.id);
             backend
-                .settle(&lease, &delivered(&lease))
+                .settle(&lease, &wds_core::testkit::all_delivered(&lease))
                 .await
                 .expect("settle");
         }
@@ -260,7 +243,7 @@ async fn dead_workers_leases_are_reclaimed_after_the_ttl() {
                 })
                 .collect()
         } else {
-            delivered(lease)
+            wds_core::testkit::all_delivered(lease)
         };
         survivor.settle(lease, &outcomes).await.expect("settle");
     }

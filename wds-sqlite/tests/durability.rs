@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use wds_core::{
     now_ms, Checkpoint, DeadKind, DeadReason, Error, Format, JobId, JobMeta, JobState, LineOutcome,
-    Message, MessageId, OffsetStore, Push, Queue, Receipt, Reject, RejectKind, Settle,
-    DETAIL_NOT_KEPT,
+    Message, MessageId, OffsetStore, Push, Queue, Reject, RejectKind, Settle, DETAIL_NOT_KEPT,
 };
 use wds_sqlite::SqliteBackend;
 
@@ -61,23 +60,6 @@ fn push(job: &JobId, seq: u64, lines: std::ops::Range<u64>, done: bool) -> Push 
     }
 }
 
-fn delivered(lease: &wds_core::Lease) -> Vec<Settle> {
-    lease
-        .batch
-        .messages
-        .iter()
-        .map(|m| Settle::Delivered {
-            id: m.id.clone(),
-            receipt: Receipt {
-                status: Some(200),
-                attempt: 1,
-                latency_ms: 1,
-                at_ms: now_ms(),
-            },
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn everything_survives_a_reopen() {
     let dir = temp_dir();
@@ -89,7 +71,7 @@ async fn everything_survives_a_reopen() {
         backend.push(&push(&job, 1, 101..201, true)).await.unwrap();
         let leases = backend.lease(1, Duration::from_secs(60)).await.unwrap();
         backend
-            .settle(&leases[0], &delivered(&leases[0]))
+            .settle(&leases[0], &wds_core::testkit::all_delivered(&leases[0]))
             .await
             .unwrap();
         // A lease held when the process goes away: it comes back at once
@@ -139,7 +121,7 @@ async fn everything_survives_a_reopen() {
         "and it is known to have been sending"
     );
     backend
-        .settle(&again[0], &delivered(&again[0]))
+        .settle(&again[0], &wds_core::testkit::all_delivered(&again[0]))
         .await
         .unwrap();
     let report = backend.report(&job).await.unwrap().expect("the job");
@@ -236,7 +218,10 @@ async fn a_full_database_fails_writes_and_keeps_what_it_has() {
     // Room again once batches are settled: the same push now applies.
     let leases = backend.lease(5, Duration::from_secs(60)).await.unwrap();
     for lease in &leases {
-        backend.settle(lease, &delivered(lease)).await.unwrap();
+        backend
+            .settle(lease, &wds_core::testkit::all_delivered(lease))
+            .await
+            .unwrap();
     }
     let lines = seq * 100 + 1..seq * 100 + 101;
     backend.push(&push(&job, seq, lines, false)).await.unwrap();
@@ -251,7 +236,7 @@ async fn a_backup_taken_while_open_is_a_consistent_database() {
     backend.push(&push(&job, 0, 1..101, true)).await.unwrap();
     let leases = backend.lease(1, Duration::from_secs(60)).await.unwrap();
     backend
-        .settle(&leases[0], &delivered(&leases[0]))
+        .settle(&leases[0], &wds_core::testkit::all_delivered(&leases[0]))
         .await
         .unwrap();
     let copy = dir.path().join("backup.db");

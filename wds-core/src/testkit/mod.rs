@@ -130,6 +130,7 @@ pub use settle::{
     settle_requires_a_held_lease,
 };
 pub use stats::stats_count_messages;
+pub use support::all_delivered;
 
 /// How long one check may take before it counts as failed (hung).
 const CHECK_TIMEOUT: Duration = Duration::from_secs(60);

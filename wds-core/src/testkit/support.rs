@@ -171,8 +171,9 @@ pub(super) fn dead(message: &Message, kind: DeadKind) -> Settle {
     }
 }
 
-/// Every message of `lease` delivered.
-pub(super) fn all_delivered(lease: &Lease) -> Vec<Settle> {
+/// Every message of `lease` delivered: the outcomes of a batch that went
+/// well, for a backend's own tests too.
+pub fn all_delivered(lease: &Lease) -> Vec<Settle> {
     lease.batch.messages.iter().map(delivered).collect()
 }
 

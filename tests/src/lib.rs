@@ -206,7 +206,7 @@ pub fn users_csv(n: usize) -> Vec<u8> {
     s.into_bytes()
 }
 
-/// A view of a [`MemoryBackend`] that can be frozen: from then on every call
+/// A view of a [`MemoryBackend`](wds_memory::MemoryBackend) that can be frozen: from then on every call
 /// through it hangs forever and changes nothing, like the calls of a process
 /// that was killed. Aborting an engine's tasks one by one is not atomic (a
 /// task can still act while its siblings are being aborted); freezing its

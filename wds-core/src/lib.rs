@@ -31,6 +31,10 @@ pub mod source;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
+/// The attribute that implements WDS's traits (`#[async_trait]` on an
+/// `impl Sink for …`), re-exported so that implementing one needs no
+/// dependency of your own.
+pub use async_trait::async_trait;
 pub use engine::{Batcher, Deliverer, DeliveryMode, Engine, EngineBuilder, EngineConfig};
 pub use error::{BoxError, Error, Result, SinkError};
 pub use limiter::{Limiter, LocalLimiter};

@@ -574,3 +574,64 @@ fn the_backend_flag_says_what_it_does() {
     );
     local.stop(sqlite);
 }
+
+/// A file with more (user, message) pairs than the duplicate filter keeps in
+/// memory is deduplicated on disk, exactly: every repeat counted as a
+/// duplicate and never sent, also when the process is killed with SIGKILL
+/// mid-delivery and restarted on the same data dir.
+#[test]
+fn a_file_bigger_than_the_duplicate_filters_memory_is_deduplicated_on_disk_across_a_kill() {
+    let receiver = TestReceiver::start();
+    let local = Local::new(&receiver);
+    // Every tenth line repeats the line 1,001 lines before it (same user,
+    // same message), so the first and the repeat are in different runs.
+    let mut lines: Vec<String> = Vec::new();
+    let mut user = 0;
+    for i in 1..=20_000 {
+        if i % 10 == 0 && i > 1_001 {
+            lines.push(lines[i - 1_002].clone());
+        } else {
+            user += 1;
+            lines.push(format!("user-{user},Your order {user} has shipped"));
+        }
+    }
+    let repeats = lines.len() - user;
+    let body = lines.join("\n") + "\n";
+    let budget = ["--dedupe-memory-pairs", "1000"];
+    let mut first = local.start_ready("all-1", &budget);
+    local.drop_file("users.csv", body.as_bytes());
+    eventually(
+        "a fifth of the users to be alerted",
+        Duration::from_secs(180),
+        || (receiver.count() >= user / 5).then_some(()),
+    );
+    first.signal("KILL");
+    first.wait(Duration::from_secs(30));
+    assert!(
+        first
+            .log_text()
+            .contains("duplicate filter spilled to disk"),
+        "the filter did not spill: the test would prove nothing\n{}",
+        first.log_text()
+    );
+    let mut second = local.start_ready("all-2", &budget);
+    let job = local.wait_done(&mut second, Duration::from_secs(300));
+    assert_eq!(count(&job, "lines"), lines.len() as u64, "{job}");
+    assert_eq!(
+        count(&job, "duplicate"),
+        repeats as u64,
+        "every repeat found: {job}"
+    );
+    assert_eq!(count(&job, "enqueued"), user as u64, "{job}");
+    let (delivered, dead) = (count(&job, "delivered"), count(&job, "dead"));
+    assert_eq!(delivered + dead, user as u64, "{job}");
+    assert!(dead <= IN_DOUBT_BOUND, "{job}");
+    let mut per_user = std::collections::HashMap::<String, u32>::new();
+    for hit in receiver.hits() {
+        *per_user.entry(hit.user).or_default() += 1;
+    }
+    let twice: Vec<_> = per_user.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(twice.is_empty(), "users alerted more than once: {twice:?}");
+    assert!(per_user.len() as u64 >= delivered, "{job}");
+    local.stop(second);
+}

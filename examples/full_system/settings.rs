@@ -252,6 +252,10 @@ pub(crate) struct Settings {
     /// line keeps its kind only, and the counts stay exact.
     #[arg(long, env = "WDS_DETAIL_LIMIT", default_value_t = 1_000, global = true)]
     pub(crate) detail_limit: usize,
+    /// (userId, alertMessage) pairs of a file the duplicate filter keeps in
+    /// memory (24 bytes each); a bigger file is sorted on disk, in the data dir.
+    #[arg(long, env = "WDS_DEDUPE_MEMORY_PAIRS", default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub(crate) dedupe_memory_pairs: u64,
     /// Log format.
     #[arg(long, env = "WDS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human, global = true)]
     pub(crate) log_format: LogFormat,
@@ -325,6 +329,10 @@ impl Settings {
         c.mode = self.mode;
         c.delivery_timeout = Duration::from_millis(self.timeout_ms);
         c.lease_ttl = Duration::from_millis(self.lease_ttl_ms);
+        // The duplicate filter of a big file spills next to the database,
+        // on a disk, rather than to a /tmp that may be in RAM.
+        c.spill_dir = Some(self.data_dir.clone());
+        c.dedupe_memory_pairs = usize::try_from(self.dedupe_memory_pairs).unwrap_or(usize::MAX);
         c.retry = RetryPolicy {
             max_attempts: self.max_attempts,
             ..RetryPolicy::default()

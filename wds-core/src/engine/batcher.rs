@@ -1,7 +1,5 @@
 //! The batcher: reads an input into batches on the [`Queue`].
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::io::{Read, Seek, SeekFrom};
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::backoff::with_backoff;
 use super::config::EngineConfig;
+use super::seen::Seen;
 use crate::error::{Error, Result};
 use crate::model::{
     now_ms, Checkpoint, Claim, JobId, JobMeta, JobReport, Message, Push, Reject, RejectKind,
@@ -301,61 +300,6 @@ impl Batcher {
     }
 }
 
-/// Remembers the (user, message) pairs of a job, to count repeats as
-/// duplicates. Keeps a 128-bit keyed hash per pair rather than the strings,
-/// so a million users cost ~40 MB, not the file's size again; 128 bits make
-/// an accidental collision (which would drop a user as a "duplicate")
-/// practically impossible, and random keys keep crafted ones out.
-#[derive(Debug, Default)]
-struct SeenPairs {
-    keys: (RandomState, RandomState),
-    first_line: HashMap<u128, u64, BuildHasherDefault<FoldHasher>>,
-}
-
-impl SeenPairs {
-    fn key(&self, user_id: &str, message: &str) -> u128 {
-        let hash = |state: &RandomState| {
-            let mut h = state.build_hasher();
-            h.write(user_id.as_bytes());
-            h.write_u8(0xff); // not valid UTF-8: separates the two strings
-            h.write(message.as_bytes());
-            h.finish()
-        };
-        (u128::from(hash(&self.keys.0)) << 64) | u128::from(hash(&self.keys.1))
-    }
-
-    /// Records the pair at `line`; returns the line of its first occurrence
-    /// when it was already seen.
-    fn check(&mut self, user_id: &str, message: &str, line: u64) -> Option<u64> {
-        let key = self.key(user_id, message);
-        match self.first_line.entry(key) {
-            std::collections::hash_map::Entry::Occupied(e) => Some(*e.get()),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(line);
-                None
-            }
-        }
-    }
-}
-
-/// The keys are already keyed hashes: folding them is enough.
-#[derive(Debug, Default)]
-struct FoldHasher(u64);
-
-impl Hasher for FoldHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-    fn write_u128(&mut self, n: u128) {
-        self.0 ^= (n as u64) ^ ((n >> 64) as u64);
-    }
-}
-
 /// Runs on a blocking thread: parses the input from the checkpoint and sends
 /// chunks of up to `batch_size` records.
 fn parse_chunks(
@@ -373,21 +317,26 @@ fn parse_chunks(
     let result = (|| -> Result<()> {
         let format = claim.meta.format;
         let default = claim.meta.default_message.clone();
-        let mut seen = SeenPairs::default();
-        if checkpoint.byte > 0 {
-            // Rebuild the duplicate filter from the part already pushed.
-            let mut reader = RecordReader::new(
-                std::io::BufReader::with_capacity(256 * 1024, input.open()?).take(checkpoint.byte),
-                format,
-                default.clone(),
-                config.limits,
-                Position::START,
-            );
-            while let Some(item) = reader.next_record().map_err(io_err)? {
-                if let Parsed::Record(r) = item {
-                    seen.check(&r.user_id, &r.alert_message, r.line);
-                }
-            }
+        // The duplicate filter reads the whole file once first (also when
+        // resuming: what was pushed before has to be known).
+        let mut whole = input.open()?;
+        let spill_dir = config.spill_dir.clone().unwrap_or_else(std::env::temp_dir);
+        let Some((mut seen, pass)) = Seen::prepare(
+            &mut whole,
+            format,
+            default.clone(),
+            config.limits,
+            config.dedupe_memory_pairs,
+            &spill_dir,
+            cancel,
+        )
+        .map_err(io_err)?
+        else {
+            return Ok(()); // Cancelled.
+        };
+        drop(whole);
+        if pass.runs > 0 {
+            tracing::info!(job = %claim.job, records = pass.pairs, duplicates = pass.duplicates, runs = pass.runs, dir = %spill_dir.display(), "duplicate filter spilled to disk");
         }
         let mut file = input.open_following(cancel)?;
         file.seek(SeekFrom::Start(checkpoint.byte))
@@ -414,7 +363,10 @@ fn parse_chunks(
                 };
                 chunk.records += 1;
                 match item {
-                    Parsed::Record(r) => match seen.check(&r.user_id, &r.alert_message, r.line) {
+                    Parsed::Record(r) => match seen
+                        .check(&r.user_id, &r.alert_message, r.line)
+                        .map_err(io_err)?
+                    {
                         Some(first) => chunk.rejects.push(Reject {
                             line: r.line,
                             kind: RejectKind::Duplicate { of_line: first },

@@ -63,6 +63,14 @@ pub struct EngineConfig {
     pub idle_poll: Duration,
     /// Inputs read at the same time by one engine. Default 4.
     pub concurrent_jobs: usize,
+    /// `(userId, alertMessage)` pairs of a job the duplicate filter keeps
+    /// in memory (24 bytes each) before it sorts them on disk, in
+    /// `spill_dir`. Default 1,048,576 (24 MiB per job being read).
+    pub dedupe_memory_pairs: usize,
+    /// Where the duplicate filter spills (unnamed files, gone when the
+    /// job's read ends or the process dies). `None`: the system's
+    /// temporary directory. Prefer a disk to a RAM-backed `/tmp`.
+    pub spill_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for EngineConfig {
@@ -79,6 +87,8 @@ impl Default for EngineConfig {
             limits: Limits::default(),
             idle_poll: Duration::from_millis(100),
             concurrent_jobs: 4,
+            dedupe_memory_pairs: super::seen::DEFAULT_MEMORY_PAIRS,
+            spill_dir: None,
         }
     }
 }
@@ -95,6 +105,9 @@ impl EngineConfig {
         }
         if self.concurrent_jobs == 0 {
             return bad("concurrent_jobs must be at least 1");
+        }
+        if self.dedupe_memory_pairs == 0 {
+            return bad("dedupe_memory_pairs must be at least 1");
         }
         if self.lease_ttl < Duration::from_millis(50) {
             return bad("lease_ttl must be at least 50 ms");

@@ -6,6 +6,7 @@ mod backoff;
 mod batcher;
 mod config;
 mod deliverer;
+mod seen;
 mod window;
 
 use std::sync::Arc;

@@ -18,6 +18,7 @@
 //!
 //! See the repository's `docs/guarantees.md` for the guarantees G1–G5.
 
+mod control;
 pub mod engine;
 mod error;
 pub mod limiter;
@@ -31,6 +32,7 @@ pub mod source;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
+pub use control::{Action, JobControl};
 pub use engine::{Batcher, Deliverer, DeliveryMode, Engine, EngineBuilder, EngineConfig};
 pub use error::{BoxError, Error, Result, SinkError};
 pub use limiter::{Limiter, LocalLimiter};

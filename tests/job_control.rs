@@ -3,7 +3,8 @@
 //! Pause stops deliveries (the receiver's count stops rising), resume
 //! continues them, cancel ends the job `cancelled` with
 //! `delivered + dead + invalid + duplicate + cancelled == lines` and no
-//! user alerted twice, and a replay by reason replays that reason only.
+//! user alerted twice, a replay by reason replays that reason only, and a
+//! resend reads a finished job's archived file again as a second job.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -278,12 +279,59 @@ fn replay_by_reason(d: &Deployment, receiver: &TestReceiver) {
     assert_eq!(count(&again, "dead"), 0);
 }
 
+/// A resend reads the archived file again as a second job, with new ids.
+fn resend_makes_a_second_job(d: &Deployment, receiver: &TestReceiver) {
+    let job = d.drop_file("again.csv", &users_csv(50));
+    let id = job["job"].as_str().expect("job id").to_string();
+    d.eventually("the job to be done", Duration::from_secs(60), || {
+        (d.job(&id)["state"] == "done").then_some(())
+    });
+    let before = receiver.count();
+    let (status, resent) = d.eventually("the file to be archived", Duration::from_secs(30), || {
+        let (status, json) = d.post(&format!("/jobs/{id}/resend"), "");
+        (status != 409).then_some((status, json))
+    });
+    assert_eq!(status, 202, "{resent}");
+    let new = resent["job"]
+        .as_str()
+        .expect("the new job's id")
+        .to_string();
+    assert_ne!(new, id, "a resend is a new job");
+    let second = d.eventually("the resent job to be done", Duration::from_secs(60), || {
+        let job = d.job(&new);
+        (job["state"] == "done").then_some(job)
+    });
+    assert_eq!(count(&second, "delivered"), 50, "{second}");
+    assert!(second["meta"]["name"]
+        .as_str()
+        .is_some_and(|n| n.contains("resend 1")));
+    assert_eq!(receiver.count(), before + 50, "the resent job's 50 calls");
+    let per_id = receiver.per_id();
+    let of = |job: &str| {
+        per_id
+            .iter()
+            .filter(|(k, _)| k.starts_with(&format!("{job}:")))
+            .map(|(_, n)| *n)
+            .collect::<Vec<u32>>()
+    };
+    assert_eq!(of(&new).len(), 50, "the resent job's own webhook-ids");
+    assert!(
+        of(&new).iter().chain(&of(&id)).all(|n| *n == 1),
+        "an id sent twice"
+    );
+    // The original is unchanged, and dropping the file again is no new job.
+    assert_eq!(count(&d.job(&id), "delivered"), 50);
+    let (status, json) = d.post("/jobs/ffffffffffffffff/resend", "");
+    assert_eq!(status, 404, "{json}");
+}
+
 #[test]
 fn job_control_on_the_default_backend() {
     let receiver = TestReceiver::start();
     let d = Deployment::sqlite(&receiver);
     pause_resume_cancel(&d, &receiver);
     replay_by_reason(&d, &receiver);
+    resend_makes_a_second_job(&d, &receiver);
 }
 
 #[test]
@@ -292,4 +340,5 @@ fn job_control_on_redis() {
     let d = Deployment::redis(&receiver);
     pause_resume_cancel(&d, &receiver);
     replay_by_reason(&d, &receiver);
+    resend_makes_a_second_job(&d, &receiver);
 }

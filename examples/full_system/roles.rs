@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use wds_core::{Engine, FolderSource, JobControl, Limiter, OffsetStore, Queue, Source};
 use wds_http::{
-    ControlApi, ControlConfig, FlushPolicy, HttpSink, Metrics, Receiver, ReceiverConfig,
+    ControlApi, ControlConfig, FlushPolicy, HttpSink, Metrics, Receiver, ReceiverConfig, Resender,
 };
 use wds_memory::MemoryBackend;
 
@@ -181,7 +181,8 @@ pub(crate) async fn initiator(
         metrics,
         control_config(settings, &inbox)
             .intake(source.status().clone())
-            .control(backend.control.clone()),
+            .control(backend.control.clone())
+            .resend(Resender::new(settings.archive(), engine.clone())),
     );
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(inbox = %inbox.display(), api = %addr, backend = backend.name, "initiator running");

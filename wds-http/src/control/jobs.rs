@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::json;
 use wds_core::{Action, DeadKind, Error, JobControl, JobId};
 
+use super::resend::NotResent;
 use super::{ApiError, ControlApi, JobView, BACKEND_TIMEOUT};
 
 impl ControlApi {
@@ -138,4 +139,41 @@ pub(super) async fn replay(
     };
     tracing::info!(job = %job, replayed, reason = ?request.reason, "dead letters replayed");
     Ok(Json(json!({ "replayed": replayed })))
+}
+
+pub(super) async fn resend(
+    State(api): State<ControlApi>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let Some(resender) = &api.inner.config.resend else {
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "this API was started without an archive to resend from",
+        ));
+    };
+    let job = JobId(id);
+    let report = controlled(api.inner.offsets.report(&job))
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("unknown job {job}")))?;
+    if !report.is_finished() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("job {job} is not finished: wait for it, or cancel it, before resending it"),
+        ));
+    }
+    match resender.resend(&report).await {
+        Ok(new) => {
+            tracing::info!(job = %job, resent_as = %new, "job resent as a new job");
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(json!({ "job": new, "resend_of": job })),
+            ))
+        }
+        Err(NotResent::NotArchived) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("job {job}'s file is not in the archive (uploads and files in the inbox are archived once their job is read)"),
+        )),
+        Err(NotResent::Io(e)) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e)),
+        Err(NotResent::Backend(e)) => Err(ApiError::backend(e)),
+    }
 }

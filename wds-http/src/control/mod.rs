@@ -10,6 +10,7 @@
 //! | `POST /jobs/{id}/pause` | stops leasing the job's batches (those on the wire finish); answers the job. |
 //! | `POST /jobs/{id}/resume` | leases them again; answers the job. |
 //! | `POST /jobs/{id}/cancel` | stops the job for good: reading stops, its queued lines end `cancelled`; answers the job. |
+//! | `POST /jobs/{id}/resend` | reads a finished job's archived file again as a new job with a new identity (see [`Resender`]); answers `202` with `{"job": "<new id>", "resend_of": "<id>"}`, `409` when the job is not finished or its file is not archived. |
 //! | `POST /jobs/{id}/replay` | replays the job's dead letters of one reason, `{"reason": "exhausted" \| "in_doubt" \| "permanent" \| "all"}` (an empty body is `all`); answers `{"replayed": n}`. Replaying `in_doubt` may alert those users twice. |
 //! | `GET /healthz` | `200` when the backend answers and the inbox can be read, `503` with the reason otherwise. Never needs the token. |
 //! | `GET /intake` | the intake's status: whether the inbox can be read, the entries skipped (symlinks, FIFOs…), a pending archiving error. |
@@ -35,7 +36,10 @@
 //! authenticates: the caller chooses the listener.
 
 mod jobs;
+mod resend;
 mod upload;
+
+pub use resend::Resender;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -90,6 +94,9 @@ pub struct ControlConfig {
     /// queue): the `/jobs/{id}/pause`, `resume`, `cancel` and `replay`
     /// routes answer `501` without it.
     pub control: Option<Arc<dyn JobControl>>,
+    /// Where `POST /jobs/{id}/resend` finds a job's file and how it reads
+    /// it again; the route answers `501` without it.
+    pub resend: Option<Resender>,
 }
 
 impl ControlConfig {
@@ -106,7 +113,14 @@ impl ControlConfig {
             detail_limit: 100,
             intake: None,
             control: None,
+            resend: None,
         }
+    }
+
+    /// Enables `POST /jobs/{id}/resend` (see [`Resender`]).
+    pub fn resend(mut self, resender: Resender) -> Self {
+        self.resend = Some(resender);
+        self
     }
 
     /// Enables the job control routes over `control` (see
@@ -233,6 +247,7 @@ impl ControlApi {
             .route("/jobs/{id}/resume", post(jobs::resume))
             .route("/jobs/{id}/cancel", post(jobs::cancel))
             .route("/jobs/{id}/replay", post(jobs::replay))
+            .route("/jobs/{id}/resend", post(jobs::resend))
             .route("/metrics", get(metrics))
             .route("/intake", get(intake))
             .route_layer(middleware::from_fn_with_state(

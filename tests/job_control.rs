@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use wds_redis::RedisServer;
-use wds_tests::process::{http_get, http_post, Service, ANY_PORT};
+use wds_tests::process::{http_get, http_post, poll_until, Service, ANY_PORT};
 use wds_tests::receiver::{Reply, TestReceiver};
 use wds_tests::users_csv;
 
@@ -92,20 +92,14 @@ impl Deployment {
             .collect()
     }
 
-    /// Polls `f` every 50 ms until it answers, failing with the logs after `timeout`.
-    fn eventually<T>(&self, what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(t) = f() {
-                return t;
-            }
-            assert!(
-                Instant::now() < deadline,
+    /// Polls `f` until it answers, failing with the logs after `timeout`.
+    fn eventually<T>(&self, what: &str, timeout: Duration, f: impl FnMut() -> Option<T>) -> T {
+        poll_until(timeout, f).unwrap_or_else(|| {
+            panic!(
                 "timed out after {timeout:?} waiting for {what}\n{}",
                 self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            )
+        })
     }
 
     /// Renames a file into the inbox once it exists; returns the job.

@@ -62,29 +62,33 @@ use crate::model::{DeadKind, JobId, JobReport};
 /// Each method is atomic: a dropped call either applied or did not.
 #[async_trait]
 pub trait JobControl: Send + Sync + Debug + 'static {
-    /// Stops leasing the job's batches; returns the report after it.
-    async fn pause(&self, job: &JobId) -> Result<JobReport>;
-
-    /// Leases the job's batches again; returns the report after it.
-    async fn resume(&self, job: &JobId) -> Result<JobReport>;
-
-    /// Stops the job for good; returns the report after it.
-    async fn cancel(&self, job: &JobId) -> Result<JobReport>;
+    /// Applies `action` (pause, resume or cancel) to the job; returns the
+    /// report after it.
+    async fn act(&self, job: &JobId, action: Action) -> Result<JobReport>;
 
     /// Replays the job's dead letters of one kind; returns how many.
     async fn replay_kind(&self, job: &JobId, kind: DeadKind) -> Result<u64>;
+
+    /// Stops leasing the job's batches; returns the report after it.
+    async fn pause(&self, job: &JobId) -> Result<JobReport> {
+        self.act(job, Action::Pause).await
+    }
+
+    /// Leases the job's batches again; returns the report after it.
+    async fn resume(&self, job: &JobId) -> Result<JobReport> {
+        self.act(job, Action::Resume).await
+    }
+
+    /// Stops the job for good; returns the report after it.
+    async fn cancel(&self, job: &JobId) -> Result<JobReport> {
+        self.act(job, Action::Cancel).await
+    }
 }
 
 #[async_trait]
 impl<T: JobControl + ?Sized> JobControl for Arc<T> {
-    async fn pause(&self, job: &JobId) -> Result<JobReport> {
-        (**self).pause(job).await
-    }
-    async fn resume(&self, job: &JobId) -> Result<JobReport> {
-        (**self).resume(job).await
-    }
-    async fn cancel(&self, job: &JobId) -> Result<JobReport> {
-        (**self).cancel(job).await
+    async fn act(&self, job: &JobId, action: Action) -> Result<JobReport> {
+        (**self).act(job, action).await
     }
     async fn replay_kind(&self, job: &JobId, kind: DeadKind) -> Result<u64> {
         (**self).replay_kind(job, kind).await

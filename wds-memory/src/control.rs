@@ -33,39 +33,33 @@ impl State {
 
 #[async_trait]
 impl JobControl for MemoryBackend {
-    async fn pause(&self, job: &JobId) -> Result<JobReport> {
+    async fn act(&self, job: &JobId, action: Action) -> Result<JobReport> {
         let mut st = self.lock();
-        if st.allows(job, Action::Pause)? {
-            st.job_mut(job)?.paused = true;
-            st.ring.retain(|j| j != job);
-        }
-        Ok(st.job_mut(job)?.report(job))
-    }
-
-    async fn resume(&self, job: &JobId) -> Result<JobReport> {
-        let mut st = self.lock();
-        if st.allows(job, Action::Resume)? {
-            st.job_mut(job)?.paused = false;
-            if st.ready.contains_key(job) && !st.ring.contains(job) {
-                st.ring.push_back(job.clone());
+        if st.allows(job, action)? {
+            match action {
+                Action::Pause => {
+                    st.job_mut(job)?.paused = true;
+                    st.ring.retain(|j| j != job);
+                }
+                Action::Resume => {
+                    st.job_mut(job)?.paused = false;
+                    if st.ready.contains_key(job) && !st.ring.contains(job) {
+                        st.ring.push_back(job.clone());
+                    }
+                }
+                Action::Cancel => {
+                    let dropped = st.drop_queued(job);
+                    let j = st.job_mut(job)?;
+                    if !j.checkpoint.done {
+                        j.checkpoint.done = true;
+                        j.checkpoint.seq += 1;
+                    }
+                    j.cancelled += dropped;
+                    j.paused = false;
+                    j.halted = true;
+                    j.note_progress();
+                }
             }
-        }
-        Ok(st.job_mut(job)?.report(job))
-    }
-
-    async fn cancel(&self, job: &JobId) -> Result<JobReport> {
-        let mut st = self.lock();
-        if st.allows(job, Action::Cancel)? {
-            let dropped = st.drop_queued(job);
-            let j = st.job_mut(job)?;
-            if !j.checkpoint.done {
-                j.checkpoint.done = true;
-                j.checkpoint.seq += 1;
-            }
-            j.cancelled += dropped;
-            j.paused = false;
-            j.halted = true;
-            j.note_progress();
         }
         Ok(st.job_mut(job)?.report(job))
     }

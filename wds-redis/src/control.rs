@@ -40,16 +40,8 @@ impl RedisBackend {
 
 #[async_trait]
 impl JobControl for RedisBackend {
-    async fn pause(&self, job: &JobId) -> Result<JobReport> {
-        self.control(job, Action::Pause).await
-    }
-
-    async fn resume(&self, job: &JobId) -> Result<JobReport> {
-        self.control(job, Action::Resume).await
-    }
-
-    async fn cancel(&self, job: &JobId) -> Result<JobReport> {
-        self.control(job, Action::Cancel).await
+    async fn act(&self, job: &JobId, action: Action) -> Result<JobReport> {
+        self.control(job, action).await
     }
 
     async fn replay_kind(&self, job: &JobId, kind: DeadKind) -> Result<u64> {

@@ -83,16 +83,8 @@ impl SqliteBackend {
 
 #[async_trait]
 impl JobControl for SqliteBackend {
-    async fn pause(&self, job: &JobId) -> Result<JobReport> {
-        self.control(job, Action::Pause).await
-    }
-
-    async fn resume(&self, job: &JobId) -> Result<JobReport> {
-        self.control(job, Action::Resume).await
-    }
-
-    async fn cancel(&self, job: &JobId) -> Result<JobReport> {
-        self.control(job, Action::Cancel).await
+    async fn act(&self, job: &JobId, action: Action) -> Result<JobReport> {
+        self.control(job, action).await
     }
 
     async fn replay_kind(&self, job: &JobId, kind: DeadKind) -> Result<u64> {

@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use wds_tests::process::{http_get, http_post, Service, ANY_PORT};
+use wds_tests::process::{http_get, http_post, poll_until, Service, ANY_PORT};
 use wds_tests::receiver::TestReceiver;
 use wds_tests::users_csv;
 
@@ -141,18 +141,9 @@ impl Local {
 }
 
 /// Polls `f` every 50 ms until it answers, or panics after `timeout`.
-fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(t) = f() {
-            return t;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn eventually<T>(what: &str, timeout: Duration, f: impl FnMut() -> Option<T>) -> T {
+    poll_until(timeout, f)
+        .unwrap_or_else(|| panic!("timed out after {timeout:?} waiting for {what}"))
 }
 
 fn count(job: &Value, field: &str) -> u64 {

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use wds_core::{Engine, FolderSource, Limiter, OffsetStore, Queue, Source};
+use wds_core::{Engine, FolderSource, JobControl, Limiter, OffsetStore, Queue, Source};
 use wds_http::{
-    ControlApi, ControlConfig, FlushPolicy, HttpSink, Metrics, Receiver, ReceiverConfig,
+    ControlApi, ControlConfig, FlushPolicy, HttpSink, Metrics, Receiver, ReceiverConfig, Resender,
 };
 use wds_memory::MemoryBackend;
 
@@ -22,6 +22,8 @@ pub(crate) type Fallible<T> = Result<T, String>;
 pub(crate) struct Backend {
     pub(crate) queue: Arc<dyn Queue>,
     pub(crate) offsets: Arc<dyn OffsetStore>,
+    /// Pause, resume, cancel and replay by reason, for the control API.
+    pub(crate) control: Arc<dyn JobControl>,
     /// A limiter shared by every worker (Redis); `None`: one per process.
     pub(crate) limiter: Option<Arc<dyn Limiter>>,
     pub(crate) name: &'static str,
@@ -32,7 +34,8 @@ impl Backend {
         let b = MemoryBackend::with_detail_limit(detail_limit);
         Backend {
             queue: Arc::new(b.clone()),
-            offsets: Arc::new(b),
+            offsets: Arc::new(b.clone()),
+            control: Arc::new(b),
             limiter: None,
             name: "memory",
         }
@@ -176,7 +179,10 @@ pub(crate) async fn initiator(
         backend.queue.clone(),
         backend.offsets.clone(),
         metrics,
-        control_config(settings, &inbox).intake(source.status().clone()),
+        control_config(settings, &inbox)
+            .intake(source.status().clone())
+            .control(backend.control.clone())
+            .resend(Resender::new(settings.archive(), engine.clone())),
     );
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(inbox = %inbox.display(), api = %addr, backend = backend.name, "initiator running");

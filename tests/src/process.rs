@@ -299,3 +299,18 @@ fn dechunk(mut body: &str) -> String {
     }
     out
 }
+
+/// Polls `f` every 50 ms until it answers; `None` once `timeout` has passed
+/// without an answer (the caller fails, with what it knows).
+pub fn poll_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(t) = f() {
+            return Some(t);
+        }
+        if std::time::Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

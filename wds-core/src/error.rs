@@ -48,6 +48,17 @@ pub enum Error {
         /// The job asked for.
         job: JobId,
     },
+    /// An operator's action does not apply to the job in its state (resume
+    /// a cancelled job, pause a finished one). Not retryable.
+    #[error("cannot {action} job {job}: it is {state}")]
+    IllegalTransition {
+        /// The job.
+        job: JobId,
+        /// What was asked (`pause`, `resume`, `cancel`).
+        action: &'static str,
+        /// Why not, in words (`cancelled`, `finished`).
+        state: &'static str,
+    },
     /// Reading an input failed. Not retryable for this input.
     #[error("cannot read input {name}: {source}")]
     Input {

@@ -18,6 +18,7 @@
 //!
 //! See the repository's `docs/guarantees.md` for the guarantees G1–G5.
 
+mod control;
 pub mod engine;
 mod error;
 pub mod limiter;
@@ -35,6 +36,7 @@ pub mod testkit;
 /// `impl Sink for …`), re-exported so that implementing one needs no
 /// dependency of your own.
 pub use async_trait::async_trait;
+pub use control::{Action, JobControl};
 pub use engine::{Batcher, Deliverer, DeliveryMode, Engine, EngineBuilder, EngineConfig};
 pub use error::{BoxError, Error, Result, SinkError};
 pub use limiter::{Limiter, LocalLimiter};

@@ -457,9 +457,31 @@ pub enum JobState {
     /// stay counted in `lines` and are delivered as usual; the job is
     /// finished once they are all accounted for.
     Failed,
+    /// Paused by an operator (see [`crate::JobControl::pause`]): none of its
+    /// batches is leased until it is resumed; batches already leased finish.
+    Paused,
+    /// Cancelled by an operator (see [`crate::JobControl::cancel`]).
+    /// Terminal: reading stopped (`lines` is what was read by then), the
+    /// lines still queued were counted as [`JobReport::cancelled`], and
+    /// the batches leased at the time finish as usual.
+    Cancelled,
 }
 
 impl JobState {
+    /// The state shown once an operator's control is applied over `self`
+    /// (the state [`JobState::of`] derives): a cancelled job is
+    /// [`Cancelled`](JobState::Cancelled); a paused job that is not
+    /// [`Done`](JobState::Done) is [`Paused`](JobState::Paused).
+    pub fn controlled(self, paused: bool, cancelled: bool) -> JobState {
+        if cancelled {
+            JobState::Cancelled
+        } else if paused && self != JobState::Done {
+            JobState::Paused
+        } else {
+            self
+        }
+    }
+
     /// The state a backend reports for a job from what it stores: whether
     /// reading failed, whether the input is fully read (the checkpoint's
     /// `done`), and how many of its `lines` are accounted for
@@ -500,6 +522,10 @@ pub struct JobReport {
     pub invalid: u64,
     /// Duplicate lines.
     pub duplicate: u64,
+    /// Lines that were queued (or not yet leased, or waiting for a retry)
+    /// when the job was [cancelled](JobState::Cancelled): never sent.
+    #[serde(default)]
+    pub cancelled: u64,
     /// When the job finished, in [`now_ms`] time.
     pub finished_ms: Option<u64>,
     /// Why the job [failed](JobState::Failed), when it did.
@@ -508,14 +534,16 @@ pub struct JobReport {
 }
 
 impl JobReport {
-    /// Lines in a terminal state: `delivered + dead + invalid + duplicate`.
+    /// Lines in a terminal state:
+    /// `delivered + dead + invalid + duplicate + cancelled`.
     pub fn accounted(&self) -> u64 {
-        self.delivered + self.dead + self.invalid + self.duplicate
+        self.delivered + self.dead + self.invalid + self.duplicate + self.cancelled
     }
 
-    /// Messages enqueued and not yet delivered or dead.
+    /// Messages enqueued and not yet delivered, dead or cancelled.
     pub fn in_flight(&self) -> u64 {
-        self.enqueued.saturating_sub(self.delivered + self.dead)
+        self.enqueued
+            .saturating_sub(self.delivered + self.dead + self.cancelled)
     }
 
     /// Whether every line is accounted for (guarantee G2) and reading is done.
@@ -523,10 +551,14 @@ impl JobReport {
         self.state == JobState::Done && self.accounted() == self.lines
     }
 
-    /// Whether the job will change no more: reading ended (done or
-    /// [failed](JobState::Failed)) and every line read is accounted for.
+    /// Whether the job will change no more: reading ended (done,
+    /// [failed](JobState::Failed) or [cancelled](JobState::Cancelled)) and
+    /// every line read is accounted for.
     pub fn is_finished(&self) -> bool {
-        matches!(self.state, JobState::Done | JobState::Failed) && self.accounted() == self.lines
+        matches!(
+            self.state,
+            JobState::Done | JobState::Failed | JobState::Cancelled
+        ) && self.accounted() == self.lines
     }
 
     /// Wall time from claim to finish, once finished.
@@ -596,6 +628,7 @@ mod tests {
             in_doubt: 1,
             invalid: 2,
             duplicate: 1,
+            cancelled: 0,
             finished_ms: Some(5),
             failure: None,
         };

@@ -34,7 +34,11 @@ use crate::model::{DeadLetter, JobId, Lease, Push, Pushed, QueueStats, Settle};
 ///   time. It MUST first re-lease batches whose lease expired (with
 ///   [`Lease::previously_sending`] set when the expired holder had called
 ///   [`mark_sending`](Queue::mark_sending)), then move due retries to ready,
-///   then lease ready batches in push order. A lease expires at
+///   then lease ready batches round-robin across jobs: one batch of each job
+///   that has some ready in turn, each job's batches in push order, skipping
+///   [paused](crate::JobControl::pause) jobs (fair scheduling: a small job is
+///   not queued behind a large one). A batch MUST hold one job's messages
+///   (retries and replays are batched per job). A lease expires at
 ///   `deadline_ms`, after which its id MUST NOT be accepted by any method.
 /// - [`settle`](Queue::settle) MUST be given every message of the leased batch
 ///   exactly once, MUST apply all of it atomically, and MUST fail with

@@ -29,7 +29,7 @@ pub mod server;
 pub mod signature;
 mod sink;
 
-pub use control::{ControlApi, ControlConfig};
+pub use control::{ControlApi, ControlConfig, Resender};
 pub use metrics::{Metered, Metrics};
 pub use receiver::{serve, FlushPolicy, Receiver, ReceiverConfig, ReceiverError};
 pub use redact::redact_url;

@@ -32,7 +32,7 @@ struct StateLabel {
 /// - `wds_retries_total`: calls that failed in a way the engine retries;
 /// - `wds_rate_limited_total`: 429 answers;
 /// - `wds_queue_messages{state}`: ready, leased, scheduled and dead messages;
-/// - `wds_jobs{state}`: jobs reading, delivering, done and failed.
+/// - `wds_jobs{state}`: jobs reading, delivering, done, failed, paused and cancelled.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -154,6 +154,8 @@ impl Metrics {
             (JobState::Delivering, "delivering"),
             (JobState::Done, "done"),
             (JobState::Failed, "failed"),
+            (JobState::Paused, "paused"),
+            (JobState::Cancelled, "cancelled"),
         ] {
             let n = reports.iter().filter(|r| r.state == state).count();
             self.jobs

@@ -9,7 +9,10 @@ use async_trait::async_trait;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
-use wds_http::wds_core::{Delivered, Engine, Input, Message, OffsetStore, Queue, Sink, SinkError};
+use wds_http::wds_core::{
+    now_ms, Checkpoint, DeadKind, DeadReason, Delivered, Engine, Format, Input, JobId, JobMeta,
+    Message, OffsetStore, Push, Queue, Record, Settle, Sink, SinkError,
+};
 use wds_http::{ControlApi, ControlConfig, Metrics};
 use wds_memory::MemoryBackend;
 
@@ -35,7 +38,7 @@ impl Api {
             Arc::new(backend.clone()),
             Arc::new(backend.clone()),
             metrics.clone(),
-            config(ControlConfig::new(&inbox)),
+            config(ControlConfig::new(&inbox).control(Arc::new(backend.clone()))),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -561,4 +564,148 @@ async fn the_bearer_scheme_is_case_insensitive() {
             .status();
         assert_eq!(status, 401, "{wrong}");
     }
+}
+
+/// A claimed job with `batches` pushes of two messages each, read to the
+/// end when `done`.
+async fn job_with(backend: &MemoryBackend, name: &str, batches: u64, done: bool) -> JobId {
+    let meta = JobMeta {
+        name: name.into(),
+        format: Format::Csv,
+        default_message: None,
+        created_ms: now_ms(),
+    };
+    let job = backend.claim(name, meta).await.unwrap().job;
+    for seq in 0..batches {
+        let messages = (1..=2)
+            .map(|i| {
+                let line = seq * 2 + i;
+                Message::new(
+                    &job,
+                    Record {
+                        line,
+                        user_id: format!("u{line}"),
+                        alert_message: "hi".into(),
+                    },
+                )
+            })
+            .collect();
+        let next = Checkpoint {
+            seq: seq + 1,
+            byte: (seq + 1) * 10,
+            line: seq * 2 + 3,
+            records: (seq + 1) * 2,
+            done: done && seq + 1 == batches,
+        };
+        backend
+            .push(&Push {
+                job: job.clone(),
+                messages,
+                rejects: Vec::new(),
+                next,
+            })
+            .await
+            .unwrap();
+    }
+    job
+}
+
+async fn post(api: &Api, path: &str, body: &str) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .post(api.url(path))
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, json_of(resp).await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_control_routes_pause_resume_cancel_with_json_errors() {
+    let api = Api::start(|c| c).await;
+    let job = job_with(&api.backend, "control.csv", 2, false).await;
+
+    let (status, json) = post(&api, &format!("/jobs/{job}/pause"), "").await;
+    assert_eq!((status, json["state"].as_str()), (200, Some("paused")));
+    assert!(
+        api.backend
+            .lease(10, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .is_empty(),
+        "a paused job's batches are not leased"
+    );
+    let (status, json) = post(&api, &format!("/jobs/{job}/resume"), "").await;
+    assert_eq!((status, json["state"].as_str()), (200, Some("reading")));
+
+    let (status, json) = post(&api, &format!("/jobs/{job}/cancel"), "").await;
+    assert_eq!((status, json["state"].as_str()), (200, Some("cancelled")));
+    assert_eq!(
+        (json["cancelled"].as_u64(), json["lines"].as_u64()),
+        (Some(4), Some(4))
+    );
+
+    let (status, json) = post(&api, &format!("/jobs/{job}/resume"), "").await;
+    assert_eq!(status, 409, "resume of a cancelled job: {json}");
+    error_of(&json);
+    let (status, json) = post(&api, "/jobs/ffffffffffffffff/pause", "").await;
+    assert_eq!(status, 404);
+    error_of(&json);
+    let (status, json) = post(&api, &format!("/jobs/{job}/replay"), "{bad").await;
+    assert_eq!(status, 400);
+    error_of(&json);
+    let (status, json) = post(
+        &api,
+        &format!("/jobs/{job}/replay"),
+        r#"{"reason":"sideways"}"#,
+    )
+    .await;
+    assert_eq!(status, 400);
+    error_of(&json);
+    let (status, json) = post(&api, "/jobs/ffffffffffffffff/replay", r#"{"reason":"all"}"#).await;
+    assert_eq!(status, 404);
+    error_of(&json);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_route_takes_one_reason_only() {
+    let api = Api::start(|c| c).await;
+    let job = job_with(&api.backend, "replay.csv", 2, true).await;
+    let leases = api.backend.lease(2, Duration::from_secs(30)).await.unwrap();
+    let kinds = [
+        DeadKind::Exhausted,
+        DeadKind::InDoubt,
+        DeadKind::Permanent,
+        DeadKind::InDoubt,
+    ];
+    let mut kinds = kinds.iter();
+    for lease in &leases {
+        let outcomes: Vec<Settle> = lease
+            .batch
+            .messages
+            .iter()
+            .map(|m| Settle::Dead {
+                message: m.clone(),
+                reason: DeadReason {
+                    kind: *kinds.next().unwrap(),
+                    detail: "test".into(),
+                },
+            })
+            .collect();
+        api.backend.settle(lease, &outcomes).await.unwrap();
+    }
+    let (status, json) = post(
+        &api,
+        &format!("/jobs/{job}/replay"),
+        r#"{"reason":"in_doubt"}"#,
+    )
+    .await;
+    assert_eq!((status, json["replayed"].as_u64()), (200, Some(2)));
+    let left = api.backend.dead_letters(Some(&job), 10).await.unwrap();
+    let mut left: Vec<&str> = left.iter().map(|d| d.reason.kind.as_str()).collect();
+    left.sort_unstable();
+    assert_eq!(left, ["exhausted", "permanent"]);
+    let (status, json) = post(&api, &format!("/jobs/{job}/replay"), r#"{"reason":"all"}"#).await;
+    assert_eq!((status, json["replayed"].as_u64()), (200, Some(2)));
 }

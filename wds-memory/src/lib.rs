@@ -44,6 +44,7 @@ use wds_core::{
     Push, Pushed, Queue, QueueStats, Reject, RejectKind, Result, Settle,
 };
 
+mod control;
 mod outcomes;
 
 use outcomes::{Outcomes, NOT_KEPT};
@@ -68,7 +69,12 @@ struct State {
     /// Claim order, for listing newest first.
     order: Vec<JobId>,
     batches: HashMap<BatchId, Entry>,
-    ready: VecDeque<BatchId>,
+    /// Each job's ready batches, in lease order.
+    ready: HashMap<JobId, VecDeque<BatchId>>,
+    /// The jobs whose ready batches may be leased (some ready, not
+    /// paused), in turn: the lease takes one batch of the first and moves
+    /// it to the back (fair scheduling).
+    ring: VecDeque<JobId>,
     /// Held leases by deadline, to find expired ones quickly.
     leases: BTreeMap<(u64, u64), BatchId>,
     scheduled: BTreeMap<(u64, u64), Message>,
@@ -112,18 +118,25 @@ struct Job {
     rejects: Vec<Reject>,
     /// Why reading failed, once it did.
     failure: Option<String>,
+    /// Lines cancelled (queued when the job was cancelled, or retried or
+    /// released after it).
+    cancelled: u64,
+    /// Whether an operator paused the job.
+    paused: bool,
+    /// Whether an operator cancelled the job.
+    halted: bool,
 }
 
 impl Job {
     fn report(&self, id: &JobId) -> JobReport {
         let lines = self.checkpoint.records;
-        let accounted = self.delivered + self.dead + self.invalid + self.duplicate;
         let state = JobState::of(
             self.failure.is_some(),
             self.checkpoint.done,
-            accounted,
+            self.accounted(),
             lines,
-        );
+        )
+        .controlled(self.paused, self.halted);
         JobReport {
             job: id.clone(),
             meta: self.meta.clone(),
@@ -135,15 +148,24 @@ impl Job {
             in_doubt: self.in_doubt,
             invalid: self.invalid,
             duplicate: self.duplicate,
+            cancelled: self.cancelled,
             finished_ms: self.finished_ms,
             failure: self.failure.clone(),
         }
     }
 
+    fn accounted(&self) -> u64 {
+        self.delivered + self.dead + self.invalid + self.duplicate + self.cancelled
+    }
+
+    /// Whether the job is fully read and every line accounted for.
+    fn finished(&self) -> bool {
+        self.checkpoint.done && self.accounted() == self.checkpoint.records
+    }
+
     /// Stamps the finish time the moment the job becomes done.
     fn note_progress(&mut self) {
-        let accounted = self.delivered + self.dead + self.invalid + self.duplicate;
-        if self.checkpoint.done && accounted == self.checkpoint.records {
+        if self.finished() {
             if self.finished_ms.is_none() {
                 self.finished_ms = Some(now_ms());
             }
@@ -213,7 +235,22 @@ impl State {
         Some(entry)
     }
 
-    fn enqueue(&mut self, batch: Batch, front: bool) {
+    /// Queues a batch of one job's messages (at the front of its job's
+    /// batches, and its job first in turn, when `front`); a cancelled
+    /// job's batch is counted as cancelled instead.
+    fn enqueue(&mut self, batch: Batch, front: bool, sending: bool) {
+        let Some(job_id) = batch.messages.first().map(|m| m.id.job.clone()) else {
+            return;
+        };
+        let Some(job) = self.jobs.get_mut(&job_id) else {
+            return;
+        };
+        if job.halted {
+            job.cancelled += batch.messages.len() as u64;
+            job.note_progress();
+            return;
+        }
+        let paused = job.paused;
         self.ready_messages += batch.messages.len() as u64;
         let id = batch.id.clone();
         self.batches.insert(
@@ -221,29 +258,92 @@ impl State {
             Entry {
                 batch,
                 lease: None,
-                sending: false,
+                sending,
             },
         );
+        let queue = self.ready.entry(job_id.clone()).or_default();
         if front {
-            self.ready.push_front(id);
+            queue.push_front(id);
         } else {
-            self.ready.push_back(id);
+            queue.push_back(id);
+        }
+        if !paused {
+            if front {
+                self.ring.retain(|j| j != &job_id);
+                self.ring.push_front(job_id);
+            } else if !self.ring.contains(&job_id) {
+                self.ring.push_back(job_id);
+            }
         }
     }
 
+    /// Queues messages (of any jobs) as new batches of one job each.
     fn enqueue_messages(&mut self, messages: Vec<Message>, kind: &str) {
-        let mut messages = messages.into_iter().peekable();
-        while messages.peek().is_some() {
-            let chunk: Vec<Message> = messages.by_ref().take(REBATCH_SIZE).collect();
-            let id = BatchId(format!("{kind}/{}", self.next_no()));
-            self.enqueue(
-                Batch {
-                    id,
-                    messages: chunk,
-                },
-                false,
-            );
+        let mut by_job: Vec<(JobId, Vec<Message>)> = Vec::new();
+        for m in messages {
+            match by_job.iter_mut().find(|(j, _)| j == &m.id.job) {
+                Some((_, group)) => group.push(m),
+                None => by_job.push((m.id.job.clone(), vec![m])),
+            }
         }
+        for (_, group) in by_job {
+            let mut group = group.into_iter().peekable();
+            while group.peek().is_some() {
+                let chunk: Vec<Message> = group.by_ref().take(REBATCH_SIZE).collect();
+                let id = BatchId(format!("{kind}/{}", self.next_no()));
+                self.enqueue(
+                    Batch {
+                        id,
+                        messages: chunk,
+                    },
+                    false,
+                    false,
+                );
+            }
+        }
+    }
+
+    /// Moves the dead letters `chosen` picks back to ready (those of
+    /// cancelled jobs stay dead); returns how many.
+    fn replay_where(&mut self, chosen: impl Fn(&DeadLetter) -> bool) -> u64 {
+        let jobs = &self.jobs;
+        let (replayed, kept): (Vec<DeadLetter>, Vec<DeadLetter>) = self
+            .dead
+            .drain(..)
+            .partition(|d| chosen(d) && jobs.get(&d.message.id.job).is_some_and(|j| !j.halted));
+        self.dead = kept.into();
+        let count = replayed.len() as u64;
+        let mut messages = Vec::with_capacity(replayed.len());
+        for letter in replayed {
+            if let Some(j) = self.jobs.get_mut(&letter.message.id.job) {
+                j.dead -= 1;
+                if letter.reason.kind == DeadKind::InDoubt {
+                    j.in_doubt -= 1;
+                }
+                j.outcomes.clear(letter.message.id.line);
+                j.note_progress();
+            }
+            let mut message = letter.message;
+            message.attempts = 0;
+            message.first_attempt_ms = None;
+            messages.push(message);
+        }
+        self.enqueue_messages(messages, "replay");
+        count
+    }
+
+    /// The next ready batch in turn: the first job's oldest, that job then
+    /// going to the back of the ring if it has more.
+    fn next_ready(&mut self) -> Option<BatchId> {
+        let job = self.ring.pop_front()?;
+        let queue = self.ready.get_mut(&job)?;
+        let id = queue.pop_front();
+        if queue.is_empty() {
+            self.ready.remove(&job);
+        } else {
+            self.ring.push_back(job);
+        }
+        id
     }
 
     fn take_lease(&mut self, id: &BatchId, ttl: Duration, now: u64) -> Option<Lease> {
@@ -319,6 +419,7 @@ impl Queue for MemoryBackend {
                     messages: push.messages.clone(),
                 },
                 false,
+                false,
             );
         }
         Ok(Pushed {
@@ -358,9 +459,9 @@ impl Queue for MemoryBackend {
                 due.iter().filter_map(|k| st.scheduled.remove(k)).collect();
             st.enqueue_messages(messages, "retry");
         }
-        // 3. Ready batches, oldest first.
+        // 3. Ready batches, one job's at a time in turn, each job's oldest first.
         while leases.len() < max_batches {
-            let Some(id) = st.ready.pop_front() else {
+            let Some(id) = st.next_ready() else {
                 break;
             };
             let size = st
@@ -461,8 +562,14 @@ impl Queue for MemoryBackend {
                     });
                 }
                 Settle::Retry { message, at_ms } => {
-                    let no = st.next_no();
-                    st.scheduled.insert((*at_ms, no), message.clone());
+                    let job = st.job_mut(&message.id.job)?;
+                    if job.halted {
+                        job.cancelled += 1;
+                        job.note_progress();
+                    } else {
+                        let no = st.next_no();
+                        st.scheduled.insert((*at_ms, no), message.clone());
+                    }
                 }
             }
         }
@@ -473,11 +580,7 @@ impl Queue for MemoryBackend {
         let mut st = self.lock();
         st.held(lease, now_ms())?;
         if let Some(entry) = st.unlease(&lease.batch.id) {
-            let sending = entry.sending;
-            st.enqueue(entry.batch, true);
-            if let Some(e) = st.batches.get_mut(&lease.batch.id) {
-                e.sending = sending;
-            }
+            st.enqueue(entry.batch, true, entry.sending);
         }
         Ok(())
     }
@@ -494,30 +597,9 @@ impl Queue for MemoryBackend {
     }
 
     async fn replay(&self, job: Option<&JobId>) -> Result<u64> {
-        let mut st = self.lock();
-        let (replayed, kept): (Vec<DeadLetter>, Vec<DeadLetter>) = st
-            .dead
-            .drain(..)
-            .partition(|d| job.is_none_or(|j| &d.message.id.job == j));
-        st.dead = kept.into();
-        let count = replayed.len() as u64;
-        let mut messages = Vec::with_capacity(replayed.len());
-        for letter in replayed {
-            if let Some(j) = st.jobs.get_mut(&letter.message.id.job) {
-                j.dead -= 1;
-                if letter.reason.kind == DeadKind::InDoubt {
-                    j.in_doubt -= 1;
-                }
-                j.outcomes.clear(letter.message.id.line);
-                j.note_progress();
-            }
-            let mut message = letter.message;
-            message.attempts = 0;
-            message.first_attempt_ms = None;
-            messages.push(message);
-        }
-        st.enqueue_messages(messages, "replay");
-        Ok(count)
+        Ok(self
+            .lock()
+            .replay_where(|d| job.is_none_or(|j| &d.message.id.job == j)))
     }
 
     async fn stats(&self) -> Result<QueueStats> {
@@ -561,6 +643,9 @@ impl OffsetStore for MemoryBackend {
                 outcomes: Outcomes::default(),
                 rejects: Vec::new(),
                 failure: None,
+                cancelled: 0,
+                paused: false,
+                halted: false,
             },
         );
         Ok(Claim {

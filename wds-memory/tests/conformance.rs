@@ -21,3 +21,8 @@ async fn memory_backend_conforms_through_trait_objects() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_backend_conforms_to_job_control() {
+    testkit::run_control(|| async { MemoryBackend::default() }).await;
+}

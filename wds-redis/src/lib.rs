@@ -58,6 +58,7 @@
 mod backend;
 mod codec;
 mod conn;
+mod control;
 mod limiter;
 mod offsets;
 mod queue;

@@ -12,11 +12,12 @@ use crate::codec;
 use crate::scripts::SCRIPTS;
 
 /// A job's report from the field/value list of its hash.
-fn report(op: &str, job: JobId, fields: &[Value]) -> Result<JobReport> {
+pub(crate) fn report(op: &str, job: JobId, fields: &[Value]) -> Result<JobReport> {
     let mut meta = None;
     let (mut records, mut done, mut enqueued, mut delivered, mut dead) = (0, false, 0, 0, 0);
     let (mut in_doubt, mut invalid, mut duplicate, mut finished_ms) = (0, 0, 0, None);
     let mut failure = None;
+    let (mut cancelled, mut paused, mut halted) = (0, false, false);
     for pair in fields.chunks_exact(2) {
         let name = codec::bytes(op, &pair[0])?;
         let value = &pair[1];
@@ -41,6 +42,9 @@ fn report(op: &str, job: JobId, fields: &[Value]) -> Result<JobReport> {
             b"duplicate" => duplicate = codec::uint(op, value)?,
             b"finished_ms" => finished_ms = Some(codec::uint(op, value)?),
             b"failed" => failure = Some(codec::string(op, value)?),
+            b"cancelled" => cancelled = codec::uint(op, value)?,
+            b"paused" => paused = codec::uint(op, value)? == 1,
+            b"halted" => halted = codec::uint(op, value)? == 1,
             _ => {}
         }
     }
@@ -48,8 +52,9 @@ fn report(op: &str, job: JobId, fields: &[Value]) -> Result<JobReport> {
         key: format!("job {job}"),
         detail: "no metadata".into(),
     })?;
-    let accounted = delivered + dead + invalid + duplicate;
-    let state = JobState::of(failure.is_some(), done, accounted, records);
+    let accounted = delivered + dead + invalid + duplicate + cancelled;
+    let state =
+        JobState::of(failure.is_some(), done, accounted, records).controlled(paused, halted);
     Ok(JobReport {
         job,
         meta,
@@ -61,13 +66,14 @@ fn report(op: &str, job: JobId, fields: &[Value]) -> Result<JobReport> {
         in_doubt,
         invalid,
         duplicate,
+        cancelled,
         finished_ms,
         failure,
     })
 }
 
 /// The field/value list of a job hash reply (RESP2 array or RESP3 map).
-fn hash_fields(op: &str, reply: Value) -> Result<Vec<Value>> {
+pub(crate) fn hash_fields(op: &str, reply: Value) -> Result<Vec<Value>> {
     Ok(match reply {
         Value::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
         other => codec::array(op, &other)?.to_vec(),

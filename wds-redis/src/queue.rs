@@ -14,7 +14,7 @@ use crate::codec;
 use crate::scripts::{Invocation, SCRIPTS};
 
 impl RedisBackend {
-    fn retention_secs(&self) -> u64 {
+    pub(crate) fn retention_secs(&self) -> u64 {
         self.inner.retention.as_secs().max(1)
     }
 
@@ -339,7 +339,10 @@ impl Queue for RedisBackend {
 
     async fn release(&self, lease: &Lease) -> Result<()> {
         let mut invocation = self.invocation(&SCRIPTS.release);
-        invocation.arg(&lease.id.0).arg(&lease.batch.id.0);
+        invocation
+            .arg(&lease.id.0)
+            .arg(&lease.batch.id.0)
+            .arg(self.retention_secs());
         match codec::int("release", &self.run("release", &invocation).await?)? {
             1 => Ok(()),
             _ => Err(Self::lost(lease)),
@@ -364,7 +367,8 @@ impl Queue for RedisBackend {
         let mut invocation = self.invocation(&SCRIPTS.replay);
         invocation
             .arg(job.map_or("", JobId::as_str))
-            .arg(REBATCH_SIZE);
+            .arg(REBATCH_SIZE)
+            .arg("");
         codec::uint("replay", &self.run("replay", &invocation).await?)
     }
 

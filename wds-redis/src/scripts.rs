@@ -12,10 +12,12 @@
 //! | --- | --- | --- |
 //! | `:claims` | hash | input identity → job id |
 //! | `:jobs` | zset | job id by claim order (`:jobno` counter) |
-//! | `:job:<job>` | hash | `meta` json, checkpoint (`seq byte line records done`), counts, `finished_ms`, `failed` (the reason, once reading failed) |
+//! | `:job:<job>` | hash | `meta` json, checkpoint (`seq byte line records done`), counts (`cancelled` included), `finished_ms`, `failed` (the reason, once reading failed), `paused`, `halted` (1 once cancelled) |
 //! | `:out:<job>:<chunk>` | list | lines `128·chunk …`, each element `<line>=<outcome>\n…` (the last entry of a line wins; empty means pending again); expires `retention` after the job is done |
 //! | `:rejects:<job>` | list | `Reject` json in line order, the job's first `detail` (1,000 by default) only; expires with `:out:` |
-//! | `:ready` | list | batch ids in lease order |
+//! | `:ready:<job>` | list | the job's ready batch ids, in lease order (each batch holds one job's messages) |
+//! | `:turns` | list | the jobs whose ready batches may be leased (some ready, neither paused nor cancelled), in turn: the lease takes one batch of the first and moves it to the back |
+//! | `:ready` | list | batch ids written before per-job lists (leased first) |
 //! | `:b:<batch>` | hash | `p` payload, `n` messages, `l` lease id, `d` deadline, `s` sending (sticky) |
 //! | `:leases` | zset | batch id by lease deadline |
 //! | `:scheduled` | zset | message (wire form) by due time |
@@ -38,7 +40,27 @@ macro_rules! prelude {
         r#"
 local P = KEYS[1]
 local COUNTS = P .. ':counts'
+local TURNS = P .. ':turns'
 local CHUNK_LINES = 128
+
+-- The job of a batch payload or a message's wire form (both start with
+-- the job id, as `["job",…` or `[["job",…`).
+local function job_of(wire)
+  return string.match(wire, '^%[%[?"([^"]*)"')
+end
+
+-- Queues a batch of `job`'s (at the front of its batches, and the job
+-- first in turn, when `front`). A job is in TURNS while it has ready
+-- batches and is not paused.
+local function ready_push(job, batch, front)
+  local rk = P .. ':ready:' .. job
+  local len
+  if front then len = redis.call('LPUSH', rk, batch) else len = redis.call('RPUSH', rk, batch) end
+  if not front and len > 1 then return end
+  if redis.call('HGET', P .. ':job:' .. job, 'paused') == '1' then return end
+  if front then redis.call('LREM', TURNS, 0, job) end
+  if front then redis.call('LPUSH', TURNS, job) else redis.call('RPUSH', TURNS, job) end
+end
 
 -- The key of a job's outcome chunk.
 local function out_key(job, chunk)
@@ -118,19 +140,45 @@ local function append_chunks(job, pairs)
   end
 end
 
--- Appends messages (wire form) to the ready list as new batches.
+-- Appends messages (wire form) to their jobs' ready lists as new batches
+-- of one job each.
 local function rebatch(elems, kind, size)
-  local ids = {}
-  for i = 1, #elems, size do
-    local j = i + size - 1
-    if j > #elems then j = #elems end
-    local batch = kind .. '/' .. redis.call('INCR', P .. ':next')
-    redis.call('HSET', P .. ':b:' .. batch,
-      'p', '[' .. table.concat(elems, ',', i, j) .. ']', 'n', j - i + 1)
-    ids[#ids + 1] = batch
+  local groups, order = {}, {}
+  for _, e in ipairs(elems) do
+    local job = job_of(e) or ''
+    if not groups[job] then
+      groups[job] = {}
+      order[#order + 1] = job
+    end
+    local g = groups[job]
+    g[#g + 1] = e
   end
-  bulk('RPUSH', P .. ':ready', ids)
+  for _, job in ipairs(order) do
+    local g = groups[job]
+    for i = 1, #g, size do
+      local j = i + size - 1
+      if j > #g then j = #g end
+      local batch = kind .. '/' .. redis.call('INCR', P .. ':next')
+      redis.call('HSET', P .. ':b:' .. batch,
+        'p', '[' .. table.concat(g, ',', i, j) .. ']', 'n', j - i + 1)
+      ready_push(job, batch, false)
+    end
+  end
   redis.call('HINCRBY', COUNTS, 'ready', #elems)
+end
+
+-- Counts `n` more lines of a cancelled job as cancelled (and stamps its
+-- finish when that accounts for every line).
+local function add_cancelled(job, n, retention)
+  local jk = P .. ':job:' .. job
+  local v = redis.call('HMGET', jk, 'records', 'delivered', 'dead', 'invalid', 'duplicate',
+    'cancelled', 'finished_ms', 'line')
+  if not v[1] then return end
+  local cancelled = tonumber(v[6] or '0') + n
+  local fields = {'cancelled', cancelled}
+  local accounted = tonumber(v[2]) + tonumber(v[3]) + tonumber(v[4]) + tonumber(v[5]) + cancelled
+  finish(job, v[7], accounted == tonumber(v[1]), fields, retention, v[8])
+  redis.call('HSET', jk, unpack(fields))
 end
 
 -- The batch hash of a lease that is still held, or nil.
@@ -214,7 +262,7 @@ local function push(o, last)
   if n > 0 then
     local batch = job .. '/' .. ARGV[o + 2]
     redis.call('HSET', P .. ':b:' .. batch, 'p', ARGV[o + 9], 'n', n)
-    redis.call('RPUSH', P .. ':ready', batch)
+    ready_push(job, batch, false)
     ready = redis.call('HINCRBY', COUNTS, 'ready', n)
   else
     ready = tonumber(redis.call('HGET', COUNTS, 'ready') or '0')
@@ -270,12 +318,21 @@ local function lease(max, ttl, rebatch_size, max_due)
     bulk('ZREM', SCHED, due)
     rebatch(due, 'retry', rebatch_size)
   end
-  -- 3. Ready batches in push order.
+  -- 3. Ready batches: any left from before per-job lists, then one job's
+  -- at a time in turn, each job's in push order.
   if #batches < max then
     local popped = redis.call('LPOP', READY, max - #batches)
     if popped then
       for _, b in ipairs(popped) do batches[#batches + 1] = b end
     end
+  end
+  while #batches < max do
+    local job = redis.call('LPOP', TURNS)
+    if not job then break end
+    local rk = P .. ':ready:' .. job
+    local b = redis.call('LPOP', rk)
+    if b then batches[#batches + 1] = b end
+    if redis.call('LLEN', rk) > 0 then redis.call('RPUSH', TURNS, job) end
   end
   if #batches == 0 then return {deadline, {}} end
   local base = redis.call('INCRBY', P .. ':next', #batches) - #batches
@@ -336,18 +393,26 @@ return deadline
 "#
 );
 
-/// ARGV: lease, batch. Returns 1, or 0 when the lease is not held. The
-/// sending mark stays (it is sticky).
+/// ARGV: lease, batch, retention (s). Returns 1, or 0 when the lease is
+/// not held. The sending mark stays (it is sticky). A cancelled job's batch
+/// is dropped and its messages counted as cancelled.
 const RELEASE: &str = concat!(
     prelude!(),
     r#"
-local h = held(ARGV[1], ARGV[2], {'n'})
+local h = held(ARGV[1], ARGV[2], {'n', 'p'})
 if not h then return 0 end
 local n = tonumber(h[3])
-redis.call('HDEL', P .. ':b:' .. ARGV[2], 'l', 'd')
+local bk = P .. ':b:' .. ARGV[2]
+local job = job_of(h[4]) or ''
 redis.call('ZREM', P .. ':leases', ARGV[2])
-redis.call('LPUSH', P .. ':ready', ARGV[2])
 redis.call('HINCRBY', COUNTS, 'leased', -n)
+if redis.call('HGET', P .. ':job:' .. job, 'halted') == '1' then
+  redis.call('DEL', bk)
+  add_cancelled(job, n, ARGV[3])
+  return 1
+end
+redis.call('HDEL', bk, 'l', 'd')
+ready_push(job, ARGV[2], true)
 redis.call('HINCRBY', COUNTS, 'ready', n)
 return 1
 "#
@@ -380,7 +445,7 @@ local function settle()
   for g = 1, groups do
     local job = ARGV[at]
     local v = redis.call('HMGET', P .. ':job:' .. job, 'records', 'done', 'delivered', 'dead',
-      'in_doubt', 'invalid', 'duplicate', 'finished_ms', 'line', 'detail')
+      'in_doubt', 'invalid', 'duplicate', 'finished_ms', 'line', 'detail', 'cancelled')
     if not v[1] then return {'unknown', job} end
     local delivered, dead = tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
     local chunks = tonumber(ARGV[at + 4])
@@ -411,11 +476,30 @@ local function settle()
     local delivered = tonumber(v[3]) + j.delivered
     local dead = tonumber(v[4]) + j.dead
     local fields = {'delivered', delivered, 'dead', dead, 'in_doubt', tonumber(v[5]) + j.in_doubt}
-    local accounted = delivered + dead + tonumber(v[6]) + tonumber(v[7])
+    local accounted = delivered + dead + tonumber(v[6]) + tonumber(v[7]) + tonumber(v[11] or '0')
     finish(job, v[8], v[2] == '1' and accounted == tonumber(v[1]), fields, ARGV[3], v[9])
     redis.call('HSET', P .. ':job:' .. job, unpack(fields))
   end
-  if retries > 0 then bulk('ZADD', P .. ':scheduled', ARGV, at, at + 2 * retries - 1) end
+  if retries > 0 then
+    -- A cancelled job's retries are counted as cancelled, not scheduled.
+    local keep, halted = {}, {}
+    for i = at, at + 2 * retries - 1, 2 do
+      local job = job_of(ARGV[i + 1]) or ''
+      if halted[job] == nil then
+        halted[job] = redis.call('HGET', P .. ':job:' .. job, 'halted') == '1' and 0 or false
+      end
+      if halted[job] then
+        halted[job] = halted[job] + 1
+      else
+        keep[#keep + 1] = ARGV[i]
+        keep[#keep + 1] = ARGV[i + 1]
+      end
+    end
+    if #keep > 0 then bulk('ZADD', P .. ':scheduled', keep) end
+    for job, n in pairs(halted) do
+      if n and n > 0 then add_cancelled(job, n, ARGV[3]) end
+    end
+  end
   redis.call('HINCRBY', COUNTS, 'leased', -n)
   if dead_total > 0 then redis.call('HINCRBY', COUNTS, 'dead', dead_total) end
   return {'ok'}
@@ -450,23 +534,38 @@ return {settled, marked, leased}
 "#
 );
 
-/// ARGV: job (`''` for all), rebatch size. Returns how many were replayed.
+/// ARGV: job (`''` for all), rebatch size, kind (`''` for every kind).
+/// Returns how many were replayed. A cancelled job's dead letters stay.
 ///
 /// A dead entry is `<line>:<in doubt 0/1>:<length>:<message><dead letter json>`,
 /// where `<message>` is the wire form to replay (attempts already reset)
-/// and `<length>` its byte length.
+/// and `<length>` its byte length; the dead letter json holds the reason's
+/// `"kind":"…"` (a raw `"kind":"` can appear nowhere else in it: quotes
+/// inside strings are escaped).
 const REPLAY: &str = concat!(
     prelude!(),
     r#"
 local jobs
 if ARGV[1] ~= '' then jobs = {ARGV[1]} else jobs = redis.call('SMEMBERS', P .. ':deadjobs') end
+local kind = ARGV[3]
 local elems, total = {}, 0
 for _, job in ipairs(jobs) do
   local dk = P .. ':dead:' .. job
-  local entries = redis.call('LRANGE', dk, 0, -1)
+  local all = {}
+  if redis.call('HGET', P .. ':job:' .. job, 'halted') ~= '1' then
+    all = redis.call('LRANGE', dk, 0, -1)
+  end
+  local entries, kept = {}, {}
+  for _, e in ipairs(all) do
+    if kind == '' or string.match(e, '"kind":"([%l_]+)"') == kind then
+      entries[#entries + 1] = e
+    else
+      kept[#kept + 1] = e
+    end
+  end
   if #entries > 0 then
     redis.call('DEL', dk)
-    redis.call('SREM', P .. ':deadjobs', job)
+    if #kept > 0 then bulk('RPUSH', dk, kept) else redis.call('SREM', P .. ':deadjobs', job) end
     -- Each replayed line gets an empty entry: pending again.
     local chunks, order, in_doubt = {}, {}, 0
     for _, e in ipairs(entries) do
@@ -550,6 +649,63 @@ const REPORT: &str = concat!(
     prelude!(),
     r#"
 return redis.call('HGETALL', P .. ':job:' .. ARGV[1])
+"#
+);
+
+/// ARGV: action (`pause`, `resume`, `cancel`), job, retention (s).
+/// Returns `{'ok', {field, value…}}` (the job hash after it), `{'unknown'}`
+/// or `{'illegal', 'cancelled' | 'finished'}` (see `wds_core::Action::check`).
+///
+/// Pause takes the job out of `:turns`, resume puts it back when it has
+/// ready batches. Cancel drops its ready batches and scheduled retries,
+/// counts their messages as cancelled, and ends its reading as `FAIL` does.
+const CONTROL: &str = concat!(
+    prelude!(),
+    r#"
+local action, job = ARGV[1], ARGV[2]
+local jk, rk = P .. ':job:' .. job, P .. ':ready:' .. job
+local v = redis.call('HMGET', jk, 'seq', 'done', 'records', 'delivered', 'dead', 'invalid',
+  'duplicate', 'cancelled', 'halted', 'finished_ms', 'line')
+if not v[1] then return {'unknown'} end
+local cancelled = tonumber(v[8] or '0')
+local accounted = tonumber(v[4]) + tonumber(v[5]) + tonumber(v[6]) + tonumber(v[7]) + cancelled
+if v[9] == '1' then
+  if action ~= 'cancel' then return {'illegal', 'cancelled'} end
+  return {'ok', redis.call('HGETALL', jk)}
+end
+if v[2] == '1' and accounted == tonumber(v[3]) then return {'illegal', 'finished'} end
+redis.call('LREM', TURNS, 0, job)
+if action == 'pause' then
+  redis.call('HSET', jk, 'paused', 1)
+elseif action == 'resume' then
+  redis.call('HDEL', jk, 'paused')
+  if redis.call('LLEN', rk) > 0 then redis.call('RPUSH', TURNS, job) end
+else
+  local n = 0
+  for _, batch in ipairs(redis.call('LRANGE', rk, 0, -1)) do
+    local bk = P .. ':b:' .. batch
+    n = n + tonumber(redis.call('HGET', bk, 'n') or '0')
+    redis.call('DEL', bk)
+  end
+  redis.call('DEL', rk)
+  if n > 0 then redis.call('HINCRBY', COUNTS, 'ready', -n) end
+  local sched, gone = P .. ':scheduled', {}
+  local prefix = '["' .. job .. '",'
+  for _, m in ipairs(redis.call('ZRANGE', sched, 0, -1)) do
+    if string.sub(m, 1, #prefix) == prefix then gone[#gone + 1] = m end
+  end
+  if #gone > 0 then bulk('ZREM', sched, gone) end
+  cancelled = cancelled + n + #gone
+  local fields = {'halted', 1, 'cancelled', cancelled, 'done', 1}
+  if v[2] ~= '1' then
+    fields[#fields + 1] = 'seq'
+    fields[#fields + 1] = tonumber(v[1]) + 1
+  end
+  finish(job, v[10], accounted + n + #gone == tonumber(v[3]), fields, ARGV[3], v[11])
+  redis.call('HDEL', jk, 'paused')
+  redis.call('HSET', jk, unpack(fields))
+end
+return {'ok', redis.call('HGETALL', jk)}
 "#
 );
 
@@ -723,6 +879,7 @@ pub(crate) struct Scripts {
     pub(crate) report: Lua,
     pub(crate) checkpoint: Lua,
     pub(crate) fail: Lua,
+    pub(crate) control: Lua,
     pub(crate) reports: Lua,
     pub(crate) outcome: Lua,
     pub(crate) rejects: Lua,
@@ -746,6 +903,7 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     report: Lua::new(REPORT),
     checkpoint: Lua::new(CHECKPOINT),
     fail: Lua::new(FAIL),
+    control: Lua::new(CONTROL),
     reports: Lua::new(REPORTS),
     outcome: Lua::new(OUTCOME),
     rejects: Lua::new(REJECTS),

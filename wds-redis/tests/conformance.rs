@@ -38,3 +38,10 @@ async fn redis_backend_conforms_through_trait_objects() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_backend_conforms_to_job_control() {
+    let server = RedisServer::start();
+    let url = server.url();
+    testkit::run_control(|| fresh(&url, "control")).await;
+}

@@ -60,9 +60,11 @@
 mod backend;
 mod codec;
 mod conn;
+mod control;
 mod offsets;
 mod queue;
 mod schema;
+mod turns;
 
 pub use backend::{SqliteBackend, SqliteBackendBuilder, Storage};
 pub use rusqlite;

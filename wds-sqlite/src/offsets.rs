@@ -16,10 +16,10 @@ use crate::conn::{db_error, Tx};
 
 /// The columns of a report, in [`ReportRow`] order.
 const REPORT_COLUMNS: &str = "job, meta, records, done, enqueued, delivered, dead, in_doubt, \
-                              invalid, duplicate, finished_ms, failed";
+                              invalid, duplicate, finished_ms, failed, cancelled, paused, halted";
 
 /// A job row as read for a report; its metadata is parsed on the async side.
-struct ReportRow {
+pub(crate) struct ReportRow {
     job: String,
     meta: String,
     records: u64,
@@ -32,6 +32,9 @@ struct ReportRow {
     duplicate: u64,
     finished_ms: Option<i64>,
     failed: Option<String>,
+    cancelled: u64,
+    paused: bool,
+    halted: bool,
 }
 
 impl ReportRow {
@@ -49,14 +52,18 @@ impl ReportRow {
             duplicate: uint(r.get(9)?),
             finished_ms: r.get(10)?,
             failed: r.get(11)?,
+            cancelled: uint(r.get(12)?),
+            paused: r.get(13)?,
+            halted: r.get(14)?,
         })
     }
 
-    fn report(self) -> Result<JobReport> {
+    pub(crate) fn report(self) -> Result<JobReport> {
         let job = JobId(self.job);
         let meta = parse_meta(&job, &self.meta)?;
-        let accounted = self.delivered + self.dead + self.invalid + self.duplicate;
-        let state = JobState::of(self.failed.is_some(), self.done, accounted, self.records);
+        let accounted = self.delivered + self.dead + self.invalid + self.duplicate + self.cancelled;
+        let state = JobState::of(self.failed.is_some(), self.done, accounted, self.records)
+            .controlled(self.paused, self.halted);
         Ok(JobReport {
             job,
             meta,
@@ -68,10 +75,19 @@ impl ReportRow {
             in_doubt: self.in_doubt,
             invalid: self.invalid,
             duplicate: self.duplicate,
+            cancelled: self.cancelled,
             finished_ms: self.finished_ms.map(uint),
             failure: self.failed,
         })
     }
+}
+
+/// The report row of a job, or `UnknownJob`.
+pub(crate) fn report_in(tx: &Tx<'_>, path: &Path, job: &JobId) -> Result<ReportRow> {
+    tx.prepare_cached(&format!("SELECT {REPORT_COLUMNS} FROM jobs WHERE job = ?1"))
+        .and_then(|mut s| s.query_row([job.as_str()], ReportRow::read).optional())
+        .map_err(|e| db_error("report", path, e))?
+        .ok_or_else(|| Error::UnknownJob { job: job.clone() })
 }
 
 fn parse_meta(job: &JobId, meta: &str) -> Result<JobMeta> {

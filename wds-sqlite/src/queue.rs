@@ -20,6 +20,7 @@ use wds_core::{
 use crate::backend::{int, uint, SqliteBackend, MAX_DUE_PER_LEASE, REBATCH_SIZE};
 use crate::codec::{self, Chunks, Entry};
 use crate::conn::{db_error, Tx};
+use crate::turns;
 
 /// A push, encoded for the connection thread.
 struct PushRow {
@@ -84,8 +85,8 @@ struct SettleRow {
     batch: BatchId,
     n: u64,
     groups: Vec<Group>,
-    /// Due time and encoded message per retry.
-    retries: Vec<(u64, Vec<u8>)>,
+    /// Job, due time and encoded message per retry.
+    retries: Vec<(JobId, u64, Vec<u8>)>,
 }
 
 /// One job's part of a settle.
@@ -150,7 +151,11 @@ impl SettleRow {
                     });
                 }
                 Settle::Retry { message, at_ms } => {
-                    retries.push((*at_ms, codec::encode_messages([message])));
+                    retries.push((
+                        message.id.job.clone(),
+                        *at_ms,
+                        codec::encode_messages([message]),
+                    ));
                 }
             }
         }
@@ -214,7 +219,7 @@ fn is_storage(e: &Error) -> bool {
 }
 
 /// Adds to the queue counters; returns the ready count after.
-fn bump(tx: &Tx<'_>, ready: i64, leased: i64, scheduled: i64, dead: i64) -> u64 {
+pub(crate) fn bump(tx: &Tx<'_>, ready: i64, leased: i64, scheduled: i64, dead: i64) -> u64 {
     let mut c = tx.counters.get();
     c.ready += ready;
     c.leased += leased;
@@ -248,20 +253,40 @@ pub(crate) fn finish(
     }
 }
 
-/// Appends messages as new ready batches of [`REBATCH_SIZE`].
+/// Appends messages as new ready batches of [`REBATCH_SIZE`], each of one
+/// job's messages.
 fn rebatch(tx: &Tx<'_>, path: &Path, messages: &[wds_core::Message]) -> Result<()> {
     let sql = |e| db_error("rebatch", path, e);
-    for chunk in messages.chunks(REBATCH_SIZE) {
-        let id = take_numbers(tx, 1);
-        tx.prepare_cached("INSERT INTO batches (id, n, payload, pos) VALUES (?1, ?2, ?3, ?1)")
+    let mut by_job: Vec<(&JobId, Vec<wds_core::Message>)> = Vec::new();
+    for m in messages {
+        match by_job.iter_mut().find(|(j, _)| *j == &m.id.job) {
+            Some((_, group)) => group.push(m.clone()),
+            None => by_job.push((&m.id.job, vec![m.clone()])),
+        }
+    }
+    for (job, group) in by_job {
+        let no: Option<i64> = tx
+            .prepare_cached("SELECT no FROM jobs WHERE job = ?1")
+            .and_then(|mut s| s.query_row([job.as_str()], |r| r.get(0)).optional())
+            .map_err(sql)?;
+        for chunk in group.chunks(REBATCH_SIZE) {
+            let id = take_numbers(tx, 1);
+            tx.prepare_cached(
+                "INSERT INTO batches (id, n, payload, pos, job) VALUES (?1, ?2, ?3, ?1, ?4)",
+            )
             .and_then(|mut s| {
                 s.execute(params![
                     id,
                     chunk.len() as i64,
-                    codec::encode_messages(chunk)
+                    codec::encode_messages(chunk),
+                    no
                 ])
             })
             .map_err(sql)?;
+        }
+        if let Some(no) = no {
+            turns::refresh(tx, path, no)?;
+        }
     }
     Ok(())
 }
@@ -345,9 +370,12 @@ fn push_in(tx: &Tx<'_>, path: &Path, p: &PushRow, limit: u64) -> Result<PushOutc
     }
     if p.n > 0 {
         let id = take_numbers(tx, 1);
-        tx.prepare_cached("INSERT INTO batches (id, n, payload, pos) VALUES (?1, ?2, ?3, ?1)")
-            .and_then(|mut s| s.execute(params![id, int(p.n), &p.payload]))
-            .map_err(sql)?;
+        tx.prepare_cached(
+            "INSERT INTO batches (id, n, payload, pos, job) VALUES (?1, ?2, ?3, ?1, ?4)",
+        )
+        .and_then(|mut s| s.execute(params![id, int(p.n), &p.payload, no]))
+        .map_err(sql)?;
+        turns::refresh(tx, path, no)?;
     }
     let kept = kept + store_rejects(tx, path, no, limit.saturating_sub(kept), &p.rejects)?;
     let invalid = invalid + p.invalid;
@@ -387,6 +415,75 @@ fn push_in(tx: &Tx<'_>, path: &Path, p: &PushRow, limit: u64) -> Result<PushOutc
     }))
 }
 
+/// Moves the dead letters of `job` (or of every job not cancelled), of
+/// `kind` only when given, back to ready; returns how many.
+pub(crate) fn replay_in(
+    tx: &Tx<'_>,
+    path: &Path,
+    job: Option<&JobId>,
+    kind: Option<DeadKind>,
+) -> Result<u64> {
+    let sql = |e| db_error("replay", path, e);
+    let no = match &job {
+        Some(job) => match JobCounts::read(tx, path, JobKey::Id(job))? {
+            Some(counts) => Some(counts.no),
+            None => return Ok(0),
+        },
+        None => None,
+    };
+    // A cancelled job's dead letters stay dead.
+    const CHOSEN: &str = "(?1 IS NULL OR job = ?1) AND (?2 IS NULL OR kind = ?2) \
+                              AND job NOT IN (SELECT no FROM jobs WHERE halted = 1)";
+    let map = |r: &rusqlite::Row<'_>| Ok((r.get(0)?, r.get(1)?, r.get(2)?));
+    let kind = kind.map(dead_kind_code);
+    let rows: Vec<(i64, Vec<u8>, i64)> = tx
+        .prepare_cached(&format!(
+            "SELECT job, message, kind FROM dead WHERE {CHOSEN} ORDER BY id"
+        ))
+        .and_then(|mut s| s.query_map(params![no, kind], map)?.collect())
+        .map_err(sql)?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    tx.prepare_cached(&format!("DELETE FROM dead WHERE {CHOSEN}"))
+        .and_then(|mut s| s.execute(params![no, kind]))
+        .map_err(sql)?;
+    // Per job: counts down, and its lines pending again.
+    let mut per_job: Vec<(i64, u64, u64, Chunks)> = Vec::new();
+    let mut messages = Vec::with_capacity(rows.len());
+    for (job_no, blob, kind) in &rows {
+        let i = match per_job.iter().position(|(n, ..)| n == job_no) {
+            Some(i) => i,
+            None => {
+                per_job.push((*job_no, 0, 0, Chunks::default()));
+                per_job.len() - 1
+            }
+        };
+        let entry = &mut per_job[i];
+        entry.1 += 1;
+        if dead_kind(*kind)? == DeadKind::InDoubt {
+            entry.2 += 1;
+        }
+        for mut message in codec::decode_messages(blob)? {
+            entry.3.add(message.id.line, Entry::Pending);
+            message.attempts = 0;
+            message.first_attempt_ms = None;
+            messages.push(message);
+        }
+    }
+    for (job_no, dead, in_doubt, chunks) in per_job {
+        if let Some(mut counts) = JobCounts::read(tx, path, JobKey::No(job_no))? {
+            counts.dead = counts.dead.saturating_sub(dead);
+            counts.in_doubt = counts.in_doubt.saturating_sub(in_doubt);
+            counts.write(tx, path)?;
+            insert_chunks(tx, path, job_no, &chunks.into_blobs())?;
+        }
+    }
+    rebatch(tx, path, &messages)?;
+    bump(tx, messages.len() as i64, 0, 0, -(rows.len() as i64));
+    Ok(rows.len() as u64)
+}
+
 /// Reclaims expired leases, promotes due retries, leases ready batches.
 fn lease_in(tx: &Tx<'_>, path: &Path, max: usize, ttl: Duration) -> Result<(u64, Vec<LeasedRow>)> {
     let sql = |e| db_error("lease", path, e);
@@ -424,20 +521,10 @@ fn lease_in(tx: &Tx<'_>, path: &Path, max: usize, ttl: Duration) -> Result<(u64,
         rebatch(tx, path, &messages)?;
         bump(tx, messages.len() as i64, 0, -(due.len() as i64), 0);
     }
-    // 3. Ready batches in push order.
+    // 3. Ready batches, one job's at a time in turn.
     if batches.len() < max {
-        let more: Vec<(i64, i64, Vec<u8>, bool)> = tx
-            .prepare_cached(
-                "SELECT id, n, payload, sending FROM batches \
-                 WHERE pos IS NOT NULL ORDER BY pos",
-            )
-            .and_then(|mut s| {
-                s.query_map([], read_batch)?
-                    .take(max - batches.len())
-                    .collect()
-            })
-            .map_err(sql)?;
-        batches.extend(more);
+        let turn = take_numbers(tx, max);
+        batches.extend(turns::take(tx, path, max - batches.len(), turn)?);
     }
     if batches.is_empty() {
         return Ok((deadline, Vec::new()));
@@ -487,22 +574,26 @@ fn mark_in(tx: &Tx<'_>, path: &Path, key: (i64, i64)) -> Result<bool> {
 }
 
 /// A job's counts, as a settle or a replay reads them.
-struct JobCounts {
-    no: i64,
+pub(crate) struct JobCounts {
+    pub(crate) no: i64,
+    id: JobId,
     records: u64,
-    done: bool,
+    pub(crate) done: bool,
     delivered: u64,
     dead: u64,
     in_doubt: u64,
     invalid: u64,
     duplicate: u64,
+    pub(crate) cancelled: u64,
+    pub(crate) halted: bool,
     finished: Option<i64>,
 }
 
 impl JobCounts {
-    fn read(tx: &Tx<'_>, path: &Path, key: JobKey<'_>) -> Result<Option<JobCounts>> {
+    pub(crate) fn read(tx: &Tx<'_>, path: &Path, key: JobKey<'_>) -> Result<Option<JobCounts>> {
         const COLUMNS: &str =
-            "no, records, done, delivered, dead, in_doubt, invalid, duplicate, finished_ms";
+            "no, records, done, delivered, dead, in_doubt, invalid, duplicate, finished_ms, \
+             cancelled, halted, job";
         let map = |r: &rusqlite::Row<'_>| {
             Ok(JobCounts {
                 no: r.get(0)?,
@@ -514,6 +605,9 @@ impl JobCounts {
                 invalid: uint(r.get(6)?),
                 duplicate: uint(r.get(7)?),
                 finished: r.get(8)?,
+                cancelled: uint(r.get(9)?),
+                halted: r.get(10)?,
+                id: JobId(r.get(11)?),
             })
         };
         let row = match key {
@@ -527,13 +621,28 @@ impl JobCounts {
         row.map_err(|e| db_error("job", path, e))
     }
 
-    /// Stores the delivered, dead and in-doubt counts and the finish time.
-    fn write(&self, tx: &Tx<'_>, path: &Path) -> Result<()> {
-        let accounted = self.delivered + self.dead + self.invalid + self.duplicate;
-        let finished = finish(self.done, accounted, self.records, self.finished, now_ms());
+    /// Whether the job is fully read and every line accounted for.
+    pub(crate) fn finished(&self) -> bool {
+        self.done && self.accounted() == self.records
+    }
+
+    fn accounted(&self) -> u64 {
+        self.delivered + self.dead + self.invalid + self.duplicate + self.cancelled
+    }
+
+    /// Stores the delivered, dead, in-doubt and cancelled counts and the
+    /// finish time.
+    pub(crate) fn write(&self, tx: &Tx<'_>, path: &Path) -> Result<()> {
+        let finished = finish(
+            self.done,
+            self.accounted(),
+            self.records,
+            self.finished,
+            now_ms(),
+        );
         tx.prepare_cached(
-            "UPDATE jobs SET delivered = ?2, dead = ?3, in_doubt = ?4, finished_ms = ?5 \
-             WHERE no = ?1",
+            "UPDATE jobs SET delivered = ?2, dead = ?3, in_doubt = ?4, finished_ms = ?5, \
+             cancelled = ?6 WHERE no = ?1",
         )
         .and_then(|mut s| {
             s.execute(params![
@@ -541,7 +650,8 @@ impl JobCounts {
                 int(self.delivered),
                 int(self.dead),
                 int(self.in_doubt),
-                finished
+                finished,
+                int(self.cancelled)
             ])
         })
         .map(drop)
@@ -550,7 +660,7 @@ impl JobCounts {
 }
 
 #[derive(Clone, Copy)]
-enum JobKey<'a> {
+pub(crate) enum JobKey<'a> {
     Id(&'a JobId),
     No(i64),
 }
@@ -624,12 +734,32 @@ fn settle_in(tx: &Tx<'_>, path: &Path, s: &SettleRow, limit: u64) -> Result<()> 
         counts.in_doubt += g.in_doubt;
         counts.write(tx, path)?;
     }
-    for (due, message) in &s.retries {
-        tx.prepare_cached("INSERT INTO scheduled (due, message) VALUES (?1, ?2)")
-            .and_then(|mut st| st.execute(params![int(*due), message]))
-            .map_err(sql)?;
+    // A cancelled job's retries are counted as cancelled, not scheduled.
+    let mut scheduled = 0i64;
+    let mut job: Option<JobCounts> = None;
+    for (id, due, message) in &s.retries {
+        if job.as_ref().is_none_or(|j| j.id != *id) {
+            if let Some(done) = job.take().filter(|j| j.halted) {
+                done.write(tx, path)?;
+            }
+            job = JobCounts::read(tx, path, JobKey::Id(id))?;
+        }
+        match &mut job {
+            Some(counts) if counts.halted => counts.cancelled += 1,
+            _ => {
+                tx.prepare_cached("INSERT INTO scheduled (due, message, job) VALUES (?1, ?2, ?3)")
+                    .and_then(|mut st| {
+                        st.execute(params![int(*due), message, job.as_ref().map(|j| j.no)])
+                    })
+                    .map_err(sql)?;
+                scheduled += 1;
+            }
+        }
     }
-    bump(tx, 0, -int(s.n), s.retries.len() as i64, dead_total);
+    if let Some(done) = job.filter(|j| j.halted) {
+        done.write(tx, path)?;
+    }
+    bump(tx, 0, -int(s.n), scheduled, dead_total);
     Ok(())
 }
 
@@ -788,13 +918,35 @@ impl Queue for SqliteBackend {
                 let Some(n) = held(tx, path, key)? else {
                     return Ok(false);
                 };
+                let sql = |e| db_error("release", path, e);
+                let job: Option<i64> = tx
+                    .prepare_cached("SELECT job FROM batches WHERE id = ?1")
+                    .and_then(|mut s| s.query_row([key.0], |r| r.get(0)))
+                    .map_err(sql)?;
+                let counts = match job {
+                    Some(no) => JobCounts::read(tx, path, JobKey::No(no))?,
+                    None => None,
+                };
+                if let Some(mut counts) = counts.filter(|c| c.halted) {
+                    // A cancelled job's batch is not queued again.
+                    tx.prepare_cached("DELETE FROM batches WHERE id = ?1")
+                        .and_then(|mut s| s.execute([key.0]))
+                        .map_err(sql)?;
+                    counts.cancelled += n;
+                    counts.write(tx, path)?;
+                    bump(tx, 0, -int(n), 0, 0);
+                    return Ok(true);
+                }
                 tx.prepare_cached(
                     "UPDATE batches SET lease = NULL, deadline = NULL, \
                      pos = (SELECT coalesce(min(pos), 0) - 1 FROM batches WHERE pos IS NOT NULL) \
                      WHERE id = ?1",
                 )
                 .and_then(|mut s| s.execute([key.0]))
-                .map_err(|e| db_error("release", path, e))?;
+                .map_err(sql)?;
+                if let Some(no) = job {
+                    turns::first(tx, path, no)?;
+                }
                 bump(tx, int(n), -int(n), 0, 0);
                 Ok(true)
             })
@@ -849,68 +1001,7 @@ impl Queue for SqliteBackend {
     async fn replay(&self, job: Option<&JobId>) -> Result<u64> {
         let job = job.cloned();
         self.write("replay", move |tx, path| {
-            let sql = |e| db_error("replay", path, e);
-            let no = match &job {
-                Some(job) => match JobCounts::read(tx, path, JobKey::Id(job))? {
-                    Some(counts) => Some(counts.no),
-                    None => return Ok(0),
-                },
-                None => None,
-            };
-            let map = |r: &rusqlite::Row<'_>| Ok((r.get(0)?, r.get(1)?, r.get(2)?));
-            let rows: Vec<(i64, Vec<u8>, i64)> = match no {
-                Some(no) => tx
-                    .prepare_cached(
-                        "SELECT job, message, kind FROM dead WHERE job = ?1 ORDER BY id",
-                    )
-                    .and_then(|mut s| s.query_map([no], map)?.collect()),
-                None => tx
-                    .prepare_cached("SELECT job, message, kind FROM dead ORDER BY id")
-                    .and_then(|mut s| s.query_map([], map)?.collect()),
-            }
-            .map_err(sql)?;
-            if rows.is_empty() {
-                return Ok(0);
-            }
-            match no {
-                Some(no) => tx.execute("DELETE FROM dead WHERE job = ?1", [no]),
-                None => tx.execute("DELETE FROM dead", []),
-            }
-            .map_err(sql)?;
-            // Per job: counts down, and its lines pending again.
-            let mut per_job: Vec<(i64, u64, u64, Chunks)> = Vec::new();
-            let mut messages = Vec::with_capacity(rows.len());
-            for (job_no, blob, kind) in &rows {
-                let i = match per_job.iter().position(|(n, ..)| n == job_no) {
-                    Some(i) => i,
-                    None => {
-                        per_job.push((*job_no, 0, 0, Chunks::default()));
-                        per_job.len() - 1
-                    }
-                };
-                let entry = &mut per_job[i];
-                entry.1 += 1;
-                if dead_kind(*kind)? == DeadKind::InDoubt {
-                    entry.2 += 1;
-                }
-                for mut message in codec::decode_messages(blob)? {
-                    entry.3.add(message.id.line, Entry::Pending);
-                    message.attempts = 0;
-                    message.first_attempt_ms = None;
-                    messages.push(message);
-                }
-            }
-            for (job_no, dead, in_doubt, chunks) in per_job {
-                if let Some(mut counts) = JobCounts::read(tx, path, JobKey::No(job_no))? {
-                    counts.dead = counts.dead.saturating_sub(dead);
-                    counts.in_doubt = counts.in_doubt.saturating_sub(in_doubt);
-                    counts.write(tx, path)?;
-                    insert_chunks(tx, path, job_no, &chunks.into_blobs())?;
-                }
-            }
-            rebatch(tx, path, &messages)?;
-            bump(tx, messages.len() as i64, 0, 0, -(rows.len() as i64));
-            Ok(rows.len() as u64)
+            replay_in(tx, path, job.as_ref(), None)
         })
         .await
     }

@@ -42,3 +42,9 @@ async fn sqlite_backend_conforms_through_trait_objects() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_backend_conforms_to_job_control() {
+    let dir = temp_dir();
+    testkit::run_control(|| fresh(dir.path())).await;
+}

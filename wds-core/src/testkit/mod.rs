@@ -97,10 +97,11 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
-use crate::{OffsetStore, Queue};
+use crate::{JobControl, OffsetStore, Queue};
 
 pub mod bench;
 mod claims;
+mod control;
 mod detail;
 mod lease;
 mod push;
@@ -112,6 +113,10 @@ mod support;
 pub use claims::{
     claim_creates_a_job_once, claims_of_different_identities_differ,
     concurrent_claims_make_one_job, unknown_jobs_are_refused,
+};
+pub use control::{
+    cancel_accounts_for_every_line, finished_job_refuses_control, lease_takes_jobs_in_turn,
+    pause_holds_batches_until_resume, replay_kind_replays_one_kind,
 };
 pub use detail::detail_is_bounded_and_counts_stay_exact;
 pub use lease::{
@@ -161,6 +166,7 @@ const CHECKS: &[(&str, Check)] = checks![
     job_state_follows_reading_and_accounting,
     fail_ends_reading_for_good,
     lease_in_push_order,
+    lease_takes_jobs_in_turn,
     leased_batch_has_one_holder,
     settle_delivered_records_the_receipt,
     settle_dead_records_a_dead_letter,
@@ -178,6 +184,80 @@ const CHECKS: &[(&str, Check)] = checks![
     stats_count_messages,
     detail_is_bounded_and_counts_stay_exact,
 ];
+
+type ControlCheck =
+    for<'a> fn(&'a dyn Queue, &'a dyn OffsetStore, &'a dyn JobControl) -> BoxFuture<'a, ()>;
+
+macro_rules! control_checks {
+    ($($name:ident),* $(,)?) => {
+        &[$((stringify!($name), {
+            fn run<'a>(
+                q: &'a dyn Queue,
+                s: &'a dyn OffsetStore,
+                c: &'a dyn JobControl,
+            ) -> BoxFuture<'a, ()> {
+                Box::pin($name(q, s, c))
+            }
+            run as ControlCheck
+        })),*]
+    };
+}
+
+/// Every [`JobControl`] check, in the order [`run_control`] runs them.
+const CONTROL_CHECKS: &[(&str, ControlCheck)] = control_checks![
+    pause_holds_batches_until_resume,
+    cancel_accounts_for_every_line,
+    finished_job_refuses_control,
+    replay_kind_replays_one_kind,
+];
+
+/// Runs every [`JobControl`] check, each on a fresh backend from `make`,
+/// which serves as the [`Queue`], the [`OffsetStore`] and the
+/// [`JobControl`]. Run it beside [`run_all`].
+///
+/// # Panics
+///
+/// After running them all, if any check failed or hung, listing each with
+/// its message.
+pub async fn run_control<F, Fut, B>(mut make: F)
+where
+    F: FnMut() -> Fut + Send,
+    Fut: Future<Output = B> + Send,
+    B: Queue + OffsetStore + JobControl + Clone,
+{
+    let mut failures = Vec::new();
+    for (name, check) in CONTROL_CHECKS {
+        let backend = make().await;
+        let run = AssertUnwindSafe(check(&backend, &backend, &backend)).catch_unwind();
+        record(name, run, &mut failures).await;
+    }
+    report_failures(&failures, CONTROL_CHECKS.len());
+}
+
+/// Runs one check with the time limit; notes its failure.
+async fn record(
+    name: &str,
+    run: impl Future<Output = std::thread::Result<()>>,
+    failures: &mut Vec<String>,
+) {
+    match tokio::time::timeout(CHECK_TIMEOUT, run).await {
+        Ok(Ok(())) => {}
+        Ok(Err(panic)) => failures.push(format!("{name}: {}", panic_message(&*panic))),
+        Err(_) => failures.push(format!("{name}: did not finish within {CHECK_TIMEOUT:?}")),
+    }
+}
+
+/// Panics listing `failures`, if any.
+fn report_failures(failures: &[String], of: usize) {
+    if !failures.is_empty() {
+        panic!(
+            "{} of {} conformance checks failed:\n- {}",
+            failures.len(),
+            of,
+            failures.join("\n- ")
+        );
+    }
+}
 
 /// Runs every check, each on a fresh backend from `make`, which serves as
 /// both the [`Queue`] and the [`OffsetStore`].
@@ -221,20 +301,9 @@ where
     for (name, check) in CHECKS {
         let (queue, offsets) = make().await;
         let run = AssertUnwindSafe(check(&queue, &offsets)).catch_unwind();
-        match tokio::time::timeout(CHECK_TIMEOUT, run).await {
-            Ok(Ok(())) => {}
-            Ok(Err(panic)) => failures.push(format!("{name}: {}", panic_message(&*panic))),
-            Err(_) => failures.push(format!("{name}: did not finish within {CHECK_TIMEOUT:?}")),
-        }
+        record(name, run, &mut failures).await;
     }
-    if !failures.is_empty() {
-        panic!(
-            "{} of {} conformance checks failed:\n- {}",
-            failures.len(),
-            CHECKS.len(),
-            failures.join("\n- ")
-        );
-    }
+    report_failures(&failures, CHECKS.len());
 }
 
 /// The message a panic was raised with.

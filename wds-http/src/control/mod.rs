@@ -7,6 +7,11 @@
 //! | `POST /retry` | replays dead letters: all, or one job's with `{"job": "<id>"}` or `?job=<id>`. Answers `{"replayed": n}`. |
 //! | `GET /jobs` | every job: state, lines, delivered, dead, in_doubt, invalid, duplicate, in_flight, rate, started/finished. |
 //! | `GET /jobs/{id}` | one job, with its first rejected lines and dead letters. |
+//! | `POST /jobs/{id}/pause` | stops leasing the job's batches (those on the wire finish); answers the job. |
+//! | `POST /jobs/{id}/resume` | leases them again; answers the job. |
+//! | `POST /jobs/{id}/cancel` | stops the job for good: reading stops, its queued lines end `cancelled`; answers the job. |
+//! | `POST /jobs/{id}/resend` | reads a finished job's archived file again as a new job with a new identity (see [`Resender`]); answers `202` with `{"job": "<new id>", "resend_of": "<id>"}`, `409` when the job is not finished or its file is not archived. |
+//! | `POST /jobs/{id}/replay` | replays the job's dead letters of one reason, `{"reason": "exhausted" \| "in_doubt" \| "permanent" \| "all"}` (an empty body is `all`); answers `{"replayed": n}`. Replaying `in_doubt` may alert those users twice. |
 //! | `GET /healthz` | `200` when the backend answers and the inbox can be read, `503` with the reason otherwise. Never needs the token. |
 //! | `GET /intake` | the intake's status: whether the inbox can be read, the entries skipped (symlinks, FIFOs…), a pending archiving error. |
 //! | `GET /metrics` | Prometheus text format (see [`crate::Metrics`]). |
@@ -22,10 +27,19 @@
 //! [`ServerLimits::request_timeout`] (`408`); header, idle and connection
 //! limits as [`crate::server`] describes.
 //!
+//! Job control (pause, resume, cancel, replay by reason) needs
+//! [`ControlConfig::control`]: `404` for an unknown job, `409` for an
+//! action the job's state does not allow (resume a cancelled job), `501`
+//! without it.
+//!
 //! Bind it to a loopback address unless it is behind a proxy that
 //! authenticates: the caller chooses the listener.
 
+mod jobs;
+mod resend;
 mod upload;
+
+pub use resend::Resender;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -42,7 +56,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
-use wds_core::{now_ms, DeadLetter, IntakeStatus, JobId, JobReport, OffsetStore, Queue, Reject};
+use wds_core::{
+    now_ms, DeadLetter, IntakeStatus, JobControl, JobId, JobReport, OffsetStore, Queue, Reject,
+};
 
 use crate::metrics::Metrics;
 use crate::server::ServerLimits;
@@ -74,6 +90,13 @@ pub struct ControlConfig {
     /// The inbox's source status, when a source reports one: `/healthz`
     /// and `/upload` answer 503 while it says the inbox cannot be read.
     pub intake: Option<IntakeStatus>,
+    /// The backend's job control (a view of the same backend as the
+    /// queue): the `/jobs/{id}/pause`, `resume`, `cancel` and `replay`
+    /// routes answer `501` without it.
+    pub control: Option<Arc<dyn JobControl>>,
+    /// Where `POST /jobs/{id}/resend` finds a job's file and how it reads
+    /// it again; the route answers `501` without it.
+    pub resend: Option<Resender>,
 }
 
 impl ControlConfig {
@@ -89,7 +112,22 @@ impl ControlConfig {
             token: None,
             detail_limit: 100,
             intake: None,
+            control: None,
+            resend: None,
         }
+    }
+
+    /// Enables `POST /jobs/{id}/resend` (see [`Resender`]).
+    pub fn resend(mut self, resender: Resender) -> Self {
+        self.resend = Some(resender);
+        self
+    }
+
+    /// Enables the job control routes over `control` (see
+    /// [`ControlConfig::control`]).
+    pub fn control(mut self, control: Arc<dyn JobControl>) -> Self {
+        self.control = Some(control);
+        self
     }
 
     /// Shows the status of the source reading the inbox (see
@@ -205,6 +243,11 @@ impl ControlApi {
             .route("/retry", post(retry))
             .route("/jobs", get(jobs))
             .route("/jobs/{id}", get(job))
+            .route("/jobs/{id}/pause", post(jobs::pause))
+            .route("/jobs/{id}/resume", post(jobs::resume))
+            .route("/jobs/{id}/cancel", post(jobs::cancel))
+            .route("/jobs/{id}/replay", post(jobs::replay))
+            .route("/jobs/{id}/resend", post(jobs::resend))
             .route("/metrics", get(metrics))
             .route("/intake", get(intake))
             .route_layer(middleware::from_fn_with_state(

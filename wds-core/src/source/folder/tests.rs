@@ -56,6 +56,7 @@ fn report() -> JobReport {
         in_doubt: 0,
         invalid: 0,
         duplicate: 0,
+        cancelled: 0,
         finished_ms: Some(1),
         failure: None,
     }

@@ -1,0 +1,58 @@
+//! `JobControl` for [`RedisBackend`]: one script call per method.
+
+use async_trait::async_trait;
+use wds_core::{Action, DeadKind, Error, JobControl, JobId, JobReport, OffsetStore, Result};
+
+use crate::backend::{RedisBackend, REBATCH_SIZE};
+use crate::codec;
+use crate::offsets::{hash_fields, report};
+use crate::scripts::SCRIPTS;
+
+impl RedisBackend {
+    /// Runs `action` on the job in the `CONTROL` script.
+    async fn control(&self, job: &JobId, action: Action) -> Result<JobReport> {
+        let op = action.as_str();
+        let mut invocation = self.invocation(&SCRIPTS.control);
+        invocation
+            .arg(op)
+            .arg(job.as_str())
+            .arg(self.retention_secs());
+        let reply = self.run(op, &invocation).await?;
+        let parts = codec::array(op, &reply)?;
+        match (parts.first().map(|p| codec::string(op, p)), parts.get(1)) {
+            (Some(Ok(tag)), Some(fields)) if tag == "ok" => {
+                report(op, job.clone(), &hash_fields(op, fields.clone())?)
+            }
+            (Some(Ok(tag)), None) if tag == "unknown" => {
+                Err(Error::UnknownJob { job: job.clone() })
+            }
+            (Some(Ok(tag)), Some(state)) if tag == "illegal" => {
+                let cancelled = codec::string(op, state)? == "cancelled";
+                // The script checked what `Action::check` checks: let it
+                // build the error, so every backend words it alike.
+                action.check(job, cancelled, !cancelled)?;
+                Err(codec::unexpected(op, &reply))
+            }
+            _ => Err(codec::unexpected(op, &reply)),
+        }
+    }
+}
+
+#[async_trait]
+impl JobControl for RedisBackend {
+    async fn act(&self, job: &JobId, action: Action) -> Result<JobReport> {
+        self.control(job, action).await
+    }
+
+    async fn replay_kind(&self, job: &JobId, kind: DeadKind) -> Result<u64> {
+        if self.report(job).await?.is_none() {
+            return Err(Error::UnknownJob { job: job.clone() });
+        }
+        let mut invocation = self.invocation(&SCRIPTS.replay);
+        invocation
+            .arg(job.as_str())
+            .arg(REBATCH_SIZE)
+            .arg(kind.as_str());
+        codec::uint("replay_kind", &self.run("replay_kind", &invocation).await?)
+    }
+}

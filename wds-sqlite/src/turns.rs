@@ -1,0 +1,92 @@
+//! Fair leasing: a job's ready batches are leased in turn with the other
+//! jobs', one batch each, rather than in push order across jobs.
+//!
+//! `jobs.active` is 1 while a job has ready batches and is neither paused
+//! nor cancelled; every change to a job's ready batches or its pause calls
+//! [`refresh`]. The lease takes the oldest ready batch of the active job
+//! with the lowest `turn`, then gives that job the next number.
+
+use std::path::Path;
+
+use rusqlite::{params, OptionalExtension};
+use wds_core::Result;
+
+use crate::conn::{db_error, Tx};
+
+/// A batch as the lease reads it: id, messages, payload, sending.
+pub(crate) type ReadyRow = (i64, i64, Vec<u8>, bool);
+
+fn read_batch(r: &rusqlite::Row<'_>) -> rusqlite::Result<ReadyRow> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+}
+
+/// Recomputes whether job `no` may be leased from.
+pub(crate) fn refresh(tx: &Tx<'_>, path: &Path, no: i64) -> Result<()> {
+    tx.prepare_cached(
+        "UPDATE jobs SET active = (paused = 0 AND halted = 0 AND EXISTS \
+         (SELECT 1 FROM batches WHERE batches.job = ?1 AND pos IS NOT NULL)) WHERE no = ?1",
+    )
+    .and_then(|mut s| s.execute([no]))
+    .map(drop)
+    .map_err(|e| db_error("turns", path, e))
+}
+
+/// Takes up to `max` ready batches (their `pos` cleared): first those
+/// written before jobs had turns, then one of each active job in turn.
+pub(crate) fn take(tx: &Tx<'_>, path: &Path, max: usize, turn: i64) -> Result<Vec<ReadyRow>> {
+    let sql = |e| db_error("lease", path, e);
+    let mut out: Vec<ReadyRow> = tx
+        .prepare_cached(
+            "SELECT id, n, payload, sending FROM batches \
+             WHERE job IS NULL AND pos IS NOT NULL ORDER BY pos",
+        )
+        .and_then(|mut s| s.query_map([], read_batch)?.take(max).collect())
+        .map_err(sql)?;
+    for (id, ..) in &out {
+        clear_pos(tx, path, *id)?;
+    }
+    let mut turn = turn;
+    while out.len() < max {
+        let Some(no) = tx
+            .prepare_cached("SELECT no FROM jobs WHERE active = 1 ORDER BY turn LIMIT 1")
+            .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)).optional())
+            .map_err(sql)?
+        else {
+            break;
+        };
+        let batch = tx
+            .prepare_cached(
+                "SELECT id, n, payload, sending FROM batches \
+                 WHERE job = ?1 AND pos IS NOT NULL ORDER BY pos LIMIT 1",
+            )
+            .and_then(|mut s| s.query_row([no], read_batch).optional())
+            .map_err(sql)?;
+        if let Some(batch) = batch {
+            clear_pos(tx, path, batch.0)?;
+            out.push(batch);
+        }
+        turn += 1;
+        tx.prepare_cached("UPDATE jobs SET turn = ?2 WHERE no = ?1")
+            .and_then(|mut s| s.execute(params![no, turn]))
+            .map_err(sql)?;
+        refresh(tx, path, no)?;
+    }
+    Ok(out)
+}
+
+/// Puts job `no` first in turn (a released batch goes out first).
+pub(crate) fn first(tx: &Tx<'_>, path: &Path, no: i64) -> Result<()> {
+    tx.prepare_cached(
+        "UPDATE jobs SET turn = (SELECT coalesce(min(turn), 0) - 1 FROM jobs) WHERE no = ?1",
+    )
+    .and_then(|mut s| s.execute([no]))
+    .map_err(|e| db_error("turns", path, e))?;
+    refresh(tx, path, no)
+}
+
+fn clear_pos(tx: &Tx<'_>, path: &Path, id: i64) -> Result<()> {
+    tx.prepare_cached("UPDATE batches SET pos = NULL WHERE id = ?1")
+        .and_then(|mut s| s.execute([id]))
+        .map(drop)
+        .map_err(|e| db_error("lease", path, e))
+}

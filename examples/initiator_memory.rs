@@ -244,6 +244,7 @@ impl OffsetStore for Checkpoints {
             in_doubt: 0,
             invalid,
             duplicate,
+            cancelled: 0,
             finished_ms: None,
             failure: None,
         }))

@@ -7,12 +7,13 @@
 //! | `POST /retry` | replays dead letters: all, or one job's with `{"job": "<id>"}` or `?job=<id>`. Answers `{"replayed": n}`. |
 //! | `GET /jobs` | every job: state, lines, delivered, dead, in_doubt, invalid, duplicate, in_flight, rate, started/finished. |
 //! | `GET /jobs/{id}` | one job, with its first rejected lines and dead letters. |
+//! | `GET /` | the status page (see `page`): jobs with live progress, their rejected lines and dead letters, the queue, an upload form. Served without the token (it holds no data); its script asks for the token and sends it. |
 //! | `GET /healthz` | `200` when the backend answers and the inbox can be read, `503` with the reason otherwise. Never needs the token. |
 //! | `GET /intake` | the intake's status: whether the inbox can be read, the entries skipped (symlinks, FIFOs…), a pending archiving error. |
 //! | `GET /metrics` | Prometheus text format (see [`crate::Metrics`]). |
 //!
 //! Every error is a JSON body `{"error": "..."}` with a 4xx or 5xx status.
-//! When a token is configured, every route but `/healthz` needs
+//! When a token is configured, every route but `/healthz` and the page `/` needs
 //! `Authorization: Bearer <token>` (the scheme in any case; compared in
 //! constant time, through digests, so not even its length leaks).
 //!
@@ -25,6 +26,7 @@
 //! Bind it to a loopback address unless it is behind a proxy that
 //! authenticates: the caller chooses the listener.
 
+mod page;
 mod upload;
 
 use std::path::PathBuf;
@@ -220,6 +222,7 @@ impl ControlApi {
             .route_layer(middleware::from_fn_with_state(self.clone(), require_token));
         Router::new()
             .route("/healthz", get(healthz))
+            .route("/", get(page::status_page))
             .merge(protected)
             .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
             .method_not_allowed_fallback(|| async {

@@ -131,8 +131,8 @@ fn number(v: &Value, key: &str) -> u64 {
 
 /// A job's counts rise on the open page while it delivers; data is shown
 /// as text (a hostile file name stays a name), rejected lines with their
-/// reasons, an upload through the form becomes a job, times are clock
-/// times. The screenshot goes to docs/status-page.png (the README shows it).
+/// reasons, an upload through the form becomes a job, a user's receipt is
+/// looked up, times are clock times. The screenshot goes to docs/status-page.png (the README shows it).
 #[test]
 fn status_page_shows_a_job_delivering_live() {
     let _ = (chromium(), node_modules());
@@ -150,7 +150,6 @@ fn status_page_shows_a_job_delivering_live() {
         &[
             ("WDS_SLOW_JOB", &slow_job),
             ("WDS_HOSTILE_JOB", &hostile_job),
-            ("WDS_HOSTILE_NAME", hostile_name),
             ("WDS_SCREENSHOT", screenshot.to_str().expect("UTF-8 path")),
         ],
     );
@@ -179,6 +178,14 @@ fn status_page_shows_a_job_delivering_live() {
     );
     assert!(!seen["ready"].as_str().unwrap_or("").is_empty(), "{seen}");
     assert_eq!(seen["uploaded"].as_str().map(str::len), Some(16), "{seen}");
+    let lookup = seen["lookup"].as_array().expect("lookup");
+    assert_eq!(lookup[0], "user-1 got it", "{seen}");
+    assert!(
+        lookup[1]
+            .as_str()
+            .is_some_and(|l| l.starts_with("line 1: delivered (HTTP 200, attempt 1")),
+        "{seen}"
+    );
     assert_eq!(
         seen["errors"],
         serde_json::json!([]),

@@ -2,7 +2,7 @@
 // `full_system all`, for tests/status_page.rs. Prints one JSON line of what
 // it saw on success; exits 1 with the reason otherwise.
 //
-//   node status_page.cjs watch    WDS_API WDS_TOKEN WDS_SLOW_JOB WDS_HOSTILE_JOB WDS_HOSTILE_NAME WDS_SCREENSHOT
+//   node status_page.cjs watch    WDS_API WDS_TOKEN WDS_SLOW_JOB WDS_HOSTILE_JOB WDS_SCREENSHOT
 //   node status_page.cjs control  WDS_API WDS_TOKEN WDS_JOB_A WDS_JOB_B
 //
 // playwright-core comes from WDS_NODE_MODULES (scripts/test installs the
@@ -99,10 +99,16 @@ async function watch(browser) {
     return m ? m[1] : "";
   });
   await page.waitForSelector(row(uploaded), { timeout: 30000 });
+  // Did user-1 get it: their line with its receipt.
+  await page.fill('#lookup input[name="job"]', slow);
+  await page.fill('#lookup input[name="user"]', "user-1");
+  await page.click('#lookup button[type="submit"]');
+  await page.waitForSelector("#lookup-result li", { timeout: 10000 });
+  const lookup = await page.$$eval("#lookup-result li", (items) => items.map((i) => i.textContent));
   const stillDelivering = await count(page, slow, "delivered");
 
   await page.screenshot({ path: env("WDS_SCREENSHOT"), fullPage: true });
-  return { lines, first, later, stillDelivering, rate, eta, started, shownName, injected, rejects, ready, uploaded, errors };
+  return { lines, first, later, stillDelivering, rate, eta, started, shownName, injected, rejects, ready, uploaded, lookup, errors };
 }
 
 async function control(browser) {

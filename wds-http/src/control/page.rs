@@ -17,6 +17,12 @@ const CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'un
      connect-src 'self'; img-src 'self' data:; form-action 'none'; base-uri 'none'; \
      frame-ancestors 'none'";
 
+#[utoipa::path(
+    get,
+    path = "/",
+    security(()),
+    responses((status = 200, description = "The status page", content_type = "text/html"))
+)]
 pub(super) async fn status_page() -> impl IntoResponse {
     (
         [

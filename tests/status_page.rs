@@ -48,10 +48,11 @@ fn workspace() -> PathBuf {
 }
 
 /// `full_system all` with a token and a shared rate, delivering to a receiver.
+/// Fields drop in order: the process is killed before its folder goes.
 struct Deployment {
-    dir: tempfile::TempDir,
-    _receiver: TestReceiver,
     service: Service,
+    _receiver: TestReceiver,
+    dir: tempfile::TempDir,
     api: String,
 }
 
@@ -78,9 +79,9 @@ impl Deployment {
         );
         let api = format!("http://{}", service.address("initiator running", "api"));
         Deployment {
-            dir,
-            _receiver: receiver,
             service,
+            _receiver: receiver,
+            dir,
             api,
         }
     }

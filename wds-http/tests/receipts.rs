@@ -164,6 +164,8 @@ async fn a_user_answers_every_line_naming_them_from_the_archived_file() {
     let nobody = refused(&api, &format!("/jobs/{job}/users/someone"), 404).await;
     assert!(nobody.contains("no line"), "{nobody}");
     refused(&api, &format!("/jobs/{job}/users/{}", "x".repeat(300)), 400).await;
+    refused(&api, &format!("/jobs/{job}/users/%FF"), 400).await;
+    refused(&api, &format!("/jobs/{job}/lines/%FF"), 400).await;
     refused(&api, "/jobs/0000000000000000/users/u1", 404).await;
 
     // A file removed from the archive cannot be read again: said so.

@@ -10,6 +10,7 @@
 
 use std::path::PathBuf;
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -184,8 +185,9 @@ async fn dead_attempts(
 )]
 pub(super) async fn line(
     State(api): State<ControlApi>,
-    Path((id, n)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Json<LineAnswer>, ApiError> {
+    let (id, n) = path_params(path)?;
     let line = n.parse::<u64>().ok().filter(|l| *l >= 1).ok_or_else(|| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -233,8 +235,9 @@ pub(super) async fn line(
 )]
 pub(super) async fn user(
     State(api): State<ControlApi>,
-    Path((id, user)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Json<UserAnswer>, ApiError> {
+    let (id, user) = path_params(path)?;
     let limits = Limits::default();
     if user.is_empty() || user.len() > limits.max_user_id_bytes {
         return Err(ApiError::new(
@@ -305,6 +308,15 @@ pub(crate) fn lines_of_user(
         }
     }
     Ok(lines)
+}
+
+/// The two path parameters, or a JSON `400` (not axum's plain text) when
+/// they are not UTF-8 once decoded.
+fn path_params(
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<(String, String), ApiError> {
+    path.map(|Path(params)| params)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))
 }
 
 fn io_error(e: std::io::Error) -> ApiError {

@@ -145,7 +145,10 @@ pub(crate) async fn notifier(
 
 /// The control API's settings: the token, the upload limits, the server's.
 fn control_config(settings: &Settings, inbox: &std::path::Path) -> ControlConfig {
-    let mut config = ControlConfig::new(inbox).token(settings.token.clone());
+    let mut config = ControlConfig::new(inbox)
+        .token(settings.token.clone())
+        .archive(settings.archive())
+        .archive(settings.rejected());
     config.max_upload_bytes = settings.max_upload_bytes;
     config.max_concurrent_uploads = settings.max_concurrent_uploads;
     config.min_free_disk_bytes = settings.min_free_disk_bytes;

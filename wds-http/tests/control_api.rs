@@ -1,5 +1,7 @@
 //! The control API over real loopback HTTP, on the in-memory backend.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -40,13 +42,7 @@ impl Api {
             metrics.clone(),
             config(ControlConfig::new(&inbox).control(Arc::new(backend.clone()))),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stop = CancellationToken::new();
-        tokio::spawn({
-            let stop = stop.clone();
-            async move { api.serve(listener, stop).await }
-        });
+        let (addr, stop) = support::serve_control(api).await;
         Api {
             addr,
             inbox,
@@ -708,4 +704,40 @@ async fn replay_route_takes_one_reason_only() {
     assert_eq!(left, ["exhausted", "permanent"]);
     let (status, json) = post(&api, &format!("/jobs/{job}/replay"), r#"{"reason":"all"}"#).await;
     assert_eq!((status, json["replayed"].as_u64()), (200, Some(2)));
+}
+
+/// The page and the API's description hold no data: served without the
+/// token, while the data behind them needs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_and_the_openapi_description_need_no_token() {
+    let api = Api::start(|c| c.token(Some("s3cret".into()))).await;
+    let page = reqwest::get(api.url("/")).await.unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("default-src 'none'"), "{csp}");
+    assert!(page
+        .text()
+        .await
+        .unwrap()
+        .contains("<title>WDS status</title>"));
+
+    let (status, spec) = get(&api, "/openapi.json", None).await;
+    assert_eq!(status, 200, "{spec}");
+    assert!(spec["openapi"]
+        .as_str()
+        .is_some_and(|v| v.starts_with("3.")));
+    for path in [
+        "/jobs",
+        "/upload",
+        "/jobs/{id}/lines/{n}",
+        "/jobs/{id}/users/{user}",
+    ] {
+        assert!(spec["paths"].get(path).is_some(), "{path} missing");
+    }
+    assert!(spec["components"]["securitySchemes"]["bearer"].is_object());
+
+    let (status, json) = get(&api, "/jobs", None).await;
+    assert_eq!(status, 401, "{json}");
+    let (status, _) = get(&api, "/jobs", Some("s3cret")).await;
+    assert_eq!(status, 200);
 }

@@ -60,6 +60,18 @@ async fn act(api: &ControlApi, id: String, action: Action) -> Result<Json<JobVie
     Ok(Json(JobView::new(report)))
 }
 
+/// `POST /jobs/{id}/pause`.
+#[utoipa::path(
+    post,
+    path = "/jobs/{id}/pause",
+    params(("id" = String, Path, description = "The job id")),
+    responses(
+        (status = 200, description = "No more of its batches are leased; the job's report", content_type = "application/json"),
+        (status = 409, description = "The job's state refuses it (e.g. resuming a cancelled job)", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such job", body = super::openapi::ErrorBody),
+        (status = 501, description = "This API has no job control", body = super::openapi::ErrorBody),
+    )
+)]
 pub(super) async fn pause(
     State(api): State<ControlApi>,
     Path(id): Path<String>,
@@ -67,6 +79,18 @@ pub(super) async fn pause(
     act(&api, id, Action::Pause).await
 }
 
+/// `POST /jobs/{id}/resume`.
+#[utoipa::path(
+    post,
+    path = "/jobs/{id}/resume",
+    params(("id" = String, Path, description = "The job id")),
+    responses(
+        (status = 200, description = "Its batches are leased again; the job's report", content_type = "application/json"),
+        (status = 409, description = "The job's state refuses it (e.g. resuming a cancelled job)", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such job", body = super::openapi::ErrorBody),
+        (status = 501, description = "This API has no job control", body = super::openapi::ErrorBody),
+    )
+)]
 pub(super) async fn resume(
     State(api): State<ControlApi>,
     Path(id): Path<String>,
@@ -74,6 +98,18 @@ pub(super) async fn resume(
     act(&api, id, Action::Resume).await
 }
 
+/// `POST /jobs/{id}/cancel`.
+#[utoipa::path(
+    post,
+    path = "/jobs/{id}/cancel",
+    params(("id" = String, Path, description = "The job id")),
+    responses(
+        (status = 200, description = "Reading stops and its queued lines end cancelled; the job's report", content_type = "application/json"),
+        (status = 409, description = "The job's state refuses it (e.g. resuming a cancelled job)", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such job", body = super::openapi::ErrorBody),
+        (status = 501, description = "This API has no job control", body = super::openapi::ErrorBody),
+    )
+)]
 pub(super) async fn cancel(
     State(api): State<ControlApi>,
     Path(id): Path<String>,
@@ -100,6 +136,19 @@ struct ReplayRequest {
     reason: Reason,
 }
 
+/// `POST /jobs/{id}/replay`.
+#[utoipa::path(
+    post,
+    path = "/jobs/{id}/replay",
+    params(("id" = String, Path, description = "The job id")),
+    request_body(content = String, description = "{\"reason\": \"exhausted\" | \"in_doubt\" | \"permanent\" | \"all\"}; an empty body is all", content_type = "application/json"),
+    responses(
+        (status = 200, description = "`{\"replayed\": n}`: the dead letters of that reason queued again (in_doubt ones may alert twice)", content_type = "application/json"),
+        (status = 400, description = "Not one of the reasons", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such job", body = super::openapi::ErrorBody),
+        (status = 501, description = "This API has no job control", body = super::openapi::ErrorBody),
+    )
+)]
 pub(super) async fn replay(
     State(api): State<ControlApi>,
     Path(id): Path<String>,
@@ -141,6 +190,18 @@ pub(super) async fn replay(
     Ok(Json(json!({ "replayed": replayed })))
 }
 
+/// `POST /jobs/{id}/resend`.
+#[utoipa::path(
+    post,
+    path = "/jobs/{id}/resend",
+    params(("id" = String, Path, description = "The job id")),
+    responses(
+        (status = 202, description = "`{\"job\": new id, \"resend_of\": id}`: the archived file is read again as a new job", content_type = "application/json"),
+        (status = 409, description = "The job is not finished, or its file is not archived", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such job", body = super::openapi::ErrorBody),
+        (status = 501, description = "This API has no job control", body = super::openapi::ErrorBody),
+    )
+)]
 pub(super) async fn resend(
     State(api): State<ControlApi>,
     Path(id): Path<String>,

@@ -12,12 +12,16 @@
 //! | `POST /jobs/{id}/cancel` | stops the job for good: reading stops, its queued lines end `cancelled`; answers the job. |
 //! | `POST /jobs/{id}/resend` | reads a finished job's archived file again as a new job with a new identity (see [`Resender`]); answers `202` with `{"job": "<new id>", "resend_of": "<id>"}`, `409` when the job is not finished or its file is not archived. |
 //! | `POST /jobs/{id}/replay` | replays the job's dead letters of one reason, `{"reason": "exhausted" \| "in_doubt" \| "permanent" \| "all"}` (an empty body is `all`); answers `{"replayed": n}`. Replaying `in_doubt` may alert those users twice. |
+//! | `GET /` | the status page (see `page`): jobs with live progress, their rejected lines and dead letters, the queue, an upload form. Served without the token (it holds no data); its script asks for the token and sends it. |
+//! | `GET /jobs/{id}/lines/{n}` | what became of line `n`: `delivered` with its receipt, `dead` or `invalid` with the reason, `duplicate` with the first line, or `pending`; and the attempts. `404` for an unknown job or a line that holds no record, `400` for a bad number. |
+//! | `GET /jobs/{id}/users/{userId}` | did this user get it: every line of the job's file naming the user (up to 1,000), each with its outcome, and `delivered` when one was. The file is found in the inbox or [`ControlConfig::archives`] by its identity and read again (no per-user index is stored). `404` when the user has no line or the file is gone. |
 //! | `GET /healthz` | `200` when the backend answers and the inbox can be read, `503` with the reason otherwise. Never needs the token. |
 //! | `GET /intake` | the intake's status: whether the inbox can be read, the entries skipped (symlinks, FIFOs…), a pending archiving error. |
 //! | `GET /metrics` | Prometheus text format (see [`crate::Metrics`]). |
+//! | `GET /openapi.json` | this table as an OpenAPI 3.1 description, generated from the handlers (utoipa). Never needs the token. |
 //!
 //! Every error is a JSON body `{"error": "..."}` with a 4xx or 5xx status.
-//! When a token is configured, every route but `/healthz` needs
+//! When a token is configured, every route but `/healthz`, `/openapi.json` and the page `/` needs
 //! `Authorization: Bearer <token>` (the scheme in any case; compared in
 //! constant time, through digests, so not even its length leaks).
 //!
@@ -35,7 +39,11 @@
 //! Bind it to a loopback address unless it is behind a proxy that
 //! authenticates: the caller chooses the listener.
 
+mod job_files;
 mod jobs;
+mod openapi;
+mod page;
+mod receipts;
 mod resend;
 mod upload;
 
@@ -97,6 +105,10 @@ pub struct ControlConfig {
     /// Where `POST /jobs/{id}/resend` finds a job's file and how it reads
     /// it again; the route answers `501` without it.
     pub resend: Option<Resender>,
+    /// Folders where finished files go (the archive, the rejected folder):
+    /// `GET /jobs/{id}/users/{userId}` looks there, after the inbox, for
+    /// the job's file.
+    pub archives: Vec<PathBuf>,
 }
 
 impl ControlConfig {
@@ -114,6 +126,7 @@ impl ControlConfig {
             intake: None,
             control: None,
             resend: None,
+            archives: Vec::new(),
         }
     }
 
@@ -134,6 +147,12 @@ impl ControlConfig {
     /// [`ControlConfig::intake`]).
     pub fn intake(mut self, status: IntakeStatus) -> Self {
         self.intake = Some(status);
+        self
+    }
+
+    /// Adds a folder where finished files go (see [`ControlConfig::archives`]).
+    pub fn archive(mut self, folder: impl Into<PathBuf>) -> Self {
+        self.archives.push(folder.into());
         self
     }
 
@@ -163,6 +182,8 @@ struct Inner {
     metrics: Arc<Metrics>,
     /// One permit per upload received at once.
     uploads: Arc<tokio::sync::Semaphore>,
+    /// Which file in the inbox and archives is which job's.
+    job_files: Arc<job_files::JobFiles>,
     config: ControlConfig,
 }
 
@@ -229,6 +250,7 @@ impl ControlApi {
                 uploads: Arc::new(tokio::sync::Semaphore::new(
                     config.max_concurrent_uploads.max(1),
                 )),
+                job_files: Arc::default(),
                 config,
             }),
         }
@@ -248,6 +270,8 @@ impl ControlApi {
             .route("/jobs/{id}/cancel", post(jobs::cancel))
             .route("/jobs/{id}/replay", post(jobs::replay))
             .route("/jobs/{id}/resend", post(jobs::resend))
+            .route("/jobs/{id}/lines/{n}", get(receipts::line))
+            .route("/jobs/{id}/users/{user}", get(receipts::user))
             .route("/metrics", get(metrics))
             .route("/intake", get(intake))
             .route_layer(middleware::from_fn_with_state(
@@ -263,6 +287,8 @@ impl ControlApi {
             .route_layer(middleware::from_fn_with_state(self.clone(), require_token));
         Router::new()
             .route("/healthz", get(healthz))
+            .route("/", get(page::status_page))
+            .route("/openapi.json", get(openapi::openapi_json))
             .merge(protected)
             .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
             .method_not_allowed_fallback(|| async {
@@ -391,6 +417,15 @@ impl JobView {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/jobs",
+    responses(
+        (status = 200, description = "Every job, newest first: job, meta (name, format, created_ms), state, lines, enqueued, delivered, dead, in_doubt, invalid, duplicate, in_flight, started_ms, elapsed_ms, deliveries_per_s, finished_ms, failure", body = Vec<serde_json::Value>),
+        (status = 401, description = "Missing or wrong token", body = openapi::ErrorBody),
+        (status = 503, description = "The backend is unavailable", body = openapi::ErrorBody),
+    )
+)]
 async fn jobs(State(api): State<ControlApi>) -> Result<Json<Vec<JobView>>, ApiError> {
     let reports = backend(api.inner.offsets.reports()).await?;
     Ok(Json(reports.into_iter().map(JobView::new).collect()))
@@ -404,6 +439,15 @@ struct JobDetail {
     dead_letters: Vec<DeadLetter>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/jobs/{id}",
+    params(("id" = String, Path, description = "The job id")),
+    responses(
+        (status = 200, description = "The job as in `/jobs`, with its first `rejects` and `dead_letters`", body = serde_json::Value),
+        (status = 404, description = "No such job", body = openapi::ErrorBody),
+    )
+)]
 async fn job(
     State(api): State<ControlApi>,
     Path(id): Path<String>,
@@ -429,6 +473,17 @@ struct RetryRequest {
     job: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/retry",
+    params(("job" = Option<String>, Query, description = "Only this job's dead letters")),
+    request_body(content = serde_json::Value, description = "Empty, or `{\"job\": \"<id>\"}`"),
+    responses(
+        (status = 200, description = "`{\"replayed\": n}`", body = serde_json::Value),
+        (status = 400, description = "A body that is neither", body = openapi::ErrorBody),
+        (status = 404, description = "No such job", body = openapi::ErrorBody),
+    )
+)]
 async fn retry(
     State(api): State<ControlApi>,
     Query(query): Query<RetryRequest>,
@@ -458,6 +513,11 @@ async fn retry(
     Ok(Json(json!({ "replayed": replayed })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/intake",
+    responses((status = 200, description = "`unreadable`, `archive_error` and the `skipped` entries of the inbox", body = serde_json::Value))
+)]
 async fn intake(State(api): State<ControlApi>) -> Response {
     match &api.inner.config.intake {
         Some(status) => Json(status.report()).into_response(),
@@ -473,6 +533,15 @@ impl ControlApi {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    security(()),
+    responses(
+        (status = 200, description = "`{\"status\": \"ok\"}`", body = serde_json::Value),
+        (status = 503, description = "The backend does not answer or the inbox cannot be read", body = serde_json::Value),
+    )
+)]
 async fn healthz(State(api): State<ControlApi>) -> Response {
     if let Some(reason) = api.inbox_unreadable() {
         return (
@@ -496,6 +565,11 @@ async fn healthz(State(api): State<ControlApi>) -> Response {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    responses((status = 200, description = "Prometheus (OpenMetrics) text", content_type = "application/openmetrics-text"))
+)]
 async fn metrics(State(api): State<ControlApi>) -> Response {
     // A scrape still answers when the backend is down: the gauges just
     // keep their last values.

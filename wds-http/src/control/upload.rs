@@ -39,6 +39,31 @@ struct Received {
     client_ext: Option<&'static str>,
 }
 
+/// The multipart fields of `POST /upload`, for the API's description.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)] // a shape for the description; the handler reads the fields one by one
+pub(super) struct UploadForm {
+    /// The file (required), streamed to the inbox.
+    #[schema(format = Binary, value_type = String)]
+    file: Vec<u8>,
+    /// The message for lines that carry only a user id.
+    message: Option<String>,
+    /// `csv`, `jsonl` or `json`; detected when absent.
+    format: Option<String>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/upload",
+    request_body(content = UploadForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 202, description = "Accepted: `job`, `file`, `bytes`, `message`", body = serde_json::Value),
+        (status = 400, description = "Not a multipart body with one `file`", body = super::openapi::ErrorBody),
+        (status = 413, description = "Larger than the upload limit", body = super::openapi::ErrorBody),
+        (status = 503, description = "Too many uploads at once, or the inbox cannot be read", body = super::openapi::ErrorBody),
+        (status = 507, description = "Not enough free disk space", body = super::openapi::ErrorBody),
+    )
+)]
 pub(super) async fn upload(
     State(api): State<ControlApi>,
     multipart: Result<Multipart, MultipartRejection>,

@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use wds_http::wds_core::{JobId, Message, MessageId};
-use wds_http::{FlushPolicy, Receiver, ReceiverConfig, ReceiverError};
+use wds_http::{ControlApi, FlushPolicy, Receiver, ReceiverConfig, ReceiverError};
 
 /// Secrets of the right shape (24 and 32 bytes).
 pub(crate) const SECRET_A: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -100,6 +100,18 @@ pub(crate) async fn spawn_receiver(config: ReceiverConfig, dir: tempfile::TempDi
         task,
         _dir: dir,
     }
+}
+
+/// Serves `api` on a free loopback port until the token is cancelled.
+pub(crate) async fn serve_control(api: ControlApi) -> (SocketAddr, CancellationToken) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    tokio::spawn({
+        let stop = stop.clone();
+        async move { api.serve(listener, stop).await }
+    });
+    (addr, stop)
 }
 
 /// Reads a CSV file of `userId,alertMessage` lines with a real CSV parser.

@@ -200,6 +200,20 @@ pub enum DeadKind {
 }
 
 impl DeadKind {
+    /// Every kind, in the order of [`DeadKind::index`].
+    pub const ALL: [DeadKind; 3] = [DeadKind::Permanent, DeadKind::Exhausted, DeadKind::InDoubt];
+
+    /// This kind's place in [`DeadKind::ALL`]: where a backend keeps a job's
+    /// count of dead letters of this kind (a counter per reason, never one
+    /// per line).
+    pub fn index(self) -> usize {
+        match self {
+            DeadKind::Permanent => 0,
+            DeadKind::Exhausted => 1,
+            DeadKind::InDoubt => 2,
+        }
+    }
+
     /// The snake_case name used in reports and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -496,6 +510,14 @@ pub struct JobReport {
     pub dead: u64,
     /// Of `dead`, those dead because they were in doubt.
     pub in_doubt: u64,
+    /// Of `dead`, those the sink refused for good ([`DeadKind::Permanent`]).
+    /// Exact past the detail limit too: `permanent + exhausted + in_doubt
+    /// == dead`.
+    #[serde(default)]
+    pub permanent: u64,
+    /// Of `dead`, those whose retries ran out ([`DeadKind::Exhausted`]).
+    #[serde(default)]
+    pub exhausted: u64,
     /// Invalid lines.
     pub invalid: u64,
     /// Duplicate lines.
@@ -594,6 +616,8 @@ mod tests {
             delivered: 5,
             dead: 2,
             in_doubt: 1,
+            permanent: 1,
+            exhausted: 0,
             invalid: 2,
             duplicate: 1,
             finished_ms: Some(5),

@@ -16,7 +16,7 @@ use crate::conn::{db_error, Tx};
 
 /// The columns of a report, in [`ReportRow`] order.
 const REPORT_COLUMNS: &str = "job, meta, records, done, enqueued, delivered, dead, in_doubt, \
-                              invalid, duplicate, finished_ms, failed";
+                              invalid, duplicate, finished_ms, failed, permanent, exhausted";
 
 /// A job row as read for a report; its metadata is parsed on the async side.
 struct ReportRow {
@@ -32,6 +32,8 @@ struct ReportRow {
     duplicate: u64,
     finished_ms: Option<i64>,
     failed: Option<String>,
+    permanent: u64,
+    exhausted: u64,
 }
 
 impl ReportRow {
@@ -49,6 +51,8 @@ impl ReportRow {
             duplicate: uint(r.get(9)?),
             finished_ms: r.get(10)?,
             failed: r.get(11)?,
+            permanent: uint(r.get(12)?),
+            exhausted: uint(r.get(13)?),
         })
     }
 
@@ -66,6 +70,8 @@ impl ReportRow {
             delivered: self.delivered,
             dead: self.dead,
             in_doubt: self.in_doubt,
+            permanent: self.permanent,
+            exhausted: self.exhausted,
             invalid: self.invalid,
             duplicate: self.duplicate,
             finished_ms: self.finished_ms.map(uint),

@@ -5,7 +5,7 @@
 //! |---|---|
 //! | `POST /upload` | multipart field `file` (required), `message` and `format` (optional); streamed to a temporary file in the inbox and renamed into place, so a half-uploaded file is never picked up. Answers `202` with the job id, or `503` while the inbox cannot be read (the file would not be picked up). |
 //! | `POST /retry` | replays dead letters: all, or one job's with `{"job": "<id>"}` or `?job=<id>`. Answers `{"replayed": n}`. |
-//! | `GET /jobs` | every job: state, lines, delivered, dead, in_doubt, invalid, duplicate, in_flight, rate, started/finished. |
+//! | `GET /jobs` | every job: state, lines, delivered, dead (and by reason: permanent, exhausted, in_doubt), invalid, duplicate, in_flight, rate, started/finished. |
 //! | `GET /jobs/{id}` | one job, with its first rejected lines and dead letters. |
 //! | `GET /healthz` | `200` when the backend answers and the inbox can be read, `503` with the reason otherwise. Never needs the token. |
 //! | `GET /intake` | the intake's status: whether the inbox can be read, the entries skipped (symlinks, FIFOs…), a pending archiving error. |

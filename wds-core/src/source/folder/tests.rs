@@ -54,6 +54,8 @@ fn report() -> JobReport {
         delivered: 1,
         dead: 0,
         in_doubt: 0,
+        permanent: 0,
+        exhausted: 0,
         invalid: 0,
         duplicate: 0,
         finished_ms: Some(1),

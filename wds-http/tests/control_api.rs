@@ -350,11 +350,21 @@ async fn jobs_retry_and_metrics_tell_the_truth() {
         (Some(1), Some(1))
     );
     assert_eq!(job["in_flight"].as_u64(), Some(0));
+    assert_eq!(
+        (
+            job["permanent"].as_u64(),
+            job["exhausted"].as_u64(),
+            job["in_doubt"].as_u64()
+        ),
+        (Some(1), Some(0), Some(0)),
+        "dead letters by reason: {job}"
+    );
 
     let (status, detail) = get(&api, &format!("/jobs/{id}"), None).await;
     assert_eq!(status, 200);
     assert_eq!(detail["rejects"].as_array().unwrap().len(), 2);
     assert_eq!(detail["dead_letters"][0]["reason"]["kind"], "permanent");
+    assert_eq!(detail["permanent"].as_u64(), Some(1), "{detail}");
     let (status, json) = get(&api, "/jobs/0000000000000000", None).await;
     assert_eq!(status, 404);
     error_of(&json);
@@ -472,7 +482,7 @@ async fn an_unreadable_inbox_makes_healthz_and_upload_503() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upload_limits_answer_413_503_and_507_with_json_errors() {
+async fn upload_limits_answer_413_and_507_with_json_errors() {
     // Size.
     let api = Api::start(|mut c| {
         c.max_upload_bytes = 10;
@@ -495,13 +505,19 @@ async fn upload_limits_answer_413_503_and_507_with_json_errors() {
     assert_eq!(status, 507, "{json}");
     assert!(error_of(&json).contains("free disk space"), "{json}");
     assert!(full.inbox_files().is_empty(), "{:?}", full.inbox_files());
+}
 
-    // One upload at a time: a second one while the first is being received.
+/// The concurrent-upload cap: while one upload holds the only slot, another
+/// gets 503 with `Retry-After` and a JSON error, and nothing of it lands in
+/// the inbox; the slot is free again once the first completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_past_the_concurrent_cap_gets_503_with_retry_after() {
     let one = Api::start(|mut c| {
         c.max_concurrent_uploads = 1;
         c
     })
     .await;
+    let small = multipart(&[("file", Some("a.csv"), b"u,m\n")]);
     let mut slow = tokio::net::TcpStream::connect(one.addr).await.unwrap();
     let head = format!(
         "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -509,25 +525,51 @@ async fn upload_limits_answer_413_503_and_507_with_json_errors() {
     );
     slow.write_all(head.as_bytes()).await.unwrap();
     slow.write_all(&small[..10]).await.unwrap();
-    // The first upload holds the only slot once its first part is read.
+    // The first upload holds the only slot once its handler runs, before
+    // it reads the body; until then an upload made here goes through.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let (status, json) = loop {
-        let (status, json) = post_multipart(&one, small.clone(), None).await;
+    let (status, retry_after, json) = loop {
+        let resp = reqwest::Client::new()
+            .post(one.url("/upload"))
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={BOUNDARY}"),
+            )
+            .body(small.clone())
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap_or("").to_string());
+        let json = json_of(resp).await;
         if status != 202 || std::time::Instant::now() > deadline {
-            break (status, json);
+            break (status, retry_after, json);
         }
-        // The slow one was not in yet: the upload just made went through.
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    assert_eq!(status, 503, "{json}");
+    assert_eq!(
+        status, 503,
+        "a second upload while the only slot is held: {json}"
+    );
+    assert_eq!(retry_after.as_deref(), Some("5"), "{json}");
     assert!(
         error_of(&json).contains("1 uploads are being received"),
         "{json}"
     );
+    let landed = one.inbox_files().len();
     slow.write_all(&small[10..]).await.unwrap();
     let mut response = String::new();
     slow.read_to_string(&mut response).await.unwrap();
     assert!(response.starts_with("HTTP/1.1 202"), "{response}");
+    assert_eq!(
+        one.inbox_files().len(),
+        landed + 1,
+        "only the upload that held the slot lands: {:?}",
+        one.inbox_files()
+    );
     // The slot is free again.
     assert_eq!(post_multipart(&one, small, None).await.0, 202);
 }

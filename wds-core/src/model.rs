@@ -434,14 +434,25 @@ impl std::str::FromStr for Format {
 /// What the engine knows about a job when it claims it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobMeta {
-    /// A display name (the file name).
+    /// A display name (the file name, or the name an upload came with).
     pub name: String,
+    /// The input's own name (the file in the watched folder) when `name`
+    /// is a display name given apart from it; see [`JobMeta::file_name`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
     /// The format the job is read with (fixed at claim time).
     pub format: Format,
     /// The message for lines that carry only a user id.
     pub default_message: Option<String>,
     /// When the job was claimed, in [`now_ms`] time.
     pub created_ms: u64,
+}
+
+impl JobMeta {
+    /// The input's own name: [`file`](JobMeta::file) when set, else `name`.
+    pub fn file_name(&self) -> &str {
+        self.file.as_deref().unwrap_or(&self.name)
+    }
 }
 
 /// The result of [`crate::OffsetStore::claim`].
@@ -606,6 +617,7 @@ mod tests {
             job: JobId("j".into()),
             meta: JobMeta {
                 name: "f.csv".into(),
+                file: None,
                 format: Format::Csv,
                 default_message: None,
                 created_ms: 0,

@@ -58,6 +58,14 @@ impl Api {
         format!("http://{}{path}", self.addr)
     }
 
+    /// The inbox's data files and `.message` sidecars: what the folder
+    /// source reads (dotfiles, such as an upload's display name, apart).
+    fn inbox_data_files(&self) -> Vec<String> {
+        let mut names = self.inbox_files();
+        names.retain(|n| !n.starts_with('.'));
+        names
+    }
+
     fn inbox_files(&self) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(&self.inbox)
             .unwrap()
@@ -146,9 +154,17 @@ async fn upload_lands_in_the_inbox_with_its_message_and_job_id() {
         "{name}"
     );
     assert_eq!(
-        api.inbox_files(),
+        api.inbox_data_files(),
         vec![name.clone(), format!("{name}.message")]
     );
+    // The client's name is the job's display name, beside the file and
+    // never a path.
+    assert_eq!(json["name"], "passwd.csv", "{json}");
+    let shown = std::fs::read_to_string(wds_http::wds_core::source::display_name_file(
+        &api.inbox.join(&name),
+    ))
+    .unwrap();
+    assert_eq!(shown, "passwd.csv");
     let path = api.inbox.join(&name);
     assert_eq!(std::fs::read(&path).unwrap(), b"userId\nu1\nu2\n");
     let sidecar = std::fs::read_to_string(api.inbox.join(format!("{name}.message"))).unwrap();
@@ -214,7 +230,7 @@ async fn a_large_upload_is_streamed_to_disk_not_held_in_memory() {
     let mut response = String::new();
     conn.read_to_string(&mut response).await.unwrap();
     assert!(response.starts_with("HTTP/1.1 202"), "{response}");
-    let files = api.inbox_files();
+    let files = api.inbox_data_files();
     assert_eq!(files.len(), 1, "{files:?}");
     assert_eq!(std::fs::read(api.inbox.join(&files[0])).unwrap(), content);
 }
@@ -559,13 +575,13 @@ async fn an_upload_past_the_concurrent_cap_gets_503_with_retry_after() {
         error_of(&json).contains("1 uploads are being received"),
         "{json}"
     );
-    let landed = one.inbox_files().len();
+    let landed = one.inbox_data_files().len();
     slow.write_all(&small[10..]).await.unwrap();
     let mut response = String::new();
     slow.read_to_string(&mut response).await.unwrap();
     assert!(response.starts_with("HTTP/1.1 202"), "{response}");
     assert_eq!(
-        one.inbox_files().len(),
+        one.inbox_data_files().len(),
         landed + 1,
         "only the upload that held the slot lands: {:?}",
         one.inbox_files()

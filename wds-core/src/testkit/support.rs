@@ -34,6 +34,7 @@ pub(super) fn identity(check: &str, n: u32) -> String {
 pub(super) fn meta(name: &str) -> JobMeta {
     JobMeta {
         name: name.to_string(),
+        file: None,
         format: Format::Csv,
         default_message: None,
         created_ms: now_ms(),

@@ -44,6 +44,7 @@ fn report() -> JobReport {
         job: JobId("j".into()),
         meta: JobMeta {
             name: "f.csv".into(),
+            file: None,
             format: Format::Csv,
             default_message: None,
             created_ms: 0,

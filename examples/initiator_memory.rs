@@ -230,6 +230,7 @@ impl OffsetStore for Checkpoints {
                 format: Format::Csv,
                 default_message: None,
                 created_ms: 0,
+                file: None,
             },
             state: JobState::of(
                 false,
@@ -242,6 +243,8 @@ impl OffsetStore for Checkpoints {
             delivered: messages,
             dead: 0,
             in_doubt: 0,
+            permanent: 0,
+            exhausted: 0,
             invalid,
             duplicate,
             cancelled: 0,

@@ -4,7 +4,10 @@
 
 use std::time::Duration;
 
+use wds_tests::cluster::{count, Cluster};
 use wds_tests::process::{http_get, Service, ANY_PORT, TEST_SECRET};
+use wds_tests::receiver::{Reply, TestReceiver};
+use wds_tests::users_csv;
 
 /// Runs `args` to completion and returns its log.
 fn run_to_end(
@@ -198,5 +201,66 @@ fn an_api_beyond_loopback_without_a_token_is_warned_about() {
         p.signal("TERM");
         assert!(p.wait(Duration::from_secs(30)).is_some());
         assert_eq!(warning(&p), warned, "{name}:\n{}", p.log_text());
+    }
+}
+
+/// Finding 6 and the bounded detail, end to end: dead letters past the
+/// detail limit are still counted by reason in `/jobs` and `/jobs/{id}`,
+/// and neither the logs nor a stored reason show the webhook URL's
+/// password or query string.
+#[test]
+fn dead_letters_are_counted_by_reason_and_keep_no_url_secret() {
+    // Users 3k+1 are refused for good, users 3k+2 never get an answer (so
+    // their retries run out); the rest are delivered.
+    let receiver = TestReceiver::with_script(|r| {
+        let n: u64 = r.user.trim_start_matches("user-").parse().unwrap_or(0);
+        match n % 3 {
+            1 => Reply::Status(404),
+            2 => Reply::Reset,
+            _ => Reply::Ok,
+        }
+    });
+    let url = receiver.url().replace("http://", "http://bot:pw-SEKRIT-5@") + "?api_key=SEKRIT-6";
+    let mut cluster = Cluster::new(&[
+        ("WDS_WEBHOOK_URL", &url),
+        ("WDS_MAX_ATTEMPTS", "2"),
+        ("WDS_DETAIL_LIMIT", "5"),
+    ]);
+    cluster.start("initiator", &[]);
+    cluster.start("worker", &[]);
+    cluster.drop_file("users.csv", &users_csv(60));
+    let job = cluster.wait_done(1, Duration::from_secs(180)).remove(0);
+    let counts = |job: &serde_json::Value| {
+        ["delivered", "dead", "permanent", "exhausted", "in_doubt"].map(|f| count(job, f))
+    };
+    assert_eq!(
+        counts(&job),
+        [20, 40, 20, 20, 0],
+        "(delivered, dead, permanent, exhausted, in_doubt) in /jobs: {job}"
+    );
+
+    let id = job["job"].as_str().expect("a job id");
+    let (status, body) = http_get(&cluster.api, &format!("/jobs/{id}")).expect("/jobs/{id}");
+    assert_eq!(status, 200, "{body}");
+    let detail: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(counts(&detail), [20, 40, 20, 20, 0], "/jobs/{id}: {body}");
+    let letters = detail["dead_letters"].as_array().expect("dead letters");
+    assert_eq!(letters.len(), 40, "{body}");
+    let kept = letters
+        .iter()
+        .filter(|d| d["reason"]["detail"] != wds_core::DETAIL_NOT_KEPT)
+        .count();
+    assert_eq!(kept, 5, "dead letters kept in detail (limit 5): {body}");
+    assert!(
+        !body.contains("SEKRIT"),
+        "a stored reason shows a secret: {body}"
+    );
+    for service in &cluster.services {
+        let log = service.log_text();
+        assert!(
+            !log.contains("SEKRIT"),
+            "{} logged a secret:\n{log}",
+            service.name
+        );
     }
 }

@@ -10,6 +10,7 @@
 //! ```
 
 mod demo;
+mod notices;
 mod redis;
 mod roles;
 mod settings;
@@ -36,8 +37,11 @@ fn main() -> ExitCode {
     };
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    // Colour codes only for a person at a terminal: in a file or a log
+    // collector they are noise around every field.
     let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match cli.settings.log_format {
         LogFormat::Human => subscriber.init(),

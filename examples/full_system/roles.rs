@@ -157,6 +157,17 @@ fn control_config(settings: &Settings, inbox: &std::path::Path) -> ControlConfig
     config
 }
 
+/// A client for `url` that signs with the deployment's secrets: the
+/// workers' webhook, and the completion notices (`what` names it in errors).
+fn signed_sink(settings: &Settings, url: &str, what: &str) -> Fallible<HttpSink> {
+    let mut sink = HttpSink::builder(url).timeout(Duration::from_millis(settings.timeout_ms));
+    if !settings.secrets.is_empty() {
+        sink = sink.secrets(settings.secrets.iter().cloned());
+    }
+    sink.build()
+        .map_err(|e| format!("{what} {}: {e}", wds_http::redact_url(url)))
+}
+
 /// The initiator: watches the inbox, reads files into the queue, serves the
 /// control API. Expired leases and due retries need no loop of their own:
 /// every lease call reclaims and promotes them in the same atomic step.
@@ -187,12 +198,33 @@ pub(crate) async fn initiator(
             .control(backend.control.clone())
             .resend(Resender::new(settings.archive(), engine.clone())),
     );
+    let hook = match &settings.on_job_done {
+        Some(url) => {
+            let hook = signed_sink(settings, url, "--on-job-done")?;
+            tracing::info!(url = %wds_http::redact_url(url), "completion notices on");
+            Some(Arc::new(hook))
+        }
+        None => None,
+    };
+    std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
+        format!(
+            "cannot create the data folder {}: {e}",
+            settings.data_dir.display()
+        )
+    })?;
+    let announced = crate::notices::announce(
+        backend.offsets.clone(),
+        hook,
+        settings.data_dir.join("notices"),
+        cancel.clone(),
+    );
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(inbox = %inbox.display(), api = %addr, backend = backend.name, "initiator running");
     let source: Arc<dyn Source> = Arc::new(source);
     let settle = Duration::from_millis(settings.settle_ms.max(1));
-    let (read, served, ()) = tokio::join!(
+    let (read, (), served, ()) = tokio::join!(
         engine.read_source(source, cancel.clone()),
+        announced,
         async {
             let served = api.serve(listener, cancel.clone()).await;
             cancel.cancel();
@@ -236,7 +268,7 @@ async fn fail_orphans(
     let orphans: Vec<_> = reports
         .into_iter()
         .filter(|r| r.state == wds_core::JobState::Reading)
-        .filter(|r| !inbox.join(&r.meta.name).exists())
+        .filter(|r| !inbox.join(r.meta.file_name()).exists())
         .collect();
     if orphans.is_empty() {
         return;
@@ -250,7 +282,7 @@ async fn fail_orphans(
     }
     for (r, before) in orphans.iter().zip(before) {
         let after = offsets.checkpoint(&r.job).await.ok();
-        if before.is_none() || before != after || inbox.join(&r.meta.name).exists() {
+        if before.is_none() || before != after || inbox.join(r.meta.file_name()).exists() {
             continue;
         }
         let reason = "the file was removed while no initiator was reading it";
@@ -270,14 +302,7 @@ pub(crate) async fn worker(
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
 ) -> Fallible<()> {
-    let mut sink =
-        HttpSink::builder(&webhook_url).timeout(Duration::from_millis(settings.timeout_ms));
-    if !settings.secrets.is_empty() {
-        sink = sink.secrets(settings.secrets.iter().cloned());
-    }
-    let sink = sink
-        .build()
-        .map_err(|e| format!("webhook {}: {e}", wds_http::redact_url(&webhook_url)))?;
+    let sink = signed_sink(settings, &webhook_url, "webhook")?;
     let engine = backend.engine(settings, Some(sink), &metrics)?;
     let metrics_server = match settings.metrics_listen {
         Some(addr) => Some(bind(addr, "worker metrics").await?),

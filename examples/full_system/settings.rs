@@ -116,6 +116,11 @@ pub(crate) struct Settings {
     /// The webhook workers call [default: the notifier, http://NOTIFIER_LISTEN/webhook].
     #[arg(long, env = "WDS_WEBHOOK_URL", global = true, hide_env_values = true)]
     pub(crate) webhook_url: Option<String>,
+    /// Where the initiator posts a job's report (JSON, signed with the
+    /// webhook secrets, `webhook-id` `<job>:done`) once the job finishes
+    /// [default: no notice; a log line only].
+    #[arg(long, env = "WDS_ON_JOB_DONE", global = true, hide_env_values = true)]
+    pub(crate) on_job_done: Option<String>,
     /// Deliveries per second to the webhook, across all workers (with Redis)
     /// or in this process [default: unlimited].
     #[arg(long, env = "WDS_RATE", global = true)]

@@ -65,6 +65,10 @@ pub struct Hit {
     pub at: Instant,
     /// What it was answered.
     pub reply: Reply,
+    /// Its body, as received.
+    pub body: Bytes,
+    /// Its `webhook-timestamp` and `webhook-signature` (empty when missing).
+    pub signed: (String, String),
 }
 
 impl Hit {
@@ -256,11 +260,20 @@ async fn webhook(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
                 })
             }
         };
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string()
+        };
         hits.push(Hit {
             id,
             user,
             at: now,
             reply: reply.clone(),
+            body: body.clone(),
+            signed: (header("webhook-timestamp"), header("webhook-signature")),
         });
         reply
     };

@@ -200,6 +200,20 @@ pub enum DeadKind {
 }
 
 impl DeadKind {
+    /// Every kind, in the order of [`DeadKind::index`].
+    pub const ALL: [DeadKind; 3] = [DeadKind::Permanent, DeadKind::Exhausted, DeadKind::InDoubt];
+
+    /// This kind's place in [`DeadKind::ALL`]: where a backend keeps a job's
+    /// count of dead letters of this kind (a counter per reason, never one
+    /// per line).
+    pub fn index(self) -> usize {
+        match self {
+            DeadKind::Permanent => 0,
+            DeadKind::Exhausted => 1,
+            DeadKind::InDoubt => 2,
+        }
+    }
+
     /// The snake_case name used in reports and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -420,14 +434,25 @@ impl std::str::FromStr for Format {
 /// What the engine knows about a job when it claims it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobMeta {
-    /// A display name (the file name).
+    /// A display name (the file name, or the name an upload came with).
     pub name: String,
+    /// The input's own name (the file in the watched folder) when `name`
+    /// is a display name given apart from it; see [`JobMeta::file_name`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
     /// The format the job is read with (fixed at claim time).
     pub format: Format,
     /// The message for lines that carry only a user id.
     pub default_message: Option<String>,
     /// When the job was claimed, in [`now_ms`] time.
     pub created_ms: u64,
+}
+
+impl JobMeta {
+    /// The input's own name: [`file`](JobMeta::file) when set, else `name`.
+    pub fn file_name(&self) -> &str {
+        self.file.as_deref().unwrap_or(&self.name)
+    }
 }
 
 /// The result of [`crate::OffsetStore::claim`].
@@ -518,6 +543,14 @@ pub struct JobReport {
     pub dead: u64,
     /// Of `dead`, those dead because they were in doubt.
     pub in_doubt: u64,
+    /// Of `dead`, those the sink refused for good ([`DeadKind::Permanent`]).
+    /// Exact past the detail limit too: `permanent + exhausted + in_doubt
+    /// == dead`.
+    #[serde(default)]
+    pub permanent: u64,
+    /// Of `dead`, those whose retries ran out ([`DeadKind::Exhausted`]).
+    #[serde(default)]
+    pub exhausted: u64,
     /// Invalid lines.
     pub invalid: u64,
     /// Duplicate lines.
@@ -616,6 +649,7 @@ mod tests {
             job: JobId("j".into()),
             meta: JobMeta {
                 name: "f.csv".into(),
+                file: None,
                 format: Format::Csv,
                 default_message: None,
                 created_ms: 0,
@@ -626,6 +660,8 @@ mod tests {
             delivered: 5,
             dead: 2,
             in_doubt: 1,
+            permanent: 1,
+            exhausted: 0,
             invalid: 2,
             duplicate: 1,
             cancelled: 0,

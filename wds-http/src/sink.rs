@@ -176,14 +176,18 @@ impl HttpSink {
         };
         SinkError::retryable(reason)
     }
-}
 
-#[async_trait]
-impl Sink for HttpSink {
-    async fn deliver(&self, message: &Message) -> Result<Delivered, SinkError> {
-        let body = Self::body(message)?;
-        let id = message.id.to_string();
-        let id_value = HeaderValue::from_str(&id).map_err(|_| {
+    /// Posts `body` (JSON) to the sink's URL as one webhook with the id
+    /// `id`, signed and classified exactly like a delivery: how an
+    /// application sends a webhook of its own (a completion notice) through
+    /// the same client, secrets and headers.
+    ///
+    /// # Errors
+    ///
+    /// As [`Sink::deliver`]; an `id` that cannot be a header value is
+    /// [`SinkError::Permanent`].
+    pub async fn post(&self, id: &str, body: Vec<u8>) -> Result<Delivered, SinkError> {
+        let id_value = HeaderValue::from_str(id).map_err(|_| {
             SinkError::permanent(format!(
                 "message id {id:?} cannot be sent in a webhook-id header"
             ))
@@ -197,7 +201,7 @@ impl Sink for HttpSink {
         headers.insert(WEBHOOK_ID, id_value);
         headers.insert(WEBHOOK_TIMESTAMP, HeaderValue::from(now));
         if !self.secrets.is_empty() {
-            let signatures = signature::sign(&self.secrets, &id, &timestamp, &body);
+            let signatures = signature::sign(&self.secrets, id, &timestamp, &body);
             // Base64, commas and spaces only: always a valid header value.
             if let Ok(v) = HeaderValue::from_str(&signatures) {
                 headers.insert(WEBHOOK_SIGNATURE, v);
@@ -212,6 +216,14 @@ impl Sink for HttpSink {
             Ok(response) => self.classify_response(response).await,
             Err(e) => Err(self.transport_error(e)),
         }
+    }
+}
+
+#[async_trait]
+impl Sink for HttpSink {
+    async fn deliver(&self, message: &Message) -> Result<Delivered, SinkError> {
+        self.post(&message.id.to_string(), Self::body(message)?)
+            .await
     }
 }
 

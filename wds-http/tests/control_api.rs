@@ -57,6 +57,14 @@ impl Api {
         format!("http://{}{path}", self.addr)
     }
 
+    /// The inbox's data files and `.message` sidecars: what the folder
+    /// source reads (dotfiles, such as an upload's display name, apart).
+    fn inbox_data_files(&self) -> Vec<String> {
+        let mut names = self.inbox_files();
+        names.retain(|n| !n.starts_with('.'));
+        names
+    }
+
     fn inbox_files(&self) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(&self.inbox)
             .unwrap()
@@ -145,9 +153,17 @@ async fn upload_lands_in_the_inbox_with_its_message_and_job_id() {
         "{name}"
     );
     assert_eq!(
-        api.inbox_files(),
+        api.inbox_data_files(),
         vec![name.clone(), format!("{name}.message")]
     );
+    // The client's name is the job's display name, beside the file and
+    // never a path.
+    assert_eq!(json["name"], "passwd.csv", "{json}");
+    let shown = std::fs::read_to_string(wds_http::wds_core::source::display_name_file(
+        &api.inbox.join(&name),
+    ))
+    .unwrap();
+    assert_eq!(shown, "passwd.csv");
     let path = api.inbox.join(&name);
     assert_eq!(std::fs::read(&path).unwrap(), b"userId\nu1\nu2\n");
     let sidecar = std::fs::read_to_string(api.inbox.join(format!("{name}.message"))).unwrap();
@@ -213,7 +229,7 @@ async fn a_large_upload_is_streamed_to_disk_not_held_in_memory() {
     let mut response = String::new();
     conn.read_to_string(&mut response).await.unwrap();
     assert!(response.starts_with("HTTP/1.1 202"), "{response}");
-    let files = api.inbox_files();
+    let files = api.inbox_data_files();
     assert_eq!(files.len(), 1, "{files:?}");
     assert_eq!(std::fs::read(api.inbox.join(&files[0])).unwrap(), content);
 }
@@ -349,11 +365,21 @@ async fn jobs_retry_and_metrics_tell_the_truth() {
         (Some(1), Some(1))
     );
     assert_eq!(job["in_flight"].as_u64(), Some(0));
+    assert_eq!(
+        (
+            job["permanent"].as_u64(),
+            job["exhausted"].as_u64(),
+            job["in_doubt"].as_u64()
+        ),
+        (Some(1), Some(0), Some(0)),
+        "dead letters by reason: {job}"
+    );
 
     let (status, detail) = get(&api, &format!("/jobs/{id}"), None).await;
     assert_eq!(status, 200);
     assert_eq!(detail["rejects"].as_array().unwrap().len(), 2);
     assert_eq!(detail["dead_letters"][0]["reason"]["kind"], "permanent");
+    assert_eq!(detail["permanent"].as_u64(), Some(1), "{detail}");
     let (status, json) = get(&api, "/jobs/0000000000000000", None).await;
     assert_eq!(status, 404);
     error_of(&json);
@@ -471,7 +497,7 @@ async fn an_unreadable_inbox_makes_healthz_and_upload_503() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upload_limits_answer_413_503_and_507_with_json_errors() {
+async fn upload_limits_answer_413_and_507_with_json_errors() {
     // Size.
     let api = Api::start(|mut c| {
         c.max_upload_bytes = 10;
@@ -494,13 +520,19 @@ async fn upload_limits_answer_413_503_and_507_with_json_errors() {
     assert_eq!(status, 507, "{json}");
     assert!(error_of(&json).contains("free disk space"), "{json}");
     assert!(full.inbox_files().is_empty(), "{:?}", full.inbox_files());
+}
 
-    // One upload at a time: a second one while the first is being received.
+/// The concurrent-upload cap: while one upload holds the only slot, another
+/// gets 503 with `Retry-After` and a JSON error, and nothing of it lands in
+/// the inbox; the slot is free again once the first completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_past_the_concurrent_cap_gets_503_with_retry_after() {
     let one = Api::start(|mut c| {
         c.max_concurrent_uploads = 1;
         c
     })
     .await;
+    let small = multipart(&[("file", Some("a.csv"), b"u,m\n")]);
     let mut slow = tokio::net::TcpStream::connect(one.addr).await.unwrap();
     let head = format!(
         "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -508,25 +540,51 @@ async fn upload_limits_answer_413_503_and_507_with_json_errors() {
     );
     slow.write_all(head.as_bytes()).await.unwrap();
     slow.write_all(&small[..10]).await.unwrap();
-    // The first upload holds the only slot once its first part is read.
+    // The first upload holds the only slot once its handler runs, before
+    // it reads the body; until then an upload made here goes through.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let (status, json) = loop {
-        let (status, json) = post_multipart(&one, small.clone(), None).await;
+    let (status, retry_after, json) = loop {
+        let resp = reqwest::Client::new()
+            .post(one.url("/upload"))
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={BOUNDARY}"),
+            )
+            .body(small.clone())
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap_or("").to_string());
+        let json = json_of(resp).await;
         if status != 202 || std::time::Instant::now() > deadline {
-            break (status, json);
+            break (status, retry_after, json);
         }
-        // The slow one was not in yet: the upload just made went through.
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    assert_eq!(status, 503, "{json}");
+    assert_eq!(
+        status, 503,
+        "a second upload while the only slot is held: {json}"
+    );
+    assert_eq!(retry_after.as_deref(), Some("5"), "{json}");
     assert!(
         error_of(&json).contains("1 uploads are being received"),
         "{json}"
     );
+    let landed = one.inbox_data_files().len();
     slow.write_all(&small[10..]).await.unwrap();
     let mut response = String::new();
     slow.read_to_string(&mut response).await.unwrap();
     assert!(response.starts_with("HTTP/1.1 202"), "{response}");
+    assert_eq!(
+        one.inbox_data_files().len(),
+        landed + 1,
+        "only the upload that held the slot lands: {:?}",
+        one.inbox_files()
+    );
     // The slot is free again.
     assert_eq!(post_multipart(&one, small, None).await.0, 202);
 }
@@ -570,6 +628,7 @@ async fn job_with(backend: &MemoryBackend, name: &str, batches: u64, done: bool)
         format: Format::Csv,
         default_message: None,
         created_ms: now_ms(),
+        file: None,
     };
     let job = backend.claim(name, meta).await.unwrap().job;
     for seq in 0..batches {

@@ -109,7 +109,8 @@ struct Job {
     enqueued: u64,
     delivered: u64,
     dead: u64,
-    in_doubt: u64,
+    /// `dead` by reason, at [`DeadKind::index`].
+    dead_by_kind: [u64; 3],
     invalid: u64,
     duplicate: u64,
     finished_ms: Option<u64>,
@@ -145,7 +146,9 @@ impl Job {
             enqueued: self.enqueued,
             delivered: self.delivered,
             dead: self.dead,
-            in_doubt: self.in_doubt,
+            permanent: self.dead_by_kind[DeadKind::Permanent.index()],
+            exhausted: self.dead_by_kind[DeadKind::Exhausted.index()],
+            in_doubt: self.dead_by_kind[DeadKind::InDoubt.index()],
             invalid: self.invalid,
             duplicate: self.duplicate,
             cancelled: self.cancelled,
@@ -317,9 +320,7 @@ impl State {
         for letter in replayed {
             if let Some(j) = self.jobs.get_mut(&letter.message.id.job) {
                 j.dead -= 1;
-                if letter.reason.kind == DeadKind::InDoubt {
-                    j.in_doubt -= 1;
-                }
+                j.dead_by_kind[letter.reason.kind.index()] -= 1;
                 j.outcomes.clear(letter.message.id.line);
                 j.note_progress();
             }
@@ -536,9 +537,7 @@ impl Queue for MemoryBackend {
                     // and the kind of failure only.
                     let keep = job.dead < limit as u64;
                     job.dead += 1;
-                    if reason.kind == DeadKind::InDoubt {
-                        job.in_doubt += 1;
-                    }
+                    job.dead_by_kind[reason.kind.index()] += 1;
                     let reason = if keep {
                         reason.clone()
                     } else {
@@ -636,7 +635,7 @@ impl OffsetStore for MemoryBackend {
                 enqueued: 0,
                 delivered: 0,
                 dead: 0,
-                in_doubt: 0,
+                dead_by_kind: [0; 3],
                 invalid: 0,
                 duplicate: 0,
                 finished_ms: None,

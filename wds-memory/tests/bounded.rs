@@ -57,6 +57,11 @@ async fn past_the_detail_limit_lines_keep_their_kind_and_the_counts_stay_exact()
         "{report:?}"
     );
     assert_eq!(report.accounted(), report.lines);
+    assert_eq!(
+        (report.permanent, report.exhausted, report.in_doubt),
+        (1000, 0, 0),
+        "dead letters by reason, 900 of them past the detail limit: {report:?}"
+    );
 
     // What the limit means (outcomes, texts, replays) is checked by
     // `wds_core::testkit::detail_is_bounded_and_counts_stay_exact`; here,

@@ -272,7 +272,8 @@ fn encode_error(what: &str, e: serde_json::Error) -> Error {
     }
 }
 
-/// A dead entry: `<line>:<in doubt>:<len>:<replay message><dead letter json>`.
+/// A dead entry: `<line>:<kind>:<len>:<replay message><dead letter json>`,
+/// `<kind>` as [`dead_kind_digit`] writes it.
 ///
 /// The replay form (attempts reset, no first attempt) is stored ready-made
 /// so that the replay script never has to decode JSON.
@@ -281,11 +282,22 @@ pub(crate) fn dead_entry(letter: &DeadLetter) -> Result<Vec<u8>> {
     replay.attempts = 0;
     replay.first_attempt_ms = None;
     let replay = message(&replay)?;
-    let in_doubt = u8::from(letter.reason.kind == DeadKind::InDoubt);
-    let mut out = format!("{}:{in_doubt}:{}:", letter.message.id.line, replay.len()).into_bytes();
+    let kind = dead_kind_digit(letter.reason.kind);
+    let mut out = format!("{}:{kind}:{}:", letter.message.id.line, replay.len()).into_bytes();
     out.extend_from_slice(&replay);
     serde_json::to_writer(&mut out, letter).map_err(|e| encode_error("dead letter", e))?;
     Ok(out)
+}
+
+/// The digit of a dead entry's kind, which the replay script counts by:
+/// 0 permanent, 1 in doubt (as entries written before exhausted had a digit
+/// of their own say), 2 exhausted.
+fn dead_kind_digit(kind: DeadKind) -> u8 {
+    match kind {
+        DeadKind::Permanent => 0,
+        DeadKind::InDoubt => 1,
+        DeadKind::Exhausted => 2,
+    }
 }
 
 /// The dead letter of a dead entry.

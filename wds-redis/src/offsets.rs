@@ -16,6 +16,7 @@ pub(crate) fn report(op: &str, job: JobId, fields: &[Value]) -> Result<JobReport
     let mut meta = None;
     let (mut records, mut done, mut enqueued, mut delivered, mut dead) = (0, false, 0, 0, 0);
     let (mut in_doubt, mut invalid, mut duplicate, mut finished_ms) = (0, 0, 0, None);
+    let (mut permanent, mut exhausted) = (0, 0);
     let mut failure = None;
     let (mut cancelled, mut paused, mut halted) = (0, false, false);
     for pair in fields.chunks_exact(2) {
@@ -38,6 +39,8 @@ pub(crate) fn report(op: &str, job: JobId, fields: &[Value]) -> Result<JobReport
             b"delivered" => delivered = codec::uint(op, value)?,
             b"dead" => dead = codec::uint(op, value)?,
             b"in_doubt" => in_doubt = codec::uint(op, value)?,
+            b"permanent" => permanent = codec::uint(op, value)?,
+            b"exhausted" => exhausted = codec::uint(op, value)?,
             b"invalid" => invalid = codec::uint(op, value)?,
             b"duplicate" => duplicate = codec::uint(op, value)?,
             b"finished_ms" => finished_ms = Some(codec::uint(op, value)?),
@@ -64,6 +67,8 @@ pub(crate) fn report(op: &str, job: JobId, fields: &[Value]) -> Result<JobReport
         delivered,
         dead,
         in_doubt,
+        permanent,
+        exhausted,
         invalid,
         duplicate,
         cancelled,

@@ -37,7 +37,9 @@ struct Group<'a> {
     /// Dead entries: in full, and with the reason's detail left out (the
     /// script keeps the full one for a job's first dead letters).
     dead: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Of `dead`, those in doubt and those exhausted (the rest are permanent).
     in_doubt: usize,
+    exhausted: usize,
 }
 
 impl<'a> Group<'a> {
@@ -51,6 +53,7 @@ impl<'a> Group<'a> {
                     delivered: 0,
                     dead: Vec::new(),
                     in_doubt: 0,
+                    exhausted: 0,
                 });
                 groups.len() - 1
             }
@@ -128,7 +131,6 @@ impl RedisBackend {
                     group.delivered += 1;
                 }
                 Settle::Dead { message, reason } => {
-                    let in_doubt = reason.kind == DeadKind::InDoubt;
                     let line = message.id.line;
                     let mut letter = DeadLetter {
                         message: message.clone(),
@@ -142,7 +144,8 @@ impl RedisBackend {
                     // The kind only: the detail is in the dead letter.
                     group.outcomes.add_dead(line, reason.kind);
                     group.dead.push((full, short));
-                    group.in_doubt += usize::from(in_doubt);
+                    group.in_doubt += usize::from(reason.kind == DeadKind::InDoubt);
+                    group.exhausted += usize::from(reason.kind == DeadKind::Exhausted);
                 }
                 Settle::Retry { message, at_ms } => {
                     retries.push((*at_ms, codec::message(message)?));
@@ -163,6 +166,7 @@ impl RedisBackend {
                 .arg(group.delivered)
                 .arg(group.dead.len())
                 .arg(group.in_doubt)
+                .arg(group.exhausted)
                 .arg(group.outcomes.len());
             for (chunk, entries) in group.outcomes.iter() {
                 invocation.arg(chunk).arg(entries);

@@ -216,7 +216,8 @@ if redis.call('EXISTS', jk) == 1 then
   return {0, job, redis.call('HGET', jk, 'meta') or ''}
 end
 redis.call('HSET', jk, 'meta', ARGV[3], 'seq', 0, 'byte', 0, 'line', 0, 'records', 0,
-  'done', 0, 'enqueued', 0, 'delivered', 0, 'dead', 0, 'in_doubt', 0, 'invalid', 0,
+  'done', 0, 'enqueued', 0, 'delivered', 0, 'dead', 0, 'in_doubt', 0, 'permanent', 0,
+  'exhausted', 0, 'invalid', 0,
   'duplicate', 0, 'detail', ARGV[4])
 redis.call('ZADD', P .. ':jobs', redis.call('INCR', P .. ':jobno'), job)
 return {1, job, ARGV[3]}
@@ -423,8 +424,8 @@ return 1
 ///
 /// ARGV: 1 lease, 2 batch, 3 retention (s), 4 outcome count, 5 job
 /// groups, 6 retries, then per job group: job, delivered, dead, of which in
-/// doubt, outcome chunks, then `chunk, entries` per chunk (see
-/// `append_chunks`), then `full, short` per dead entry (the short one
+/// doubt, of which exhausted (the rest are permanent), outcome chunks, then
+/// `chunk, entries` per chunk (see `append_chunks`), then `full, short` per dead entry (the short one
 /// without the reason's detail, stored once the job has its `detail` limit
 /// of dead letters); then `due time, message` per retry. Returns `{'ok'}`, `{'lost'}`, `{'count', n}` or `{'unknown', job}`.
 ///
@@ -445,20 +446,21 @@ local function settle()
   for g = 1, groups do
     local job = ARGV[at]
     local v = redis.call('HMGET', P .. ':job:' .. job, 'records', 'done', 'delivered', 'dead',
-      'in_doubt', 'invalid', 'duplicate', 'finished_ms', 'line', 'detail', 'cancelled')
+      'in_doubt', 'invalid', 'duplicate', 'finished_ms', 'line', 'detail', 'permanent',
+      'exhausted', 'cancelled')
     if not v[1] then return {'unknown', job} end
     local delivered, dead = tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
-    local chunks = tonumber(ARGV[at + 4])
+    local chunks = tonumber(ARGV[at + 5])
     jobs[g] = {job = job, v = v, at = at, delivered = delivered, dead = dead,
-      in_doubt = tonumber(ARGV[at + 3]), chunks = chunks}
-    at = at + 5 + 2 * chunks + 2 * dead
+      in_doubt = tonumber(ARGV[at + 3]), exhausted = tonumber(ARGV[at + 4]), chunks = chunks}
+    at = at + 6 + 2 * chunks + 2 * dead
   end
   redis.call('DEL', P .. ':b:' .. ARGV[2])
   redis.call('ZREM', P .. ':leases', ARGV[2])
   local dead_total = 0
   for _, j in ipairs(jobs) do
     local job, v = j.job, j.v
-    local first = j.at + 5
+    local first = j.at + 6
     append_chunks(job, args(first, first + 2 * j.chunks - 1))
     if j.dead > 0 then
       -- The job's first DETAIL_LIMIT dead letters in full, the rest without
@@ -475,8 +477,11 @@ local function settle()
     end
     local delivered = tonumber(v[3]) + j.delivered
     local dead = tonumber(v[4]) + j.dead
-    local fields = {'delivered', delivered, 'dead', dead, 'in_doubt', tonumber(v[5]) + j.in_doubt}
-    local accounted = delivered + dead + tonumber(v[6]) + tonumber(v[7]) + tonumber(v[11] or '0')
+    -- Counts by reason: a job claimed before they were kept has none.
+    local permanent = j.dead - j.in_doubt - j.exhausted
+    local fields = {'delivered', delivered, 'dead', dead, 'in_doubt', tonumber(v[5]) + j.in_doubt,
+      'permanent', tonumber(v[11] or 0) + permanent, 'exhausted', tonumber(v[12] or 0) + j.exhausted}
+    local accounted = delivered + dead + tonumber(v[6]) + tonumber(v[7]) + tonumber(v[13] or '0')
     finish(job, v[8], v[2] == '1' and accounted == tonumber(v[1]), fields, ARGV[3], v[9])
     redis.call('HSET', P .. ':job:' .. job, unpack(fields))
   end
@@ -537,7 +542,8 @@ return {settled, marked, leased}
 /// ARGV: job (`''` for all), rebatch size, kind (`''` for every kind).
 /// Returns how many were replayed. A cancelled job's dead letters stay.
 ///
-/// A dead entry is `<line>:<in doubt 0/1>:<length>:<message><dead letter json>`,
+/// A dead entry is `<line>:<kind>:<length>:<message><dead letter json>`,
+/// where `<kind>` is 0 (permanent), 1 (in doubt) or 2 (exhausted),
 /// where `<message>` is the wire form to replay (attempts already reset)
 /// and `<length>` its byte length; the dead letter json holds the reason's
 /// `"kind":"…"` (a raw `"kind":"` can appear nowhere else in it: quotes
@@ -567,7 +573,8 @@ for _, job in ipairs(jobs) do
     redis.call('DEL', dk)
     if #kept > 0 then bulk('RPUSH', dk, kept) else redis.call('SREM', P .. ':deadjobs', job) end
     -- Each replayed line gets an empty entry: pending again.
-    local chunks, order, in_doubt = {}, {}, 0
+    -- Replayed entries by kind, as the entry's kind digit.
+    local chunks, order, by_kind = {}, {}, {['0'] = 0, ['1'] = 0, ['2'] = 0}
     for _, e in ipairs(entries) do
       local line, d, len, at = string.match(e, '^(%d+):(%d):(%d+):()')
       local chunk = tostring(math.floor(tonumber(line) / CHUNK_LINES))
@@ -577,11 +584,12 @@ for _, job in ipairs(jobs) do
       end
       local c = chunks[chunk]
       c[#c + 1] = line .. '=\n'
-      if d == '1' then in_doubt = in_doubt + 1 end
+      by_kind[d] = (by_kind[d] or 0) + 1
       elems[#elems + 1] = string.sub(e, at, at + tonumber(len) - 1)
     end
     local jk = P .. ':job:' .. job
-    local v = redis.call('HMGET', jk, 'dead', 'in_doubt', 'finished_ms', 'line')
+    local v = redis.call('HMGET', jk, 'dead', 'in_doubt', 'finished_ms', 'line', 'permanent',
+      'exhausted')
     if v[1] then
       local pairs = {}
       for _, chunk in ipairs(order) do
@@ -589,7 +597,11 @@ for _, job in ipairs(jobs) do
         pairs[#pairs + 1] = table.concat(chunks[chunk])
       end
       append_chunks(job, pairs)
-      local fields = {'dead', tonumber(v[1]) - #entries, 'in_doubt', tonumber(v[2]) - in_doubt}
+      -- Never below zero: a dead letter stored before exhausted ones had
+      -- a kind digit of their own counts as permanent.
+      local function less(count, n) return math.max(0, tonumber(count or 0) - n) end
+      local fields = {'dead', tonumber(v[1]) - #entries, 'in_doubt', less(v[2], by_kind['1']),
+        'permanent', less(v[5], by_kind['0']), 'exhausted', less(v[6], by_kind['2'])}
       finish(job, v[3], false, fields, 0, v[4])
       redis.call('HSET', jk, unpack(fields))
     end

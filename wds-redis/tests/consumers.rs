@@ -30,6 +30,7 @@ async fn backend(server: &RedisServer, prefix: &str) -> RedisBackend {
 async fn fill(backend: &RedisBackend, name: &str, batches: u64, size: u64) -> JobId {
     let meta = JobMeta {
         name: format!("{name}.csv"),
+        file: None,
         format: Format::Csv,
         default_message: None,
         created_ms: now_ms(),

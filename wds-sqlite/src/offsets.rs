@@ -16,7 +16,8 @@ use crate::conn::{db_error, Tx};
 
 /// The columns of a report, in [`ReportRow`] order.
 const REPORT_COLUMNS: &str = "job, meta, records, done, enqueued, delivered, dead, in_doubt, \
-                              invalid, duplicate, finished_ms, failed, cancelled, paused, halted";
+                              invalid, duplicate, finished_ms, failed, cancelled, paused, halted,
+                              permanent, exhausted";
 
 /// A job row as read for a report; its metadata is parsed on the async side.
 pub(crate) struct ReportRow {
@@ -35,6 +36,8 @@ pub(crate) struct ReportRow {
     cancelled: u64,
     paused: bool,
     halted: bool,
+    permanent: u64,
+    exhausted: u64,
 }
 
 impl ReportRow {
@@ -55,6 +58,8 @@ impl ReportRow {
             cancelled: uint(r.get(12)?),
             paused: r.get(13)?,
             halted: r.get(14)?,
+            permanent: uint(r.get(15)?),
+            exhausted: uint(r.get(16)?),
         })
     }
 
@@ -73,6 +78,8 @@ impl ReportRow {
             delivered: self.delivered,
             dead: self.dead,
             in_doubt: self.in_doubt,
+            permanent: self.permanent,
+            exhausted: self.exhausted,
             invalid: self.invalid,
             duplicate: self.duplicate,
             cancelled: self.cancelled,

@@ -93,7 +93,8 @@ struct SettleRow {
 struct Group {
     job: JobId,
     delivered: u64,
-    in_doubt: u64,
+    /// The dead rows' count by reason, at [`DeadKind::index`].
+    dead_by_kind: [u64; 3],
     dead: Vec<DeadRow>,
     /// The delivered lines' outcome chunks.
     chunks: Vec<(u64, Vec<u8>)>,
@@ -121,7 +122,7 @@ impl SettleRow {
                         Group {
                             job: job.clone(),
                             delivered: 0,
-                            in_doubt: 0,
+                            dead_by_kind: [0; 3],
                             dead: Vec::new(),
                             chunks: Vec::new(),
                         },
@@ -141,9 +142,7 @@ impl SettleRow {
                 Settle::Dead { message, reason } => {
                     let i = group(&mut groups, &message.id.job);
                     let g = &mut groups[i].0;
-                    if reason.kind == DeadKind::InDoubt {
-                        g.in_doubt += 1;
-                    }
+                    g.dead_by_kind[reason.kind.index()] += 1;
                     g.dead.push(DeadRow {
                         line: message.id.line,
                         message: codec::encode_messages([message]),
@@ -449,21 +448,19 @@ pub(crate) fn replay_in(
         .and_then(|mut s| s.execute(params![no, kind]))
         .map_err(sql)?;
     // Per job: counts down, and its lines pending again.
-    let mut per_job: Vec<(i64, u64, u64, Chunks)> = Vec::new();
+    let mut per_job: Vec<(i64, u64, [u64; 3], Chunks)> = Vec::new();
     let mut messages = Vec::with_capacity(rows.len());
     for (job_no, blob, kind) in &rows {
         let i = match per_job.iter().position(|(n, ..)| n == job_no) {
             Some(i) => i,
             None => {
-                per_job.push((*job_no, 0, 0, Chunks::default()));
+                per_job.push((*job_no, 0, [0; 3], Chunks::default()));
                 per_job.len() - 1
             }
         };
         let entry = &mut per_job[i];
         entry.1 += 1;
-        if dead_kind(*kind)? == DeadKind::InDoubt {
-            entry.2 += 1;
-        }
+        entry.2[dead_kind(*kind)?.index()] += 1;
         for mut message in codec::decode_messages(blob)? {
             entry.3.add(message.id.line, Entry::Pending);
             message.attempts = 0;
@@ -471,10 +468,12 @@ pub(crate) fn replay_in(
             messages.push(message);
         }
     }
-    for (job_no, dead, in_doubt, chunks) in per_job {
+    for (job_no, dead, by_kind, chunks) in per_job {
         if let Some(mut counts) = JobCounts::read(tx, path, JobKey::No(job_no))? {
             counts.dead = counts.dead.saturating_sub(dead);
-            counts.in_doubt = counts.in_doubt.saturating_sub(in_doubt);
+            for (count, replayed) in counts.dead_by_kind.iter_mut().zip(by_kind) {
+                *count = count.saturating_sub(replayed);
+            }
             counts.write(tx, path)?;
             insert_chunks(tx, path, job_no, &chunks.into_blobs())?;
         }
@@ -581,7 +580,8 @@ pub(crate) struct JobCounts {
     pub(crate) done: bool,
     delivered: u64,
     dead: u64,
-    in_doubt: u64,
+    /// `dead` by reason, at [`DeadKind::index`].
+    dead_by_kind: [u64; 3],
     invalid: u64,
     duplicate: u64,
     pub(crate) cancelled: u64,
@@ -591,9 +591,8 @@ pub(crate) struct JobCounts {
 
 impl JobCounts {
     pub(crate) fn read(tx: &Tx<'_>, path: &Path, key: JobKey<'_>) -> Result<Option<JobCounts>> {
-        const COLUMNS: &str =
-            "no, records, done, delivered, dead, in_doubt, invalid, duplicate, finished_ms, \
-             cancelled, halted, job";
+        const COLUMNS: &str = "no, records, done, delivered, dead, permanent, exhausted, \
+                               in_doubt, invalid, duplicate, finished_ms, cancelled, halted, job";
         let map = |r: &rusqlite::Row<'_>| {
             Ok(JobCounts {
                 no: r.get(0)?,
@@ -601,13 +600,13 @@ impl JobCounts {
                 done: r.get(2)?,
                 delivered: uint(r.get(3)?),
                 dead: uint(r.get(4)?),
-                in_doubt: uint(r.get(5)?),
-                invalid: uint(r.get(6)?),
-                duplicate: uint(r.get(7)?),
-                finished: r.get(8)?,
-                cancelled: uint(r.get(9)?),
-                halted: r.get(10)?,
-                id: JobId(r.get(11)?),
+                dead_by_kind: [uint(r.get(5)?), uint(r.get(6)?), uint(r.get(7)?)],
+                invalid: uint(r.get(8)?),
+                duplicate: uint(r.get(9)?),
+                finished: r.get(10)?,
+                cancelled: uint(r.get(11)?),
+                halted: r.get(12)?,
+                id: JobId(r.get(13)?),
             })
         };
         let row = match key {
@@ -630,8 +629,8 @@ impl JobCounts {
         self.delivered + self.dead + self.invalid + self.duplicate + self.cancelled
     }
 
-    /// Stores the delivered, dead, in-doubt and cancelled counts and the
-    /// finish time.
+    /// Stores the delivered, dead (by reason too) and cancelled counts and
+    /// the finish time.
     pub(crate) fn write(&self, tx: &Tx<'_>, path: &Path) -> Result<()> {
         let finished = finish(
             self.done,
@@ -641,15 +640,17 @@ impl JobCounts {
             now_ms(),
         );
         tx.prepare_cached(
-            "UPDATE jobs SET delivered = ?2, dead = ?3, in_doubt = ?4, finished_ms = ?5, \
-             cancelled = ?6 WHERE no = ?1",
+            "UPDATE jobs SET delivered = ?2, dead = ?3, permanent = ?4, exhausted = ?5, \
+             in_doubt = ?6, finished_ms = ?7, cancelled = ?8 WHERE no = ?1",
         )
         .and_then(|mut s| {
             s.execute(params![
                 self.no,
                 int(self.delivered),
                 int(self.dead),
-                int(self.in_doubt),
+                int(self.dead_by_kind[DeadKind::Permanent.index()]),
+                int(self.dead_by_kind[DeadKind::Exhausted.index()]),
+                int(self.dead_by_kind[DeadKind::InDoubt.index()]),
                 finished,
                 int(self.cancelled)
             ])
@@ -731,7 +732,9 @@ fn settle_in(tx: &Tx<'_>, path: &Path, s: &SettleRow, limit: u64) -> Result<()> 
         dead_total += g.dead.len() as i64;
         counts.delivered += g.delivered;
         counts.dead += g.dead.len() as u64;
-        counts.in_doubt += g.in_doubt;
+        for (count, added) in counts.dead_by_kind.iter_mut().zip(g.dead_by_kind) {
+            *count += added;
+        }
         counts.write(tx, path)?;
     }
     // A cancelled job's retries are counted as cancelled, not scheduled.

@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../sql/2_failed.sql"),
     include_str!("../sql/3_detail.sql"),
     include_str!("../sql/4_control.sql"),
+    include_str!("../sql/5_dead_reasons.sql"),
 ];
 
 /// The schema version this code writes.
@@ -91,5 +92,36 @@ mod tests {
             })
             .unwrap();
         assert_eq!(kept, 7);
+    }
+
+    #[test]
+    fn version_5_counts_earlier_dead_letters_by_their_kind() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..3] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 3).unwrap();
+        conn.execute(
+            "INSERT INTO jobs (no, job, meta, dead, in_doubt) VALUES (1, 'j', '{}', 6, 1)",
+            [],
+        )
+        .unwrap();
+        // Kinds 1 permanent, 2 exhausted, 3 in doubt; one letter of another job.
+        for (job, kind) in [(1, 1), (1, 1), (1, 1), (1, 2), (1, 2), (1, 3), (2, 2)] {
+            conn.execute(
+                "INSERT INTO dead (job, message, kind, detail, at_ms) VALUES (?1, x'', ?2, '', 0)",
+                [job, kind],
+            )
+            .unwrap();
+        }
+        migrate(&mut conn).unwrap();
+        let counts: (i64, i64, i64) = conn
+            .query_row(
+                "SELECT permanent, exhausted, in_doubt FROM jobs WHERE job = 'j'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(counts, (3, 2, 1));
     }
 }

@@ -23,6 +23,7 @@ async fn open(path: &std::path::Path) -> SqliteBackend {
 fn meta() -> JobMeta {
     JobMeta {
         name: "users.csv".into(),
+        file: None,
         format: Format::Csv,
         default_message: None,
         created_ms: now_ms(),

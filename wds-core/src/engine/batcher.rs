@@ -91,7 +91,11 @@ impl Batcher {
             }
         };
         let meta = JobMeta {
-            name: input.name.clone(),
+            name: input
+                .display_name
+                .clone()
+                .unwrap_or_else(|| input.name.clone()),
+            file: input.display_name.as_ref().map(|_| input.name.clone()),
             format,
             default_message: input.default_message.clone(),
             created_ms: now_ms(),

@@ -36,9 +36,50 @@ pub fn message_problem(message: &str) -> Option<String> {
     ))
 }
 
+/// Longest display name kept, in characters.
+pub const MAX_DISPLAY_NAME_CHARS: usize = 128;
+
+/// A name a client chose (an uploaded file's name), made fit to show as a
+/// job's name: its last path component (browsers and tools may send the
+/// folders it was in), without control or bidirectional-text characters
+/// (which could forge a log line or reorder what a person reads), trimmed
+/// and cut at [`MAX_DISPLAY_NAME_CHARS`]. `None` when nothing is left. It is
+/// for display only, never a path.
+pub fn display_name(raw: &str) -> Option<String> {
+    let last = raw.rsplit(['/', '\\']).next().unwrap_or(raw);
+    let shown: String = last
+        .chars()
+        .filter(|&c| !c.is_control() && !is_bidi_control(c))
+        .take(MAX_DISPLAY_NAME_CHARS)
+        .collect();
+    let shown = shown.trim();
+    (!shown.is_empty() && shown != "." && shown != "..").then(|| shown.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn display_names_are_the_last_component_without_controls_and_capped() {
+        assert_eq!(display_name("users.csv").as_deref(), Some("users.csv"));
+        assert_eq!(
+            display_name("C:\\fakepath\\Q3 users.csv").as_deref(),
+            Some("Q3 users.csv")
+        );
+        assert_eq!(display_name("../../etc/passwd").as_deref(), Some("passwd"));
+        assert_eq!(
+            display_name(" a\u{1b}[31mb\u{202E}c\n.csv ").as_deref(),
+            Some("a[31mbc.csv")
+        );
+        assert_eq!(
+            display_name("x".repeat(500).as_str()).map(|n| n.len()),
+            Some(128)
+        );
+        for nothing in ["", "  ", "dir/", "..", "\u{7}\u{7}"] {
+            assert_eq!(display_name(nothing), None, "{nothing:?}");
+        }
+    }
 
     #[test]
     fn ids_refuse_every_control_and_bidi_character() {

@@ -51,8 +51,12 @@ impl Debug for InputData {
 /// A complete input, ready to become a job.
 #[derive(Clone, Debug)]
 pub struct Input {
-    /// A display name (the file name).
+    /// The input's name (the file name): what the format is detected from
+    /// and errors name.
     pub name: String,
+    /// The job's name when it is not `name` (an upload's client file name,
+    /// fit for display by [`crate::parse::text::display_name`]).
+    pub display_name: Option<String>,
     /// The input's identity: equal identities are the same job. Made from the
     /// content's SHA-256, the format and the default message, so the same file
     /// dropped twice, or seen by two initiators, is claimed once.
@@ -63,6 +67,17 @@ pub struct Input {
     pub format: Option<Format>,
     /// The message for lines that carry only a user id.
     pub default_message: Option<String>,
+}
+
+/// Where a display name for the file `data` may wait, beside it:
+/// `.NAME.wds-name` (a dotfile, so never an input itself). The control API
+/// writes an upload's client file name there before the file lands in the
+/// watched folder, and the folder source shows it as the job's name.
+pub fn display_name_file(data: &Path) -> PathBuf {
+    let mut name = std::ffi::OsString::from(".");
+    name.push(data.file_name().unwrap_or(std::ffi::OsStr::new("input")));
+    name.push(".wds-name");
+    data.with_file_name(name)
 }
 
 impl Input {
@@ -79,6 +94,7 @@ impl Input {
         let identity = hasher.finish(format, default_message.as_deref());
         Input {
             name: name.into(),
+            display_name: None,
             identity,
             data: InputData::Bytes(bytes),
             format,
@@ -114,6 +130,7 @@ impl Input {
         let identity = hasher.finish(format, default_message.as_deref());
         Ok(Input {
             name,
+            display_name: None,
             identity,
             data: InputData::File(path.to_path_buf()),
             format,

@@ -2,7 +2,8 @@
 //! rest by kind only, every count exact.
 
 use super::support::{
-    claim, dead, delivered, lease_all, line_id, ok, outcome, report, Counts, Reader, LONG,
+    claim, dead, dead_by_reason, delivered, lease_all, line_id, ok, outcome, report, Counts,
+    Reader, LONG,
 };
 use crate::{
     DeadKind, DeadLetter, LineOutcome, OffsetStore, Queue, Reject, RejectKind, Settle,
@@ -21,7 +22,8 @@ fn split_detail(letters: &[DeadLetter]) -> (usize, usize) {
 /// A backend with the default detail limit *N* ([`DEFAULT_DETAIL_LIMIT`])
 /// keeps a job's first *N* rejects in detail and, while the job has fewer
 /// than *N* dead letters, each new dead letter's detail. Past that every
-/// count stays exact, `rejects` returns only the *N* kept, the outcome of a
+/// count stays exact (rejects by kind, dead letters by reason:
+/// `permanent`, `exhausted`, `in_doubt`), `rejects` returns only the *N* kept, the outcome of a
 /// line not kept is `Invalid { reason: DETAIL_NOT_KEPT }`, `Duplicate {
 /// of_line: 0 }` or `Dead` with the detail [`DETAIL_NOT_KEPT`], a dead
 /// letter keeps its whole message and replays, a delivered line keeps its
@@ -131,11 +133,19 @@ pub async fn detail_is_bounded_and_counts_stay_exact(q: &dyn Queue, s: &dyn Offs
     );
     ok("settle(second batch)", q.settle(&leases[1], &second).await);
     let dead_count = N - 2 + 21;
-    let in_doubt = first
-        .iter()
-        .chain(&second)
-        .filter(|o| matches!(o, Settle::Dead { reason, .. } if reason.kind == DeadKind::InDoubt))
-        .count() as u64;
+    let of_kind = |kind: DeadKind| {
+        first
+            .iter()
+            .chain(&second)
+            .filter(|o| matches!(o, Settle::Dead { reason, .. } if reason.kind == kind))
+            .count() as u64
+    };
+    let in_doubt = of_kind(DeadKind::InDoubt);
+    let by_reason = (
+        of_kind(DeadKind::Permanent),
+        of_kind(DeadKind::Exhausted),
+        in_doubt,
+    );
 
     let lines = pushes[3].next.records;
     let expected = Counts {
@@ -150,6 +160,12 @@ pub async fn detail_is_bounded_and_counts_stay_exact(q: &dyn Queue, s: &dyn Offs
         Counts::of(&report(s, &job).await),
         expected,
         "every count must stay exact past the detail limit"
+    );
+    assert_eq!(
+        dead_by_reason(&report(s, &job).await),
+        by_reason,
+        "(permanent, exhausted, in_doubt) must count every dead letter by its reason, \
+         those not kept in detail too"
     );
 
     let letters = ok(
@@ -234,6 +250,11 @@ pub async fn detail_is_bounded_and_counts_stay_exact(q: &dyn Queue, s: &dyn Offs
             "a replayed line (not kept in detail) must be pending again"
         );
     }
+    assert_eq!(
+        dead_by_reason(&report(s, &job).await),
+        (0, 0, 0),
+        "(permanent, exhausted, in_doubt) after replaying every dead letter"
+    );
     let replayed = lease_all(q, LONG).await;
     let count: usize = replayed.iter().map(|l| l.batch.messages.len()).sum();
     assert_eq!(
@@ -263,5 +284,11 @@ pub async fn detail_is_bounded_and_counts_stay_exact(q: &dyn Queue, s: &dyn Offs
         Counts::of(&report(s, &job).await),
         expected,
         "every count must be exact again once the replayed lines are dead again"
+    );
+    assert_eq!(
+        dead_by_reason(&report(s, &job).await),
+        by_reason,
+        "(permanent, exhausted, in_doubt) must be exact again once the replayed lines are \
+         dead again"
     );
 }

@@ -34,6 +34,7 @@ pub(super) fn identity(check: &str, n: u32) -> String {
 pub(super) fn meta(name: &str) -> JobMeta {
     JobMeta {
         name: name.to_string(),
+        file: None,
         format: Format::Csv,
         default_message: None,
         created_ms: now_ms(),
@@ -206,10 +207,22 @@ pub(super) fn assert_unknown_job<T: Debug>(what: &str, result: Result<T>) {
 
 /// The report of a claimed job.
 pub(super) async fn report(s: &dyn OffsetStore, job: &JobId) -> JobReport {
-    match ok(&format!("report({job})"), s.report(job).await) {
+    let report = match ok(&format!("report({job})"), s.report(job).await) {
         Some(report) => report,
         None => panic!("report({job}) must answer Some for a claimed job, got None"),
-    }
+    };
+    assert_eq!(
+        report.permanent + report.exhausted + report.in_doubt,
+        report.dead,
+        "report({job}): every dead letter must be counted under its reason, \
+         permanent + exhausted + in_doubt == dead: {report:?}"
+    );
+    report
+}
+
+/// A job's dead letters by reason: `(permanent, exhausted, in_doubt)`.
+pub(super) fn dead_by_reason(report: &JobReport) -> (u64, u64, u64) {
+    (report.permanent, report.exhausted, report.in_doubt)
 }
 
 /// The queue's counts.

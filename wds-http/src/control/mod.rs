@@ -3,9 +3,9 @@
 //!
 //! | route | what it does |
 //! |---|---|
-//! | `POST /upload` | multipart field `file` (required), `message` and `format` (optional); streamed to a temporary file in the inbox and renamed into place, so a half-uploaded file is never picked up. Answers `202` with the job id, or `503` while the inbox cannot be read (the file would not be picked up). |
+//! | `POST /upload` | multipart field `file` (required), `message` and `format` (optional); streamed to a temporary file in the inbox and renamed into place, so a half-uploaded file is never picked up; the client's file name becomes the job's display name (never a path). Answers `202` with the job id, or `503` while the inbox cannot be read (the file would not be picked up). |
 //! | `POST /retry` | replays dead letters: all, or one job's with `{"job": "<id>"}` or `?job=<id>`. Answers `{"replayed": n}`. |
-//! | `GET /jobs` | every job: state, lines, delivered, dead, in_doubt, invalid, duplicate, in_flight, rate, started/finished. |
+//! | `GET /jobs` | every job: state, lines, delivered, dead (and by reason: permanent, exhausted, in_doubt), invalid, duplicate, in_flight, rate, started/finished. |
 //! | `GET /jobs/{id}` | one job, with its first rejected lines and dead letters. |
 //! | `POST /jobs/{id}/pause` | stops leasing the job's batches (those on the wire finish); answers the job. |
 //! | `POST /jobs/{id}/resume` | leases them again; answers the job. |

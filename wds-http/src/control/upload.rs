@@ -10,7 +10,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
-use wds_core::source::IdentityHasher;
+use wds_core::parse::text;
+use wds_core::source::{display_name_file, IdentityHasher};
 use wds_core::{now_ms, Format, JobId};
 
 use super::{ApiError, ControlApi, ControlConfig};
@@ -37,6 +38,8 @@ struct Received {
     bytes: u64,
     hasher: IdentityHasher,
     client_ext: Option<&'static str>,
+    /// The client's file name, fit for display (never a path here).
+    client_name: Option<String>,
 }
 
 /// The multipart fields of `POST /upload`, for the API's description.
@@ -172,6 +175,14 @@ pub(super) async fn upload(
             .await
             .map_err(io_error)?;
     }
+    if let Some(shown) = &received.client_name {
+        // Beside the file before it lands, so the job is claimed with it.
+        let note = display_name_file(&target);
+        temps.0.push(note.clone());
+        tokio::fs::write(&note, shown.as_bytes())
+            .await
+            .map_err(io_error)?;
+    }
     tokio::fs::rename(&received.temp, &target)
         .await
         .map_err(io_error)?;
@@ -179,12 +190,14 @@ pub(super) async fn upload(
 
     let identity = received.hasher.finish(None, message.as_deref());
     let job = JobId::from_identity(&identity);
-    tracing::info!(%job, file = %name, bytes = received.bytes, "upload accepted");
+    let shown = received.client_name.as_deref().unwrap_or(&name);
+    tracing::info!(%job, file = %name, name = %shown, bytes = received.bytes, "upload accepted");
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({
             "job": job,
             "file": name,
+            "name": shown,
             "bytes": received.bytes,
             "message": message,
         })),
@@ -235,6 +248,7 @@ async fn receive_file(
 ) -> Result<Received, ApiError> {
     let limit = config.max_upload_bytes;
     let client_ext = field.file_name().and_then(known_extension);
+    let client_name = field.file_name().and_then(text::display_name);
     // A dotfile ending in .part: the folder source ignores it until renamed.
     let temp = inbox.join(format!(
         ".upload-{}-{:08x}.part",
@@ -269,6 +283,7 @@ async fn receive_file(
         bytes,
         hasher,
         client_ext,
+        client_name,
     })
 }
 

@@ -184,15 +184,28 @@ fn claim_note_of(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
-/// The note for `path`, if there is a readable one.
-pub(super) fn read_claim_note(path: &Path) -> Option<ClaimNote> {
-    let file = match open_regular(&claim_note_of(path)) {
+/// The first [`MAX_SIDECAR_BYTES`] of the regular file `path`, if it can
+/// be read.
+fn read_note(path: &Path) -> Option<Vec<u8>> {
+    let file = match open_regular(path) {
         Ok(Ok((file, _))) => file,
         _ => return None,
     };
     let mut text = Vec::new();
     file.take(MAX_SIDECAR_BYTES).read_to_end(&mut text).ok()?;
-    serde_json::from_slice(&text).ok()
+    Some(text)
+}
+
+/// The note for `path`, if there is a readable one.
+pub(super) fn read_claim_note(path: &Path) -> Option<ClaimNote> {
+    serde_json::from_slice(&read_note(&claim_note_of(path))?).ok()
+}
+
+/// The display name waiting beside `path` (see
+/// [`crate::source::display_name_file`]), made fit for display.
+pub(super) fn read_display_name(path: &Path) -> Option<String> {
+    let text = read_note(&crate::source::display_name_file(path))?;
+    crate::parse::text::display_name(&String::from_utf8_lossy(&text))
 }
 
 /// Writes the note for `path` (through a temporary name, so a reader never
@@ -206,12 +219,16 @@ pub(super) fn write_claim_note(path: &Path, note: &ClaimNote) -> io::Result<()> 
     std::fs::rename(&temp, &target)
 }
 
-/// Removes the note for `path`, if any.
+/// Removes the notes beside `path` (its claim note and display name), if
+/// any.
 pub(super) fn remove_claim_note(path: &Path) -> io::Result<()> {
-    match std::fs::remove_file(claim_note_of(path)) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
+    for note in [claim_note_of(path), crate::source::display_name_file(path)] {
+        match std::fs::remove_file(note) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
     }
+    Ok(())
 }
 
 /// Whether some process holds the file `stamp` names open for writing:

@@ -444,6 +444,7 @@ fn prepare_file(config: &Config, ready: &Ready) -> Prepared {
     };
     let opened = OpenedFile::new(file, path.clone(), stamp, handover);
     Prepared::Ready(Input {
+        display_name: files::read_display_name(path),
         name,
         identity,
         data: InputData::Opened(opened),

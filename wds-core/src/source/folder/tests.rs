@@ -44,6 +44,7 @@ fn report() -> JobReport {
         job: JobId("j".into()),
         meta: JobMeta {
             name: "f.csv".into(),
+            file: None,
             format: Format::Csv,
             default_message: None,
             created_ms: 0,
@@ -54,6 +55,8 @@ fn report() -> JobReport {
         delivered: 1,
         dead: 0,
         in_doubt: 0,
+        permanent: 0,
+        exhausted: 0,
         invalid: 0,
         duplicate: 0,
         cancelled: 0,

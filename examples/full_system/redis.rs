@@ -36,7 +36,8 @@ pub(crate) async fn connect(url: &str, settings: &Settings) -> Fallible<Backend>
     let limiter = Some(limiter);
     Ok(Backend {
         queue: Arc::new(backend.clone()),
-        offsets: Arc::new(backend),
+        offsets: Arc::new(backend.clone()),
+        circuits: Arc::new(backend),
         limiter,
         name: "redis",
     })

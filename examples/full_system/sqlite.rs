@@ -29,7 +29,8 @@ pub(crate) async fn open(settings: &Settings) -> Fallible<Backend> {
     tracing::info!(db = %path.display(), sync_full = settings.db_sync_full, "sqlite backend open");
     Ok(Backend {
         queue: Arc::new(backend.clone()),
-        offsets: Arc::new(backend),
+        offsets: Arc::new(backend.clone()),
+        circuits: Arc::new(backend),
         limiter: None,
         name: "sqlite",
     })

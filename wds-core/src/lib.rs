@@ -20,6 +20,7 @@
 
 pub mod engine;
 mod error;
+pub mod health;
 pub mod limiter;
 mod model;
 mod offsets;

@@ -12,6 +12,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../sql/1_initial.sql"),
     include_str!("../sql/2_failed.sql"),
     include_str!("../sql/3_detail.sql"),
+    include_str!("../sql/4_circuits.sql"),
 ];
 
 /// The schema version this code writes.

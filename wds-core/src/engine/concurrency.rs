@@ -8,9 +8,11 @@
 //! back-pressure: a 503 or another retryable failure, a timeout, a 429,
 //! or a mean latency half again above the baseline (the endpoint queues:
 //! more calls at once only wait longer). The baseline is the lowest mean
-//! latency of a round lately, forgotten slowly so that an endpoint that
-//! became slower for good is not shrunk to one call.
+//! latency of the last 100 rounds: a limit that creeps past the knee
+//! cannot drag it up with it, and an endpoint that became slower for good
+//! is not shrunk to one call.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -23,8 +25,8 @@ const INITIAL: usize = 8;
 const LATENCY_RISE: f64 = 1.5;
 /// The share of the limit kept on back-pressure.
 const DECREASE: f64 = 0.9;
-/// How fast the baseline follows a latency above it (per round).
-const BASELINE_DRIFT: f64 = 0.02;
+/// Rounds whose lowest mean latency is the baseline.
+const BASELINE_ROUNDS: usize = 100;
 
 /// How a call went, for the limit.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -53,7 +55,8 @@ pub(crate) struct CallLimit {
 #[derive(Debug)]
 struct Aimd {
     max: usize,
-    baseline: Option<f64>,
+    /// The mean latency of the last rounds, oldest first.
+    means: VecDeque<f64>,
     calls: usize,
     answered: usize,
     latency_sum: f64,
@@ -80,7 +83,7 @@ impl CallLimit {
             start,
             Some(Mutex::new(Aimd {
                 max: max.max(1),
-                baseline: None,
+                means: VecDeque::new(),
                 calls: 0,
                 answered: 0,
                 latency_sum: 0.0,
@@ -140,15 +143,16 @@ impl CallLimit {
         }
         // A round: about one call per call in flight.
         let mean = (aimd.answered > 0).then(|| aimd.latency_sum / aimd.answered as f64);
-        let rose = match (mean, aimd.baseline) {
+        let baseline = aimd.means.iter().copied().reduce(f64::min);
+        let rose = match (mean, baseline) {
             (Some(mean), Some(base)) => mean > base * LATENCY_RISE,
             _ => false,
         };
         if let Some(mean) = mean {
-            aimd.baseline = Some(match aimd.baseline {
-                Some(base) if mean >= base => base + (mean - base) * BASELINE_DRIFT,
-                _ => mean,
-            });
+            if aimd.means.len() == BASELINE_ROUNDS {
+                aimd.means.pop_front();
+            }
+            aimd.means.push_back(mean);
         }
         let saturated = self.saturated.swap(false, Ordering::AcqRel);
         let next = if aimd.pressure || rose {

@@ -127,9 +127,16 @@ pub(crate) async fn run_all(
     let (n, i, w) = tokio::join!(
         async { stop_all(roles::notifier(settings, notifier, output, cancel.clone()).await) },
         async {
-            stop_all(
-                roles::initiator(settings, backend, api, metrics.clone(), cancel.clone()).await,
-            )
+            let url = settings.webhook_url(notifier_addr);
+            let initiator = roles::initiator(
+                settings,
+                backend,
+                api,
+                &url,
+                metrics.clone(),
+                cancel.clone(),
+            );
+            stop_all(initiator.await)
         },
         async {
             let url = settings.webhook_url(notifier_addr);

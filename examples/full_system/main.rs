@@ -112,6 +112,7 @@ async fn run(role: Role, mut settings: settings::Settings) -> Fallible<ExitCode>
                 &settings,
                 &backend,
                 api,
+                &settings.webhook_url(settings.notifier_listen),
                 std::sync::Arc::new(Metrics::new()),
                 cancel,
             )

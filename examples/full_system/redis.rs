@@ -37,7 +37,8 @@ pub(crate) async fn connect(url: &str, settings: &Settings) -> Fallible<Backend>
     Ok(Backend {
         queue: Arc::new(backend.clone()),
         offsets: Arc::new(backend.clone()),
-        control: Arc::new(backend),
+        control: Arc::new(backend.clone()),
+        circuits: Arc::new(backend),
         limiter,
         name: "redis",
     })

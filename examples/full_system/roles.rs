@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use wds_core::health::CircuitStore;
 use wds_core::{Engine, FolderSource, JobControl, Limiter, OffsetStore, Queue, Source};
 use wds_http::{
     ControlApi, ControlConfig, FlushPolicy, HttpSink, Metrics, Receiver, ReceiverConfig, Resender,
@@ -26,6 +27,8 @@ pub(crate) struct Backend {
     pub(crate) control: Arc<dyn JobControl>,
     /// A limiter shared by every worker (Redis); `None`: one per process.
     pub(crate) limiter: Option<Arc<dyn Limiter>>,
+    /// Where the webhook's circuit breaker keeps its state.
+    pub(crate) circuits: Arc<dyn CircuitStore>,
     pub(crate) name: &'static str,
 }
 
@@ -35,7 +38,8 @@ impl Backend {
         Backend {
             queue: Arc::new(b.clone()),
             offsets: Arc::new(b.clone()),
-            control: Arc::new(b),
+            control: Arc::new(b.clone()),
+            circuits: Arc::new(b),
             limiter: None,
             name: "memory",
         }
@@ -64,10 +68,11 @@ impl Backend {
         }
     }
 
+    /// An engine; with a sink (a worker), also the webhook's circuit breaker.
     fn engine(
         &self,
         settings: &Settings,
-        sink: Option<HttpSink>,
+        sink: Option<(HttpSink, &str)>,
         metrics: &Arc<Metrics>,
     ) -> Fallible<Engine> {
         let mut builder = Engine::builder()
@@ -75,7 +80,9 @@ impl Backend {
             .offsets(self.offsets.clone())
             .config(settings.engine_config());
         builder = match sink {
-            Some(sink) => builder.sink(metrics.wrap(sink)),
+            Some((sink, url)) => builder
+                .sink(metrics.wrap(sink))
+                .circuit(self.circuits.clone(), endpoint_name(url)),
             // The initiator never delivers; it still needs a sink to build.
             None => builder.sink(NoDelivery),
         };
@@ -88,6 +95,12 @@ impl Backend {
         };
         builder.build().map_err(|e| e.to_string())
     }
+}
+
+/// The name the webhook's circuit goes by in the backend: its URL without
+/// a password or query (it names a key, and shows in `/metrics`).
+pub(crate) fn endpoint_name(url: &str) -> String {
+    wds_http::redact_url(url)
 }
 
 /// The initiator's engine only reads files; it never calls a sink.
@@ -175,6 +188,7 @@ pub(crate) async fn initiator(
     settings: &Settings,
     backend: &Backend,
     listener: TcpListener,
+    webhook_url: &str,
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
 ) -> Fallible<()> {
@@ -196,7 +210,8 @@ pub(crate) async fn initiator(
         control_config(settings, &inbox)
             .intake(source.status().clone())
             .control(backend.control.clone())
-            .resend(Resender::new(settings.archive(), engine.clone())),
+            .resend(Resender::new(settings.archive(), engine.clone()))
+            .circuit(backend.circuits.clone(), endpoint_name(webhook_url)),
     );
     let hook = match &settings.on_job_done {
         Some(url) => {
@@ -303,7 +318,7 @@ pub(crate) async fn worker(
     cancel: CancellationToken,
 ) -> Fallible<()> {
     let sink = signed_sink(settings, &webhook_url, "webhook")?;
-    let engine = backend.engine(settings, Some(sink), &metrics)?;
+    let engine = backend.engine(settings, Some((sink, &webhook_url)), &metrics)?;
     let metrics_server = match settings.metrics_listen {
         Some(addr) => Some(bind(addr, "worker metrics").await?),
         None => None,
@@ -314,46 +329,102 @@ pub(crate) async fn worker(
     };
     tracing::info!(
         webhook = %wds_http::redact_url(&webhook_url),
-        concurrency = settings.concurrency,
+        concurrency = %settings.concurrency,
         backend = backend.name,
         metrics = ?metrics_addr,
         "worker running"
     );
     let deliverer = engine.deliverer();
-    let (delivered, served) = tokio::join!(deliverer.run(cancel.clone()), async {
-        match metrics_server {
-            Some(listener) => {
-                let limits = settings.server_limits();
-                serve_metrics(listener, backend.clone(), metrics, limits, cancel).await
+    let (delivered, served, ()) = tokio::join!(
+        deliverer.run(cancel.clone()),
+        async {
+            match metrics_server {
+                Some(listener) => {
+                    let limits = settings.server_limits();
+                    let view = WorkerView {
+                        circuit: engine.circuit().cloned(),
+                        deliverer: deliverer.clone(),
+                    };
+                    let (metrics, cancel) = (metrics.clone(), cancel.clone());
+                    serve_metrics(listener, backend.clone(), metrics, view, limits, cancel).await
+                }
+                None => Ok(()),
             }
-            None => Ok(()),
-        }
-    });
+        },
+        // The limit moves with --concurrency auto: the gauge follows it for
+        // every /metrics of this process (`all` serves the control API's).
+        async {
+            loop {
+                metrics.concurrency_limit(deliverer.concurrency_limit());
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    () = cancel.cancelled() => break,
+                }
+            }
+        },
+    );
     served?;
     delivered.map_err(|e| format!("worker: {e}"))
 }
 
-/// A worker's own `/metrics` (its delivery counters and the queue gauges)
-/// and `/healthz`.
+/// What a worker's own `/metrics` and `/healthz` show of its delivery.
+#[derive(Debug)]
+struct WorkerView {
+    circuit: Option<Arc<wds_core::health::CircuitBreaker>>,
+    deliverer: wds_core::Deliverer,
+}
+
+/// A worker's own `/metrics` (its delivery counters, calls in flight limit,
+/// circuit and the queue gauges) and `/healthz`.
 async fn serve_metrics(
     listener: TcpListener,
     backend: Backend,
     metrics: Arc<Metrics>,
+    view: WorkerView,
     limits: wds_http::ServerLimits,
     cancel: CancellationToken,
 ) -> Fallible<()> {
     use axum::routing::get;
-    let render = move || {
-        let (backend, metrics) = (backend.clone(), metrics.clone());
-        async move {
-            let stats = backend.queue.stats().await.ok();
-            metrics.render(stats.as_ref(), &[])
+    let view = Arc::new(view);
+    let render = {
+        let view = view.clone();
+        move || {
+            let (backend, metrics, view) = (backend.clone(), metrics.clone(), view.clone());
+            async move {
+                if let Some(breaker) = &view.circuit {
+                    metrics.circuit(breaker.endpoint(), &breaker.state().await);
+                }
+                metrics.concurrency_limit(view.deliverer.concurrency_limit());
+                let stats = backend.queue.stats().await.ok();
+                metrics.render(stats.as_ref(), &[])
+            }
         }
     };
-    let app = axum::Router::new().route("/metrics", get(render)).route(
-        "/healthz",
-        get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
-    );
+    // The worker's own view: alive, its calls in flight limit, its circuit.
+    let health = move || {
+        let view = view.clone();
+        async move {
+            let circuit = match &view.circuit {
+                Some(breaker) => {
+                    let state = breaker.state().await;
+                    serde_json::json!({
+                        "endpoint": breaker.endpoint(),
+                        "open": state.is_open(),
+                        "open_since_ms": state.open_since_ms(),
+                    })
+                }
+                None => serde_json::Value::Null,
+            };
+            axum::Json(serde_json::json!({
+                "status": "ok",
+                "concurrency_limit": view.deliverer.concurrency_limit(),
+                "circuit": circuit,
+            }))
+        }
+    };
+    let app = axum::Router::new()
+        .route("/metrics", get(render))
+        .route("/healthz", get(health));
     wds_http::server::serve(listener, app, limits, cancel)
         .await
         .map_err(|e| format!("worker metrics: {e}"))

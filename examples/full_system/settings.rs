@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use wds_core::health::CircuitSettings;
 use wds_core::retry::RetryPolicy;
 use wds_core::{DeliveryMode, EngineConfig};
 use wds_http::ServerLimits;
@@ -128,9 +129,20 @@ pub(crate) struct Settings {
     /// Largest burst above the rate.
     #[arg(long, env = "WDS_BURST", default_value_t = 50, global = true)]
     pub(crate) burst: u32,
-    /// Webhook calls in flight at once, per worker.
-    #[arg(long, env = "WDS_CONCURRENCY", default_value_t = 64, global = true)]
-    pub(crate) concurrency: usize,
+    /// Webhook calls in flight at once, per worker: a number, or `auto` to
+    /// adapt it to the endpoint (up to --max-concurrency): more while calls
+    /// succeed at their usual latency, fewer on 503s, timeouts, 429s or a
+    /// rising latency.
+    #[arg(long, env = "WDS_CONCURRENCY", default_value = "64", value_parser = parse_concurrency, global = true)]
+    pub(crate) concurrency: Concurrency,
+    /// The most calls in flight per worker with --concurrency auto.
+    #[arg(
+        long,
+        env = "WDS_MAX_CONCURRENCY",
+        default_value_t = 256,
+        global = true
+    )]
+    pub(crate) max_concurrency: usize,
     /// Messages per batch (one queue round trip each).
     #[arg(long, env = "WDS_BATCH_SIZE", default_value_t = 100, global = true)]
     pub(crate) batch_size: usize,
@@ -261,6 +273,56 @@ pub(crate) struct Settings {
     /// memory (24 bytes each); a bigger file is sorted on disk, in the data dir.
     #[arg(long, env = "WDS_DEDUPE_MEMORY_PAIRS", default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(1..), global = true)]
     pub(crate) dedupe_memory_pairs: u64,
+    /// Turn the webhook's circuit breaker off: calls go on however the
+    /// endpoint fails (each message spends its attempts).
+    #[arg(long, env = "WDS_NO_CIRCUIT", global = true)]
+    pub(crate) no_circuit: bool,
+    /// Failed calls (connection errors, timeouts, 5xx) within the window
+    /// before a worker opens the circuit.
+    #[arg(
+        long,
+        env = "WDS_CIRCUIT_MIN_FAILURES",
+        default_value_t = 20,
+        global = true
+    )]
+    pub(crate) circuit_min_failures: u32,
+    /// How many of a worker's last calls the failures are counted among.
+    #[arg(long, env = "WDS_CIRCUIT_SAMPLE", default_value_t = 100, global = true)]
+    pub(crate) circuit_sample: u32,
+    /// Share of a worker's calls within the window that must have failed
+    /// to open the circuit, in percent.
+    #[arg(
+        long,
+        env = "WDS_CIRCUIT_FAILURE_PERCENT",
+        default_value_t = 50,
+        global = true
+    )]
+    pub(crate) circuit_failure_percent: u32,
+    /// How far back failures count (milliseconds).
+    #[arg(
+        long,
+        env = "WDS_CIRCUIT_WINDOW_MS",
+        default_value_t = 10_000,
+        global = true
+    )]
+    pub(crate) circuit_window_ms: u64,
+    /// Wait from opening the circuit to the first probe (milliseconds).
+    #[arg(
+        long,
+        env = "WDS_CIRCUIT_FIRST_PROBE_MS",
+        default_value_t = 1_000,
+        global = true
+    )]
+    pub(crate) circuit_first_probe_ms: u64,
+    /// Longest wait between two probes; each failed probe doubles the wait
+    /// up to this (milliseconds).
+    #[arg(
+        long,
+        env = "WDS_CIRCUIT_MAX_PROBE_MS",
+        default_value_t = 30_000,
+        global = true
+    )]
+    pub(crate) circuit_max_probe_ms: u64,
     /// Log format.
     #[arg(long, env = "WDS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human, global = true)]
     pub(crate) log_format: LogFormat,
@@ -268,6 +330,36 @@ pub(crate) struct Settings {
 
 fn parse_mode(s: &str) -> Result<DeliveryMode, String> {
     s.parse()
+}
+
+/// Calls in flight per worker: fixed, or adapted to the endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Concurrency {
+    /// This many.
+    Fixed(usize),
+    /// Adapted, up to --max-concurrency.
+    Auto,
+}
+
+impl std::fmt::Display for Concurrency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Concurrency::Fixed(n) => write!(f, "{n}"),
+            Concurrency::Auto => f.write_str("auto"),
+        }
+    }
+}
+
+fn parse_concurrency(s: &str) -> Result<Concurrency, String> {
+    if s.eq_ignore_ascii_case("auto") {
+        return Ok(Concurrency::Auto);
+    }
+    match s.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(Concurrency::Fixed(n)),
+        _ => Err(format!(
+            "expected a number of calls (at least 1) or auto, got {s:?}"
+        )),
+    }
 }
 
 impl Settings {
@@ -329,7 +421,13 @@ impl Settings {
 
     pub(crate) fn engine_config(&self) -> EngineConfig {
         let mut c = EngineConfig::default();
-        c.concurrency = self.concurrency;
+        match self.concurrency {
+            Concurrency::Fixed(n) => c.concurrency = n,
+            Concurrency::Auto => {
+                c.concurrency = self.max_concurrency;
+                c.adaptive_concurrency = true;
+            }
+        }
         c.batch_size = self.batch_size;
         c.mode = self.mode;
         c.delivery_timeout = Duration::from_millis(self.timeout_ms);
@@ -342,6 +440,19 @@ impl Settings {
             max_attempts: self.max_attempts,
             ..RetryPolicy::default()
         };
+        c.circuit = self.circuit();
+        c
+    }
+
+    fn circuit(&self) -> CircuitSettings {
+        let mut c = CircuitSettings::default();
+        c.enabled = !self.no_circuit;
+        c.min_failures = self.circuit_min_failures;
+        c.sample = self.circuit_sample;
+        c.failure_percent = self.circuit_failure_percent;
+        c.window = Duration::from_millis(self.circuit_window_ms);
+        c.first_probe_interval = Duration::from_millis(self.circuit_first_probe_ms);
+        c.max_probe_interval = Duration::from_millis(self.circuit_max_probe_ms);
         c
     }
 }

@@ -30,7 +30,8 @@ pub(crate) async fn open(settings: &Settings) -> Fallible<Backend> {
     Ok(Backend {
         queue: Arc::new(backend.clone()),
         offsets: Arc::new(backend.clone()),
-        control: Arc::new(backend),
+        control: Arc::new(backend.clone()),
+        circuits: Arc::new(backend),
         limiter: None,
         name: "sqlite",
     })

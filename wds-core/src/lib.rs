@@ -21,6 +21,7 @@
 mod control;
 pub mod engine;
 mod error;
+pub mod health;
 pub mod limiter;
 mod model;
 mod offsets;

@@ -12,11 +12,17 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use wds_core::health::CircuitState;
 use wds_core::{Delivered, JobReport, JobState, Message, QueueStats, Sink, SinkError};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
     outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabel {
+    endpoint: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -32,7 +38,13 @@ struct StateLabel {
 /// - `wds_retries_total`: calls that failed in a way the engine retries;
 /// - `wds_rate_limited_total`: 429 answers;
 /// - `wds_queue_messages{state}`: ready, leased, scheduled and dead messages;
-/// - `wds_jobs{state}`: jobs reading, delivering, done, failed, paused and cancelled.
+/// - `wds_jobs{state}`: jobs reading, delivering, done, failed, paused and cancelled;
+/// - `wds_circuit_open{endpoint}`: 1 while the endpoint's circuit breaker
+///   holds deliveries, else 0, and `wds_circuit_open_since_seconds{endpoint}`
+///   (Unix time it opened; 0 when closed), once a circuit is known
+///   ([`Metrics::circuit`]);
+/// - `wds_concurrency_limit`: a worker's calls in flight limit, fixed or
+///   adapted ([`Metrics::concurrency_limit`]; 0 where nothing delivers).
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -45,6 +57,9 @@ pub struct Metrics {
     rate_limited: Counter,
     queue: Family<StateLabel, Gauge>,
     jobs: Family<StateLabel, Gauge>,
+    circuit_open: Family<EndpointLabel, Gauge>,
+    circuit_since: Family<EndpointLabel, Gauge>,
+    concurrency_limit: Gauge,
 }
 
 impl Default for Metrics {
@@ -94,7 +109,26 @@ impl Metrics {
         );
         let jobs = Family::<StateLabel, Gauge>::default();
         registry.register("wds_jobs", "Jobs by state", jobs.clone());
+        let circuit_open = Family::<EndpointLabel, Gauge>::default();
+        registry.register(
+            "wds_circuit_open",
+            "1 while the endpoint's circuit breaker holds deliveries",
+            circuit_open.clone(),
+        );
+        let circuit_since = Family::<EndpointLabel, Gauge>::default();
+        registry.register(
+            "wds_circuit_open_since_seconds",
+            "Unix time the endpoint's circuit opened (0 when closed)",
+            circuit_since.clone(),
+        );
+        let concurrency_limit = Gauge::default();
+        registry.register(
+            "wds_concurrency_limit",
+            "Webhook calls this worker may have in flight now (adapted with --concurrency auto)",
+            concurrency_limit.clone(),
+        );
         Metrics {
+            concurrency_limit,
             delivered: outcome("delivered"),
             retryable: outcome("retryable"),
             rate_limited_calls: outcome("rate_limited"),
@@ -105,6 +139,8 @@ impl Metrics {
             rate_limited,
             queue,
             jobs,
+            circuit_open,
+            circuit_since,
         }
     }
 
@@ -128,6 +164,26 @@ impl Metrics {
                 self.retries.inc();
             }
         }
+    }
+
+    /// Shows the circuit of `endpoint` (set it before rendering).
+    pub fn circuit(&self, endpoint: &str, state: &CircuitState) {
+        let label = EndpointLabel {
+            endpoint: endpoint.to_owned(),
+        };
+        self.circuit_open
+            .get_or_create(&label)
+            .set(i64::from(state.is_open()));
+        let since = state.open_since_ms().map_or(0, |ms| ms / 1_000);
+        self.circuit_since
+            .get_or_create(&label)
+            .set(i64::try_from(since).unwrap_or(i64::MAX));
+    }
+
+    /// Shows the calls in flight a worker may have now (set it before rendering).
+    pub fn concurrency_limit(&self, limit: usize) {
+        self.concurrency_limit
+            .set(i64::try_from(limit).unwrap_or(i64::MAX));
     }
 
     /// Sink calls that delivered, so far.

@@ -44,6 +44,7 @@ use wds_core::{
     Push, Pushed, Queue, QueueStats, Reject, RejectKind, Result, Settle,
 };
 
+mod circuits;
 mod control;
 mod outcomes;
 
@@ -84,6 +85,8 @@ struct State {
     leased_messages: u64,
     /// Rejected or dead lines kept in detail per job (`None`: the default).
     detail_limit: Option<usize>,
+    /// Each endpoint's circuit (see [`wds_core::health`]).
+    circuits: HashMap<String, wds_core::health::CircuitState>,
 }
 
 #[derive(Debug)]

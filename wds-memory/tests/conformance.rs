@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use wds_core::health::CircuitStore;
 use wds_core::{testkit, OffsetStore, Queue};
 use wds_memory::MemoryBackend;
 
@@ -25,4 +26,11 @@ async fn memory_backend_conforms_through_trait_objects() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_backend_conforms_to_job_control() {
     testkit::run_control(|| async { MemoryBackend::default() }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_circuits_conform() {
+    let backend = MemoryBackend::default();
+    let other: Arc<dyn CircuitStore> = Arc::new(backend.clone());
+    testkit::circuit_store_conforms(&backend, other.as_ref()).await;
 }

@@ -56,6 +56,7 @@
 //! - `test-server`: [`RedisServer`], a private `redis-server` for tests.
 
 mod backend;
+mod circuits;
 mod codec;
 mod conn;
 mod control;

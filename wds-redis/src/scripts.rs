@@ -831,6 +831,24 @@ local pause = tonumber(redis.call('HGET', KEYS[1], 'pause') or '0')
 return {string.format('%.0f', now), string.format('%.0f', pause)}
 "#;
 
+/// Changes an endpoint's circuit if it is in the state expected.
+///
+/// KEYS[1]: the endpoint's circuit key. ARGV: 1 the state expected, 2 the
+/// new state (as text; `closed` is stored as no key). Returns 1 when the
+/// state was as expected and is now the new one, else 0.
+const CIRCUIT_SWAP: &str = r#"
+local current = redis.call('GET', KEYS[1]) or 'closed'
+if current ~= ARGV[1] then
+  return 0
+end
+if ARGV[2] == 'closed' then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], ARGV[2])
+end
+return 1
+"#;
+
 /// A script of ours: its code and its SHA-1, which `EVALSHA` names it by.
 #[derive(Debug)]
 pub(crate) struct Lua {
@@ -898,6 +916,7 @@ pub(crate) struct Scripts {
     pub(crate) gcra_reserve: Lua,
     pub(crate) gcra_back_off: Lua,
     pub(crate) gcra_pause: Lua,
+    pub(crate) circuit_swap: Lua,
 }
 
 /// The scripts, shared by every backend of the process.
@@ -922,4 +941,5 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     gcra_reserve: Lua::new(GCRA_RESERVE),
     gcra_back_off: Lua::new(GCRA_BACK_OFF),
     gcra_pause: Lua::new(GCRA_PAUSE),
+    circuit_swap: Lua::new(CIRCUIT_SWAP),
 });

@@ -6,6 +6,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
+use wds_core::health::CircuitStore;
 use wds_core::{testkit, OffsetStore, Queue};
 use wds_redis::{RedisBackend, RedisServer};
 
@@ -44,4 +45,21 @@ async fn redis_backend_conforms_to_job_control() {
     let server = RedisServer::start();
     let url = server.url();
     testkit::run_control(|| fresh(&url, "control")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_circuits_conform_across_connections() {
+    let server = RedisServer::start();
+    let url = server.url();
+    // Two connection pools on one prefix: two workers.
+    let connect = || async {
+        RedisBackend::builder(&url)
+            .prefix("circuits")
+            .connect()
+            .await
+            .expect("connect to the test redis-server")
+    };
+    let a = connect().await;
+    let b: Arc<dyn CircuitStore> = Arc::new(connect().await);
+    testkit::circuit_store_conforms(&a, b.as_ref()).await;
 }

@@ -58,6 +58,7 @@
 //! file grows with the largest queue it held plus the outcomes of every job.
 
 mod backend;
+mod circuits;
 mod codec;
 mod conn;
 mod control;

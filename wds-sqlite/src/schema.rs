@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../sql/3_detail.sql"),
     include_str!("../sql/4_control.sql"),
     include_str!("../sql/5_dead_reasons.sql"),
+    include_str!("../sql/6_circuits.sql"),
 ];
 
 /// The schema version this code writes.

@@ -5,6 +5,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
+use wds_core::health::CircuitStore;
 use wds_core::{testkit, OffsetStore, Queue};
 use wds_sqlite::SqliteBackend;
 
@@ -47,4 +48,14 @@ async fn sqlite_backend_conforms_through_trait_objects() {
 async fn sqlite_backend_conforms_to_job_control() {
     let dir = temp_dir();
     testkit::run_control(|| fresh(dir.path())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_circuits_conform() {
+    let dir = temp_dir();
+    let backend = fresh(dir.path()).await;
+    // One process per file: the second view is a clone, as every task of
+    // that process shares.
+    let other: Arc<dyn CircuitStore> = Arc::new(backend.clone());
+    testkit::circuit_store_conforms(&backend, other.as_ref()).await;
 }

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::health::CircuitSettings;
 use crate::parse::Limits;
 use crate::retry::RetryPolicy;
 
@@ -42,8 +43,14 @@ pub struct EngineConfig {
     /// The batcher stops reading while more than this many messages are ready
     /// in the queue (backpressure). Default 100,000.
     pub high_water: u64,
-    /// Sink calls in flight at once, per deliverer. Default 64.
+    /// Sink calls in flight at once, per deliverer. Default 64. With
+    /// `adaptive_concurrency`, the most it may adapt to.
     pub concurrency: usize,
+    /// Adapt the calls in flight to the endpoint, between 1 and
+    /// `concurrency` (AIMD: one more per round of calls while they succeed
+    /// at the baseline latency, 10% fewer on a 503, timeout, 429 or a
+    /// latency half again above the baseline). Default false.
+    pub adaptive_concurrency: bool,
     /// Batches a deliverer holds at once (leased ahead, so round trips to the
     /// queue overlap with sending); 0 means twice the sending window.
     /// Only the sending window's batches are ever marked as sending, so this
@@ -71,6 +78,9 @@ pub struct EngineConfig {
     /// job's read ends or the process dies). `None`: the system's
     /// temporary directory. Prefer a disk to a RAM-backed `/tmp`.
     pub spill_dir: Option<std::path::PathBuf>,
+    /// When the endpoint's circuit opens and how it is probed (used when
+    /// the engine has a circuit store, see [`crate::EngineBuilder::circuit`]).
+    pub circuit: CircuitSettings,
 }
 
 impl Default for EngineConfig {
@@ -79,6 +89,7 @@ impl Default for EngineConfig {
             batch_size: 100,
             high_water: 100_000,
             concurrency: 64,
+            adaptive_concurrency: false,
             batches_in_flight: 0,
             lease_ttl: Duration::from_secs(30),
             delivery_timeout: Duration::from_secs(10),
@@ -89,6 +100,7 @@ impl Default for EngineConfig {
             concurrent_jobs: 4,
             dedupe_memory_pairs: super::seen::DEFAULT_MEMORY_PAIRS,
             spill_dir: None,
+            circuit: CircuitSettings::default(),
         }
     }
 }
@@ -118,7 +130,7 @@ impl EngineConfig {
         if self.retry.max_attempts == 0 {
             return bad("retry.max_attempts must be at least 1");
         }
-        Ok(())
+        self.circuit.validate()
     }
 
     /// Batches a deliverer holds at once.

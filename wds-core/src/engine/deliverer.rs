@@ -11,9 +11,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::backoff::with_backoff;
+use super::concurrency::{CallLimit, Signal};
 use super::config::{DeliveryMode, EngineConfig};
 use super::window::{Entry, Slot, Window};
 use crate::error::{Error, Result, SinkError};
+use crate::health::{Admission, CallOutcome, CircuitBreaker, CircuitState};
 use crate::limiter::Limiter;
 use crate::model::{now_ms, DeadKind, DeadReason, Lease, Message, Receipt, Settle};
 use crate::queue::{Continue, Queue};
@@ -38,9 +40,12 @@ pub struct Deliverer {
     sink: Arc<dyn Sink>,
     limiter: Arc<dyn Limiter>,
     config: EngineConfig,
-    calls: Arc<Semaphore>,
+    /// Sink calls in flight at once: fixed, or adapted to the endpoint.
+    calls: Arc<CallLimit>,
     /// Batches marked as sending at once: the in-doubt window.
     window: Arc<Window>,
+    /// The endpoint's circuit, when there is one.
+    breaker: Option<Arc<CircuitBreaker>>,
 }
 
 impl Deliverer {
@@ -52,7 +57,11 @@ impl Deliverer {
         config: EngineConfig,
     ) -> Result<Self> {
         config.validate()?;
-        let calls = Arc::new(Semaphore::new(config.concurrency));
+        let calls = Arc::new(if config.adaptive_concurrency {
+            CallLimit::adaptive(config.concurrency)
+        } else {
+            CallLimit::fixed(config.concurrency)
+        });
         let window = Window::new(config.sending_batches());
         Ok(Deliverer {
             queue,
@@ -61,7 +70,25 @@ impl Deliverer {
             config,
             calls,
             window,
+            breaker: None,
         })
+    }
+
+    /// Sink calls this deliverer may have in flight now: the configured
+    /// concurrency, or with [`EngineConfig::adaptive_concurrency`] the limit
+    /// it adapted to the endpoint so far.
+    pub fn concurrency_limit(&self) -> usize {
+        self.calls.current()
+    }
+
+    /// Holds deliveries while `breaker`'s circuit is open (see
+    /// [`crate::health`]): a batch waits, not yet marked as sending, until
+    /// the circuit closes or it may carry the probe, and a message of a
+    /// batch already sending goes back to the queue unsent with its
+    /// attempts unchanged.
+    pub fn with_circuit(mut self, breaker: Arc<CircuitBreaker>) -> Self {
+        self.breaker = Some(breaker);
+        self
     }
 
     /// Delivers until `cancel` fires, then shuts down gracefully: no new
@@ -172,6 +199,12 @@ impl Deliverer {
         let renew_every = self.config.lease_ttl / 3;
         let mut renew =
             tokio::time::interval_at(tokio::time::Instant::now() + renew_every, renew_every);
+        // While the endpoint's circuit is open the batch waits here, leased
+        // but not marked: never in doubt, and its messages keep their attempts.
+        let Some(admission) = self.admit(lease, &mut renew, cancel).await? else {
+            with_backoff("release", cancel, || queue.release(lease)).await?;
+            return Ok(None);
+        };
         // Wait for a sending slot without marking the batch: a prefetched
         // batch that is not yet sending is never in doubt, so the in-doubt
         // window stays at the sending slots however many batches are held.
@@ -196,16 +229,29 @@ impl Deliverer {
             }
         }
 
-        let mut pending: FuturesUnordered<_> = lease
-            .batch
-            .messages
-            .iter()
-            .map(|m| self.deliver_one(m, cancel))
-            .collect();
-        let mut outcomes = Vec::with_capacity(lease.batch.messages.len());
+        let messages = &lease.batch.messages;
+        let mut pending = FuturesUnordered::new();
+        // A probe goes alone; the rest of its batch follows once it is
+        // answered (and is held if the circuit stayed open).
+        let mut rest = match (admission, messages.split_first()) {
+            (Admission::Probe(claimed), Some((first, rest))) => {
+                pending.push(self.deliver_one(first, cancel, Some(claimed)));
+                Some(rest)
+            }
+            _ => {
+                pending.extend(messages.iter().map(|m| self.deliver_one(m, cancel, None)));
+                None
+            }
+        };
+        let mut outcomes = Vec::with_capacity(messages.len());
         while !pending.is_empty() {
             tokio::select! {
-                Some(outcome) = pending.next() => outcomes.push(outcome),
+                Some(outcome) = pending.next() => {
+                    outcomes.push(outcome);
+                    for m in rest.take().into_iter().flatten() {
+                        pending.push(self.deliver_one(m, cancel, None));
+                    }
+                }
                 _ = renew.tick() => self.renew(lease).await?,
             }
         }
@@ -266,6 +312,28 @@ impl Deliverer {
             }
         }
         (settled, next)
+    }
+
+    /// Waits until the endpoint's circuit lets `lease` go (at once without a
+    /// breaker), extending the lease meanwhile. `None` when `cancel` fired
+    /// first.
+    async fn admit(
+        &self,
+        lease: &Lease,
+        renew: &mut tokio::time::Interval,
+        cancel: &CancellationToken,
+    ) -> Result<Option<Admission>> {
+        let Some(breaker) = &self.breaker else {
+            return Ok(Some(Admission::Send));
+        };
+        let admit = breaker.admit(cancel);
+        tokio::pin!(admit);
+        loop {
+            tokio::select! {
+                admitted = &mut admit => return Ok(admitted),
+                _ = renew.tick() => self.renew(lease).await?,
+            }
+        }
     }
 
     /// Waits for a sending slot for `lease`, extending the lease meanwhile.
@@ -330,7 +398,17 @@ impl Deliverer {
     /// back to the queue as it was, due at once (not an attempt), and
     /// shutdown never waits for a pause. A permit already at hand still goes
     /// first.
-    async fn deliver_one(&self, message: &Message, cancel: &CancellationToken) -> Settle {
+    ///
+    /// With a circuit breaker, a message finds the circuit open just before
+    /// its call (unless it is the `probe`), or fails while it is open, goes
+    /// back to the queue with its attempts unchanged: the outage is the
+    /// endpoint's.
+    async fn deliver_one(
+        &self,
+        message: &Message,
+        cancel: &CancellationToken,
+        probe: Option<CircuitState>,
+    ) -> Settle {
         let permitted = tokio::select! {
             biased;
             permitted = async {
@@ -339,7 +417,7 @@ impl Deliverer {
             } => Some(permitted),
             () = cancel.cancelled() => None,
         };
-        let Some((_call, permitted)) = permitted else {
+        let Some((in_flight, permitted)) = permitted else {
             return Settle::Retry {
                 message: message.clone(),
                 at_ms: now_ms(),
@@ -348,6 +426,9 @@ impl Deliverer {
         if let Err(e) = permitted {
             // Only a misconfigured limiter fails for good; try the message later.
             return self.failed(message, now_ms(), &e.to_string(), None);
+        }
+        if let Some(held) = self.held_by_circuit(message, probe).await {
+            return held;
         }
         let started_ms = now_ms();
         let start = Instant::now();
@@ -360,6 +441,14 @@ impl Deliverer {
                 self.config.delivery_timeout
             ))),
         };
+        let signal = match &result {
+            Ok(_) | Err(SinkError::Permanent { .. }) => Signal::Answered(start.elapsed()),
+            Err(_) => Signal::BackPressure,
+        };
+        self.calls.done(in_flight, signal);
+        if let Some(held) = self.tell_circuit(message, &result, probe).await {
+            return held;
+        }
         match result {
             Ok(delivered) => Settle::Delivered {
                 id: message.id.clone(),
@@ -395,6 +484,52 @@ impl Deliverer {
                 self.failed(message, started_ms, "rate limited (429)", Some(wait))
             }
             Err(e) => self.failed(message, started_ms, &e.to_string(), None),
+        }
+    }
+
+    /// `Some` (the message put back, unsent and its attempts unchanged) when
+    /// the circuit is open and `message` is not the probe.
+    async fn held_by_circuit(
+        &self,
+        message: &Message,
+        probe: Option<CircuitState>,
+    ) -> Option<Settle> {
+        let breaker = self.breaker.as_ref()?;
+        if probe.is_some() || !breaker.is_open().await {
+            return None;
+        }
+        Some(self.held(message, breaker))
+    }
+
+    /// Tells the circuit how a call went. `Some` (the message put back with
+    /// its attempts unchanged) when it failed and the circuit is open now
+    /// (the probe's failure, the failure that opened it, or one while it is
+    /// open).
+    async fn tell_circuit(
+        &self,
+        message: &Message,
+        result: &std::result::Result<crate::sink::Delivered, SinkError>,
+        probe: Option<CircuitState>,
+    ) -> Option<Settle> {
+        let breaker = self.breaker.as_ref()?;
+        let outcome = match result {
+            Err(SinkError::Retryable { .. }) => CallOutcome::Failed,
+            _ => CallOutcome::Answered,
+        };
+        match probe {
+            Some(claimed) => breaker.probe_done(claimed, outcome).await,
+            None => breaker.record(outcome).await,
+        }
+        (outcome == CallOutcome::Failed && breaker.known().is_open())
+            .then(|| self.held(message, breaker))
+    }
+
+    /// `message` back to the queue as it was, due when the circuit may
+    /// next be probed.
+    fn held(&self, message: &Message, breaker: &CircuitBreaker) -> Settle {
+        Settle::Retry {
+            message: message.clone(),
+            at_ms: breaker.known().next_probe_ms().unwrap_or_else(now_ms),
         }
     }
 

@@ -4,6 +4,7 @@
 
 mod backoff;
 mod batcher;
+mod concurrency;
 mod config;
 mod deliverer;
 mod seen;
@@ -20,6 +21,7 @@ pub use config::{DeliveryMode, EngineConfig};
 pub use deliverer::Deliverer;
 
 use crate::error::{Error, Result};
+use crate::health::{CircuitBreaker, CircuitStore};
 use crate::limiter::{Limiter, LocalLimiter};
 use crate::model::{JobId, JobReport, JobState};
 use crate::offsets::OffsetStore;
@@ -56,6 +58,8 @@ pub struct Engine {
     offsets: Arc<dyn OffsetStore>,
     sink: Arc<dyn Sink>,
     limiter: Arc<dyn Limiter>,
+    /// The endpoint's circuit breaker, shared by every deliverer made here.
+    breaker: Option<Arc<CircuitBreaker>>,
     config: EngineConfig,
 }
 
@@ -73,6 +77,7 @@ pub struct EngineBuilder {
     sink: Option<Arc<dyn Sink>>,
     limiter: Option<Arc<dyn Limiter>>,
     rate: Option<(u32, u32)>,
+    circuit: Option<(Arc<dyn CircuitStore>, String)>,
     config: EngineConfig,
 }
 
@@ -121,6 +126,15 @@ impl EngineBuilder {
         self
     }
 
+    /// A circuit breaker for `endpoint`, its circuit shared through `store`
+    /// by every worker using the same store and endpoint name (see
+    /// [`crate::health`]); its settings are [`EngineConfig::circuit`].
+    /// Without it, every call goes to the endpoint however it fares.
+    pub fn circuit(mut self, store: Arc<dyn CircuitStore>, endpoint: impl Into<String>) -> Self {
+        self.circuit = Some((store, endpoint.into()));
+        self
+    }
+
     /// Replaces every setting.
     pub fn config(mut self, config: EngineConfig) -> Self {
         self.config = config;
@@ -130,6 +144,14 @@ impl EngineBuilder {
     /// Sink calls in flight at once.
     pub fn concurrency(mut self, concurrency: usize) -> Self {
         self.config.concurrency = concurrency;
+        self
+    }
+
+    /// Sink calls in flight adapted to the endpoint, up to `max` (see
+    /// [`EngineConfig::adaptive_concurrency`]).
+    pub fn adaptive_concurrency(mut self, max: usize) -> Self {
+        self.config.concurrency = max;
+        self.config.adaptive_concurrency = true;
         self
     }
 
@@ -154,11 +176,20 @@ impl EngineBuilder {
             (None, Some((rate, burst))) => Arc::new(LocalLimiter::per_second(rate, burst)?),
             (None, None) => Arc::new(LocalLimiter::unlimited()),
         };
+        let breaker = match self.circuit {
+            Some((store, endpoint)) if self.config.circuit.enabled => Some(Arc::new(
+                CircuitBreaker::new(store, endpoint, self.config.circuit)?
+                    // A probe claim outlives the probe's call.
+                    .probe_hold(self.config.delivery_timeout + Duration::from_secs(2)),
+            )),
+            _ => None,
+        };
         Ok(Engine {
             queue: self.queue.ok_or_else(|| missing("queue"))?,
             offsets: self.offsets.ok_or_else(|| missing("offset store"))?,
             sink: self.sink.ok_or_else(|| missing("sink"))?,
             limiter,
+            breaker,
             config: self.config,
         })
     }
@@ -185,6 +216,11 @@ impl Engine {
         &self.offsets
     }
 
+    /// The endpoint's circuit breaker, when the engine has one.
+    pub fn circuit(&self) -> Option<&Arc<CircuitBreaker>> {
+        self.breaker.as_ref()
+    }
+
     /// A batcher over this engine's backend.
     pub fn batcher(&self) -> Batcher {
         Batcher::new(
@@ -197,13 +233,17 @@ impl Engine {
 
     /// A deliverer over this engine's backend, sink and limiter.
     pub fn deliverer(&self) -> Deliverer {
-        Deliverer::new(
+        let deliverer = Deliverer::new(
             self.queue.clone(),
             self.sink.clone(),
             self.limiter.clone(),
             self.config.clone(),
         )
-        .expect("config validated by the builder")
+        .expect("config validated by the builder");
+        match &self.breaker {
+            Some(breaker) => deliverer.with_circuit(breaker.clone()),
+            None => deliverer,
+        }
     }
 
     /// Reads one input into the queue and returns its job's report once it

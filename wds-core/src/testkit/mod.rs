@@ -100,6 +100,7 @@ use futures::FutureExt;
 use crate::{JobControl, OffsetStore, Queue};
 
 pub mod bench;
+mod circuit;
 mod claims;
 mod control;
 mod detail;
@@ -110,6 +111,7 @@ mod settle;
 mod stats;
 mod support;
 
+pub use circuit::circuit_store_conforms;
 pub use claims::{
     claim_creates_a_job_once, claims_of_different_identities_differ,
     concurrent_claims_make_one_job, unknown_jobs_are_refused,

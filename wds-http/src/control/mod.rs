@@ -5,7 +5,7 @@
 //! |---|---|
 //! | `POST /upload` | multipart field `file` (required), `message` and `format` (optional); streamed to a temporary file in the inbox and renamed into place, so a half-uploaded file is never picked up; the client's file name becomes the job's display name (never a path). Answers `202` with the job id, or `503` while the inbox cannot be read (the file would not be picked up). |
 //! | `POST /retry` | replays dead letters: all, or one job's with `{"job": "<id>"}` or `?job=<id>`. Answers `{"replayed": n}`. |
-//! | `GET /jobs` | every job: state, lines, delivered, dead (and by reason: permanent, exhausted, in_doubt), invalid, duplicate, in_flight, rate, started/finished. |
+//! | `GET /jobs` | every job: state, lines, delivered, dead (and by reason: permanent, exhausted, in_doubt), invalid, duplicate, in_flight, rate, started/finished; while the webhook's circuit is open (see [`ControlConfig::circuit`]) an unfinished job also has `paused: "endpoint unavailable since <date>"` and `endpoint_unavailable_since_ms`. |
 //! | `GET /jobs/{id}` | one job, with its first rejected lines and dead letters. |
 //! | `POST /jobs/{id}/pause` | stops leasing the job's batches (those on the wire finish); answers the job. |
 //! | `POST /jobs/{id}/resume` | leases them again; answers the job. |
@@ -64,6 +64,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
+use wds_core::health::{CircuitState, CircuitStore};
 use wds_core::{
     now_ms, DeadLetter, IntakeStatus, JobControl, JobId, JobReport, OffsetStore, Queue, Reject,
 };
@@ -109,6 +110,10 @@ pub struct ControlConfig {
     /// `GET /jobs/{id}/users/{userId}` looks there, after the inbox, for
     /// the job's file.
     pub archives: Vec<PathBuf>,
+    /// The webhook's circuit (its store and endpoint name), when known:
+    /// `/jobs` then shows unfinished jobs as paused while it is open, and
+    /// `/metrics` shows its state.
+    pub circuit: Option<(Arc<dyn CircuitStore>, String)>,
 }
 
 impl ControlConfig {
@@ -127,6 +132,7 @@ impl ControlConfig {
             control: None,
             resend: None,
             archives: Vec::new(),
+            circuit: None,
         }
     }
 
@@ -153,6 +159,12 @@ impl ControlConfig {
     /// Adds a folder where finished files go (see [`ControlConfig::archives`]).
     pub fn archive(mut self, folder: impl Into<PathBuf>) -> Self {
         self.archives.push(folder.into());
+        self
+    }
+
+    /// Shows the circuit of `endpoint` in `store` (see [`ControlConfig::circuit`]).
+    pub fn circuit(mut self, store: Arc<dyn CircuitStore>, endpoint: impl Into<String>) -> Self {
+        self.circuit = Some((store, endpoint.into()));
         self
     }
 
@@ -396,6 +408,13 @@ struct JobView {
     started_ms: u64,
     elapsed_ms: u64,
     deliveries_per_s: f64,
+    /// While the webhook's circuit is open and the job is not finished:
+    /// `endpoint unavailable since <HTTP date>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    paused: Option<String>,
+    /// When that circuit opened (Unix milliseconds), with `paused`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    endpoint_unavailable_since_ms: Option<u64>,
 }
 
 impl JobView {
@@ -412,9 +431,40 @@ impl JobView {
             started_ms: report.meta.created_ms,
             elapsed_ms,
             deliveries_per_s: (rate * 10.0).round() / 10.0,
+            paused: None,
+            endpoint_unavailable_since_ms: None,
             report,
         }
     }
+
+    /// Marks an unfinished job paused while the webhook's circuit is open.
+    fn circuit(mut self, circuit: &CircuitState) -> Self {
+        if let Some(since) = circuit.open_since_ms() {
+            if !self.report.is_finished() {
+                let at = std::time::UNIX_EPOCH + Duration::from_millis(since);
+                self.paused = Some(format!(
+                    "endpoint unavailable since {}",
+                    httpdate::fmt_http_date(at)
+                ));
+                self.endpoint_unavailable_since_ms = Some(since);
+            }
+        }
+        self
+    }
+}
+
+/// The webhook's circuit, when the API knows it: closed when it cannot be
+/// read (a view must not fail for it).
+async fn circuit(api: &ControlApi) -> Option<(String, CircuitState)> {
+    let (store, endpoint) = api.inner.config.circuit.as_ref()?;
+    let state = match store.load(endpoint).await {
+        Ok(state) => state,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read the circuit");
+            CircuitState::Closed
+        }
+    };
+    Some((endpoint.clone(), state))
 }
 
 #[utoipa::path(
@@ -428,7 +478,13 @@ impl JobView {
 )]
 async fn jobs(State(api): State<ControlApi>) -> Result<Json<Vec<JobView>>, ApiError> {
     let reports = backend(api.inner.offsets.reports()).await?;
-    Ok(Json(reports.into_iter().map(JobView::new).collect()))
+    let state = circuit(&api).await.map(|(_, s)| s).unwrap_or_default();
+    Ok(Json(
+        reports
+            .into_iter()
+            .map(|r| JobView::new(r).circuit(&state))
+            .collect(),
+    ))
 }
 
 #[derive(Debug, Serialize)]
@@ -460,8 +516,9 @@ async fn job(
     let limit = api.inner.config.detail_limit;
     let rejects = backend(api.inner.offsets.rejects(&job, limit)).await?;
     let dead_letters = backend(api.inner.queue.dead_letters(Some(&job), limit)).await?;
+    let state = circuit(&api).await.map(|(_, s)| s).unwrap_or_default();
     Ok(Json(JobDetail {
-        view: JobView::new(report),
+        view: JobView::new(report).circuit(&state),
         rejects,
         dead_letters,
     }))
@@ -577,6 +634,9 @@ async fn metrics(State(api): State<ControlApi>) -> Response {
     let reports = backend(api.inner.offsets.reports())
         .await
         .unwrap_or_default();
+    if let Some((endpoint, state)) = circuit(&api).await {
+        api.inner.metrics.circuit(&endpoint, &state);
+    }
     let text = api.inner.metrics.render(stats.as_ref(), &reports);
     (
         [(

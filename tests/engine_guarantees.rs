@@ -503,7 +503,9 @@ async fn a_batcher_killed_mid_file_resumes_without_repeats() {
     config.batch_size = 50;
     let sink = ScriptedSink::ok(Duration::ZERO);
     let mut mid_file = 0;
-    for delay_us in [0u64, 200, 500, 1_000, 2_000, 4_000] {
+    // The reader first reads the whole file for its duplicate filter, then
+    // pushes: kills spread over tens of milliseconds land in both phases.
+    for delay_us in [0u64, 500, 2_000, 5_000, 10_000, 20_000, 40_000, 80_000] {
         let engine = engine(&backend, sink.clone(), config.clone());
         let task = {
             let input = input.clone();

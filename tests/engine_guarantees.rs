@@ -492,7 +492,7 @@ async fn crashes_at_many_points_at_least_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batcher_killed_mid_file_resumes_without_repeats() {
-    let lines = 5_000u64;
+    let lines = 20_000u64;
     // Repeated users late in the file must still count as duplicates after
     // a resume, so the filter has to be rebuilt from the part already read.
     let mut body = users_csv(lines as usize);
@@ -503,10 +503,18 @@ async fn a_batcher_killed_mid_file_resumes_without_repeats() {
     config.batch_size = 50;
     let sink = ScriptedSink::ok(Duration::ZERO);
     let mut mid_file = 0;
-    // The reader first reads the whole file for its duplicate filter, then
-    // pushes: kills spread over tens of milliseconds land in both phases.
-    for delay_us in [0u64, 500, 2_000, 5_000, 10_000, 20_000, 40_000, 80_000] {
+    // Each batcher is killed as soon as it has pushed something: the reader
+    // first reads the whole file for its duplicate filter, then pushes, so
+    // a kill at a fixed time may land before the first push or after the
+    // last, whatever the machine's load.
+    for round in 0..4 {
         let engine = engine(&backend, sink.clone(), config.clone());
+        let before = backend
+            .reports()
+            .await
+            .unwrap()
+            .first()
+            .map_or(0, |r| r.enqueued);
         let task = {
             let input = input.clone();
             tokio::spawn(async move {
@@ -516,7 +524,18 @@ async fn a_batcher_killed_mid_file_resumes_without_repeats() {
                     .await
             })
         };
-        tokio::time::sleep(Duration::from_micros(delay_us)).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while !task.is_finished() {
+            let pushed = backend.reports().await.unwrap().first().map(|r| r.enqueued);
+            if pushed.is_some_and(|n| n > before) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "round {round}: nothing pushed"
+            );
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
         task.abort();
         match task.await {
             Err(e) if e.is_cancelled() => {}

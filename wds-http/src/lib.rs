@@ -1,19 +1,18 @@
 //! # wds-http
 //!
-//! WDS over HTTP:
+//! WDS's webhook client:
 //!
 //! - [`HttpSink`], a [`wds_core::Sink`] that calls a webhook with
 //!   `{"userId": …, "alertMessage": …}` and the
 //!   [Standard Webhooks](https://www.standardwebhooks.com/) headers
 //!   (`webhook-id`, `webhook-timestamp`, `webhook-signature`), and classifies
 //!   the response into delivered, retryable, rate limited or permanent;
-//! - [`Receiver`], the webhook receiver (the "alert notifier"): verifies
-//!   signatures, rate-limits per client, drops repeated `webhook-id`s and
-//!   appends each alert to a CSV file;
-//! - [`signature`], the signing scheme both of them use;
-//! - [`ControlApi`], the initiator's control API: upload, retry, jobs,
-//!   health and Prometheus [`Metrics`] (with [`Metered`], a sink wrapper
-//!   that counts every call).
+//! - [`signature`], the signing scheme, which receivers verify with too;
+//! - [`redact_url`], for logging a URL without its secrets.
+//!
+//! It is light on purpose: a reqwest client and the hashing it signs with,
+//! no web server. The servers (the control API, the status page, the
+//! webhook receiver, Prometheus metrics) are in `wds-server`.
 //!
 //! # Features
 //!
@@ -21,19 +20,11 @@
 //!   works without it.
 
 mod classify;
-pub mod control;
-pub mod metrics;
-pub mod receiver;
 mod redact;
-pub mod server;
 pub mod signature;
 mod sink;
 
-pub use control::{ControlApi, ControlConfig, Resender};
-pub use metrics::{Metered, Metrics};
-pub use receiver::{serve, FlushPolicy, Receiver, ReceiverConfig, ReceiverError};
 pub use redact::redact_url;
-pub use server::ServerLimits;
 pub use signature::{Secret, SecretError, VerifyError};
 pub use sink::{
     BuildError, HttpSink, HttpSinkBuilder, DEFAULT_TIMEOUT, WEBHOOK_ID, WEBHOOK_SIGNATURE,

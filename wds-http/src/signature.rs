@@ -62,6 +62,23 @@ pub struct Secret {
 }
 
 impl Secret {
+    /// Parses every secret of a list (the old and the new one during a
+    /// rotation, say), in order: the one list parser of the sink and the
+    /// receiver.
+    ///
+    /// # Errors
+    ///
+    /// The position (from 0) of the first secret that is not valid, and why.
+    pub fn parse_all<S: AsRef<str>>(
+        secrets: impl IntoIterator<Item = S>,
+    ) -> Result<Vec<Secret>, (usize, SecretError)> {
+        secrets
+            .into_iter()
+            .enumerate()
+            .map(|(index, s)| Secret::parse(s.as_ref()).map_err(|e| (index, e)))
+            .collect()
+    }
+
     /// Parses a `whsec_<base64>` secret.
     ///
     /// # Errors

@@ -1,23 +1,5 @@
-//! # wds-http
-//!
-//! WDS's webhook client:
-//!
-//! - [`HttpSink`], a [`wds_core::Sink`] that calls a webhook with
-//!   `{"userId": …, "alertMessage": …}` and the
-//!   [Standard Webhooks](https://www.standardwebhooks.com/) headers
-//!   (`webhook-id`, `webhook-timestamp`, `webhook-signature`), and classifies
-//!   the response into delivered, retryable, rate limited or permanent;
-//! - [`signature`], the signing scheme, which receivers verify with too;
-//! - [`redact_url`], for logging a URL without its secrets.
-//!
-//! It is light on purpose: a reqwest client and the hashing it signs with,
-//! no web server. The servers (the control API, the status page, the
-//! webhook receiver, Prometheus metrics) are in `wds-server`.
-//!
-//! # Features
-//!
-//! - `rustls` (default): https URLs for the sink, through rustls. Plain http
-//!   works without it.
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod classify;
 mod redact;

@@ -1,5 +1,5 @@
 //! Standard Webhooks signatures (symmetric `v1` scheme), shared by
-//! [`HttpSink`](crate::HttpSink) and the [`Receiver`](crate::Receiver).
+//! [`HttpSink`](crate::HttpSink) and the receiver (`wds_server::Receiver`).
 //!
 //! The signed content is `{webhook-id}.{webhook-timestamp}.{body}`, signed with
 //! HMAC-SHA256 under the key that a `whsec_<base64>` secret encodes; the

@@ -1,20 +1,5 @@
-//! # wds-server
-//!
-//! The servers of WDS, on axum:
-//!
-//! - [`ControlApi`], the initiator's control API: uploads, jobs and their
-//!   lines, job control (pause, resume, cancel, replay, resend), the status
-//!   page at `/`, receipts on request, health, Prometheus [`Metrics`] (with
-//!   [`Metered`], a sink wrapper that counts every call) and its OpenAPI
-//!   description at `/openapi.json`;
-//! - [`Receiver`], the webhook receiver (the "alert notifier"): verifies
-//!   signatures (with `wds_http::signature`), rate-limits per client, drops
-//!   repeated `webhook-id`s and appends each alert to a CSV file;
-//! - [`server`], the timeouts and the connection cap every one of them
-//!   serves with ([`ServerLimits`]).
-//!
-//! The webhook client, [`wds_http::HttpSink`], is in `wds-http`, so that a
-//! service that only sends webhooks does not build a web server.
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod control;
 pub mod metrics;

@@ -19,8 +19,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use wds_core::{now_ms, ChannelSource, Engine, Format, Input, JobId, OffsetStore, Submitter};
-use wds_http::{HttpSink, Receiver, ReceiverConfig};
+use wds_http::HttpSink;
 use wds_memory::MemoryBackend;
+use wds_server::{Receiver, ReceiverConfig};
 
 #[derive(Clone)]
 struct App {

@@ -19,8 +19,8 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use wds_core::testkit::bench::{median_and_best, NoopSink};
 use wds_core::{Engine, Input};
-use wds_http::{ControlApi, ControlConfig, Metrics};
 use wds_memory::MemoryBackend;
+use wds_server::{ControlApi, ControlConfig, Metrics};
 
 #[derive(Parser, Debug)]
 struct Args {

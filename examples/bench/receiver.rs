@@ -12,7 +12,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use wds_http::{Receiver, ReceiverConfig};
+use wds_server::{Receiver, ReceiverConfig};
 
 use crate::Fallible;
 

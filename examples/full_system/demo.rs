@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 use wds_core::{now_ms, Input, JobId, JobReport};
-use wds_http::Metrics;
+use wds_server::Metrics;
 
 use crate::roles::{self, bind, Backend, Fallible};
 use crate::settings::{DemoArgs, Settings};

@@ -21,7 +21,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
-use wds_http::Metrics;
+use wds_server::Metrics;
 
 use crate::roles::{bind, Backend, Fallible};
 use crate::settings::{Cli, LogFormat, Role};

@@ -8,10 +8,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use wds_core::health::CircuitStore;
 use wds_core::{Engine, FolderSource, JobControl, Limiter, OffsetStore, Queue, Source};
-use wds_http::{
-    ControlApi, ControlConfig, FlushPolicy, HttpSink, Metrics, Receiver, ReceiverConfig, Resender,
-};
+use wds_http::HttpSink;
 use wds_memory::MemoryBackend;
+use wds_server::{
+    ControlApi, ControlConfig, FlushPolicy, Metrics, Receiver, ReceiverConfig, Resender,
+};
 
 use crate::settings::{BackendKind, Settings};
 
@@ -381,7 +382,7 @@ async fn serve_metrics(
     backend: Backend,
     metrics: Arc<Metrics>,
     view: WorkerView,
-    limits: wds_http::ServerLimits,
+    limits: wds_server::ServerLimits,
     cancel: CancellationToken,
 ) -> Fallible<()> {
     use axum::routing::get;
@@ -425,7 +426,7 @@ async fn serve_metrics(
     let app = axum::Router::new()
         .route("/metrics", get(render))
         .route("/healthz", get(health));
-    wds_http::server::serve(listener, app, limits, cancel)
+    wds_server::server::serve(listener, app, limits, cancel)
         .await
         .map_err(|e| format!("worker metrics: {e}"))
 }

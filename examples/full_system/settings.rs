@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use wds_core::health::CircuitSettings;
 use wds_core::retry::RetryPolicy;
 use wds_core::{DeliveryMode, EngineConfig};
-use wds_http::ServerLimits;
+use wds_server::ServerLimits;
 
 /// WDS — turns files of users into webhook calls, within a rate limit, with
 /// proof that nobody was missed and nobody was alerted twice.

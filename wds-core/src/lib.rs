@@ -1,22 +1,5 @@
-//! # wds-core
-//!
-//! The core of WDS, a webhook delivery system: it turns files of users into
-//! webhook calls, fast, within a rate limit, across many machines, with proof
-//! that nobody was missed and nobody was alerted twice.
-//!
-//! This crate holds the domain model, the four pluggable traits and the
-//! engine that drives them:
-//!
-//! - [`Source`] yields complete inputs (a watched folder, or a channel fed from code);
-//! - [`Queue`] holds ready messages and leases them to workers in batches;
-//! - [`OffsetStore`] records what each job has done (claims, checkpoints, outcomes);
-//! - [`Sink`] delivers one message and classifies the result.
-//!
-//! The [`Batcher`] reads inputs into the queue; the [`Deliverer`] leases batches
-//! and calls the sink under a rate limit with retries; [`Engine`] runs both.
-//! Backends live in their own crates (`wds-memory`, `wds-redis`, `wds-http`).
-//!
-//! See the repository's `docs/guarantees.md` for the guarantees G1–G5.
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod control;
 pub mod engine;

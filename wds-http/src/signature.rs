@@ -1,5 +1,5 @@
 //! Standard Webhooks signatures (symmetric `v1` scheme), shared by
-//! [`HttpSink`](crate::HttpSink) and the [`Receiver`](crate::Receiver).
+//! [`HttpSink`](crate::HttpSink) and the receiver (`wds_server::Receiver`).
 //!
 //! The signed content is `{webhook-id}.{webhook-timestamp}.{body}`, signed with
 //! HMAC-SHA256 under the key that a `whsec_<base64>` secret encodes; the
@@ -62,6 +62,23 @@ pub struct Secret {
 }
 
 impl Secret {
+    /// Parses every secret of a list (the old and the new one during a
+    /// rotation, say), in order: the one list parser of the sink and the
+    /// receiver.
+    ///
+    /// # Errors
+    ///
+    /// The position (from 0) of the first secret that is not valid, and why.
+    pub fn parse_all<S: AsRef<str>>(
+        secrets: impl IntoIterator<Item = S>,
+    ) -> Result<Vec<Secret>, (usize, SecretError)> {
+        secrets
+            .into_iter()
+            .enumerate()
+            .map(|(index, s)| Secret::parse(s.as_ref()).map_err(|e| (index, e)))
+            .collect()
+    }
+
     /// Parses a `whsec_<base64>` secret.
     ///
     /// # Errors

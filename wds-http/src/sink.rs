@@ -348,14 +348,8 @@ impl HttpSinkBuilder {
         if self.timeout.is_zero() {
             return Err(BuildError::ZeroTimeout);
         }
-        let secrets = self
-            .secrets
-            .iter()
-            .enumerate()
-            .map(|(index, s)| {
-                Secret::parse(s).map_err(|source| BuildError::InvalidSecret { index, source })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let secrets = Secret::parse_all(&self.secrets)
+            .map_err(|(index, source)| BuildError::InvalidSecret { index, source })?;
         let mut extra = HeaderMap::new();
         for (name, value) in &self.headers {
             let invalid = |reason: String| BuildError::InvalidHeader {

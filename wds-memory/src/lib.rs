@@ -1,36 +1,5 @@
-//! # wds-memory
-//!
-//! An in-memory [`Queue`] and [`OffsetStore`] for WDS: the embedded default
-//! when one process does everything, and the test double for everything else.
-//!
-//! [`MemoryBackend`] is `Default + Clone`; clones share the same state, so
-//! give one clone to each component:
-//!
-//! ```
-//! use wds_memory::MemoryBackend;
-//! # async fn demo(sink: impl wds_core::Sink) -> wds_core::Result<()> {
-//! let backend = MemoryBackend::default();
-//! let engine = wds_core::Engine::builder().backend(backend).sink(sink).build()?;
-//! # let _ = engine; Ok(()) }
-//! ```
-//!
-//! Every operation takes one short lock, so each is atomic as the traits
-//! require. State is lost when the process exits: use `wds-redis` when jobs
-//! must survive a restart.
-//!
-//! # Bounded per-job storage
-//!
-//! A job's lines cost one byte each (their state), plus 16 bytes per
-//! delivered line (its receipt, packed). A job's first
-//! [`detail_limit`](MemoryBackend::with_detail_limit) rejects and first
-//! `detail_limit` dead letters (default [`DEFAULT_DETAIL_LIMIT`] each) are
-//! kept in full: their reasons, [`OffsetStore::rejects`], the line a
-//! duplicate repeats, the dead letter's reason. For the rest only the kind is kept (the counts of the
-//! [`JobReport`] stay exact): [`OffsetStore::outcome`] answers with the kind
-//! and a detail saying it was not kept, `of_line: 0` for a duplicate, and
-//! their dead letters keep the message (so they can be replayed) with the
-//! kind of failure only. A file of 10,000,000 invalid lines costs about
-//! 1 byte per line, not 250.
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -1,5 +1,5 @@
 //! The webhook [`Receiver`] (the "alert notifier"): verifies, de-duplicates
-//! and records the calls an [`HttpSink`](crate::HttpSink) makes.
+//! and records the calls an [`HttpSink`](wds_http::HttpSink) makes.
 //!
 //! Routes:
 //!
@@ -59,9 +59,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::server::{self, ServerLimits};
-use crate::signature::{Secret, SecretError, DEFAULT_TOLERANCE};
 use limit::Limiter;
 use output::AlertLog;
+use wds_http::signature::{Secret, SecretError, DEFAULT_TOLERANCE};
 
 /// The default body size limit (64 KiB).
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
@@ -199,7 +199,7 @@ struct Shared {
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-/// use wds_http::{FlushPolicy, Receiver, ReceiverConfig};
+/// use wds_server::{FlushPolicy, Receiver, ReceiverConfig};
 ///
 /// let mut config = ReceiverConfig::new("alerts.csv");
 /// config.rate = Some((100, 20));
@@ -227,14 +227,8 @@ impl Receiver {
     /// limit or dedupe window, and [`ReceiverError::Output`] when the output
     /// or its id log cannot be opened.
     pub fn new(config: ReceiverConfig) -> Result<Self, ReceiverError> {
-        let secrets = config
-            .secrets
-            .iter()
-            .enumerate()
-            .map(|(index, s)| {
-                Secret::parse(s).map_err(|source| ReceiverError::InvalidSecret { index, source })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let secrets = Secret::parse_all(&config.secrets)
+            .map_err(|(index, source)| ReceiverError::InvalidSecret { index, source })?;
         let limiter = match config.rate {
             None => None,
             Some((per_second, burst)) => {

@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::http::Request;
 use proptest::prelude::*;
 use tower::ServiceExt;
-use wds_http::Receiver;
+use wds_server::Receiver;
 
 use support::{config, read_csv};
 

@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use wds_http::wds_core::{Delivered, Engine, Input, Message, Sink, SinkError};
-use wds_http::{ControlApi, ControlConfig, Metrics};
 use wds_memory::MemoryBackend;
+use wds_server::{ControlApi, ControlConfig, Metrics};
 
 /// Delivers every user but those named `gone…`, which are refused for good.
 #[derive(Debug)]

@@ -24,7 +24,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use wds_http::signature::{self, Secret};
 use wds_http::wds_core::{JobId, Message, MessageId, Sink};
-use wds_http::{HttpSink, Receiver, ReceiverConfig};
+use wds_http::HttpSink;
+use wds_server::{Receiver, ReceiverConfig};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const REPEATS: usize = 2;

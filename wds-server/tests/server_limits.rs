@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use wds_http::ServerLimits;
+use wds_server::ServerLimits;
 
 use support::{config, spawn_receiver};
 

@@ -15,8 +15,8 @@ use wds_http::wds_core::{
     now_ms, Checkpoint, DeadKind, DeadReason, Delivered, Engine, Format, Input, JobId, JobMeta,
     Message, OffsetStore, Push, Queue, Record, Settle, Sink, SinkError,
 };
-use wds_http::{ControlApi, ControlConfig, Metrics};
 use wds_memory::MemoryBackend;
+use wds_server::{ControlApi, ControlConfig, Metrics};
 
 const BOUNDARY: &str = "wdsTestBoundary7MA4YWxk";
 

@@ -9,7 +9,8 @@ use serde_json::Value;
 use tokio::task::JoinSet;
 use wds_http::signature::{self, Secret};
 use wds_http::wds_core::{Sink, SinkError};
-use wds_http::{FlushPolicy, HttpSink, Receiver, ReceiverConfig, ReceiverError};
+use wds_http::HttpSink;
+use wds_server::{FlushPolicy, Receiver, ReceiverConfig, ReceiverError};
 
 use support::{client, config, message, read_csv, spawn_receiver, SECRET_A, SECRET_B};
 

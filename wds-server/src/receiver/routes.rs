@@ -14,9 +14,9 @@ use serde_json::json;
 
 use super::output::Recorded;
 use super::Shared;
-use crate::signature::{self, VerifyError};
-use crate::sink::{WEBHOOK_ID, WEBHOOK_SIGNATURE, WEBHOOK_TIMESTAMP};
 use wds_core::parse::text;
+use wds_http::signature::{self, VerifyError};
+use wds_http::{WEBHOOK_ID, WEBHOOK_SIGNATURE, WEBHOOK_TIMESTAMP};
 
 /// The longest `webhook-id` accepted: ids are kept for dedupe, so an
 /// unbounded one would let a client grow the set at will.

@@ -2,21 +2,17 @@
 
 #![allow(dead_code)]
 
-use wds_http::wds_core::{JobId, Message, MessageId};
+use wds_http::wds_core::{JobId, Message, Record};
 
 pub(crate) const SECRET_A: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 pub(crate) const SECRET_B: &str = "whsec_c2Vjb25kLXNlY3JldC1mb3Itcm90YXRpb24tdGVzdHM=";
 
 /// A message of job `job` at `line`.
 pub(crate) fn message(job: &str, line: u64, user: &str, text: &str) -> Message {
-    Message {
-        id: MessageId {
-            job: JobId(job.into()),
-            line,
-        },
+    let record = Record {
+        line,
         user_id: user.into(),
         alert_message: text.into(),
-        attempts: 0,
-        first_attempt_ms: None,
-    }
+    };
+    Message::new(&JobId(job.into()), record)
 }

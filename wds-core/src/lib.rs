@@ -15,6 +15,7 @@ mod sink;
 pub mod source;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod workers;
 
 /// The attribute that implements WDS's traits (`#[async_trait]` on an
 /// `impl Sink for …`), re-exported so that implementing one needs no

@@ -16,6 +16,7 @@ use wds_core::{
 mod circuits;
 mod control;
 mod outcomes;
+mod workers;
 
 use outcomes::{Outcomes, NOT_KEPT};
 
@@ -56,6 +57,10 @@ struct State {
     detail_limit: Option<usize>,
     /// Each endpoint's circuit (see [`wds_core::health`]).
     circuits: HashMap<String, wds_core::health::CircuitState>,
+    /// Each worker's last beat (see [`wds_core::workers`]).
+    workers: HashMap<String, wds_core::workers::WorkerSeen>,
+    /// How long a silent worker is kept (`None`: the default).
+    worker_retention: Option<Duration>,
 }
 
 #[derive(Debug)]

@@ -2,8 +2,10 @@
 //! the concrete type and through `Arc<dyn Queue>` / `Arc<dyn OffsetStore>`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use wds_core::health::CircuitStore;
+use wds_core::workers::WorkerRegistry;
 use wds_core::{testkit, OffsetStore, Queue};
 use wds_memory::MemoryBackend;
 
@@ -33,4 +35,12 @@ async fn memory_circuits_conform() {
     let backend = MemoryBackend::default();
     let other: Arc<dyn CircuitStore> = Arc::new(backend.clone());
     testkit::circuit_store_conforms(&backend, other.as_ref()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_workers_conform() {
+    let retention = Duration::from_millis(1_500);
+    let backend = MemoryBackend::default().with_worker_retention(retention);
+    let other: Arc<dyn WorkerRegistry> = Arc::new(backend.clone());
+    testkit::workers_are_seen_and_forgotten(&backend, other.as_ref(), retention).await;
 }

@@ -110,6 +110,7 @@ mod replay;
 mod settle;
 mod stats;
 mod support;
+mod workers;
 
 pub use circuit::circuit_store_conforms;
 pub use claims::{
@@ -138,6 +139,7 @@ pub use settle::{
 };
 pub use stats::stats_count_messages;
 pub use support::all_delivered;
+pub use workers::workers_are_seen_and_forgotten;
 
 /// How long one check may take before it counts as failed (hung).
 const CHECK_TIMEOUT: Duration = Duration::from_secs(60);

@@ -36,6 +36,8 @@ pub struct SqliteBackend {
     pub(crate) conn: Arc<Conn>,
     /// Rejects, and dead letters, of a job kept in detail.
     pub(crate) detail_limit: u64,
+    /// How long a silent worker is kept (see [`wds_core::workers`]).
+    pub(crate) worker_retention: Duration,
 }
 
 impl SqliteBackend {
@@ -60,7 +62,13 @@ impl SqliteBackend {
                 check: true,
             },
             detail_limit: wds_core::DEFAULT_DETAIL_LIMIT,
+            worker_retention: wds_core::workers::WORKER_RETENTION,
         }
+    }
+
+    /// How long a worker that stopped beating is kept, in milliseconds.
+    pub(crate) fn worker_retention_ms(&self) -> u64 {
+        u64::try_from(self.worker_retention.as_millis()).unwrap_or(u64::MAX)
     }
 
     /// The database file.
@@ -162,6 +170,7 @@ fn wal_path(path: &Path) -> PathBuf {
 pub struct SqliteBackendBuilder {
     options: Options,
     detail_limit: usize,
+    worker_retention: Duration,
 }
 
 impl SqliteBackendBuilder {
@@ -203,6 +212,14 @@ impl SqliteBackendBuilder {
         self
     }
 
+    /// How long a worker that stopped beating stays listed by
+    /// [`wds_core::workers::WorkerRegistry::workers`] (default
+    /// [`wds_core::workers::WORKER_RETENTION`]).
+    pub fn worker_retention(mut self, retention: Duration) -> Self {
+        self.worker_retention = retention;
+        self
+    }
+
     /// Whether to run `PRAGMA quick_check` at open (the default), so that a
     /// damaged file is refused at start. It reads the whole file once.
     pub fn check_at_open(mut self, check: bool) -> Self {
@@ -235,6 +252,7 @@ impl SqliteBackendBuilder {
         Ok(SqliteBackend {
             conn: Arc::new(conn),
             detail_limit: self.detail_limit as u64,
+            worker_retention: self.worker_retention,
         })
     }
 }

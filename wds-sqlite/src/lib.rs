@@ -10,6 +10,7 @@ mod offsets;
 mod queue;
 mod schema;
 mod turns;
+mod workers;
 
 pub use backend::{SqliteBackend, SqliteBackendBuilder, Storage};
 pub use rusqlite;

@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../sql/4_control.sql"),
     include_str!("../sql/5_dead_reasons.sql"),
     include_str!("../sql/6_circuits.sql"),
+    include_str!("../sql/7_workers.sql"),
 ];
 
 /// The schema version this code writes.

@@ -4,8 +4,10 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use wds_core::health::CircuitStore;
+use wds_core::workers::WorkerRegistry;
 use wds_core::{testkit, OffsetStore, Queue};
 use wds_sqlite::SqliteBackend;
 
@@ -58,4 +60,17 @@ async fn sqlite_circuits_conform() {
     // that process shares.
     let other: Arc<dyn CircuitStore> = Arc::new(backend.clone());
     testkit::circuit_store_conforms(&backend, other.as_ref()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_workers_conform() {
+    let dir = temp_dir();
+    let retention = Duration::from_millis(1_500);
+    let backend = SqliteBackend::builder(dir.path().join("workers.db"))
+        .worker_retention(retention)
+        .open()
+        .await
+        .expect("open the database");
+    let other: Arc<dyn WorkerRegistry> = Arc::new(backend.clone());
+    testkit::workers_are_seen_and_forgotten(&backend, other.as_ref(), retention).await;
 }

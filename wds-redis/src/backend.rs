@@ -45,6 +45,8 @@ pub(crate) struct Inner {
     /// `{prefix}`: the hash tag every key starts with (`KEYS[1]` of every script).
     pub(crate) tag: String,
     pub(crate) retention: Duration,
+    /// How long a worker that stopped beating is kept.
+    pub(crate) worker_retention: Duration,
     /// Rejects, and dead letters, of a job kept in detail.
     pub(crate) detail_limit: usize,
     url: String,
@@ -73,6 +75,7 @@ impl RedisBackend {
             command_timeout: Duration::from_secs(5),
             retention: Duration::from_secs(7 * 24 * 3600),
             detail_limit: codec::DETAIL_LIMIT,
+            worker_retention: wds_core::workers::WORKER_RETENTION,
         }
     }
 
@@ -119,6 +122,7 @@ pub struct RedisBackendBuilder {
     command_timeout: Duration,
     retention: Duration,
     detail_limit: usize,
+    worker_retention: Duration,
 }
 
 impl std::fmt::Debug for RedisBackendBuilder {
@@ -130,6 +134,7 @@ impl std::fmt::Debug for RedisBackendBuilder {
             .field("command_timeout", &self.command_timeout)
             .field("retention", &self.retention)
             .field("detail_limit", &self.detail_limit)
+            .field("worker_retention", &self.worker_retention)
             .finish()
     }
 }
@@ -177,6 +182,15 @@ impl RedisBackendBuilder {
         self
     }
 
+    /// How long a worker that stopped beating stays listed by
+    /// [`wds_core::workers::WorkerRegistry::workers`] (default
+    /// [`wds_core::workers::WORKER_RETENTION`]); every call drops those
+    /// past it.
+    pub fn worker_retention(mut self, retention: Duration) -> Self {
+        self.worker_retention = retention;
+        self
+    }
+
     /// Connects and checks that Redis answers.
     ///
     /// # Errors
@@ -210,6 +224,7 @@ impl RedisBackendBuilder {
                 tag: format!("{{{}}}", self.prefix),
                 retention: self.retention,
                 detail_limit: self.detail_limit,
+                worker_retention: self.worker_retention,
                 url: self.url,
             }),
         };

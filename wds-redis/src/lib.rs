@@ -12,6 +12,7 @@ mod queue;
 mod scripts;
 #[cfg(feature = "test-server")]
 mod test_server;
+mod workers;
 
 pub use backend::{RedisBackend, RedisBackendBuilder};
 pub use deadpool_redis;

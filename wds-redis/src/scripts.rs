@@ -24,6 +24,8 @@
 //! | `:dead:<job>` | list | dead entries; `:deadjobs` (set) lists the jobs that have some |
 //! | `:counts` | hash | `ready`, `leased`, `dead` message counts |
 //! | `:next` | string | counter for lease and batch ids |
+//! | `:workers` | hash | worker id → its last beat (JSON); scripts in `workers.rs` |
+//! | `:workers:seen` | zset | worker id by the server time of its last beat |
 //!
 //! A message's wire form is the JSON array
 //! `[job, line, userId, alertMessage, attempts, first_attempt_ms]`, and a
@@ -857,7 +859,7 @@ pub(crate) struct Lua {
 }
 
 impl Lua {
-    fn new(code: &'static str) -> Self {
+    pub(crate) fn new(code: &'static str) -> Self {
         Lua {
             code,
             hash: Script::new(code).get_hash().to_owned(),

@@ -5,8 +5,10 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use wds_core::health::CircuitStore;
+use wds_core::workers::WorkerRegistry;
 use wds_core::{testkit, OffsetStore, Queue};
 use wds_redis::{RedisBackend, RedisServer};
 
@@ -62,4 +64,37 @@ async fn redis_circuits_conform_across_connections() {
     let a = connect().await;
     let b: Arc<dyn CircuitStore> = Arc::new(connect().await);
     testkit::circuit_store_conforms(&a, b.as_ref()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_workers_conform_across_connections() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let retention = Duration::from_millis(1_500);
+    // Two connection pools on one prefix: two processes.
+    let connect = || async {
+        RedisBackend::builder(&url)
+            .prefix("workers")
+            .worker_retention(retention)
+            .connect()
+            .await
+            .expect("connect to the test redis-server")
+    };
+    let a = connect().await;
+    let b: Arc<dyn WorkerRegistry> = Arc::new(connect().await);
+    testkit::workers_are_seen_and_forgotten(&a, b.as_ref(), retention).await;
+    // Forgotten means gone from Redis too: the keys hold only the worker
+    // that kept beating, so they never grow with every worker that ran.
+    let mut conn = wds_redis::redis::Client::open(url.as_str())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connection");
+    let held: (u64, u64) = wds_redis::redis::pipe()
+        .hlen("{workers}:workers")
+        .zcard("{workers}:workers:seen")
+        .query_async(&mut conn)
+        .await
+        .expect("HLEN, ZCARD");
+    assert_eq!(held, (1, 1), "pruned workers are deleted from both keys");
 }

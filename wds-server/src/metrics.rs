@@ -44,7 +44,11 @@ struct StateLabel {
 ///   (Unix time it opened; 0 when closed), once a circuit is known
 ///   ([`Metrics::circuit`]);
 /// - `wds_concurrency_limit`: a worker's calls in flight limit, fixed or
-///   adapted ([`Metrics::concurrency_limit`]; 0 where nothing delivers).
+///   adapted ([`Metrics::concurrency_limit`]; 0 where nothing delivers);
+/// - `wds_calls_in_flight`: sink calls on the wire now;
+/// - `wds_workers{state}`: the workers seen, `live` and `gone`, on the
+///   control API's `/metrics` when it has a worker registry
+///   ([`Metrics::workers`]).
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -60,6 +64,8 @@ pub struct Metrics {
     circuit_open: Family<EndpointLabel, Gauge>,
     circuit_since: Family<EndpointLabel, Gauge>,
     concurrency_limit: Gauge,
+    in_flight: Gauge,
+    workers: Family<StateLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -127,8 +133,22 @@ impl Metrics {
             "Webhook calls this worker may have in flight now (adapted with --concurrency auto)",
             concurrency_limit.clone(),
         );
+        let in_flight = Gauge::default();
+        registry.register(
+            "wds_calls_in_flight",
+            "Webhook calls on the wire now",
+            in_flight.clone(),
+        );
+        let workers = Family::<StateLabel, Gauge>::default();
+        registry.register(
+            "wds_workers",
+            "Workers seen, live (beat within three intervals) or gone",
+            workers.clone(),
+        );
         Metrics {
             concurrency_limit,
+            in_flight,
+            workers,
             delivered: outcome("delivered"),
             retryable: outcome("retryable"),
             rate_limited_calls: outcome("rate_limited"),
@@ -186,9 +206,33 @@ impl Metrics {
             .set(i64::try_from(limit).unwrap_or(i64::MAX));
     }
 
+    /// Shows how many workers are live and how many gone (set it before rendering).
+    pub fn workers(&self, live: usize, gone: usize) {
+        for (state, n) in [("live", live), ("gone", gone)] {
+            self.workers
+                .get_or_create(&StateLabel { state })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
     /// Sink calls that delivered, so far.
     pub fn delivered(&self) -> u64 {
         self.delivered.get()
+    }
+
+    /// Sink calls that failed, so far, 429s aside (retryable or permanent).
+    pub fn failed(&self) -> u64 {
+        self.retryable.get() + self.permanent.get()
+    }
+
+    /// Sink calls answered 429, so far.
+    pub fn rate_limited(&self) -> u64 {
+        self.rate_limited.get()
+    }
+
+    /// Sink calls on the wire now.
+    pub fn in_flight(&self) -> u64 {
+        u64::try_from(self.in_flight.get()).unwrap_or(0)
     }
 
     /// Renders the metrics, with the queue and job gauges set from `stats`
@@ -258,9 +302,27 @@ impl<S: Sink> Metered<S> {
 impl<S: Sink> Sink for Metered<S> {
     async fn deliver(&self, message: &Message) -> Result<Delivered, SinkError> {
         let start = Instant::now();
+        // Counted out on drop too: a call given up mid-way is no longer on the wire.
+        let _on_the_wire = InFlight::enter(&self.metrics.in_flight);
         let result = self.inner.deliver(message).await;
         self.metrics.observe(&result, start.elapsed().as_secs_f64());
         result
+    }
+}
+
+/// One call on the wire, counted in a gauge while it lives.
+struct InFlight<'a>(&'a Gauge);
+
+impl<'a> InFlight<'a> {
+    fn enter(gauge: &'a Gauge) -> Self {
+        gauge.inc();
+        InFlight(gauge)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
@@ -300,5 +362,57 @@ mod tests {
             text.contains("wds_delivery_latency_seconds_count 4"),
             "{text}"
         );
+        assert_eq!((m.delivered(), m.failed(), m.rate_limited()), (2, 1, 1));
+        m.workers(2, 1);
+        let text = m.render(None, &[]);
+        assert!(text.contains("wds_workers{state=\"live\"} 2"), "{text}");
+        assert!(text.contains("wds_workers{state=\"gone\"} 1"), "{text}");
+    }
+
+    /// Answers once told to, so a test can look at a call on the wire.
+    #[derive(Debug)]
+    struct Gate(tokio::sync::Notify);
+
+    #[async_trait]
+    impl Sink for Gate {
+        async fn deliver(&self, _: &Message) -> Result<Delivered, SinkError> {
+            self.0.notified().await;
+            Ok(Delivered { status: Some(200) })
+        }
+    }
+
+    #[tokio::test]
+    async fn counts_calls_on_the_wire_until_they_end_or_are_dropped() {
+        let metrics = Arc::new(Metrics::new());
+        let sink = Arc::new(metrics.wrap(Gate(tokio::sync::Notify::new())));
+        let message = Message::new(
+            &wds_core::JobId("j".into()),
+            wds_core::Record {
+                line: 1,
+                user_id: "u".into(),
+                alert_message: "m".into(),
+            },
+        );
+        let call = tokio::spawn({
+            let (sink, message) = (sink.clone(), message.clone());
+            async move { sink.deliver(&message).await }
+        });
+        while metrics.in_flight() == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(metrics.in_flight(), 1);
+        sink.get_ref().0.notify_one();
+        call.await.unwrap().unwrap();
+        assert_eq!(metrics.in_flight(), 0, "a call that ended is off the wire");
+        let dropped = tokio::spawn({
+            let sink = sink.clone();
+            async move { sink.deliver(&message).await }
+        });
+        while metrics.in_flight() == 0 {
+            tokio::task::yield_now().await;
+        }
+        dropped.abort();
+        let _ = dropped.await;
+        assert_eq!(metrics.in_flight(), 0, "a call given up is off the wire");
     }
 }

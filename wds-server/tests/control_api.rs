@@ -800,3 +800,111 @@ async fn the_page_and_the_openapi_description_need_no_token() {
     let (status, _) = get(&api, "/jobs", Some("s3cret")).await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_route_lists_each_worker_live_or_gone_with_its_rate() {
+    use wds_http::wds_core::workers::{WorkerBeat, WorkerRegistry};
+
+    let dir = tempfile::tempdir().unwrap();
+    let backend = MemoryBackend::new();
+    let metrics = Arc::new(Metrics::new());
+    let mut config = ControlConfig::new(dir.path())
+        .token(Some("s3cret".into()))
+        .workers(Arc::new(backend.clone()));
+    // Beats every 200 ms: gone after 600 ms without one.
+    config.worker_beat_interval = Duration::from_millis(200);
+    let api = ControlApi::new(
+        Arc::new(backend.clone()),
+        Arc::new(backend.clone()),
+        metrics,
+        config,
+    );
+    let (addr, stop) = support::serve_control(api).await;
+    let client = reqwest::Client::new();
+    let fetch = |path: &str| {
+        let req = client
+            .get(format!("http://{addr}{path}"))
+            .bearer_auth("s3cret");
+        async move {
+            let resp = req.send().await.unwrap();
+            (resp.status().as_u16(), resp.text().await.unwrap())
+        }
+    };
+    let beat = |id: &str, delivered: u64| {
+        WorkerBeat::new(id)
+            .process("host-a", 42)
+            .started_ms(1_000)
+            .calls(delivered, 2, 3)
+            .in_flight(4, 64)
+    };
+    backend.beat(&beat("w-1", 100)).await.unwrap();
+    backend.beat(&beat("w-2", 10)).await.unwrap();
+
+    let (status, body) = fetch("/workers").await;
+    assert_eq!(status, 200, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    let workers = body["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 2, "{body}");
+    let w1 = &workers[0];
+    assert_eq!(w1["worker"], "w-1");
+    assert_eq!(w1["host"], "host-a");
+    assert_eq!(w1["pid"], 42);
+    assert_eq!(w1["started_ms"], 1_000);
+    assert_eq!(w1["live"], true);
+    assert_eq!(
+        (
+            &w1["delivered"],
+            &w1["failed"],
+            &w1["rate_limited"],
+            &w1["in_flight"],
+            &w1["concurrency_limit"]
+        ),
+        (
+            &Value::from(100),
+            &Value::from(2),
+            &Value::from(3),
+            &Value::from(4),
+            &Value::from(64)
+        )
+    );
+    assert!(w1["seen_ms"].as_u64().unwrap() >= now_ms() - 5_000, "{w1}");
+    assert_eq!(w1["rate_per_s"], Value::Null, "no rate from one beat");
+
+    // w-1 keeps beating (with 100 more deliveries per beat), w-2 stops.
+    for i in 1..=5 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        backend.beat(&beat("w-1", 100 + 100 * i)).await.unwrap();
+        fetch("/workers").await;
+    }
+    let (_, body) = fetch("/workers").await;
+    let body: Value = serde_json::from_str(&body).unwrap();
+    let (w1, w2) = (&body["workers"][0], &body["workers"][1]);
+    assert_eq!(
+        (w1["live"].clone(), w2["live"].clone()),
+        (true.into(), false.into()),
+        "{body}"
+    );
+    let rate = w1["rate_per_s"].as_f64().unwrap();
+    // 100 deliveries between beats ~200 ms apart (later on a loaded machine).
+    assert!(rate > 50.0 && rate <= 1_000.0, "rate {rate}: {body}");
+    assert_eq!(w2["rate_per_s"], 0.0, "a gone worker delivers nothing");
+
+    let (_, text) = fetch("/metrics").await;
+    assert!(text.contains("wds_workers{state=\"live\"} 1"), "{text}");
+    assert!(text.contains("wds_workers{state=\"gone\"} 1"), "{text}");
+
+    // Same auth as the rest of the API.
+    let resp = client
+        .get(format!("http://{addr}/workers"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    stop.cancel();
+
+    // Without a registry: 501, as a JSON error.
+    let open = Api::start(|c| c).await;
+    let (status, json) = get(&open, "/workers", None).await;
+    assert_eq!(status, 501, "{json}");
+    error_of(&json);
+}

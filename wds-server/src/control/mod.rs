@@ -15,6 +15,7 @@
 //! | `GET /` | the status page (see `page`): jobs with live progress, their rejected lines and dead letters, the queue, an upload form. Served without the token (it holds no data); its script asks for the token and sends it. |
 //! | `GET /jobs/{id}/lines/{n}` | what became of line `n`: `delivered` with its receipt, `dead` or `invalid` with the reason, `duplicate` with the first line, or `pending`; and the attempts. `404` for an unknown job or a line that holds no record, `400` for a bad number. |
 //! | `GET /jobs/{id}/users/{userId}` | did this user get it: every line of the job's file naming the user (up to 1,000), each with its outcome, and `delivered` when one was. The file is found in the inbox or [`ControlConfig::archives`] by its identity and read again (no per-user index is stored). `404` when the user has no line or the file is gone. |
+//! | `GET /workers` | the workers seen (see [`ControlConfig::workers`]): each one's last beat (id, host, pid, counters since it started, calls in flight and their limit), `seen_ms`, `live` (beat within three beat intervals) and `rate_per_s` (deliveries a second between its last two beats this API read); `501` without a registry. |
 //! | `GET /healthz` | `200` when the backend answers and the inbox can be read, `503` with the reason otherwise. Never needs the token. |
 //! | `GET /intake` | the intake's status: whether the inbox can be read, the entries skipped (symlinks, FIFOs…), a pending archiving error. |
 //! | `GET /metrics` | Prometheus text format (see [`crate::Metrics`]). |
@@ -46,6 +47,7 @@ mod page;
 mod receipts;
 mod resend;
 mod upload;
+mod workers;
 
 pub use resend::Resender;
 
@@ -65,6 +67,7 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 use wds_core::health::{CircuitState, CircuitStore};
+use wds_core::workers::{WorkerRegistry, BEAT_INTERVAL};
 use wds_core::{
     now_ms, DeadLetter, IntakeStatus, JobControl, JobId, JobReport, OffsetStore, Queue, Reject,
 };
@@ -114,6 +117,13 @@ pub struct ControlConfig {
     /// `/jobs` then shows unfinished jobs as paused while it is open, and
     /// `/metrics` shows its state.
     pub circuit: Option<(Arc<dyn CircuitStore>, String)>,
+    /// Where the workers beat (see [`wds_core::workers`]): `GET /workers`
+    /// lists them (`501` without it) and `/metrics` counts them.
+    pub workers: Option<Arc<dyn WorkerRegistry>>,
+    /// How often the workers beat (default
+    /// [`wds_core::workers::BEAT_INTERVAL`]): one not heard from for three
+    /// intervals is shown as gone.
+    pub worker_beat_interval: Duration,
 }
 
 impl ControlConfig {
@@ -133,7 +143,15 @@ impl ControlConfig {
             resend: None,
             archives: Vec::new(),
             circuit: None,
+            workers: None,
+            worker_beat_interval: BEAT_INTERVAL,
         }
+    }
+
+    /// Lists the workers that beat into `registry` (see [`ControlConfig::workers`]).
+    pub fn workers(mut self, registry: Arc<dyn WorkerRegistry>) -> Self {
+        self.workers = Some(registry);
+        self
     }
 
     /// Enables `POST /jobs/{id}/resend` (see [`Resender`]).
@@ -196,6 +214,8 @@ struct Inner {
     uploads: Arc<tokio::sync::Semaphore>,
     /// Which file in the inbox and archives is which job's.
     job_files: Arc<job_files::JobFiles>,
+    /// The last beats read of each worker, for its rate.
+    worker_rates: workers::Rates,
     config: ControlConfig,
 }
 
@@ -263,6 +283,7 @@ impl ControlApi {
                     config.max_concurrent_uploads.max(1),
                 )),
                 job_files: Arc::default(),
+                worker_rates: workers::Rates::default(),
                 config,
             }),
         }
@@ -284,6 +305,7 @@ impl ControlApi {
             .route("/jobs/{id}/resend", post(jobs::resend))
             .route("/jobs/{id}/lines/{n}", get(receipts::line))
             .route("/jobs/{id}/users/{user}", get(receipts::user))
+            .route("/workers", get(workers::workers))
             .route("/metrics", get(metrics))
             .route("/intake", get(intake))
             .route_layer(middleware::from_fn_with_state(
@@ -636,6 +658,10 @@ async fn metrics(State(api): State<ControlApi>) -> Response {
         .unwrap_or_default();
     if let Some((endpoint, state)) = circuit(&api).await {
         api.inner.metrics.circuit(&endpoint, &state);
+    }
+    if let Ok(Some(views)) = api.worker_views().await {
+        let (live, gone) = workers::live_and_gone(&views);
+        api.inner.metrics.workers(live, gone);
     }
     let text = api.inner.metrics.render(stats.as_ref(), &reports);
     (

@@ -6,7 +6,7 @@ use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::{jobs, page, receipts, upload};
+use super::{jobs, page, receipts, upload, workers};
 
 /// Every error: a JSON body with a 4xx or 5xx status.
 #[derive(Debug, ToSchema)]
@@ -39,10 +39,11 @@ pub(crate) struct ErrorBody {
         receipts::user,
         super::healthz,
         super::intake,
+        workers::workers,
         super::metrics,
         openapi_json,
     ),
-    components(schemas(ErrorBody)),
+    components(schemas(ErrorBody, workers::WorkersBody, workers::WorkerView)),
     modifiers(&BearerToken),
     security(("bearer" = []))
 )]

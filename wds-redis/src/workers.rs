@@ -101,10 +101,12 @@ impl WorkerRegistry for RedisBackend {
                 };
                 let id = codec::string(op, id)?;
                 let seen_ms = codec::uint(op, seen)?;
-                let beat: WorkerBeat = serde_json::from_slice(codec::bytes(op, beat)?)
-                    .map_err(|e| Error::Corrupt {
-                        key: format!("{}:workers {id:?}", self.key_prefix()),
-                        detail: e.to_string(),
+                let beat: WorkerBeat =
+                    serde_json::from_slice(codec::bytes(op, beat)?).map_err(|e| {
+                        Error::Corrupt {
+                            key: format!("{}:workers {id:?}", self.key_prefix()),
+                            detail: e.to_string(),
+                        }
                     })?;
                 Ok(WorkerSeen::new(beat, seen_ms))
             })

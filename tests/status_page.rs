@@ -194,6 +194,29 @@ fn status_page_shows_a_job_delivering_live() {
             .is_some_and(|l| l.starts_with("line 1: delivered (HTTP 200, attempt 1")),
         "{seen}"
     );
+    // The Workers table lists the `all` process's own worker, live.
+    let workers = seen["workers"].as_array().expect("workers");
+    assert_eq!(workers.len(), 1, "one worker in `all`: {seen}");
+    let worker = &workers[0];
+    let pid = d.service.pid();
+    assert_eq!(worker["state"], "live", "{seen}");
+    assert!(
+        worker["process"]
+            .as_str()
+            .is_some_and(|p| p.ends_with(&format!(":{pid}"))),
+        "host:pid of the `all` process ({pid}): {seen}"
+    );
+    assert!(
+        worker["worker"]
+            .as_str()
+            .is_some_and(|w| w.ends_with(&format!("-{pid}"))),
+        "the default worker id is host-pid: {seen}"
+    );
+    assert!(number(worker, "delivered") > 0, "{seen}");
+    assert!(
+        worker["seen"].as_str().is_some_and(|s| s.ends_with(" ago")),
+        "{seen}"
+    );
     assert_eq!(
         seen["errors"],
         serde_json::json!([]),

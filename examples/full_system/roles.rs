@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use wds_core::health::CircuitStore;
+use wds_core::workers::{WorkerBeat, WorkerRegistry, BEAT_INTERVAL};
 use wds_core::{Engine, FolderSource, JobControl, Limiter, OffsetStore, Queue, Source};
 use wds_http::HttpSink;
 use wds_memory::MemoryBackend;
@@ -30,6 +31,8 @@ pub(crate) struct Backend {
     pub(crate) limiter: Option<Arc<dyn Limiter>>,
     /// Where the webhook's circuit breaker keeps its state.
     pub(crate) circuits: Arc<dyn CircuitStore>,
+    /// Where workers beat, and the control API lists them.
+    pub(crate) workers: Arc<dyn WorkerRegistry>,
     pub(crate) name: &'static str,
 }
 
@@ -40,7 +43,8 @@ impl Backend {
             queue: Arc::new(b.clone()),
             offsets: Arc::new(b.clone()),
             control: Arc::new(b.clone()),
-            circuits: Arc::new(b),
+            circuits: Arc::new(b.clone()),
+            workers: Arc::new(b),
             limiter: None,
             name: "memory",
         }
@@ -212,7 +216,8 @@ pub(crate) async fn initiator(
             .intake(source.status().clone())
             .control(backend.control.clone())
             .resend(Resender::new(settings.archive(), engine.clone()))
-            .circuit(backend.circuits.clone(), endpoint_name(webhook_url)),
+            .circuit(backend.circuits.clone(), endpoint_name(webhook_url))
+            .workers(backend.workers.clone()),
     );
     let hook = match &settings.on_job_done {
         Some(url) => {
@@ -328,16 +333,44 @@ pub(crate) async fn worker(
         Some(listener) => Some(listener.local_addr().map_err(|e| e.to_string())?),
         None => None,
     };
+    let host = hostname();
+    let pid = std::process::id();
+    let id = settings
+        .worker_name
+        .clone()
+        .unwrap_or_else(|| format!("{host}-{pid}"));
     tracing::info!(
         webhook = %wds_http::redact_url(&webhook_url),
         concurrency = %settings.concurrency,
         backend = backend.name,
         metrics = ?metrics_addr,
+        worker = %id,
         "worker running"
     );
     let deliverer = engine.deliverer();
-    let (delivered, served, ()) = tokio::join!(
-        deliverer.run(cancel.clone()),
+    let started_ms = wds_core::now_ms();
+    let snapshot = || {
+        WorkerBeat::new(id.as_str())
+            .process(host.as_str(), pid)
+            .started_ms(started_ms)
+            .calls(
+                metrics.delivered(),
+                metrics.failed(),
+                metrics.rate_limited(),
+            )
+            .in_flight(
+                metrics.in_flight(),
+                deliverer.concurrency_limit().try_into().unwrap_or(u64::MAX),
+            )
+    };
+    // The last beat goes once delivery has stopped, with the final counts.
+    let beats_stop = CancellationToken::new();
+    let (delivered, served, (), ()) = tokio::join!(
+        async {
+            let delivered = deliverer.run(cancel.clone()).await;
+            beats_stop.cancel();
+            delivered
+        },
         async {
             match metrics_server {
                 Some(listener) => {
@@ -363,9 +396,27 @@ pub(crate) async fn worker(
                 }
             }
         },
+        wds_core::workers::heartbeat(
+            backend.workers.as_ref(),
+            BEAT_INTERVAL,
+            snapshot,
+            beats_stop.clone()
+        ),
     );
     served?;
     delivered.map_err(|e| format!("worker: {e}"))
+}
+
+/// This machine's name, for a worker's default id: the kernel's, else
+/// `HOSTNAME`, else `localhost`.
+fn hostname() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .find_map(|path| std::fs::read_to_string(path).ok())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 /// What a worker's own `/metrics` and `/healthz` show of its delivery.

@@ -202,6 +202,10 @@ pub(crate) struct Settings {
         global = true
     )]
     pub(crate) notifier_listen: SocketAddr,
+    /// The id a worker beats under in the backend, shown by GET /workers and
+    /// the status page; unique per worker [default: HOSTNAME-PID].
+    #[arg(long, env = "WDS_WORKER_NAME", value_parser = parse_worker_name, global = true)]
+    pub(crate) worker_name: Option<String>,
     /// Where a worker serves its own /metrics and /healthz [default: not served].
     #[arg(long, env = "WDS_METRICS_LISTEN", global = true)]
     pub(crate) metrics_listen: Option<SocketAddr>,
@@ -326,6 +330,14 @@ pub(crate) struct Settings {
     /// Log format.
     #[arg(long, env = "WDS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human, global = true)]
     pub(crate) log_format: LogFormat,
+}
+
+fn parse_worker_name(s: &str) -> Result<String, String> {
+    let name = s.trim();
+    if name.is_empty() || name.chars().any(char::is_control) {
+        return Err("a worker name must be non-empty, without control characters".into());
+    }
+    Ok(name.to_string())
 }
 
 fn parse_mode(s: &str) -> Result<DeliveryMode, String> {

@@ -31,7 +31,8 @@ pub(crate) async fn open(settings: &Settings) -> Fallible<Backend> {
         queue: Arc::new(backend.clone()),
         offsets: Arc::new(backend.clone()),
         control: Arc::new(backend.clone()),
-        circuits: Arc::new(backend),
+        circuits: Arc::new(backend.clone()),
+        workers: Arc::new(backend),
         limiter: None,
         name: "sqlite",
     })

@@ -85,7 +85,7 @@ async function watch(browser) {
   const rejects = await page.$$eval(`tr[data-detail="${slow}"] table.rejects tbody tr`, (rows) =>
     rows.map((r) => r.textContent));
 
-  // The queue and worker view.
+  // The queue view.
   const ready = await page.textContent('dd[data-metric="Ready to send"]');
 
   // An upload through the form becomes a job on the page.
@@ -108,8 +108,18 @@ async function watch(browser) {
   const lookup = await page.$$eval("#lookup-result li", (items) => items.map((i) => i.textContent));
   const stillDelivering = await count(page, slow, "delivered");
 
+  // The Workers table: the `all` process's own worker, live, its count rising.
+  const workers = await until("a live worker that delivered on the Workers table", 30000, async () => {
+    const rows = await page.$$eval("tbody#workers tr", (trs) => trs.map((tr) => {
+      const cell = (c) => (tr.querySelector("td." + c) || {}).textContent || "";
+      return { worker: cell("worker"), process: cell("process"), state: cell("state"), rate: cell("rate"),
+        delivered: Number(cell("delivered").replace(/[^0-9]/g, "")), inFlight: cell("in_flight"), seen: cell("seen") };
+    }));
+    return rows.length > 0 && rows.every((r) => r.delivered > 0) ? rows : null;
+  });
+
   await page.screenshot({ path: env("WDS_SCREENSHOT"), fullPage: true });
-  return { lines, first, later, stillDelivering, rate, eta, started, shownName, injected, rejects, ready, uploaded, lookup, errors };
+  return { lines, first, later, stillDelivering, rate, eta, started, shownName, injected, rejects, ready, uploaded, lookup, workers, errors };
 }
 
 async function control(browser) {

@@ -59,10 +59,13 @@ pub(crate) struct WorkersBody {
     workers: Vec<WorkerView>,
 }
 
-/// The last two distinct beats of each worker: `(seen_ms, delivered)`.
+/// A beat as the rate needs it: `(seen_ms, delivered)`.
+type Point = (u64, u64);
+
+/// The last two distinct beats of each worker.
 #[derive(Debug, Default)]
 pub(crate) struct Rates {
-    beats: Mutex<HashMap<String, [Option<(u64, u64)>; 2]>>,
+    beats: Mutex<HashMap<String, [Option<Point>; 2]>>,
 }
 
 impl Rates {

@@ -27,7 +27,7 @@ fn locale(i: u64) -> &'static str {
 
 /// The orderId column of order `i`: every 100th needs quoting.
 fn order_id(i: u64) -> String {
-    if i % 100 == 0 {
+    if i.is_multiple_of(100) {
         format!("A-{i},B")
     } else {
         format!("A-{i}")

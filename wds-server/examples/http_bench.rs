@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use wds_http::signature::{self, Secret};
-use wds_http::wds_core::{JobId, Message, MessageId, Sink};
+use wds_http::wds_core::{JobId, Message, Sink};
 use wds_http::HttpSink;
 use wds_server::{Receiver, ReceiverConfig};
 

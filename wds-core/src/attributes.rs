@@ -55,9 +55,9 @@ pub const RESERVED_NAMES: [&str; 2] = ["userId", "alertMessage"];
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Attributes {
+    /// Names and values in order. An empty `Vec` does not allocate: a
+    /// message without attributes costs the three words of this field.
     pairs: Vec<(String, Value)>,
-    /// Bytes counted against [`MAX_ATTRIBUTES_BYTES`].
-    bytes: usize,
 }
 
 /// Why an attribute was refused; its `Display` is the reason an invalid
@@ -207,7 +207,7 @@ impl Attributes {
         }
         let value = value.into();
         let bytes = self
-            .bytes
+            .size()
             .saturating_add(name.len())
             .saturating_add(value_bytes(&value));
         if bytes > MAX_ATTRIBUTES_BYTES {
@@ -215,7 +215,6 @@ impl Attributes {
                 limit: MAX_ATTRIBUTES_BYTES,
             });
         }
-        self.bytes = bytes;
         self.pairs.push((name, value));
         Ok(())
     }
@@ -242,7 +241,10 @@ impl Attributes {
 
     /// The bytes they count for against [`MAX_ATTRIBUTES_BYTES`].
     pub fn size(&self) -> usize {
-        self.bytes
+        self.pairs
+            .iter()
+            .map(|(name, value)| name.len().saturating_add(value_bytes(value)))
+            .fold(0, usize::saturating_add)
     }
 }
 

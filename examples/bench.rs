@@ -45,7 +45,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use clap::{Parser, ValueEnum};
 use tokio::task::JoinSet;
-use wds_core::{now_ms, Input, JobId, JobReport, JobState, Message, MessageId, OffsetStore};
+use wds_core::{now_ms, Input, JobId, JobReport, JobState, Message, OffsetStore};
 use wds_http::HttpSink;
 use wds_redis::{RedisBackend, RedisServer};
 
@@ -1072,16 +1072,12 @@ async fn bare_loop(url: &str, job: &str, n: u64, concurrency: usize) -> Fallible
                 if i > n {
                     return Ok::<_, String>(());
                 }
-                let message = Message {
-                    id: MessageId {
-                        job: job.clone(),
-                        line: i + 1,
-                    },
-                    user_id: format!("user-{i}"),
-                    alert_message: format!("{}: your order #{i} has shipped", job.0),
-                    attempts: 0,
-                    first_attempt_ms: None,
-                };
+                let message = Message::fresh(
+                    &job,
+                    i + 1,
+                    format!("user-{i}"),
+                    format!("{}: your order #{i} has shipped", job.0),
+                );
                 let body = HttpSink::body(&message).map_err(|e| e.to_string())?;
                 let ts = SystemTime::now()
                     .duration_since(SystemTime::UNIX_EPOCH)

@@ -817,3 +817,101 @@ async fn shutdown_ends_a_back_off_at_once() {
     assert_eq!(per_id.len() as u64, lines);
     assert!(per_id.values().all(|&n| n == 1), "a message was sent twice");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batcher_resumed_past_a_csv_header_still_reads_its_attributes() {
+    // A resumed batcher seeks past the header row: it must read the rest of
+    // the file with the header's columns all the same, or every later line
+    // would be invalid (a field too many) or lose its attributes.
+    let lines = 20_000u64;
+    let mut body = String::from("userId,alertMessage,orderId\n");
+    for i in 1..=lines {
+        body.push_str(&format!("user-{i},Your alert number {i},A-{i}\n"));
+    }
+    // Repeats late in the file: a duplicate of line 2 (same order) and
+    // another order of the same user and message (not a duplicate).
+    body.push_str("user-1,Your alert number 1,A-1\nuser-1,Your alert number 1,A-again\n");
+    let input = Input::from_bytes("orders.csv", body.into_bytes(), None, None);
+    let backend = MemoryBackend::new();
+    let mut config = fast_config();
+    config.batch_size = 50;
+    // Each message's orderId, by line, as the sink got it.
+    let got: Arc<std::sync::Mutex<std::collections::HashMap<u64, Option<serde_json::Value>>>> =
+        Arc::default();
+    let sink = ScriptedSink::new({
+        let got = got.clone();
+        move |m, _| {
+            got.lock()
+                .unwrap()
+                .insert(m.id.line, m.attributes.get("orderId").cloned());
+            Step::Ok(Duration::ZERO)
+        }
+    });
+    let mut mid_file = 0;
+    for round in 0..4 {
+        let engine = engine(&backend, sink.clone(), config.clone());
+        let before = backend
+            .reports()
+            .await
+            .unwrap()
+            .first()
+            .map_or(0, |r| r.enqueued);
+        let task = {
+            let input = input.clone();
+            tokio::spawn(async move {
+                engine
+                    .batcher()
+                    .run(&input, &CancellationToken::new())
+                    .await
+            })
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while !task.is_finished() {
+            let pushed = backend.reports().await.unwrap().first().map(|r| r.enqueued);
+            if pushed.is_some_and(|n| n > before) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "round {round}: nothing pushed"
+            );
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        task.abort();
+        match task.await {
+            Err(e) if e.is_cancelled() => {}
+            Ok(Ok(_)) => {}
+            other => panic!("the batcher failed: {other:?}"),
+        }
+        if let Some(r) = backend.reports().await.unwrap().first() {
+            if r.state == JobState::Reading && r.enqueued > 0 && r.enqueued < lines {
+                mid_file += 1;
+            }
+        }
+    }
+    assert!(mid_file > 0, "no kill landed mid-file");
+    let report = engine(&backend, sink.clone(), config)
+        .run_once(&input)
+        .await
+        .unwrap();
+    assert_eq!(report.lines, lines + 2);
+    assert_eq!(report.invalid, 0, "{report:?}");
+    assert_eq!(report.duplicate, 1, "{report:?}");
+    assert_eq!(report.delivered, lines + 1);
+    assert!(sink.calls_per_id().values().all(|&n| n == 1));
+    let got = got.lock().unwrap();
+    assert_eq!(got.len() as u64, lines + 1);
+    for i in 1..=lines {
+        // The header is line 1, so order i is on line i + 1.
+        assert_eq!(
+            got.get(&(i + 1)),
+            Some(&Some(serde_json::json!(format!("A-{i}")))),
+            "line {}",
+            i + 1
+        );
+    }
+    assert_eq!(
+        got.get(&(lines + 3)),
+        Some(&Some(serde_json::json!("A-again")))
+    );
+}

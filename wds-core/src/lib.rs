@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod attributes;
 mod control;
 pub mod engine;
 mod error;
@@ -21,6 +22,10 @@ pub mod workers;
 /// `impl Sink for …`), re-exported so that implementing one needs no
 /// dependency of your own.
 pub use async_trait::async_trait;
+pub use attributes::{
+    AttributeError, Attributes, MAX_ATTRIBUTES, MAX_ATTRIBUTES_BYTES, MAX_ATTRIBUTE_NAME_BYTES,
+    RESERVED_NAMES,
+};
 pub use control::{Action, JobControl};
 pub use engine::{Batcher, Deliverer, DeliveryMode, Engine, EngineBuilder, EngineConfig};
 pub use error::{BoxError, Error, Result, SinkError};

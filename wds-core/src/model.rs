@@ -5,6 +5,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::attributes::Attributes;
+
 /// Milliseconds since the Unix epoch, the clock every backend shares.
 ///
 /// Wall-clock time is used (not `Instant`) because lease deadlines and retry
@@ -79,6 +81,27 @@ pub struct Record {
     pub user_id: String,
     /// The alert text (from the line, or the job's default message).
     pub alert_message: String,
+    /// The line's other fields, in file order (empty for a line with none).
+    #[serde(default, skip_serializing_if = "Attributes::is_empty")]
+    pub attributes: Attributes,
+}
+
+impl Record {
+    /// A record without attributes.
+    pub fn new(line: u64, user_id: impl Into<String>, alert_message: impl Into<String>) -> Self {
+        Record {
+            line,
+            user_id: user_id.into(),
+            alert_message: alert_message.into(),
+            attributes: Attributes::new(),
+        }
+    }
+
+    /// The record with `attributes` instead of its own.
+    pub fn with_attributes(mut self, attributes: Attributes) -> Self {
+        self.attributes = attributes;
+        self
+    }
 }
 
 /// A line that could not be parsed or failed validation.
@@ -102,6 +125,11 @@ pub struct Message {
     /// The alert text.
     #[serde(rename = "alertMessage")]
     pub alert_message: String,
+    /// The line's other fields, in file order, sent in the webhook body
+    /// beside `userId` and `alertMessage` (empty for a line with none;
+    /// left out of the serialized form then, which is thus unchanged).
+    #[serde(default, skip_serializing_if = "Attributes::is_empty")]
+    pub attributes: Attributes,
     /// How many delivery attempts already failed (0 for a fresh message).
     #[serde(default)]
     pub attempts: u32,
@@ -120,9 +148,26 @@ impl Message {
             },
             user_id: record.user_id,
             alert_message: record.alert_message,
+            attributes: record.attributes,
             attempts: 0,
             first_attempt_ms: None,
         }
+    }
+
+    /// A fresh message of `job` for line `line`, without attributes.
+    pub fn fresh(
+        job: &JobId,
+        line: u64,
+        user_id: impl Into<String>,
+        alert_message: impl Into<String>,
+    ) -> Self {
+        Message::new(job, Record::new(line, user_id, alert_message))
+    }
+
+    /// The message with `attributes` instead of its own.
+    pub fn with_attributes(mut self, attributes: Attributes) -> Self {
+        self.attributes = attributes;
+        self
     }
 }
 

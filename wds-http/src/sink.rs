@@ -39,17 +39,24 @@ const RESERVED: [&str; 6] = [
     "host",
 ];
 
-/// The webhook body, `{"userId": …, "alertMessage": …}` in that order.
+/// The webhook body, `{"userId": …, "alertMessage": …}` in that order,
+/// then the message's attributes in theirs.
 #[derive(Serialize)]
 struct Body<'a> {
     #[serde(rename = "userId")]
     user_id: &'a str,
     #[serde(rename = "alertMessage")]
     alert_message: &'a str,
+    /// Flattened: each attribute is a top-level field (none can be named
+    /// `userId` or `alertMessage`: [`wds_core::Attributes`] refuses them).
+    #[serde(flatten)]
+    attributes: &'a wds_core::Attributes,
 }
 
 /// A [`Sink`] that POSTs each message to one URL as JSON
-/// `{"userId": …, "alertMessage": …}` with the
+/// `{"userId": …, "alertMessage": …}` (followed by the message's
+/// [attributes](wds_core::Attributes), if any, as fields of their own in
+/// file order) with the
 /// [Standard Webhooks](https://www.standardwebhooks.com/) headers:
 /// `webhook-id` (the message id, the same on every retry), `webhook-timestamp`
 /// and, when secrets are configured, `webhook-signature`.
@@ -117,16 +124,21 @@ impl HttpSink {
         self.timeout
     }
 
-    /// The JSON body sent for `message`.
+    /// The JSON body sent for `message`: `{"userId": …, "alertMessage": …}`
+    /// and then each of its attributes, in order, as a field of its own
+    /// (`{"userId":"u1","alertMessage":"Shipped","orderId":"A-17","items":3}`).
+    /// The signature covers these exact bytes.
     ///
     /// # Errors
     ///
-    /// Never in practice (two strings always serialize); kept fallible so a
-    /// failure is a [`SinkError::Permanent`] rather than a panic.
+    /// Never in practice (strings and JSON values always serialize); kept
+    /// fallible so a failure is a [`SinkError::Permanent`] rather than a
+    /// panic.
     pub fn body(message: &Message) -> Result<Vec<u8>, SinkError> {
         serde_json::to_vec(&Body {
             user_id: &message.user_id,
             alert_message: &message.alert_message,
+            attributes: &message.attributes,
         })
         .map_err(|e| SinkError::permanent(format!("cannot encode the webhook body: {e}")))
     }
@@ -433,24 +445,34 @@ pub enum BuildError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wds_core::{JobId, MessageId};
+    use wds_core::{Attributes, JobId};
 
     const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
     #[test]
     fn body_is_exactly_user_id_and_alert_message() {
-        let m = Message {
-            id: MessageId {
-                job: JobId("j".into()),
-                line: 3,
-            },
-            user_id: "u\"1".into(),
-            alert_message: "hi, there".into(),
-            attempts: 2,
-            first_attempt_ms: Some(5),
-        };
+        let mut m = Message::fresh(&JobId("j".into()), 3, "u\"1", "hi, there");
+        m.attempts = 2;
+        m.first_attempt_ms = Some(5);
         let body = HttpSink::body(&m).unwrap();
         assert_eq!(body, br#"{"userId":"u\"1","alertMessage":"hi, there"}"#);
+    }
+
+    #[test]
+    fn attributes_follow_in_file_order_as_fields_of_their_own() {
+        let attributes = Attributes::try_from_pairs([
+            ("zip", serde_json::json!("75001")),
+            ("items", serde_json::json!(3)),
+            ("gift", serde_json::json!({"wrap": true})),
+            ("alertmessage", serde_json::json!(null)),
+        ])
+        .unwrap();
+        let m = Message::fresh(&JobId("j".into()), 3, "u1", "Shipped").with_attributes(attributes);
+        let body = HttpSink::body(&m).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&body).unwrap(),
+            r#"{"userId":"u1","alertMessage":"Shipped","zip":"75001","items":3,"gift":{"wrap":true},"alertmessage":null}"#
+        );
     }
 
     #[test]

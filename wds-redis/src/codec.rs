@@ -10,12 +10,18 @@
 //! is written shorter, `[job, [line, userId, alertMessage], …]`: a quarter
 //! fewer bytes to store, to send both ways, and for Redis to hash as the
 //! scripts handle it.
+//!
+//! A message with attributes has one more element at the end of either
+//! form, the JSON object of its attributes (`[job, line, userId,
+//! alertMessage, attempts, first_attempt_ms, {…}]`, `[line, userId,
+//! alertMessage, {…}]`); a message without has none, so payloads written
+//! before attributes existed read as they did.
 
 use deadpool_redis::redis::Value;
 use serde::Serialize;
 use wds_core::{
-    Batch, BatchId, DeadKind, DeadLetter, Error, JobId, Lease, LeaseId, LineOutcome, Message,
-    MessageId, Receipt, RejectKind, Result,
+    Attributes, Batch, BatchId, DeadKind, DeadLetter, Error, JobId, Lease, LeaseId, LineOutcome,
+    Message, MessageId, Receipt, RejectKind, Result,
 };
 
 /// A message's wire form, borrowed for encoding.
@@ -24,6 +30,20 @@ type WireRef<'a> = (&'a str, u64, &'a str, &'a str, u32, Option<u64>);
 type Wire = (String, u64, String, String, u32, Option<u64>);
 /// A fresh message in a one-job batch, borrowed for encoding.
 type EntryRef<'a> = (u64, &'a str, &'a str);
+/// [`WireRef`] with attributes.
+type WireWithRef<'a> = (
+    &'a str,
+    u64,
+    &'a str,
+    &'a str,
+    u32,
+    Option<u64>,
+    &'a Attributes,
+);
+/// [`Wire`] with attributes.
+type WireWith = (String, u64, String, String, u32, Option<u64>, Attributes);
+/// [`EntryRef`] with attributes.
+type EntryWithRef<'a> = (u64, &'a str, &'a str, &'a Attributes);
 
 /// An element of a batch payload, for decoding with serde.
 #[derive(serde::Deserialize)]
@@ -33,12 +53,28 @@ enum Element {
     Job(String),
     /// A fresh message of a one-job batch.
     Entry((u64, String, String)),
+    /// A fresh message of a one-job batch, with attributes.
+    EntryWith((u64, String, String, Attributes)),
     /// A message's whole wire form.
     Whole(Wire),
+    /// A message's whole wire form, with attributes.
+    WholeWith(WireWith),
 }
 
 /// Appends the wire form of `m` to `out`.
 pub(crate) fn write_message(out: &mut Vec<u8>, m: &Message) -> Result<()> {
+    if !m.attributes.is_empty() {
+        let wire: WireWithRef<'_> = (
+            m.id.job.as_str(),
+            m.id.line,
+            &m.user_id,
+            &m.alert_message,
+            m.attempts,
+            m.first_attempt_ms,
+            &m.attributes,
+        );
+        return serde_json::to_writer(out, &wire).map_err(|e| encode_error("message", e));
+    }
     let wire: WireRef<'_> = (
         m.id.job.as_str(),
         m.id.line,
@@ -73,8 +109,15 @@ pub(crate) fn payload(messages: &[Message]) -> Result<Vec<u8>> {
                 .map_err(|e| encode_error("batch", e))?;
             for m in messages {
                 out.push(b',');
-                let entry: EntryRef<'_> = (m.id.line, &m.user_id, &m.alert_message);
-                serde_json::to_writer(&mut out, &entry).map_err(|e| encode_error("batch", e))?;
+                if m.attributes.is_empty() {
+                    let entry: EntryRef<'_> = (m.id.line, &m.user_id, &m.alert_message);
+                    serde_json::to_writer(&mut out, &entry)
+                } else {
+                    let entry: EntryWithRef<'_> =
+                        (m.id.line, &m.user_id, &m.alert_message, &m.attributes);
+                    serde_json::to_writer(&mut out, &entry)
+                }
+                .map_err(|e| encode_error("batch", e))?;
             }
             out.push(b']');
         }
@@ -116,20 +159,35 @@ pub(crate) fn decode_payload(batch: &str, bytes: &[u8]) -> Result<Vec<Message>> 
     elements
         .map(|element| match (element, &job) {
             (Element::Entry((line, user_id, alert_message)), Some(job)) => {
-                Ok(fresh(job, line, user_id, alert_message))
+                Ok(fresh(job, line, user_id, alert_message, Attributes::new()))
+            }
+            (Element::EntryWith((line, user_id, alert_message, attributes)), Some(job)) => {
+                Ok(fresh(job, line, user_id, alert_message, attributes))
             }
             (Element::Whole(wire), None) => {
                 let (job, line, user_id, alert_message, attempts, first_attempt_ms) = wire;
-                Ok(Message {
-                    id: MessageId {
-                        job: JobId(job),
-                        line,
-                    },
+                Ok(whole(
+                    job,
+                    line,
                     user_id,
                     alert_message,
                     attempts,
                     first_attempt_ms,
-                })
+                    Attributes::new(),
+                ))
+            }
+            (Element::WholeWith(wire), None) => {
+                let (job, line, user_id, alert_message, attempts, first_attempt_ms, attributes) =
+                    wire;
+                Ok(whole(
+                    job,
+                    line,
+                    user_id,
+                    alert_message,
+                    attempts,
+                    first_attempt_ms,
+                    attributes,
+                ))
             }
             _ => Err(corrupt("mixes the two batch layouts".into())),
         })
@@ -137,7 +195,13 @@ pub(crate) fn decode_payload(batch: &str, bytes: &[u8]) -> Result<Vec<Message>> 
 }
 
 /// A message of `job` not tried yet.
-fn fresh(job: &JobId, line: u64, user_id: String, alert_message: String) -> Message {
+fn fresh(
+    job: &JobId,
+    line: u64,
+    user_id: String,
+    alert_message: String,
+    attributes: Attributes,
+) -> Message {
     Message {
         id: MessageId {
             job: job.clone(),
@@ -145,8 +209,32 @@ fn fresh(job: &JobId, line: u64, user_id: String, alert_message: String) -> Mess
         },
         user_id,
         alert_message,
+        attributes,
         attempts: 0,
         first_attempt_ms: None,
+    }
+}
+
+/// A message from its whole wire form.
+fn whole(
+    job: String,
+    line: u64,
+    user_id: String,
+    alert_message: String,
+    attempts: u32,
+    first_attempt_ms: Option<u64>,
+    attributes: Attributes,
+) -> Message {
+    Message {
+        id: MessageId {
+            job: JobId(job),
+            line,
+        },
+        user_id,
+        alert_message,
+        attributes,
+        attempts,
+        first_attempt_ms,
     }
 }
 
@@ -180,6 +268,18 @@ impl<'a> Plain<'a> {
         Some(text)
     }
 
+    /// `,{…}` of a message with attributes, or nothing (then empty).
+    fn attributes(&mut self) -> Option<Attributes> {
+        if self.eat(b',').is_none() {
+            return Some(Attributes::new());
+        }
+        let mut stream =
+            serde_json::Deserializer::from_slice(&self.bytes[self.at..]).into_iter::<Attributes>();
+        let attributes = stream.next()?.ok()?;
+        self.at += stream.byte_offset();
+        Some(attributes)
+    }
+
     fn number(&mut self) -> Option<u64> {
         let rest = &self.bytes[self.at..];
         let len = rest.iter().take_while(|b| b.is_ascii_digit()).count();
@@ -208,6 +308,7 @@ impl<'a> Plain<'a> {
         } else {
             Some(self.number()?)
         };
+        let attributes = self.attributes()?;
         self.eat(b']')?;
         // A batch is nearly always one job's: one id, cloned.
         let job = match job {
@@ -218,6 +319,7 @@ impl<'a> Plain<'a> {
             id: MessageId { job, line },
             user_id,
             alert_message,
+            attributes,
             attempts,
             first_attempt_ms,
         })
@@ -231,8 +333,9 @@ impl<'a> Plain<'a> {
         let user_id = self.string()?.to_owned();
         self.eat(b',')?;
         let alert_message = self.string()?.to_owned();
+        let attributes = self.attributes()?;
         self.eat(b']')?;
-        Some(fresh(job, line, user_id, alert_message))
+        Some(fresh(job, line, user_id, alert_message, attributes))
     }
 
     fn payload(mut self) -> Option<Vec<Message>> {
@@ -680,16 +783,86 @@ mod tests {
     use wds_core::{DeadReason, JobId};
 
     fn sample() -> Message {
-        Message {
-            id: MessageId {
-                job: JobId("j1".into()),
-                line: 7,
+        let mut m = Message::fresh(&JobId("j1".into()), 7, "u\"7", "héllo, [world]");
+        m.attempts = 2;
+        m.first_attempt_ms = Some(1_700_000_000_123);
+        m
+    }
+
+    fn attributes() -> Attributes {
+        Attributes::try_from_pairs([
+            ("orderId", serde_json::json!("A-1")),
+            ("items", serde_json::json!(3)),
+            (
+                "gift",
+                serde_json::json!({"note": "say \"hi\"", "wrap": [true, null]}),
+            ),
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn attributes_ride_in_both_layouts_and_old_payloads_still_decode() {
+        // Payloads as written before attributes existed.
+        let old_short = br#"["j1",[1,"u1","hi"]]"#;
+        let old_whole = br#"[["j1",7,"u7","hi",2,null]]"#;
+        assert_eq!(
+            decode_payload("b", old_short).unwrap(),
+            [Message::fresh(&JobId("j1".into()), 1, "u1", "hi")]
+        );
+        let mut whole = Message::fresh(&JobId("j1".into()), 7, "u7", "hi");
+        whole.attempts = 2;
+        assert_eq!(decode_payload("b", old_whole).unwrap(), [whole]);
+        // A batch without attributes is written as before.
+        let plain = vec![Message::fresh(&JobId("j1".into()), 1, "u1", "hi")];
+        assert_eq!(payload(&plain).unwrap(), old_short);
+
+        let fresh = |line: u64, with: bool| {
+            let m = Message::fresh(&JobId("j1".into()), line, format!("u{line}"), "hi");
+            if with {
+                m.with_attributes(attributes())
+            } else {
+                m
+            }
+        };
+        let short = vec![fresh(1, true), fresh(2, false), fresh(3, true)];
+        let bytes = payload(&short).unwrap();
+        assert!(
+            std::str::from_utf8(&bytes)
+                .unwrap()
+                .starts_with(r#"["j1",[1,"u1","hi",{"orderId":"A-1","items":3,"gift":{"#),
+            "{}",
+            String::from_utf8_lossy(&bytes)
+        );
+        assert_eq!(Plain::new(&bytes).payload().as_ref(), Some(&short));
+        assert_eq!(decode_payload("b", &bytes).unwrap(), short);
+        let mut retried = sample().with_attributes(attributes());
+        retried.user_id = "u7".into();
+        let mixed = vec![retried, fresh(2, false)];
+        let bytes = payload(&mixed).unwrap();
+        assert!(bytes.starts_with(b"[["));
+        assert_eq!(Plain::new(&bytes).payload().as_ref(), Some(&mixed));
+        assert_eq!(decode_payload("b", &bytes).unwrap(), mixed);
+        // Through serde too (an escaped user id leaves the fast path).
+        let escaped = vec![sample().with_attributes(attributes())];
+        let bytes = payload(&escaped).unwrap();
+        assert!(Plain::new(&bytes).payload().is_none());
+        assert_eq!(decode_payload("b", &bytes).unwrap(), escaped);
+        // Attributes that break the limits are corrupt, not accepted.
+        let bad = br#"["j1",[1,"u1","hi",{"userId":"x"}]]"#;
+        assert!(Plain::new(bad).payload().is_none());
+        assert!(decode_payload("b", bad).is_err());
+        // A dead letter keeps them, in its replay form too.
+        let letter = DeadLetter {
+            message: fresh(9, true),
+            reason: DeadReason {
+                kind: DeadKind::Permanent,
+                detail: "410".into(),
             },
-            user_id: "u\"7".into(),
-            alert_message: "héllo, [world]".into(),
-            attempts: 2,
-            first_attempt_ms: Some(1_700_000_000_123),
-        }
+            at_ms: 1,
+        };
+        let entry = dead_entry(&letter).unwrap();
+        assert_eq!(decode_dead_entry(&entry).unwrap(), letter);
     }
 
     #[test]
@@ -790,6 +963,7 @@ mod tests {
                 first_attempt_ms: None,
                 ..sample()
             },
+            sample().with_attributes(attributes()),
         ];
         let bytes = payload(&messages).unwrap();
         assert_eq!(decode_payload("b", &bytes).unwrap(), messages);
@@ -798,15 +972,8 @@ mod tests {
 
     #[test]
     fn fresh_one_job_batches_are_written_short() {
-        let fresh = |line: u64, alert: &str| Message {
-            id: MessageId {
-                job: JobId("j1".into()),
-                line,
-            },
-            user_id: format!("u{line}"),
-            alert_message: alert.into(),
-            attempts: 0,
-            first_attempt_ms: None,
+        let fresh = |line: u64, alert: &str| {
+            Message::fresh(&JobId("j1".into()), line, format!("u{line}"), alert)
         };
         let messages = vec![fresh(1, "hi"), fresh(2, "héllo, [world]")];
         let bytes = payload(&messages).unwrap();
@@ -849,15 +1016,11 @@ mod tests {
 
     #[test]
     fn plain_payloads_read_directly_and_the_rest_through_serde() {
-        let plain = |user: &str, alert: &str, job: &str, first: Option<u64>| Message {
-            id: MessageId {
-                job: JobId(job.into()),
-                line: 18_446_744_073_709_551_615,
-            },
-            user_id: user.into(),
-            alert_message: alert.into(),
-            attempts: u32::MAX,
-            first_attempt_ms: first,
+        let plain = |user: &str, alert: &str, job: &str, first: Option<u64>| {
+            let mut m = Message::fresh(&JobId(job.into()), 18_446_744_073_709_551_615, user, alert);
+            m.attempts = u32::MAX;
+            m.first_attempt_ms = first;
+            m
         };
         let simple = vec![
             plain("u1", "héllo, [world] 🎉", "j1", None),

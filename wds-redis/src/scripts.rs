@@ -64,6 +64,15 @@ local function ready_push(job, batch, front)
   if front then redis.call('LPUSH', TURNS, job) else redis.call('RPUSH', TURNS, job) end
 end
 
+-- The kind of a dead entry: the last `"reason":{"kind":…` in it, since a
+-- message's attributes (an object of anything, before the reason) may
+-- hold the same text and its strings cannot (their quotes are escaped).
+local function kind_of(entry)
+  local kind
+  for k in string.gmatch(entry, '"reason":{"kind":"([%l_]+)"') do kind = k end
+  return kind
+end
+
 -- The key of a job's outcome chunk.
 local function out_key(job, chunk)
   return P .. ':out:' .. job .. ':' .. chunk
@@ -565,7 +574,7 @@ for _, job in ipairs(jobs) do
   end
   local entries, kept = {}, {}
   for _, e in ipairs(all) do
-    if kind == '' or string.match(e, '"kind":"([%l_]+)"') == kind then
+    if kind == '' or kind_of(e) == kind then
       entries[#entries + 1] = e
     else
       kept[#kept + 1] = e

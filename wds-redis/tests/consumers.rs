@@ -43,16 +43,7 @@ async fn fill(backend: &RedisBackend, name: &str, batches: u64, size: u64) -> Jo
     for seq in 0..batches {
         let first = seq * size + 1;
         let messages = (first..first + size)
-            .map(|line| Message {
-                id: MessageId {
-                    job: job.clone(),
-                    line,
-                },
-                user_id: format!("user-{line}"),
-                alert_message: "hello".into(),
-                attempts: 0,
-                first_attempt_ms: None,
-            })
+            .map(|line| Message::fresh(&job, line, format!("user-{line}"), "hello"))
             .collect();
         let push = Push {
             job: job.clone(),

@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use wds_http::signature::{self, Secret};
-use wds_http::wds_core::{JobId, Message, MessageId, Sink};
+use wds_http::wds_core::{JobId, Message, Sink};
 use wds_http::HttpSink;
 use wds_server::{Receiver, ReceiverConfig};
 
@@ -43,15 +43,13 @@ fn env_usize(name: &str, default: usize) -> usize {
 fn messages(job: &str, n: usize) -> Arc<Vec<Message>> {
     Arc::new(
         (0..n)
-            .map(|i| Message {
-                id: MessageId {
-                    job: JobId(job.to_owned()),
-                    line: i as u64 + 1,
-                },
-                user_id: format!("user{i}"),
-                alert_message: format!("Alert number {i}: disk almost full, \"act\" now"),
-                attempts: 0,
-                first_attempt_ms: None,
+            .map(|i| {
+                Message::fresh(
+                    &JobId(job.to_owned()),
+                    i as u64 + 1,
+                    format!("user{i}"),
+                    format!("Alert number {i}: disk almost full, \"act\" now"),
+                )
             })
             .collect(),
     )

@@ -635,14 +635,7 @@ async fn job_with(backend: &MemoryBackend, name: &str, batches: u64, done: bool)
         let messages = (1..=2)
             .map(|i| {
                 let line = seq * 2 + i;
-                Message::new(
-                    &job,
-                    Record {
-                        line,
-                        user_id: format!("u{line}"),
-                        alert_message: "hi".into(),
-                    },
-                )
+                Message::new(&job, Record::new(line, format!("u{line}"), "hi"))
             })
             .collect();
         let next = Checkpoint {

@@ -90,6 +90,29 @@ async fn signed_deliveries_land_in_the_csv_with_correct_quoting() {
 }
 
 #[tokio::test]
+async fn signed_deliveries_with_attributes_are_accepted_and_recorded_as_before() {
+    let (server, sink) = signed(config()).await;
+    let attributes = wds_http::wds_core::Attributes::try_from_pairs([
+        ("orderId", serde_json::json!("A-1")),
+        ("items", serde_json::json!(3)),
+        ("gift", serde_json::json!({"wrap": true})),
+    ])
+    .unwrap();
+    let with = message("job1", 1, "u1", "shipped").with_attributes(attributes);
+    let got = sink.deliver(&with).await.unwrap();
+    assert_eq!(
+        got.status,
+        Some(200),
+        "signature over the body with attributes"
+    );
+    assert_eq!(server.receiver.accepted(), 1);
+    assert_eq!(
+        read_csv(&server.output),
+        [("u1".to_string(), "shipped".to_string())]
+    );
+}
+
+#[tokio::test]
 async fn bad_missing_and_stale_signatures_get_401() {
     let (mut cfg, dir) = config();
     cfg.secrets = vec![SECRET_A.into()];

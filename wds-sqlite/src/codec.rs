@@ -9,7 +9,13 @@
 //!
 //! `jobs`, then each job id, then `count`, then per message: job index,
 //! line, user id, alert message, attempts, first attempt (`0` for none,
-//! else `ms + 1`). A batch from one push names its job once.
+//! else `ms + 1`). A batch from one push names its job once. When any
+//! message has attributes, a trailer follows: how many messages have some,
+//! then for each (in order): its index in the payload, its attribute count,
+//! and per attribute the name, a tag (`0` a string, `1` any other JSON
+//! value) and the string or the value's JSON text. A payload without
+//! attributes has no trailer, so payloads stored before attributes existed
+//! decode unchanged.
 //!
 //! # Outcome entries (`outcomes.entries`, one row per job and chunk per settle)
 //!
@@ -39,8 +45,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use wds_core::{
-    DeadKind, DeadReason, Error, JobId, LineOutcome, Message, MessageId, Receipt, Reject,
-    RejectKind, Result, DETAIL_NOT_KEPT,
+    Attributes, DeadKind, DeadReason, Error, JobId, LineOutcome, Message, MessageId, Receipt,
+    Reject, RejectKind, Result, DETAIL_NOT_KEPT,
 };
 
 /// Lines per outcome chunk: a settle of one batch of contiguous lines
@@ -172,8 +178,41 @@ pub(crate) fn encode_messages<'a>(messages: impl IntoIterator<Item = &'a Message
         put_u64(&mut out, u64::from(m.attempts));
         put_u64(&mut out, m.first_attempt_ms.map_or(0, |ms| ms + 1));
     }
+    // The attributes trailer, only when a message has some: a payload
+    // without attributes is byte for byte what it was before them.
+    let with: Vec<(usize, &Message)> = messages
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| !m.attributes.is_empty())
+        .map(|(i, m)| (i, *m))
+        .collect();
+    if !with.is_empty() {
+        put_u64(&mut out, with.len() as u64);
+        for (i, m) in with {
+            put_u64(&mut out, i as u64);
+            put_u64(&mut out, m.attributes.len() as u64);
+            for (name, value) in m.attributes.iter() {
+                put_str(&mut out, name);
+                match value {
+                    serde_json::Value::String(text) => {
+                        out.push(ATTRIBUTE_STRING);
+                        put_str(&mut out, text);
+                    }
+                    other => {
+                        out.push(ATTRIBUTE_JSON);
+                        put_str(&mut out, &other.to_string());
+                    }
+                }
+            }
+        }
+    }
     out
 }
+
+/// An attribute value stored as its text (a string).
+const ATTRIBUTE_STRING: u8 = 0;
+/// An attribute value stored as its JSON text (any other value).
+const ATTRIBUTE_JSON: u8 = 1;
 
 /// Decodes a payload made by [`encode_messages`].
 pub(crate) fn decode_messages(bytes: &[u8]) -> Result<Vec<Message>> {
@@ -201,12 +240,43 @@ pub(crate) fn decode_messages(bytes: &[u8]) -> Result<Vec<Message>> {
             id: MessageId { job, line },
             user_id,
             alert_message,
+            attributes: Attributes::new(),
             attempts,
             first_attempt_ms: first.checked_sub(1),
         });
     }
     if !r.is_empty() {
-        return Err(r.corrupt("trailing bytes"));
+        let with = r.u64()?;
+        let mut last = None;
+        for _ in 0..with {
+            let index = r.u64()?;
+            if last.is_some_and(|l| index <= l) {
+                return Err(r.corrupt("attributes out of order"));
+            }
+            last = Some(index);
+            let count = r.u64()?;
+            let mut attributes = Attributes::new();
+            for _ in 0..count {
+                let name = r.str()?;
+                let value = match r.u8()? {
+                    ATTRIBUTE_STRING => serde_json::Value::String(r.str()?),
+                    ATTRIBUTE_JSON => serde_json::from_str(&r.str()?)
+                        .map_err(|e| r.corrupt(&format!("attribute value: {e}")))?,
+                    _ => return Err(r.corrupt("unknown attribute tag")),
+                };
+                attributes
+                    .push(name, value)
+                    .map_err(|e| r.corrupt(&format!("attribute: {e}")))?;
+            }
+            let message = usize::try_from(index)
+                .ok()
+                .and_then(|i| messages.get_mut(i))
+                .ok_or_else(|| r.corrupt("attribute index out of range"))?;
+            message.attributes = attributes;
+        }
+        if !r.is_empty() {
+            return Err(r.corrupt("trailing bytes"));
+        }
     }
     Ok(messages)
 }
@@ -505,15 +575,62 @@ mod tests {
     use super::*;
 
     fn message(job: &str, line: u64) -> Message {
-        Message {
-            id: MessageId {
-                job: JobId(job.into()),
-                line,
-            },
-            user_id: format!("user-{line}"),
-            alert_message: "héllo, \"world\"".into(),
-            attempts: 2,
-            first_attempt_ms: Some(1_700_000_000_000 + line),
+        let mut m = Message::fresh(
+            &JobId(job.into()),
+            line,
+            format!("user-{line}"),
+            "héllo, \"world\"",
+        );
+        m.attempts = 2;
+        m.first_attempt_ms = Some(1_700_000_000_000 + line);
+        m
+    }
+
+    fn attributes(line: u64) -> Attributes {
+        Attributes::try_from_pairs([
+            ("orderId", serde_json::json!(format!("A-{line}"))),
+            ("items", serde_json::json!(line)),
+            (
+                "gift",
+                serde_json::json!({"wrap": true, "note": "é\"\u{1}"}),
+            ),
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn attributes_round_trip_and_a_payload_without_them_is_unchanged() {
+        // A payload as stored before attributes existed (the layout of
+        // `encode_messages` then, written out by hand): one job "a", one
+        // message at line 3, "u", "hi", 1 attempt, no first attempt.
+        let old = [1, 1, b'a', 1, 0, 3, 1, b'u', 2, b'h', b'i', 1, 0];
+        let decoded = decode_messages(&old).unwrap();
+        let mut expected = Message::fresh(&JobId("a".into()), 3, "u", "hi");
+        expected.attempts = 1;
+        assert_eq!(decoded, [expected.clone()]);
+        assert_eq!(encode_messages(&decoded), old);
+        // Some messages with attributes, some without, across jobs.
+        let mut messages: Vec<Message> = (1..20).map(|l| message("a", l)).collect();
+        messages.push(message("b", 7));
+        for i in [0, 5, 19] {
+            messages[i].attributes = attributes(i as u64);
+        }
+        let bytes = encode_messages(&messages);
+        let back = decode_messages(&bytes).unwrap();
+        assert_eq!(back, messages);
+        let order: Vec<&str> = back[5].attributes.iter().map(|(n, _)| n).collect();
+        assert_eq!(order, ["orderId", "items", "gift"]);
+        // Cut anywhere, it is an error, except just before the trailer:
+        // that is a whole payload without attributes (SQLite writes a blob
+        // whole, so this is no case that happens).
+        let plain: Vec<Message> = messages
+            .iter()
+            .cloned()
+            .map(|m| m.with_attributes(Attributes::new()))
+            .collect();
+        let trailer = encode_messages(&plain).len();
+        for cut in (0..bytes.len()).filter(|&cut| cut != trailer) {
+            assert!(decode_messages(&bytes[..cut]).is_err(), "cut at {cut}");
         }
     }
 

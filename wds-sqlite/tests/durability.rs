@@ -32,16 +32,7 @@ fn meta() -> JobMeta {
 
 fn messages(job: &JobId, lines: std::ops::Range<u64>) -> Vec<Message> {
     lines
-        .map(|line| Message {
-            id: MessageId {
-                job: job.clone(),
-                line,
-            },
-            user_id: format!("user-{line}"),
-            alert_message: format!("alert {line}"),
-            attempts: 0,
-            first_attempt_ms: None,
-        })
+        .map(|line| Message::fresh(job, line, format!("user-{line}"), format!("alert {line}")))
         .collect()
 }
 

@@ -24,7 +24,8 @@ use crate::source::{Input, StopReading};
 /// Each push carries the checkpoint after its batch, applied atomically by the
 /// queue, so a batcher that dies mid-file resumes exactly where the last push
 /// left off: no line enqueued twice, none skipped (guarantee G1). Repeats of
-/// the same `(userId, alertMessage)` within a job are counted as duplicates
+/// the same `(userId, alertMessage)` with the same attributes within a job
+/// are counted as duplicates
 /// and not enqueued; after a restart the set of seen pairs is rebuilt by
 /// re-reading (not re-pushing) the part already done.
 #[derive(Clone, Debug)]
@@ -353,7 +354,10 @@ fn parse_chunks(
                 line: checkpoint.line,
             }
         };
-        let mut reader = RecordReader::new(file, format, default, config.limits, start);
+        // A reader resumed past a CSV header reads with the one the first
+        // pass found (a reader from the start reads it itself).
+        let mut reader = RecordReader::new(file, format, default, config.limits, start)
+            .with_header(seen.header());
         loop {
             let mut chunk = Chunk {
                 messages: Vec::with_capacity(config.batch_size),
@@ -367,10 +371,7 @@ fn parse_chunks(
                 };
                 chunk.records += 1;
                 match item {
-                    Parsed::Record(r) => match seen
-                        .check(&r.user_id, &r.alert_message, r.line)
-                        .map_err(io_err)?
-                    {
+                    Parsed::Record(r) => match seen.check(&r).map_err(io_err)? {
                         Some(first) => chunk.rejects.push(Reject {
                             line: r.line,
                             kind: RejectKind::Duplicate { of_line: first },

@@ -1,5 +1,6 @@
-//! CSV: `userId[,alertMessage]` per record, RFC 4180 quoting, on csv-core's
-//! state machine.
+//! CSV: `userId[,alertMessage]` per record, or with a header row any
+//! columns (those other than `userId` and `alertMessage` become attributes),
+//! RFC 4180 quoting, on csv-core's state machine.
 //!
 //! Records end at a line break: `\n`, `\r\n` or a lone `\r` (files from
 //! classic Mac OS and some spreadsheet exports), each one line. So every
@@ -14,6 +15,7 @@ use csv_core::{ReadRecordResult, Reader, ReaderBuilder, Terminator};
 
 use super::buffer::Buffer;
 use super::{invalid, Limits, MessageField, Parsed, Rules};
+use crate::attributes::{Attributes, MAX_ATTRIBUTES};
 
 const NO_DEFAULT: &str = "line has only a userId and the job has no default message";
 const EMPTY_MESSAGE: &str = "alertMessage is empty and the job has no default message";
@@ -30,8 +32,124 @@ pub(super) struct CsvParser {
     /// `max_fields_len`; a record whose fields do not fit is too long.
     fields: Vec<u8>,
     max_fields_len: usize,
+    /// Where each field of the current record ends in `fields`, for its
+    /// first [`MAX_COLUMNS`]` + 1` fields (more are only counted).
+    ends: Vec<usize>,
     /// The first record of an input may be a header.
     header_allowed: bool,
+    /// The input's header, once read (or given to a resumed reader).
+    header: Option<Header>,
+}
+
+/// Most columns a header may have: `userId`, `alertMessage` and
+/// [`MAX_ATTRIBUTES`] attributes.
+pub(super) const MAX_COLUMNS: usize = MAX_ATTRIBUTES + 2;
+
+/// The columns of a CSV input's header row: which one holds the user id,
+/// which the alert message, and the attribute each other one names.
+///
+/// A header is the first record of the input when one of its fields is
+/// `userId` (in any case). The column named `alertMessage` (in any case),
+/// if any, holds the alert message; every other column is an attribute,
+/// named by the header exactly as written (trimmed). A header of `userId`
+/// alone is that of a `userId[,alertMessage]` file. A [`RecordReader`](super::RecordReader) resumed
+/// mid-input does not see it: give it the one the first reader found
+/// ([`RecordReader::header`](super::RecordReader::header),
+/// [`RecordReader::with_header`](super::RecordReader::with_header)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// The user id's column.
+    user: usize,
+    /// The alert message's column, if there is one.
+    message: Option<usize>,
+    /// Per column, the attribute it names (`None` for the user id and
+    /// message columns).
+    names: Vec<Option<String>>,
+    /// Why the header cannot be used: then every record of the input is
+    /// invalid with this reason.
+    problem: Option<String>,
+}
+
+impl Header {
+    /// The header in `fields` (the unquoted fields back to back, ending at
+    /// `ends`), if the record is one.
+    fn parse(fields: &[u8], ends: &[usize], count: usize) -> Option<Header> {
+        let field = |i: usize| {
+            let start = if i == 0 { 0 } else { ends[i - 1] };
+            fields[start..ends[i]].trim_ascii()
+        };
+        let stored = count.min(ends.len());
+        let user = (0..stored).find(|&i| field(i).eq_ignore_ascii_case(b"userId"))?;
+        let mut header = Header {
+            user,
+            message: None,
+            names: Vec::with_capacity(stored),
+            problem: None,
+        };
+        if count > MAX_COLUMNS {
+            header.problem = Some(format!(
+                "the header has {count} columns, more than the limit of {MAX_COLUMNS} \
+                 (userId, alertMessage and {MAX_ATTRIBUTES} attributes)"
+            ));
+            return Some(header);
+        }
+        if count == 1 {
+            // A lone `userId`: the header of a `userId[,alertMessage]` file.
+            header.message = Some(1);
+            header.names = vec![None, None];
+            return Some(header);
+        }
+        let mut attributes = Attributes::new();
+        for i in 0..count {
+            let name = field(i);
+            if name.eq_ignore_ascii_case(b"userId") || name.eq_ignore_ascii_case(b"alertMessage") {
+                let reserved = if name.eq_ignore_ascii_case(b"userId") {
+                    "userId"
+                } else {
+                    "alertMessage"
+                };
+                if i != user && (reserved == "userId" || header.message.is_some()) {
+                    header.problem = Some(format!(
+                        "the header names {reserved} twice (columns {} and {})",
+                        if reserved == "userId" {
+                            user + 1
+                        } else {
+                            header.message.unwrap_or(0) + 1
+                        },
+                        i + 1
+                    ));
+                    return Some(header);
+                }
+                if reserved == "alertMessage" {
+                    header.message = Some(i);
+                }
+                header.names.push(None);
+                continue;
+            }
+            let Ok(name) = std::str::from_utf8(name) else {
+                header.problem = Some(format!("the header's column {} is not valid UTF-8", i + 1));
+                return Some(header);
+            };
+            // Checked with an empty value: names only (sizes are per line).
+            if let Err(problem) = attributes.push(name, "") {
+                header.problem = Some(format!("the header's column {}: {problem}", i + 1));
+                return Some(header);
+            }
+            header.names.push(Some(name.to_string()));
+        }
+        Some(header)
+    }
+
+    /// The attribute names, in column order.
+    pub fn attribute_names(&self) -> impl Iterator<Item = &str> {
+        self.names.iter().flatten().map(String::as_str)
+    }
+
+    /// Why the header is unusable (every record is then invalid with this
+    /// reason), or `None`.
+    pub fn problem(&self) -> Option<&str> {
+        self.problem.as_deref()
+    }
 }
 
 impl fmt::Debug for CsvParser {
@@ -39,19 +157,17 @@ impl fmt::Debug for CsvParser {
         f.debug_struct("CsvParser")
             .field("fields_capacity", &self.fields.len())
             .field("header_allowed", &self.header_allowed)
+            .field("header", &self.header)
             .finish_non_exhaustive()
     }
 }
 
 /// What csv-core made of one record.
 enum RawRecord {
-    /// The fields fit: `count` fields, the first two ending at `ends`
-    /// (offsets into `CsvParser::fields`), `len` bytes of fields in all.
-    Fields {
-        count: usize,
-        ends: [usize; 2],
-        len: usize,
-    },
+    /// The fields fit: `count` fields, the first ones ending at
+    /// `CsvParser::ends` (offsets into `CsvParser::fields`), `len` bytes of
+    /// fields in all.
+    Fields { count: usize, len: usize },
     /// Longer than `max_record_bytes`; skipped.
     TooLong,
     /// The input ended inside a quoted field.
@@ -74,7 +190,22 @@ impl CsvParser {
             machine,
             fields: vec![0; max.min(4096)],
             max_fields_len: max,
+            ends: Vec::with_capacity(8),
             header_allowed: at_input_start,
+            header: None,
+        }
+    }
+
+    /// The input's header, if it has one and it was read (or given).
+    pub(super) fn header(&self) -> Option<&Header> {
+        self.header.as_ref()
+    }
+
+    /// Uses `header` as the input's header, for a reader resumed past it;
+    /// a reader at the start of its input reads its header itself.
+    pub(super) fn set_header(&mut self, header: Header) {
+        if !self.header_allowed {
+            self.header = Some(header);
         }
     }
 
@@ -98,8 +229,8 @@ impl CsvParser {
                     self.header_allowed = false;
                     return Ok(Some(invalid(line, UNTERMINATED)));
                 }
-                RawRecord::Fields { count, ends, len } => {
-                    if let Some(item) = self.interpret(line, count, ends, len, rules) {
+                RawRecord::Fields { count, len } => {
+                    if let Some(item) = self.interpret(line, count, len, rules) {
                         return Ok(Some(item));
                     }
                     // A blank record or the header: not an item.
@@ -117,7 +248,7 @@ impl CsvParser {
     ) -> io::Result<RawRecord> {
         let mut len = 0; // bytes used in `fields`
         let mut count = 0;
-        let mut first_ends = [0; 2];
+        self.ends.clear();
         let mut ends = [0; ENDS];
         let mut overflow = false; // the fields did not fit: only skipping
         let mut raw_len: u64 = 0; // bytes consumed, terminator included
@@ -157,8 +288,8 @@ impl CsvParser {
             }
             len += nout;
             for &end in &ends[..nend] {
-                if count < 2 {
-                    first_ends[count] = end;
+                if count <= MAX_COLUMNS {
+                    self.ends.push(end);
                 }
                 count += 1;
             }
@@ -190,61 +321,95 @@ impl CsvParser {
         if overflow || content_len > max_record_bytes as u64 {
             return Ok(RawRecord::TooLong);
         }
-        Ok(RawRecord::Fields {
-            count,
-            ends: first_ends,
-            len,
-        })
+        Ok(RawRecord::Fields { count, len })
     }
 
     /// Turns a record's fields into an item, or `None` for a blank record or
     /// the header.
-    fn interpret(
-        &mut self,
-        line: u64,
-        count: usize,
-        ends: [usize; 2],
-        len: usize,
-        rules: &Rules,
-    ) -> Option<Parsed> {
+    fn interpret(&mut self, line: u64, count: usize, len: usize, rules: &Rules) -> Option<Parsed> {
         let fields = &self.fields[..len];
-        let first = fields[..ends[0]].trim_ascii();
+        let ends = &self.ends;
+        let field = |i: usize| {
+            let start = if i == 0 { 0 } else { ends[i - 1] };
+            fields[start..ends[i]].trim_ascii()
+        };
         // A row of empty fields (`,` is how spreadsheets export an empty
         // row) carries no user: skip it like a blank line.
-        if first.is_empty() && fields.iter().all(u8::is_ascii_whitespace) {
+        if fields.iter().all(u8::is_ascii_whitespace) {
             return None;
         }
-        let header_allowed = std::mem::replace(&mut self.header_allowed, false);
-        if count > 2 {
+        if std::mem::replace(&mut self.header_allowed, false) {
+            if let Some(header) = Header::parse(fields, ends, count) {
+                self.header = Some(header);
+                return None;
+            }
+        }
+        let Some(header) = &self.header else {
+            // No header: `userId[,alertMessage]`, nothing else.
+            if count > 2 {
+                return Some(invalid(
+                    line,
+                    format!(
+                        "expected 1 or 2 fields, found {count} \
+                         (quote an alertMessage that contains commas)"
+                    ),
+                ));
+            }
+            let (Ok(user_id), Ok(message)) = (
+                std::str::from_utf8(field(0)),
+                std::str::from_utf8(if count == 2 { field(1) } else { &[] }),
+            ) else {
+                return Some(invalid(line, "record is not valid UTF-8"));
+            };
+            let message = if count == 1 {
+                MessageField::Missing(NO_DEFAULT)
+            } else {
+                MessageField::non_empty(message, EMPTY_MESSAGE)
+            };
+            return Some(rules.record(line, user_id.into(), message, Attributes::new()));
+        };
+        if let Some(problem) = &header.problem {
+            return Some(invalid(line, problem.clone()));
+        }
+        let columns = header.names.len();
+        if count > columns {
             return Some(invalid(
                 line,
                 format!(
-                    "expected 1 or 2 fields, found {count} \
-                     (quote an alertMessage that contains commas)"
+                    "expected at most {columns} fields as the header has, found {count} \
+                     (quote a field that contains commas)"
                 ),
             ));
         }
-        let second = if count == 2 {
-            fields[ends[0]..ends[1]].trim_ascii()
-        } else {
-            &[]
+        // A field the line does not have is empty.
+        let text = |i: usize| {
+            if i < count {
+                std::str::from_utf8(field(i)).map_err(|_| ())
+            } else {
+                Ok("")
+            }
         };
-        if header_allowed
-            && first.eq_ignore_ascii_case(b"userId")
-            && (count == 1 || second.eq_ignore_ascii_case(b"alertMessage"))
-        {
-            return None;
-        }
-        let (Ok(user_id), Ok(message)) = (std::str::from_utf8(first), std::str::from_utf8(second))
-        else {
+        let Ok(user_id) = text(header.user) else {
             return Some(invalid(line, "record is not valid UTF-8"));
         };
-        let message = if count == 1 {
-            MessageField::Missing(NO_DEFAULT)
-        } else {
-            MessageField::non_empty(message, EMPTY_MESSAGE)
+        let message = match header.message {
+            Some(i) if i < count => match text(i) {
+                Ok(message) => MessageField::non_empty(message, EMPTY_MESSAGE),
+                Err(()) => return Some(invalid(line, "record is not valid UTF-8")),
+            },
+            _ => MessageField::Missing(NO_DEFAULT),
         };
-        Some(rules.record(line, user_id.into(), message))
+        let mut attributes = Attributes::new();
+        for (i, name) in header.names.iter().enumerate() {
+            let Some(name) = name else { continue };
+            let Ok(value) = text(i) else {
+                return Some(invalid(line, "record is not valid UTF-8"));
+            };
+            if let Err(problem) = attributes.push(name.as_str(), value) {
+                return Some(invalid(line, problem.to_string()));
+            }
+        }
+        Some(rules.record(line, user_id.into(), message, attributes))
     }
 }
 
@@ -285,9 +450,10 @@ fn line_breaks(bytes: &[u8], after_cr: &mut bool) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{check_resume, invalid_at, parse, parse_with, rec};
+    use super::super::tests::{check_resume, invalid_at, parse, parse_with, rec, rec_with};
     use super::super::{Limits, Position};
     use crate::model::Format;
+    use serde_json::json;
 
     fn csv(data: &str, default: Option<&str>) -> Vec<super::Parsed> {
         check_resume(data.as_bytes(), Format::Csv, default, Limits::default())
@@ -468,22 +634,196 @@ mod tests {
                 "{header:?}"
             );
         }
-        // Not headers: a user id that merely starts like one, a third column.
+        // Not a header: a user id that merely starts like one.
         assert_eq!(
             csv("userIds,alertMessage\n", None)[0],
             rec(1, "userIds", "alertMessage")
         );
-        assert_eq!(
-            csv("userId,message\n", None)[0],
-            rec(1, "userId", "message")
-        );
-        assert!(matches!(
-            csv("userId,alertMessage,x\n", None)[0],
-            super::Parsed::Invalid(_)
-        ));
+        // Headers with attributes: whatever else they name.
+        assert_eq!(csv("userId,message\n", None), []);
+        assert_eq!(csv("userId,alertMessage,x\n", None), []);
         // A header after an invalid first record is a record.
         let items = csv("a,b,c\nuserId\n", Some("d"));
         assert_eq!(items[1], rec(2, "userId", "d"));
+    }
+
+    #[test]
+    fn header_columns_other_than_user_and_message_are_attributes() {
+        let data = "orderId, USERID ,locale,alertMessage\n\
+                    A-1,u1,fr,Votre commande\n\
+                    \"A,2\",u2,,\"Shipped, today\"\n\
+                    A-3,u3\n\
+                    A-4,u4,de,Bestellung,extra\n";
+        let items = csv(data, Some("D"));
+        assert_eq!(
+            items[..3],
+            [
+                rec_with(
+                    2,
+                    "u1",
+                    "Votre commande",
+                    &[("orderId", json!("A-1")), ("locale", json!("fr"))]
+                ),
+                // An empty cell is an empty string.
+                rec_with(
+                    3,
+                    "u2",
+                    "Shipped, today",
+                    &[("orderId", json!("A,2")), ("locale", json!(""))]
+                ),
+                // Missing trailing cells are empty; the message falls back.
+                rec_with(
+                    4,
+                    "u3",
+                    "D",
+                    &[("orderId", json!("A-3")), ("locale", json!(""))]
+                ),
+            ]
+        );
+        assert_eq!(
+            invalid_at(&items[3]),
+            (
+                5,
+                "expected at most 4 fields as the header has, found 5 \
+                 (quote a field that contains commas)"
+            )
+        );
+        // Without a message column every line takes the default.
+        assert_eq!(
+            csv("userId,name\nu1,Ann\n", Some("Hi")),
+            [rec_with(2, "u1", "Hi", &[("name", json!("Ann"))])]
+        );
+        let items = csv("userId,name\nu1,Ann\n", None);
+        assert_eq!(
+            invalid_at(&items[0]),
+            (
+                2,
+                "line has only a userId and the job has no default message"
+            )
+        );
+        // Without a header, a third field is still an error.
+        let items = csv("u1,hi,A-1\n", None);
+        assert!(invalid_at(&items[0])
+            .1
+            .starts_with("expected 1 or 2 fields, found 3"));
+    }
+
+    #[test]
+    fn a_bad_header_makes_every_line_invalid_with_its_reason() {
+        use crate::attributes::{MAX_ATTRIBUTES, MAX_ATTRIBUTE_NAME_BYTES};
+        let cases = [
+            (
+                "userId,alertMessage,a,b,a".to_string(),
+                "the header's column 5: attribute \"a\" is given twice".to_string(),
+            ),
+            (
+                "userId,alertMessage,userid".to_string(),
+                "the header names userId twice (columns 1 and 3)".to_string(),
+            ),
+            (
+                "userId,alertMessage,x,AlertMessage".to_string(),
+                "the header names alertMessage twice (columns 2 and 4)".to_string(),
+            ),
+            (
+                "userId,alertMessage,".to_string(),
+                "the header's column 3: an attribute name is empty".to_string(),
+            ),
+            (
+                format!("userId,{}", "n".repeat(MAX_ATTRIBUTE_NAME_BYTES + 1)),
+                format!(
+                    "the header's column 2: attribute name \"{}\" is {} bytes, \
+                     longer than the limit of {MAX_ATTRIBUTE_NAME_BYTES} bytes",
+                    "n".repeat(MAX_ATTRIBUTE_NAME_BYTES),
+                    MAX_ATTRIBUTE_NAME_BYTES + 1
+                ),
+            ),
+            (
+                format!(
+                    "userId,alertMessage{}",
+                    (0..=MAX_ATTRIBUTES)
+                        .map(|i| format!(",a{i}"))
+                        .collect::<String>()
+                ),
+                format!(
+                    "the header has {} columns, more than the limit of {} \
+                     (userId, alertMessage and {MAX_ATTRIBUTES} attributes)",
+                    MAX_ATTRIBUTES + 3,
+                    MAX_ATTRIBUTES + 2
+                ),
+            ),
+        ];
+        for (header, reason) in cases {
+            let items = csv(&format!("{header}\nu1,hi\nu2,ho\n"), None);
+            assert_eq!(
+                items.iter().map(invalid_at).collect::<Vec<_>>(),
+                [(2, reason.as_str()), (3, reason.as_str())],
+                "{header}"
+            );
+        }
+        // The most columns a header may have are fine.
+        let header: String = (0..MAX_ATTRIBUTES).map(|i| format!(",a{i}")).collect();
+        let items = csv(&format!("userId,alertMessage{header}\nu1,hi\n"), None);
+        let super::Parsed::Record(r) = &items[0] else {
+            panic!("{items:?}")
+        };
+        assert_eq!(r.attributes.len(), MAX_ATTRIBUTES);
+    }
+
+    #[test]
+    fn attributes_over_the_size_limit_make_only_that_line_invalid() {
+        use crate::attributes::MAX_ATTRIBUTES_BYTES;
+        let big = "x".repeat(MAX_ATTRIBUTES_BYTES);
+        let data = format!("userId,alertMessage,a,b\nu1,hi,{big},y\nu2,hi,x,y\n");
+        let items = csv(&data, None);
+        assert_eq!(
+            invalid_at(&items[0]),
+            (
+                2,
+                format!("attributes take more than {MAX_ATTRIBUTES_BYTES} bytes").as_str()
+            )
+        );
+        assert_eq!(
+            items[1],
+            rec_with(3, "u2", "hi", &[("a", json!("x")), ("b", json!("y"))])
+        );
+    }
+
+    #[test]
+    fn a_resumed_reader_given_the_header_reads_attributes() {
+        let data = b"userId,alertMessage,orderId\nu1,a,A-1\nu2,b,A-2\n";
+        let mut first = super::super::RecordReader::new(
+            &data[..],
+            Format::Csv,
+            None,
+            Limits::default(),
+            Position::START,
+        );
+        first.next_record().unwrap();
+        let at = first.position();
+        let header = first.header().cloned();
+        assert_eq!(
+            header
+                .as_ref()
+                .map(|h| h.attribute_names().collect::<Vec<_>>()),
+            Some(vec!["orderId"])
+        );
+        let resumed = |header| {
+            let reader = super::super::RecordReader::new(
+                &data[at.byte as usize..],
+                Format::Csv,
+                None,
+                Limits::default(),
+                at,
+            )
+            .with_header(header);
+            super::super::tests::collect(reader).0
+        };
+        assert_eq!(
+            resumed(header)[0].0,
+            rec_with(3, "u2", "b", &[("orderId", json!("A-2"))])
+        );
+        // Without it the line has a field too many.
+        assert!(matches!(resumed(None)[0].0, super::Parsed::Invalid(_)));
     }
 
     #[test]

@@ -4,11 +4,12 @@
 use std::fmt;
 use std::io::{self, Read};
 
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
 use super::buffer::Buffer;
 use super::{invalid, MessageField, Parsed, Rules};
+use crate::attributes::Attributes;
 
 const NO_MESSAGE: &str = "alertMessage is missing and the job has no default message";
 const EMPTY_MESSAGE: &str = "alertMessage is empty and the job has no default message";
@@ -96,12 +97,17 @@ pub(super) fn record(line: u64, text: &[u8], rules: &Rules) -> Parsed {
         Ok(JsonRecord {
             user_id,
             alert_message,
+            others,
         }) => {
             let message = match alert_message {
                 Some(text) => MessageField::non_empty(text, EMPTY_MESSAGE),
                 None => MessageField::Missing(NO_MESSAGE),
             };
-            rules.record(line, user_id.into(), message)
+            let attributes = match Attributes::try_from_pairs(others) {
+                Ok(attributes) => attributes,
+                Err(problem) => return invalid(line, problem.to_string()),
+            };
+            rules.record(line, user_id.into(), message, attributes)
         }
         // serde_json's words for bad UTF-8 ("invalid unicode code point")
         // do not say what to fix; checked only on this rare path.
@@ -110,7 +116,8 @@ pub(super) fn record(line: u64, text: &[u8], rules: &Rules) -> Parsed {
     }
 }
 
-/// `{"userId": …, "alertMessage": …}`; other keys are ignored.
+/// `{"userId": …, "alertMessage": …, …}`; the other keys, in order, become
+/// the record's attributes.
 ///
 /// Hand-written rather than derived: a derived struct would also accept a
 /// JSON array (`["u1", "hi"]`), and `userId` may be a number.
@@ -119,6 +126,10 @@ struct JsonRecord {
     user_id: String,
     /// `None` when absent or `null`.
     alert_message: Option<String>,
+    /// The other keys and their values, in order (checked against the
+    /// attribute limits once the object is read, so that the reason is
+    /// the limit's and not a parse error's).
+    others: Vec<(String, serde_json::Value)>,
 }
 
 impl<'de> Deserialize<'de> for JsonRecord {
@@ -139,6 +150,7 @@ impl<'de> Visitor<'de> for JsonRecordVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<JsonRecord, A::Error> {
         let mut user_id = None;
         let mut alert_message = None;
+        let mut others = Vec::new();
         while let Some(key) = map.next_key::<Key>()? {
             match key {
                 Key::UserId => {
@@ -153,14 +165,15 @@ impl<'de> Visitor<'de> for JsonRecordVisitor {
                     }
                     alert_message = Some(map.next_value::<Option<String>>()?);
                 }
-                Key::Other => {
-                    map.next_value::<IgnoredAny>()?;
+                Key::Other(name) => {
+                    others.push((name, map.next_value::<serde_json::Value>()?));
                 }
             }
         }
         Ok(JsonRecord {
             user_id: user_id.ok_or_else(|| de::Error::missing_field("userId"))?,
             alert_message: alert_message.flatten(),
+            others,
         })
     }
 }
@@ -169,7 +182,7 @@ impl<'de> Visitor<'de> for JsonRecordVisitor {
 enum Key {
     UserId,
     AlertMessage,
-    Other,
+    Other(String),
 }
 
 impl<'de> Deserialize<'de> for Key {
@@ -184,7 +197,14 @@ impl<'de> Deserialize<'de> for Key {
                 Ok(match key {
                     "userId" => Key::UserId,
                     "alertMessage" => Key::AlertMessage,
-                    _ => Key::Other,
+                    other => Key::Other(other.to_owned()),
+                })
+            }
+            fn visit_string<E: de::Error>(self, key: String) -> Result<Key, E> {
+                Ok(match key.as_str() {
+                    "userId" => Key::UserId,
+                    "alertMessage" => Key::AlertMessage,
+                    _ => Key::Other(key),
                 })
             }
         }
@@ -224,10 +244,11 @@ impl<'de> Deserialize<'de> for UserId {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{check_resume, invalid_at, parse, parse_with, rec};
+    use super::super::tests::{check_resume, invalid_at, parse, parse_with, rec, rec_with};
     use super::super::Limits;
     use super::Parsed;
     use crate::model::Format;
+    use serde_json::json;
 
     fn lines(data: &str, default: Option<&str>) -> Vec<Parsed> {
         check_resume(
@@ -302,9 +323,69 @@ mod tests {
     }
 
     #[test]
-    fn unknown_keys_are_ignored() {
-        let data = "{\"id\":1,\"userId\":\"u1\",\"meta\":{\"userId\":\"nested\",\"list\":[1,\"]\"]},\"alertMessage\":\"hi\"}\n";
-        assert_eq!(lines(data, None), [rec(1, "u1", "hi")]);
+    fn other_keys_become_attributes_in_order_with_their_json_types() {
+        let data = "{\"id\":1,\"userId\":\"u1\",\"meta\":{\"userId\":\"nested\",\"list\":[1,\"]\"]},\"alertMessage\":\"hi\",\"vip\":true,\"note\":null}\n\
+                    {\"userId\":\"u2\",\"alertMessage\":\"plain\"}\n";
+        assert_eq!(
+            lines(data, None),
+            [
+                rec_with(
+                    1,
+                    "u1",
+                    "hi",
+                    &[
+                        ("id", json!(1)),
+                        ("meta", json!({"userId": "nested", "list": [1, "]"]})),
+                        ("vip", json!(true)),
+                        ("note", json!(null)),
+                    ]
+                ),
+                rec(2, "u2", "plain"),
+            ]
+        );
+        // Attribute order is the line's, not alphabetical.
+        let Parsed::Record(r) = &lines(data, None)[0] else {
+            panic!("a record")
+        };
+        let names: Vec<&str> = r.attributes.iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["id", "meta", "vip", "note"]);
+    }
+
+    #[test]
+    fn attributes_over_the_limits_make_the_line_invalid() {
+        use crate::attributes::{MAX_ATTRIBUTES, MAX_ATTRIBUTES_BYTES, MAX_ATTRIBUTE_NAME_BYTES};
+        let many: String = (0..=MAX_ATTRIBUTES)
+            .map(|i| format!(",\"a{i}\":{i}"))
+            .collect();
+        let big = "x".repeat(MAX_ATTRIBUTES_BYTES);
+        let long_name = "n".repeat(MAX_ATTRIBUTE_NAME_BYTES + 1);
+        let data = format!(
+            "{{\"userId\":\"u1\"{many}}}\n\
+             {{\"userId\":\"u2\",\"big\":\"{big}\"}}\n\
+             {{\"userId\":\"u3\",\"{long_name}\":1}}\n\
+             {{\"userId\":\"u4\",\"\":1}}\n\
+             {{\"userId\":\"u5\",\"k\":1,\"k\":2}}\n\
+             {{\"userId\":\"u6\",\"k\":\"ok\"}}\n"
+        );
+        let items = lines(&data, Some("D"));
+        assert_eq!(
+            invalid_at(&items[0]),
+            (1, format!("more than {MAX_ATTRIBUTES} attributes").as_str())
+        );
+        assert_eq!(
+            invalid_at(&items[1]),
+            (
+                2,
+                format!("attributes take more than {MAX_ATTRIBUTES_BYTES} bytes").as_str()
+            )
+        );
+        assert_eq!(invalid_at(&items[2]).0, 3);
+        assert!(invalid_at(&items[2])
+            .1
+            .contains("65 bytes, longer than the limit of 64"));
+        assert_eq!(invalid_at(&items[3]), (4, "an attribute name is empty"));
+        assert_eq!(invalid_at(&items[4]), (5, "attribute \"k\" is given twice"));
+        assert_eq!(items[5], rec_with(6, "u6", "D", &[("k", json!("ok"))]));
     }
 
     #[test]

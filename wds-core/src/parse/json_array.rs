@@ -283,7 +283,7 @@ fn skip_whitespace<R: Read>(input: &mut Buffer<R>) -> io::Result<Option<u8>> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{check_resume, invalid_at, parse_with, rec};
+    use super::super::tests::{check_resume, invalid_at, parse_with, rec, rec_with};
     use super::super::{Limits, Position, RecordReader};
     use super::*;
     use crate::model::Format;
@@ -412,7 +412,18 @@ mod tests {
         let data = "[{\"userId\":\"u1\",\"x\":\"a, ] } \\\" [ \\\\\",\"y\":[1,[2,{\"z\":\"]\"}]]},{\"userId\":\"u2\"}]";
         assert_eq!(
             array(data, Some("D")),
-            [rec(1, "u1", "D"), rec(2, "u2", "D")]
+            [
+                rec_with(
+                    1,
+                    "u1",
+                    "D",
+                    &[
+                        ("x", serde_json::json!("a, ] } \" [ \\")),
+                        ("y", serde_json::json!([1, [2, {"z": "]"}]])),
+                    ]
+                ),
+                rec(2, "u2", "D")
+            ]
         );
     }
 

@@ -87,9 +87,11 @@ use std::borrow::Cow;
 use std::fmt;
 use std::io::{self, Read};
 
+use crate::attributes::Attributes;
 use crate::model::{Format, Invalid, Record};
 
 use buffer::Buffer;
+pub use csv::Header;
 
 /// Size limits applied to every record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -154,8 +156,9 @@ pub enum Parsed {
 /// comma of a JSON array element, or at the closing `]`) and the line number
 /// there (for a JSON array, the number of the next element, one more than
 /// the item's). A new reader over the same input seeked to that offset,
-/// created with that position as `start`, yields exactly the remaining items
-/// with the same line numbers.
+/// created with that position as `start` (and, for a CSV input with a
+/// header row, given that header with [`RecordReader::with_header`]),
+/// yields exactly the remaining items with the same line numbers.
 ///
 /// # Memory
 ///
@@ -249,6 +252,29 @@ impl<R: Read> RecordReader<R> {
         };
         self.position = self.input.position();
         Ok(item)
+    }
+
+    /// The header of a CSV input, once the reader has read it (or was
+    /// given it with [`with_header`](Self::with_header)); `None` for an
+    /// input without one and for the JSON formats.
+    pub fn header(&self) -> Option<&Header> {
+        match &self.parser {
+            Parser::Csv(p) => p.header(),
+            _ => None,
+        }
+    }
+
+    /// A reader resumed past a CSV input's header reads its records with
+    /// `header`, which a reader from the start of the same input found
+    /// ([`header`](Self::header)). Without it, such a reader reads
+    /// `userId[,alertMessage]` records as if the input had no header.
+    /// Does nothing for a reader at the start of its input (it reads the
+    /// header itself), for the JSON formats, or with `None`.
+    pub fn with_header(mut self, header: Option<Header>) -> Self {
+        if let (Parser::Csv(p), Some(header)) = (&mut self.parser, header) {
+            p.set_header(header);
+        }
+        self
     }
 
     /// The position after the last item returned: where the next record
@@ -346,7 +372,13 @@ impl Rules {
     /// Takes `Cow`s so that JSON's owned strings move into the record and
     /// CSV's borrowed fields are copied once: the two `String`s of a
     /// `Record` are the only allocations per record.
-    fn record(&self, line: u64, user_id: Cow<'_, str>, message: MessageField<'_>) -> Parsed {
+    fn record(
+        &self,
+        line: u64,
+        user_id: Cow<'_, str>,
+        message: MessageField<'_>,
+        attributes: Attributes,
+    ) -> Parsed {
         if let Err(reason) = self.check(&user_id, &message) {
             return invalid(line, reason);
         }
@@ -359,6 +391,7 @@ impl Rules {
             line,
             user_id: user_id.into_owned(),
             alert_message,
+            attributes,
         })
     }
 

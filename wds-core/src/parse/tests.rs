@@ -44,11 +44,19 @@ pub(super) fn parse(data: &[u8], format: Format, default: Option<&str>) -> Vec<P
 
 /// A valid record.
 pub(super) fn rec(line: u64, user_id: &str, alert_message: &str) -> Parsed {
-    Parsed::Record(Record {
-        line,
-        user_id: user_id.into(),
-        alert_message: alert_message.into(),
-    })
+    Parsed::Record(Record::new(line, user_id, alert_message))
+}
+
+/// A valid record with attributes (name and JSON value pairs, in order).
+pub(super) fn rec_with(
+    line: u64,
+    user_id: &str,
+    alert_message: &str,
+    attributes: &[(&str, serde_json::Value)],
+) -> Parsed {
+    let attributes = crate::Attributes::try_from_pairs(attributes.iter().cloned())
+        .expect("test attributes keep the limits");
+    Parsed::Record(Record::new(line, user_id, alert_message).with_attributes(attributes))
 }
 
 /// The line and reason of an invalid item, or a panic naming what it was.
@@ -101,11 +109,25 @@ pub(super) fn check_resume(
     default: Option<&str>,
     limits: Limits,
 ) -> Vec<Parsed> {
-    let new = |bytes: &'static [u8], start: Position| {
-        RecordReader::new(bytes, format, default.map(String::from), limits, start)
-    };
     // Leaked so that the readers can borrow it for 'static; tests only.
     let data: &'static [u8] = Box::leak(data.to_vec().into_boxed_slice());
+    // A resumed reader is given the header the first one read, as the
+    // batcher does.
+    let header = {
+        let mut first = RecordReader::new(
+            data,
+            format,
+            default.map(String::from),
+            limits,
+            Position::START,
+        );
+        while first.next_record().expect("in-memory").is_some() && first.header().is_none() {}
+        first.header().cloned()
+    };
+    let new = |bytes: &'static [u8], start: Position| {
+        RecordReader::new(bytes, format, default.map(String::from), limits, start)
+            .with_header(header.clone())
+    };
     let (straight, end) = collect(new(data, Position::START));
     assert_eq!(
         end.byte,
@@ -180,13 +202,16 @@ pub(super) fn check_resume(
             resumed.1, end,
             "resuming at {start:?} ends at the same place"
         );
-        let resumed = collect(RecordReader::new(
-            Trickle::new(rest, 3),
-            format,
-            default.map(String::from),
-            limits,
-            *start,
-        ));
+        let resumed = collect(
+            RecordReader::new(
+                Trickle::new(rest, 3),
+                format,
+                default.map(String::from),
+                limits,
+                *start,
+            )
+            .with_header(header.clone()),
+        );
         assert_eq!(
             resumed.0, expected,
             "resuming at {start:?} with 3-byte reads"

@@ -3,7 +3,7 @@
 
 /// Bidirectional-text controls: invisible, and able to make a log line or a
 /// spreadsheet cell read differently from what it holds ("Trojan Source").
-fn is_bidi_control(c: char) -> bool {
+pub(crate) fn is_bidi_control(c: char) -> bool {
     matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 

@@ -99,6 +99,7 @@ use futures::FutureExt;
 
 use crate::{JobControl, OffsetStore, Queue};
 
+mod attributes;
 pub mod bench;
 mod circuit;
 mod claims;
@@ -112,6 +113,7 @@ mod stats;
 mod support;
 mod workers;
 
+pub use attributes::{attributes_are_kept, replay_kind_ignores_attributes};
 pub use circuit::circuit_store_conforms;
 pub use claims::{
     claim_creates_a_job_once, claims_of_different_identities_differ,
@@ -187,6 +189,7 @@ const CHECKS: &[(&str, Check)] = checks![
     replay_of_all_jobs,
     stats_count_messages,
     detail_is_bounded_and_counts_stay_exact,
+    attributes_are_kept,
 ];
 
 type ControlCheck =
@@ -213,6 +216,7 @@ const CONTROL_CHECKS: &[(&str, ControlCheck)] = control_checks![
     cancel_accounts_for_every_line,
     finished_job_refuses_control,
     replay_kind_replays_one_kind,
+    replay_kind_ignores_attributes,
 ];
 
 /// Runs every [`JobControl`] check, each on a fresh backend from `make`,

@@ -57,16 +57,12 @@ pub(super) async fn claim(s: &dyn OffsetStore, check: &str, n: u32) -> JobId {
 
 /// The message of `line` of `job`, as the batcher makes it.
 pub(super) fn message(job: &JobId, line: u64) -> Message {
-    Message {
-        id: MessageId {
-            job: job.clone(),
-            line,
-        },
-        user_id: format!("user-{line}"),
-        alert_message: format!("alert for line {line}"),
-        attempts: 0,
-        first_attempt_ms: None,
-    }
+    Message::fresh(
+        job,
+        line,
+        format!("user-{line}"),
+        format!("alert for line {line}"),
+    )
 }
 
 /// The id of `line` of `job`.

@@ -3,7 +3,8 @@
 //!
 //! Routes:
 //!
-//! - `POST /webhook` with `{"userId": …, "alertMessage": …}`: appends
+//! - `POST /webhook` with `{"userId": …, "alertMessage": …}` (other fields,
+//!   such as a message's attributes, are accepted and not recorded): appends
 //!   `userId,alertMessage` as a CSV line to the output file and answers 200
 //!   `{"status":"accepted"}` (or `{"status":"duplicate"}` for a repeated
 //!   `webhook-id`). Errors are JSON `{"error": …}`: 400 for a body that is not

@@ -24,8 +24,8 @@ pub(crate) const MAX_ID_LEN: usize = 512;
 
 const EXPECTED_BODY: &str = r#"expected a JSON object {"userId": string, "alertMessage": string}"#;
 
-/// The webhook body. Unknown fields are ignored so that a sender may add
-/// some without breaking the receiver.
+/// The webhook body. Other fields (a message's attributes) are ignored, so
+/// that a file with extra columns is still recorded as `userId,alertMessage`.
 #[derive(Deserialize)]
 struct Alert {
     #[serde(rename = "userId")]

@@ -19,12 +19,7 @@ pub(crate) const SECRET_B: &str = "whsec_c2Vjb25kLXNlY3JldC1mb3Itcm90YXRpb24tdGV
 
 /// A message of job `job` at `line`.
 pub(crate) fn message(job: &str, line: u64, user: &str, text: &str) -> Message {
-    let record = Record {
-        line,
-        user_id: user.into(),
-        alert_message: text.into(),
-    };
-    Message::new(&JobId(job.into()), record)
+    Message::new(&JobId(job.into()), Record::new(line, user, text))
 }
 
 /// A receiver served on a free loopback port, writing into a temp dir.

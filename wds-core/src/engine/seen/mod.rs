@@ -1,5 +1,5 @@
-//! The duplicate filter of a job: which `(userId, alertMessage)` pairs a
-//! job already has, so a repeat is counted as a duplicate of the line where
+//! The duplicate filter of a job: which `(userId, alertMessage)` pairs
+//! (with their attributes, when a line has any) a job already has, so a repeat is counted as a duplicate of the line where
 //! the pair first appears and not enqueued (guarantee G1).
 //!
 //! Its memory does not grow with the file. Before a job's lines are pushed,
@@ -27,8 +27,8 @@ use std::path::Path;
 use sorter::{Merge, Record, Sorted, Sorter};
 use tokio_util::sync::CancellationToken;
 
-use crate::model::Format;
-use crate::parse::{Limits, Parsed, Position, RecordReader};
+use crate::model::{Format, Record as Line};
+use crate::parse::{Header, Limits, Parsed, Position, RecordReader};
 
 /// Keys of pairs in a job's memory at most, before the first pass spills
 /// them to disk (24 bytes each).
@@ -44,6 +44,9 @@ pub(super) struct Seen {
     sorted: Sorted<KeyLine>,
     duplicates: Duplicates,
     appended: HashMap<u128, u64, BuildHasherDefault<FoldHasher>>,
+    /// The input's CSV header, as the first pass read it: a reader resumed
+    /// past it needs it.
+    header: Option<Header>,
 }
 
 /// What the first pass found, for the log.
@@ -86,7 +89,7 @@ impl Seen {
             match item {
                 Parsed::Record(r) => {
                     pairs.push(KeyLine {
-                        key: keys.key(&r.user_id, &r.alert_message),
+                        key: keys.key(&r),
                         line: r.line,
                     })?;
                     covered = covered.max(r.line);
@@ -98,6 +101,7 @@ impl Seen {
                 return Ok(None);
             }
         }
+        let header = reader.header().cloned();
         let sorted = pairs.finish()?;
         // Equal keys come together, the first line first.
         let mut duplicates = Sorter::new(memory_pairs, spill_dir);
@@ -132,23 +136,25 @@ impl Seen {
                     rest: duplicates.into_iter()?,
                 },
                 appended: HashMap::default(),
+                header,
             },
             pass,
         )))
     }
 
+    /// The input's CSV header, if the first pass found one.
+    pub(super) fn header(&self) -> Option<Header> {
+        self.header.clone()
+    }
+
     /// The line where the pair of `line` first appears, when that is an
     /// earlier line. Lines must be checked in increasing order.
-    pub(super) fn check(
-        &mut self,
-        user_id: &str,
-        message: &str,
-        line: u64,
-    ) -> io::Result<Option<u64>> {
+    pub(super) fn check(&mut self, record: &Line) -> io::Result<Option<u64>> {
+        let line = record.line;
         if line <= self.covered {
             return self.duplicates.of(line);
         }
-        let key = self.keys.key(user_id, message);
+        let key = self.keys.key(record);
         if let Some(first) = self.appended.get(&key) {
             return Ok(Some(*first));
         }
@@ -264,21 +270,49 @@ impl Record for DuplicateLine {
     }
 }
 
-/// Keys of `(userId, alertMessage)` pairs: a 128-bit keyed hash rather
-/// than the strings, so a pair costs 24 bytes (with its line) whatever its
-/// length; 128 bits make an accidental collision (which would drop a user
-/// as a "duplicate") practically impossible, and random keys keep crafted
-/// ones out.
+/// Keys of `(userId, alertMessage, attributes)`: a 128-bit keyed hash
+/// rather than the strings, so a pair costs 24 bytes (with its line)
+/// whatever its length and whatever its attributes; 128 bits make an
+/// accidental collision (which would drop a user as a "duplicate")
+/// practically impossible, and random keys keep crafted ones out.
+///
+/// Two lines that differ only in their attributes (two orders of one user)
+/// are not duplicates. A record without attributes hashes exactly the two
+/// strings, as before attributes existed.
 #[derive(Debug, Default)]
 struct PairKeys(RandomState, RandomState);
 
 impl PairKeys {
-    fn key(&self, user_id: &str, message: &str) -> u128 {
+    fn key(&self, record: &Line) -> u128 {
+        // Non-string values as their JSON text, made once for both hashes.
+        let texts: Vec<Option<String>> = record
+            .attributes
+            .iter()
+            .map(|(_, value)| match value {
+                serde_json::Value::String(_) => None,
+                other => Some(other.to_string()),
+            })
+            .collect();
         let hash = |state: &RandomState| {
             let mut h = state.build_hasher();
-            h.write(user_id.as_bytes());
-            h.write_u8(0xff); // not valid UTF-8: separates the two strings
-            h.write(message.as_bytes());
+            h.write(record.user_id.as_bytes());
+            h.write_u8(0xff); // not valid UTF-8: separates the strings
+            h.write(record.alert_message.as_bytes());
+            for ((name, value), text) in record.attributes.iter().zip(&texts) {
+                h.write_u8(0xff);
+                h.write(name.as_bytes());
+                // A string and a JSON text apart: "1" is not 1.
+                match (value, text) {
+                    (serde_json::Value::String(s), _) => {
+                        h.write_u8(0xfe);
+                        h.write(s.as_bytes());
+                    }
+                    (_, text) => {
+                        h.write_u8(0xfd);
+                        h.write(text.as_deref().unwrap_or_default().as_bytes());
+                    }
+                }
+            }
             h.finish()
         };
         (u128::from(hash(&self.0)) << 64) | u128::from(hash(&self.1))

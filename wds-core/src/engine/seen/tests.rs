@@ -125,7 +125,7 @@ fn duplicates_are_found_in_memory_and_when_spilled() {
         let got: Vec<Option<u64>> = lines
             .iter()
             .enumerate()
-            .map(|(i, (u, m))| seen.check(u, m, i as u64 + 1).unwrap())
+            .map(|(i, (u, m))| seen.check(&Line::new(i as u64 + 1, u, m)).unwrap())
             .collect();
         assert_eq!(got, expected, "memory_pairs {memory_pairs}");
         assert_eq!(
@@ -144,7 +144,11 @@ fn a_resumed_read_asks_from_a_later_line_and_gets_the_same_answers() {
     let (mut seen, _) = prepared(&csv(&lines), Format::Csv, 100);
     for (i, (u, m)) in lines.iter().enumerate().skip(1_234) {
         let line = i as u64 + 1;
-        assert_eq!(seen.check(u, m, line).unwrap(), expected[i], "line {line}");
+        assert_eq!(
+            seen.check(&Line::new(line, u, m)).unwrap(),
+            expected[i],
+            "line {line}"
+        );
     }
 }
 
@@ -160,7 +164,7 @@ fn lines_appended_after_the_first_pass_are_checked_against_everything_before() {
         for (i, (u, m)) in lines.iter().enumerate() {
             let line = i as u64 + 1;
             assert_eq!(
-                seen.check(u, m, line).unwrap(),
+                seen.check(&Line::new(line, u, m)).unwrap(),
                 expected[i],
                 "line {line}, memory_pairs {memory_pairs}"
             );
@@ -173,14 +177,14 @@ fn a_last_line_without_its_end_is_left_to_the_second_pass() {
     // When the first pass runs, line 2 is still being written ("b,m" of
     // what becomes "b,mx"); line 3 then repeats the unfinished text.
     let (mut seen, _) = prepared(b"a,m\nb,m", Format::Csv, 10);
-    assert_eq!(seen.check("a", "m", 1).unwrap(), None);
-    assert_eq!(seen.check("b", "mx", 2).unwrap(), None);
+    assert_eq!(seen.check(&Line::new(1, "a", "m")).unwrap(), None);
+    assert_eq!(seen.check(&Line::new(2, "b", "mx")).unwrap(), None);
     assert_eq!(
-        seen.check("b", "m", 3).unwrap(),
+        seen.check(&Line::new(3, "b", "m")).unwrap(),
         None,
         "not a repeat of line 2"
     );
-    assert_eq!(seen.check("b", "mx", 4).unwrap(), Some(2));
+    assert_eq!(seen.check(&Line::new(4, "b", "mx")).unwrap(), Some(2));
 }
 
 #[test]
@@ -191,8 +195,8 @@ fn json_arrays_are_filtered_in_memory() {
         1,
     );
     assert_eq!(pass.pairs, 0, "no first pass");
-    assert_eq!(seen.check("a", "m", 1).unwrap(), None);
-    assert_eq!(seen.check("a", "m", 2).unwrap(), Some(1));
+    assert_eq!(seen.check(&Line::new(1, "a", "m")).unwrap(), None);
+    assert_eq!(seen.check(&Line::new(2, "a", "m")).unwrap(), Some(1));
 }
 
 #[test]
@@ -212,4 +216,50 @@ fn a_cancelled_first_pass_returns_nothing() {
     )
     .unwrap();
     assert!(got.is_none());
+}
+
+/// The record of `line` with the attributes given as `(name, value)`.
+fn with_attributes(line: u64, user: &str, message: &str, attributes: &[(&str, &str)]) -> Line {
+    let attributes = crate::Attributes::try_from_pairs(attributes.iter().copied())
+        .expect("test attributes keep the limits");
+    Line::new(line, user, message).with_attributes(attributes)
+}
+
+#[test]
+fn lines_differing_only_in_attributes_are_not_duplicates() {
+    // Two orders of one user, then a real repeat of the first, then the
+    // same pair with no attributes (different too), then its repeat.
+    let file = b"userId,alertMessage,orderId\nu1,shipped,A-1\nu1,shipped,A-2\nu1,shipped,A-1\nu1,shipped\nu1,shipped\n";
+    let expected = [None, None, Some(2), None, Some(5)];
+    for memory_pairs in [1, 1 << 20] {
+        let (mut seen, pass) = prepared(file, Format::Csv, memory_pairs);
+        assert_eq!(pass.duplicates, 2, "memory_pairs {memory_pairs}");
+        let records = [
+            with_attributes(2, "u1", "shipped", &[("orderId", "A-1")]),
+            with_attributes(3, "u1", "shipped", &[("orderId", "A-2")]),
+            with_attributes(4, "u1", "shipped", &[("orderId", "A-1")]),
+            with_attributes(5, "u1", "shipped", &[("orderId", "")]),
+            with_attributes(6, "u1", "shipped", &[("orderId", "")]),
+        ];
+        let got: Vec<_> = records.iter().map(|r| seen.check(r).unwrap()).collect();
+        assert_eq!(got, expected, "memory_pairs {memory_pairs}");
+    }
+    // Appended lines (after the first pass) are keyed the same way, and a
+    // string is not the JSON value with the same text.
+    let (mut seen, _) = prepared(b"", Format::JsonLines, 10);
+    let number = |line: u64, n: i64| {
+        Line::new(line, "u", "m").with_attributes(
+            crate::Attributes::try_from_pairs([("n", serde_json::json!(n))]).unwrap(),
+        )
+    };
+    assert_eq!(seen.check(&number(1, 1)).unwrap(), None);
+    assert_eq!(
+        seen.check(&with_attributes(2, "u", "m", &[("n", "1")]))
+            .unwrap(),
+        None
+    );
+    assert_eq!(seen.check(&number(3, 2)).unwrap(), None);
+    assert_eq!(seen.check(&number(4, 1)).unwrap(), Some(1));
+    assert_eq!(seen.check(&Line::new(5, "u", "m")).unwrap(), None);
+    assert_eq!(seen.check(&Line::new(6, "u", "m")).unwrap(), Some(5));
 }

@@ -387,11 +387,7 @@ mod tests {
         let sink = Arc::new(metrics.wrap(Gate(tokio::sync::Notify::new())));
         let message = Message::new(
             &wds_core::JobId("j".into()),
-            wds_core::Record {
-                line: 1,
-                user_id: "u".into(),
-                alert_message: "m".into(),
-            },
+            wds_core::Record::new(1, "u", "m"),
         );
         let call = tokio::spawn({
             let (sink, message) = (sink.clone(), message.clone());

@@ -290,6 +290,39 @@ fn write_and_wait(cluster: &Cluster, path: &Path, body: &str) -> Value {
     })
 }
 
+/// The names `GET /intake` lists as skipped.
+fn skipped(cluster: &Cluster) -> Option<HashMap<String, String>> {
+    let (status, body) = http_get(&cluster.api, "/intake")?;
+    if status != 200 {
+        return None;
+    }
+    let intake: Value = serde_json::from_str(&body).ok()?;
+    Some(
+        intake["skipped"]
+            .as_array()?
+            .iter()
+            .filter_map(|s| Some((s["name"].as_str()?.into(), s["reason"].as_str()?.into())))
+            .collect(),
+    )
+}
+
+/// Waits until the process reading the inbox has listed it (it reports
+/// `names` as skipped). A file written before that can be found by the
+/// first listing rather than by its close, and then waits the settle time
+/// and is handed over as complete, so its job does not follow it.
+fn wait_listed(cluster: &Cluster, names: &[&str]) {
+    cluster.eventually("the inbox to be listed", PATIENCE, || {
+        let skipped = skipped(cluster)?;
+        names.iter().all(|n| skipped.contains_key(*n)).then_some(())
+    });
+}
+
+/// [`wait_listed`] on a folder made for it in the inbox.
+fn wait_scanning(cluster: &Cluster) {
+    std::fs::create_dir(cluster.inbox().join("probe.d")).unwrap();
+    wait_listed(cluster, &["probe.d"]);
+}
+
 fn changed_while_read(mode: Mode) {
     let receiver = TestReceiver::start();
     let url = receiver.url();
@@ -298,6 +331,7 @@ fn changed_while_read(mode: Mode) {
     let mut cluster = mode.cluster(&[("WDS_WEBHOOK_URL", &url), ("WDS_SETTLE_MS", "3000")]);
     mode.start(&mut cluster);
     let inbox = cluster.inbox();
+    wait_scanning(&cluster);
     let n = 2_000;
 
     write_and_wait(&cluster, &inbox.join("removed.csv"), &lines("rm", 1, n));
@@ -457,6 +491,17 @@ fn symlinks_and_fifos(mode: Mode) {
         mkfifo(&inbox.join(format!("fifo{i}.csv")));
     }
     std::fs::create_dir(inbox.join("folder.csv")).unwrap();
+    wait_listed(
+        &cluster,
+        &[
+            "link.csv",
+            "fifo1.csv",
+            "fifo2.csv",
+            "fifo3.csv",
+            "fifo4.csv",
+            "folder.csv",
+        ],
+    );
     // A FIFO renamed over each of four files whose jobs are reading them:
     // as many as the jobs one engine reads at once (4), so a reader stuck
     // on any of them would leave no slot for the file dropped after.
@@ -516,20 +561,8 @@ fn symlinks_and_fifos(mode: Mode) {
     let marker = named(&jobs, "marker.csv");
     assert_eq!(marker.len(), 1, "{jobs:?}");
     assert_eq!(marker[0]["state"], "done", "{}", marker[0]);
-    let (status, body) = http_get(&cluster.api, "/intake").expect("GET /intake");
-    assert_eq!(status, 200, "{body}");
-    let intake: Value = serde_json::from_str(&body).unwrap();
-    let skipped: HashMap<String, String> = intake["skipped"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            (
-                s["name"].as_str().unwrap().to_string(),
-                s["reason"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
+    let (_, body) = http_get(&cluster.api, "/intake").expect("GET /intake");
+    let skipped = skipped(&cluster).unwrap_or_else(|| panic!("GET /intake: {body}"));
     assert_eq!(
         skipped.get("link.csv").map(String::as_str),
         Some("a symbolic link"),
@@ -820,6 +853,7 @@ fn gone_while_down(mode: Mode) {
     let mut cluster = mode.cluster(&[("WDS_WEBHOOK_URL", &url), ("WDS_SETTLE_MS", "5000")]);
     let reader = mode.start(&mut cluster);
     let inbox = cluster.inbox();
+    wait_scanning(&cluster);
     write_and_wait(
         &cluster,
         &inbox.join("orphan.csv"),

@@ -42,6 +42,8 @@ pub struct Cluster {
     /// Every process started, by name.
     pub services: Vec<Service>,
     started: usize,
+    /// Made by [`Cluster::local`]: one `all` on SQLite, no Redis.
+    local: bool,
 }
 
 impl Cluster {
@@ -68,7 +70,31 @@ impl Cluster {
             env: all,
             services: Vec::new(),
             started: 0,
+            local: false,
         }
+    }
+
+    /// A deployment of one `all` process on its default backend (SQLite
+    /// under `wds-data` in the deployment's folder), with the same settings
+    /// as [`Cluster::new`] but no `WDS_REDIS_URL`: start it with
+    /// `start("all", ..)`, which then checks the log says SQLite.
+    ///
+    /// [`Cluster::redis`] is there only because the Redis deployments need
+    /// it: here it is a server no process is told of, killed at once, so a
+    /// process that reached for Redis anyway would fail rather than pass.
+    /// [`Cluster::backend`] and [`Cluster::reports`] are for Redis
+    /// deployments; read jobs through the control API instead.
+    pub fn local(env: &[(&str, &str)]) -> Cluster {
+        let mut cluster = Cluster::new(env);
+        cluster.redis.kill();
+        cluster.env.retain(|(k, _)| k != "WDS_REDIS_URL");
+        cluster.local = true;
+        cluster
+    }
+
+    /// Whether this is a [`Cluster::local`] deployment.
+    pub fn is_local(&self) -> bool {
+        self.local
     }
 
     /// Starts `role` with the deployment's settings plus `env`; returns its
@@ -91,7 +117,14 @@ impl Cluster {
         }
         all.extend(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         all.extend_from_slice(env);
+        assert!(
+            !self.local || role == "all",
+            "a local deployment runs `all` only, not {role}"
+        );
         let mut service = Service::start(&name, self.dir.path(), &[role], &all);
+        if self.local {
+            service.wait_for_line("sqlite backend open", Duration::from_secs(120));
+        }
         match role {
             "initiator" | "all" => self.api = service.address("initiator running", "api"),
             "notifier" => self.notifier_addr = service.address("notifier listening", "addr"),

@@ -328,7 +328,7 @@ fn push_in(tx: &Tx<'_>, path: &Path, p: &PushRow, limit: u64) -> Result<PushOutc
     let row = tx
         .prepare_cached(
             "SELECT no, seq, enqueued, delivered, dead, invalid, duplicate, finished_ms, \
-             kept_rejects FROM jobs WHERE job = ?1",
+             kept_rejects, active FROM jobs WHERE job = ?1",
         )
         .and_then(|mut s| {
             s.query_row([p.job.as_str()], |r| {
@@ -342,12 +342,14 @@ fn push_in(tx: &Tx<'_>, path: &Path, p: &PushRow, limit: u64) -> Result<PushOutc
                     uint(r.get(6)?),
                     r.get::<_, Option<i64>>(7)?,
                     uint(r.get(8)?),
+                    r.get::<_, bool>(9)?,
                 ))
             })
             .optional()
         })
         .map_err(sql)?;
-    let Some((no, current, enqueued, delivered, dead, invalid, duplicate, finished, kept)) = row
+    let Some((no, current, enqueued, delivered, dead, invalid, duplicate, finished, kept, active)) =
+        row
     else {
         return Ok(PushOutcome::Refused(Error::UnknownJob {
             job: p.job.clone(),
@@ -374,7 +376,12 @@ fn push_in(tx: &Tx<'_>, path: &Path, p: &PushRow, limit: u64) -> Result<PushOutc
         )
         .and_then(|mut s| s.execute(params![id, int(p.n), &p.payload, no]))
         .map_err(sql)?;
-        turns::refresh(tx, path, no)?;
+        // An active job stays active with one more ready batch: only an
+        // inactive one (its first push, or drained) needs its flag
+        // recomputed, which also rewrites its entry in `jobs_turn`.
+        if !active {
+            turns::refresh(tx, path, no)?;
+        }
     }
     let kept = kept + store_rejects(tx, path, no, limit.saturating_sub(kept), &p.rejects)?;
     let invalid = invalid + p.invalid;
@@ -492,14 +499,13 @@ fn lease_in(tx: &Tx<'_>, path: &Path, max: usize, ttl: Duration) -> Result<(u64,
         Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
     };
     // 1. Expired leases first: their holders are presumed dead.
-    let mut batches: Vec<(i64, i64, Vec<u8>, bool)> = tx
+    let batches: Vec<(i64, i64, Vec<u8>, bool)> = tx
         .prepare_cached(
             "SELECT id, n, payload, sending FROM batches \
              WHERE deadline <= ?1 ORDER BY deadline",
         )
         .and_then(|mut s| s.query_map([int(now)], read_batch)?.take(max).collect())
         .map_err(sql)?;
-    let reclaimed = batches.len();
     // 2. Due retries become ready.
     let due: Vec<(i64, Vec<u8>)> = tx
         .prepare_cached("SELECT id, message FROM scheduled WHERE due <= ?1 ORDER BY due")
@@ -520,31 +526,34 @@ fn lease_in(tx: &Tx<'_>, path: &Path, max: usize, ttl: Duration) -> Result<(u64,
         rebatch(tx, path, &messages)?;
         bump(tx, messages.len() as i64, 0, -(due.len() as i64), 0);
     }
-    // 3. Ready batches, one job's at a time in turn.
-    if batches.len() < max {
-        let turn = take_numbers(tx, max);
-        batches.extend(turns::take(tx, path, max - batches.len(), turn)?);
-    }
-    if batches.is_empty() {
-        return Ok((deadline, Vec::new()));
-    }
-    let base = take_numbers(tx, batches.len());
-    let mut moved = 0i64;
-    let mut out = Vec::with_capacity(batches.len());
-    for (i, (id, n, payload, sending)) in batches.into_iter().enumerate() {
-        let no = base + i as i64;
-        tx.prepare_cached("UPDATE batches SET lease = ?2, deadline = ?3, pos = NULL WHERE id = ?1")
-            .and_then(|mut s| s.execute(params![id, no, int(deadline)]))
-            .map_err(sql)?;
-        if i >= reclaimed {
-            moved += n;
-        }
+    // 3. The expired batches get their new lease; then ready batches, one
+    // job's at a time in turn, each leased as it is taken.
+    let mut out = Vec::with_capacity(max);
+    for (id, _, payload, sending) in batches {
+        let no = take_numbers(tx, 1);
+        turns::grant(tx, path, id, no, int(deadline))?;
         out.push(LeasedRow {
             id,
             no,
             payload,
             sending,
         });
+    }
+    let mut moved = 0i64;
+    if out.len() < max {
+        let turn = take_numbers(tx, max);
+        let taken = turns::take(tx, path, max - out.len(), turn, int(deadline), || {
+            take_numbers(tx, 1)
+        })?;
+        for (no, (id, n, payload, sending)) in taken {
+            moved += n;
+            out.push(LeasedRow {
+                id,
+                no,
+                payload,
+                sending,
+            });
+        }
     }
     if moved > 0 {
         bump(tx, -moved, moved, 0, 0);

@@ -353,3 +353,73 @@ async fn the_detail_limit_is_a_setting_and_what_was_kept_survives_a_reopen() {
         "{report:?}"
     );
 }
+
+/// Calls sent together share one commit on the connection thread (group
+/// commit): each must still be all or nothing on its own, a refused one
+/// must not undo the others, and none is answered before it is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_that_share_a_commit_each_stay_all_or_nothing() {
+    let dir = temp_dir();
+    let path = dir.path().join("wds.db");
+    let backend = open(&path).await;
+    let mut jobs = Vec::new();
+    for i in 0..8 {
+        jobs.push(
+            backend
+                .claim(&format!("file-{i}"), meta())
+                .await
+                .unwrap()
+                .job,
+        );
+    }
+    const ROUNDS: u64 = 20;
+    for round in 0..ROUNDS {
+        // Per job, in one burst: the next push, and one from the future
+        // (refused as a conflict, with nothing written).
+        let mut calls = tokio::task::JoinSet::new();
+        for job in &jobs {
+            let lines = round * 100 + 1..round * 100 + 101;
+            for (seq, good) in [(round, true), (round + 5, false)] {
+                let (backend, p) = (backend.clone(), push(job, seq, lines.clone(), false));
+                calls.spawn(async move { (good, backend.push(&p).await) });
+            }
+        }
+        while let Some(done) = calls.join_next().await {
+            match done.unwrap() {
+                (true, Ok(pushed)) => assert!(pushed.applied),
+                (false, Err(Error::Conflict { .. })) => {}
+                other => panic!("round {round}: unexpected {other:?}"),
+            }
+        }
+        for job in &jobs {
+            assert_eq!(backend.checkpoint(job).await.unwrap().seq, round + 1);
+        }
+    }
+    let ready = backend.stats().await.unwrap().ready;
+    assert_eq!(ready, 8 * ROUNDS * 100);
+    drop(backend);
+    // The counts come back from the tables: what was answered was stored.
+    let backend = open(&path).await;
+    assert_eq!(backend.stats().await.unwrap().ready, ready);
+    for job in &jobs {
+        let report = backend.report(job).await.unwrap().expect("the job");
+        assert_eq!(report.enqueued, ROUNDS * 100);
+    }
+    // Every batch comes back whole, with its payload.
+    let mut delivered = 0;
+    loop {
+        let leases = backend.lease(16, Duration::from_secs(60)).await.unwrap();
+        if leases.is_empty() {
+            break;
+        }
+        for lease in &leases {
+            assert_eq!(lease.batch.messages.len(), 100);
+            delivered += 100;
+            backend
+                .settle(lease, &wds_core::testkit::all_delivered(lease))
+                .await
+                .unwrap();
+        }
+    }
+    assert_eq!(delivered, 8 * ROUNDS * 100);
+}

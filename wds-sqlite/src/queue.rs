@@ -252,6 +252,37 @@ pub(crate) fn finish(
     }
 }
 
+/// Adds a ready batch (its position is its id) and its payload.
+fn insert_batch(
+    tx: &Tx<'_>,
+    path: &Path,
+    id: i64,
+    n: i64,
+    payload: &[u8],
+    job: Option<i64>,
+) -> Result<()> {
+    let sql = |e| db_error("push", path, e);
+    tx.prepare_cached("INSERT INTO batches (id, n, pos, job) VALUES (?1, ?2, ?1, ?3)")
+        .and_then(|mut s| s.execute(params![id, n, job]))
+        .map_err(sql)?;
+    tx.prepare_cached("INSERT INTO payloads (id, payload) VALUES (?1, ?2)")
+        .and_then(|mut s| s.execute(params![id, payload]))
+        .map_err(sql)?;
+    Ok(())
+}
+
+/// Deletes batch `id` and its payload.
+pub(crate) fn delete_batch(tx: &Tx<'_>, path: &Path, id: i64) -> Result<()> {
+    let sql = |e| db_error("delete batch", path, e);
+    tx.prepare_cached("DELETE FROM batches WHERE id = ?1")
+        .and_then(|mut s| s.execute([id]))
+        .map_err(sql)?;
+    tx.prepare_cached("DELETE FROM payloads WHERE id = ?1")
+        .and_then(|mut s| s.execute([id]))
+        .map_err(sql)?;
+    Ok(())
+}
+
 /// Appends messages as new ready batches of [`REBATCH_SIZE`], each of one
 /// job's messages.
 fn rebatch(tx: &Tx<'_>, path: &Path, messages: &[wds_core::Message]) -> Result<()> {
@@ -270,18 +301,14 @@ fn rebatch(tx: &Tx<'_>, path: &Path, messages: &[wds_core::Message]) -> Result<(
             .map_err(sql)?;
         for chunk in group.chunks(REBATCH_SIZE) {
             let id = take_numbers(tx, 1);
-            tx.prepare_cached(
-                "INSERT INTO batches (id, n, payload, pos, job) VALUES (?1, ?2, ?3, ?1, ?4)",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    id,
-                    chunk.len() as i64,
-                    codec::encode_messages(chunk),
-                    no
-                ])
-            })
-            .map_err(sql)?;
+            insert_batch(
+                tx,
+                path,
+                id,
+                chunk.len() as i64,
+                &codec::encode_messages(chunk),
+                no,
+            )?;
         }
         if let Some(no) = no {
             turns::refresh(tx, path, no)?;
@@ -371,11 +398,7 @@ fn push_in(tx: &Tx<'_>, path: &Path, p: &PushRow, limit: u64) -> Result<PushOutc
     }
     if p.n > 0 {
         let id = take_numbers(tx, 1);
-        tx.prepare_cached(
-            "INSERT INTO batches (id, n, payload, pos, job) VALUES (?1, ?2, ?3, ?1, ?4)",
-        )
-        .and_then(|mut s| s.execute(params![id, int(p.n), &p.payload, no]))
-        .map_err(sql)?;
+        insert_batch(tx, path, id, int(p.n), &p.payload, Some(no))?;
         // An active job stays active with one more ready batch: only an
         // inactive one (its first push, or drained) needs its flag
         // recomputed, which also rewrites its entry in `jobs_turn`.
@@ -501,8 +524,9 @@ fn lease_in(tx: &Tx<'_>, path: &Path, max: usize, ttl: Duration) -> Result<(u64,
     // 1. Expired leases first: their holders are presumed dead.
     let batches: Vec<(i64, i64, Vec<u8>, bool)> = tx
         .prepare_cached(
-            "SELECT id, n, payload, sending FROM batches \
-             WHERE deadline <= ?1 ORDER BY deadline",
+            "SELECT b.id, b.n, coalesce(p.payload, x''), b.sending \
+             FROM batches b LEFT JOIN payloads p ON p.id = b.id \
+             WHERE b.deadline <= ?1 ORDER BY b.deadline",
         )
         .and_then(|mut s| s.query_map([int(now)], read_batch)?.take(max).collect())
         .map_err(sql)?;
@@ -704,9 +728,7 @@ fn settle_in(tx: &Tx<'_>, path: &Path, s: &SettleRow, limit: u64) -> Result<()> 
             .ok_or_else(|| Error::UnknownJob { job: g.job.clone() })?;
         jobs.push(counts);
     }
-    tx.prepare_cached("DELETE FROM batches WHERE id = ?1")
-        .and_then(|mut st| st.execute([s.key.0]))
-        .map_err(sql)?;
+    delete_batch(tx, path, s.key.0)?;
     let now = int(now_ms());
     let mut dead_total = 0i64;
     for (g, mut counts) in s.groups.iter().zip(jobs) {
@@ -941,9 +963,7 @@ impl Queue for SqliteBackend {
                 };
                 if let Some(mut counts) = counts.filter(|c| c.halted) {
                     // A cancelled job's batch is not queued again.
-                    tx.prepare_cached("DELETE FROM batches WHERE id = ?1")
-                        .and_then(|mut s| s.execute([key.0]))
-                        .map_err(sql)?;
+                    delete_batch(tx, path, key.0)?;
                     counts.cancelled += n;
                     counts.write(tx, path)?;
                     bump(tx, 0, -int(n), 0, 0);

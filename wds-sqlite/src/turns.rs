@@ -47,8 +47,9 @@ pub(crate) fn take(
     let sql = |e| db_error("lease", path, e);
     let legacy: Vec<ReadyRow> = tx
         .prepare_cached(
-            "SELECT id, n, payload, sending FROM batches \
-             WHERE job IS NULL AND pos IS NOT NULL ORDER BY pos",
+            "SELECT b.id, b.n, coalesce(p.payload, x''), b.sending \
+             FROM batches b LEFT JOIN payloads p ON p.id = b.id \
+             WHERE b.job IS NULL AND b.pos IS NOT NULL ORDER BY b.pos",
         )
         .and_then(|mut s| s.query_map([], read_batch)?.take(max).collect())
         .map_err(sql)?;
@@ -69,8 +70,9 @@ pub(crate) fn take(
         };
         let batch = tx
             .prepare_cached(
-                "SELECT id, n, payload, sending FROM batches \
-                 WHERE job = ?1 AND pos IS NOT NULL ORDER BY pos LIMIT 1",
+                "SELECT b.id, b.n, coalesce(p.payload, x''), b.sending \
+                 FROM batches b LEFT JOIN payloads p ON p.id = b.id \
+                 WHERE b.job = ?1 AND b.pos IS NOT NULL ORDER BY b.pos LIMIT 1",
             )
             .and_then(|mut s| s.query_row([job], read_batch).optional())
             .map_err(sql)?;

@@ -1,4 +1,5 @@
--- Schema version 9: batch payloads in a table of their own.
+-- Schema version 9: batch payloads in a table of their own, and no index
+-- on `pos` alone.
 --
 -- A batch row changes three times in its life (leased, maybe marked as
 -- sending, settled); its payload (about 5 KB for 100 messages) never does.
@@ -13,3 +14,9 @@ CREATE TABLE payloads (
 );
 INSERT INTO payloads (id, payload) SELECT id, payload FROM batches;
 ALTER TABLE batches DROP COLUMN payload;
+
+-- Ready batches are leased one job at a time, in `pos` order within the
+-- job (`batches_job`); nothing reads them in `pos` order across jobs any
+-- more (a released batch goes first among its job's), so the index on
+-- `pos` alone only cost a write on every push, lease and settle.
+DROP INDEX batches_ready;

@@ -969,12 +969,15 @@ impl Queue for SqliteBackend {
                     bump(tx, 0, -int(n), 0, 0);
                     return Ok(true);
                 }
+                // First among its job's ready batches (leases take a job's
+                // in `pos` order), and its job first in turn.
                 tx.prepare_cached(
                     "UPDATE batches SET lease = NULL, deadline = NULL, \
-                     pos = (SELECT coalesce(min(pos), 0) - 1 FROM batches WHERE pos IS NOT NULL) \
+                     pos = (SELECT coalesce(min(pos), 0) - 1 FROM batches \
+                            WHERE job IS ?2 AND pos IS NOT NULL) \
                      WHERE id = ?1",
                 )
-                .and_then(|mut s| s.execute([key.0]))
+                .and_then(|mut s| s.execute(params![key.0, job]))
                 .map_err(sql)?;
                 if let Some(no) = job {
                     turns::first(tx, path, no)?;

@@ -164,5 +164,13 @@ mod tests {
             conn.prepare("SELECT payload FROM batches").is_err(),
             "the batches keep no copy of their payload"
         );
+        let ready_index: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE name = 'batches_ready'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(ready_index, 0, "no index on pos alone");
     }
 }

@@ -185,6 +185,8 @@ pub(crate) struct Options {
 pub(crate) struct Conn {
     sender: Option<mpsc::Sender<Task>>,
     thread: Option<JoinHandle<()>>,
+    /// The checkpointer: its channel (closed to stop it) and thread.
+    checkpointer: Option<(mpsc::Sender<()>, JoinHandle<()>)>,
     path: PathBuf,
 }
 
@@ -199,9 +201,56 @@ impl Drop for Conn {
         // Closing the channel ends the thread once it has run what it was
         // sent; joining releases the file lock before the drop returns, so
         // the same file can be opened again right after.
+        if let Some((stop, thread)) = self.checkpointer.take() {
+            drop(stop);
+            let _ = thread.join();
+        }
         drop(self.sender.take());
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
+        }
+    }
+}
+
+/// How often the checkpointer copies the log into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// Starts the checkpointer: a second connection, on a thread of its own,
+/// that copies the write-ahead log into the database file every
+/// [`CHECKPOINT_EVERY`] (`PRAGMA wal_checkpoint(PASSIVE)`, which never
+/// blocks the writer). Checkpoints (page copies and two `fsync`s) then no
+/// longer stall the connection thread, and with it every call; the
+/// connection's own automatic checkpoint stays as a backstop. `None` (with
+/// a warning) when it cannot start: the backstop alone then keeps the log
+/// bounded.
+fn start_checkpointer(path: &Path) -> Option<(mpsc::Sender<()>, JoinHandle<()>)> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = match Connection::open_with_flags(path, flags) {
+        Ok(conn) => conn,
+        Err(e) => {
+            tracing::warn!(db = %path.display(), error = %e, "no background checkpoints");
+            return None;
+        }
+    };
+    let (stop, stopped) = mpsc::channel::<()>();
+    let db = path.to_path_buf();
+    let thread = std::thread::Builder::new()
+        .name("wds-sqlite-ckpt".into())
+        .spawn(move || {
+            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY)
+            {
+                let done =
+                    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0));
+                if let Err(e) = done {
+                    tracing::debug!(db = %db.display(), error = %e, "background checkpoint failed");
+                }
+            }
+        });
+    match thread {
+        Ok(thread) => Some((stop, thread)),
+        Err(e) => {
+            tracing::warn!(db = %path.display(), error = %e, "no background checkpoints");
+            None
         }
     }
 }
@@ -394,9 +443,11 @@ impl Conn {
             let _ = thread.join();
             return Err(e);
         }
+        let checkpointer = start_checkpointer(&path);
         Ok(Conn {
             sender: Some(sender),
             thread: Some(thread),
+            checkpointer,
             path,
         })
     }
@@ -580,9 +631,11 @@ impl Db {
         self.conn
             .pragma_update(None, "temp_store", "MEMORY")
             .map_err(err)?;
-        // Checkpoint the WAL into the file every 10,000 pages (40 MB)
-        // rather than 1,000: the same few pages (job rows, index roots) are
-        // rewritten by every call, and a checkpoint copies each once.
+        // The checkpointer thread copies the WAL into the file every
+        // second; this connection checkpoints itself only past 10,000
+        // pages (40 MB) not yet copied, as a backstop (a checkpoint copies
+        // each page once however often it was rewritten: job rows, index
+        // roots).
         self.conn
             .pragma_update(None, "wal_autocheckpoint", 10_000)
             .map_err(err)?;

@@ -423,3 +423,37 @@ async fn calls_that_share_a_commit_each_stay_all_or_nothing() {
     }
     assert_eq!(delivered, 8 * ROUNDS * 100);
 }
+
+/// The write-ahead log is copied into the database file in the background
+/// (every second), not only when 40 MB of it have piled up: a copy of the
+/// file alone, without its `-wal`, soon holds what was committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_is_checkpointed_into_the_file_in_the_background() {
+    let dir = temp_dir();
+    let path = dir.path().join("wds.db");
+    let backend = open(&path).await;
+    let job = backend.claim("file-1", meta()).await.unwrap().job;
+    backend.push(&push(&job, 0, 1..101, true)).await.unwrap();
+    let copy = dir.path().join("copy.db");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let enqueued = loop {
+        // The file alone, as a crash that lost the log would leave it.
+        let _ = std::fs::remove_file(&copy);
+        std::fs::copy(&path, &copy).unwrap();
+        let found = rusqlite::Connection::open(&copy).and_then(|c| {
+            c.query_row(
+                "SELECT enqueued FROM jobs WHERE job = ?1",
+                [job.as_str()],
+                |r| r.get::<_, i64>(0),
+            )
+        });
+        match found {
+            Ok(n) if n == 100 => break n,
+            _ if std::time::Instant::now() > deadline => {
+                panic!("the push never reached the database file: {found:?}")
+            }
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    assert_eq!(enqueued, 100);
+}

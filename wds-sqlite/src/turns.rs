@@ -2,8 +2,9 @@
 //! jobs', one batch each, rather than in push order across jobs.
 //!
 //! `jobs.active` is 1 while a job has ready batches and is neither paused
-//! nor cancelled; every change to a job's ready batches or its pause calls
-//! [`refresh`]. The lease takes the oldest ready batch of the active job
+//! nor cancelled; every change to a job's ready batches or its pause that
+//! may change it recomputes it ([`refresh`]; a push to a job already active
+//! leaves it so). The lease takes the oldest ready batch of the active job
 //! with the lowest `turn`, then gives that job the next number.
 
 use std::path::Path;

@@ -16,8 +16,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../sql/5_dead_reasons.sql"),
     include_str!("../sql/6_circuits.sql"),
     include_str!("../sql/7_workers.sql"),
-    include_str!("../sql/8_reserved.sql"),
-    include_str!("../sql/9_payloads.sql"),
+    include_str!("../sql/8_payloads.sql"),
 ];
 
 /// The schema version this code writes.
@@ -130,12 +129,12 @@ mod tests {
     }
 
     #[test]
-    fn version_9_moves_every_batch_payload_into_its_own_table() {
+    fn version_8_moves_every_batch_payload_into_its_own_table() {
         let mut conn = Connection::open_in_memory().unwrap();
-        for sql in &MIGRATIONS[..8] {
+        for sql in &MIGRATIONS[..7] {
             conn.execute_batch(sql).unwrap();
         }
-        conn.pragma_update(None, "user_version", 8).unwrap();
+        conn.pragma_update(None, "user_version", 7).unwrap();
         // A ready batch and a leased one.
         conn.execute(
             "INSERT INTO batches (id, n, payload, pos, lease, deadline, job) VALUES \

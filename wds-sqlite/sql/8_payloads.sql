@@ -1,4 +1,4 @@
--- Schema version 9: batch payloads in a table of their own, and no index
+-- Schema version 8: batch payloads in a table of their own, and no index
 -- on `pos` alone.
 --
 -- A batch row changes three times in its life (leased, maybe marked as

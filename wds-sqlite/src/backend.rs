@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use wds_core::{Error, Result};
 
-use crate::conn::{db_error, Conn, Db, Mode, Options, Tx};
+use crate::conn::{db_error, Conn, Mode, Options, Tx};
 
 /// Messages per batch when due retries and replayed dead letters are
 /// gathered into new batches.
@@ -141,9 +141,7 @@ impl SqliteBackend {
         T: Send + 'static,
         F: FnOnce(&Tx<'_>, &Path) -> Result<T> + Send + 'static,
     {
-        self.conn
-            .call(op, move |db: &mut Db| db.transaction(op, mode, f))
-            .await
+        self.conn.transaction(op, mode, f).await
     }
 }
 

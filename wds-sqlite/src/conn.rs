@@ -2,6 +2,12 @@
 //! that runs every call as one transaction, so blocking I/O never runs on
 //! the async runtime.
 //!
+//! Calls that queue up while the thread is busy share one commit (group
+//! commit): each runs in its own savepoint, so it is still all or nothing,
+//! and none is answered before the commit that makes it durable. Pages that
+//! several calls change (a job's row, index leaves, the free list) are then
+//! written to the log once rather than once per call.
+//!
 //! Opening takes an exclusive lock on `<db>.lock` (`flock`) for as long as
 //! the backend lives: a second process (or a second open in this one) is
 //! refused with a clear error instead of sharing leases it cannot see.
@@ -20,8 +26,101 @@ use wds_core::{Error, Result};
 
 use crate::schema;
 
+/// Most calls one commit carries.
+const MAX_GROUP: usize = 32;
+
 /// Work for the connection thread.
-type Task = Box<dyn FnOnce(&mut Db) + Send>;
+enum Task {
+    /// Runs on the connection outside any transaction.
+    Plain(Box<dyn FnOnce(&mut Db) + Send>),
+    /// One trait call: a transaction of its own, or a savepoint in a
+    /// group's.
+    Call(Box<dyn Call>),
+}
+
+/// A call waiting for the connection thread: run once, answered once its
+/// transaction committed or was undone.
+trait Call: Send {
+    fn mode(&self) -> Mode;
+    /// Runs the call's body; whether it succeeded (a failed one has
+    /// written nothing once rolled back to its savepoint).
+    fn run(&mut self, tx: &Tx<'_>, path: &Path) -> bool;
+    /// Sends the result, or `undone` when the transaction did not commit.
+    fn answer(self: Box<Self>, undone: Option<&Undone>, path: &Path);
+}
+
+/// A call's body, its result once run, and where its answer goes.
+struct Pending<T, F> {
+    op: &'static str,
+    mode: Mode,
+    body: Option<F>,
+    result: Option<Result<T>>,
+    reply: oneshot::Sender<Result<T>>,
+}
+
+impl<T, F> Call for Pending<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&Tx<'_>, &Path) -> Result<T> + Send + 'static,
+{
+    fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    fn run(&mut self, tx: &Tx<'_>, path: &Path) -> bool {
+        let Some(body) = self.body.take() else {
+            return false;
+        };
+        let result = body(tx, path);
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn answer(self: Box<Self>, undone: Option<&Undone>, path: &Path) {
+        let out = match (self.result, undone) {
+            // A call's own failure stands: it wrote nothing either way.
+            (Some(Err(e)), _) => Err(e),
+            (Some(Ok(value)), None) => Ok(value),
+            (_, Some(undone)) => Err(undone.error(self.op, path)),
+            (None, None) => Err(Error::unavailable(
+                self.op,
+                "the call failed on the sqlite connection thread (it panicked)",
+            )),
+        };
+        let _ = self.reply.send(out);
+    }
+}
+
+/// Why a transaction did not commit, for each call it carried.
+pub(crate) struct Undone {
+    code: Option<ErrorCode>,
+    text: String,
+}
+
+impl Undone {
+    fn of(e: &rusqlite::Error) -> Undone {
+        Undone {
+            code: e.sqlite_error_code(),
+            text: e.to_string(),
+        }
+    }
+
+    /// The error a call named `op` gets: [`Error::Corrupt`] for damage,
+    /// [`Error::Unavailable`] (retryable) otherwise.
+    fn error(&self, op: &'static str, path: &Path) -> Error {
+        match self.code {
+            Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => Error::Corrupt {
+                key: path.display().to_string(),
+                detail: format!(
+                    "{} (during {op}; see docs/operations.md to restore a backup)",
+                    self.text
+                ),
+            },
+            _ => Error::unavailable(op, format!("sqlite {}: {}", path.display(), self.text)),
+        }
+    }
+}
 
 /// The queue's counts and the id counter. The lock makes this process the
 /// only writer, so they live here, loaded from the tables at open and
@@ -86,6 +185,8 @@ pub(crate) struct Options {
 pub(crate) struct Conn {
     sender: Option<mpsc::Sender<Task>>,
     thread: Option<JoinHandle<()>>,
+    /// The checkpointer: its channel (closed to stop it) and thread.
+    checkpointer: Option<(mpsc::Sender<()>, JoinHandle<()>)>,
     path: PathBuf,
 }
 
@@ -100,9 +201,56 @@ impl Drop for Conn {
         // Closing the channel ends the thread once it has run what it was
         // sent; joining releases the file lock before the drop returns, so
         // the same file can be opened again right after.
+        if let Some((stop, thread)) = self.checkpointer.take() {
+            drop(stop);
+            let _ = thread.join();
+        }
         drop(self.sender.take());
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
+        }
+    }
+}
+
+/// How often the checkpointer copies the log into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// Starts the checkpointer: a second connection, on a thread of its own,
+/// that copies the write-ahead log into the database file every
+/// [`CHECKPOINT_EVERY`] (`PRAGMA wal_checkpoint(PASSIVE)`, which never
+/// blocks the writer). Checkpoints (page copies and two `fsync`s) then no
+/// longer stall the connection thread, and with it every call; the
+/// connection's own automatic checkpoint stays as a backstop. `None` (with
+/// a warning) when it cannot start: the backstop alone then keeps the log
+/// bounded.
+fn start_checkpointer(path: &Path) -> Option<(mpsc::Sender<()>, JoinHandle<()>)> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = match Connection::open_with_flags(path, flags) {
+        Ok(conn) => conn,
+        Err(e) => {
+            tracing::warn!(db = %path.display(), error = %e, "no background checkpoints");
+            return None;
+        }
+    };
+    let (stop, stopped) = mpsc::channel::<()>();
+    let db = path.to_path_buf();
+    let thread = std::thread::Builder::new()
+        .name("wds-sqlite-ckpt".into())
+        .spawn(move || {
+            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY)
+            {
+                let done =
+                    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0));
+                if let Err(e) = done {
+                    tracing::debug!(db = %db.display(), error = %e, "background checkpoint failed");
+                }
+            }
+        });
+    match thread {
+        Ok(thread) => Some((stop, thread)),
+        Err(e) => {
+            tracing::warn!(db = %path.display(), error = %e, "no background checkpoints");
+            None
         }
     }
 }
@@ -111,56 +259,129 @@ impl Drop for Conn {
 /// retryable); everything else (a full disk, a busy or unwritable file, an
 /// I/O error) is [`Error::Unavailable`], which the engine retries.
 pub(crate) fn db_error(op: &'static str, path: &Path, e: rusqlite::Error) -> Error {
-    match e.sqlite_error_code() {
-        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => Error::Corrupt {
-            key: path.display().to_string(),
-            detail: format!("{e} (during {op}; see docs/operations.md to restore a backup)"),
-        },
-        _ => Error::unavailable(op, format!("sqlite {}: {e}", path.display())),
-    }
+    Undone::of(&e).error(op, path)
 }
 
 impl Db {
-    /// Runs `f` in one transaction, committed when it returns `Ok` and
-    /// rolled back otherwise. `BEGIN` and `COMMIT` are cached statements
-    /// too: parsing them showed in profiles.
-    pub(crate) fn transaction<T>(
-        &mut self,
-        op: &'static str,
-        mode: Mode,
-        f: impl FnOnce(&Tx<'_>, &Path) -> Result<T>,
-    ) -> Result<T> {
-        let begin = match mode {
-            Mode::Read => "BEGIN DEFERRED",
-            Mode::Write => "BEGIN IMMEDIATE",
+    /// Runs a cached statement without parameters or rows (`BEGIN`,
+    /// `COMMIT`, savepoints: parsing them each time showed in profiles).
+    fn exec(&self, sql: &str) -> rusqlite::Result<()> {
+        self.conn
+            .prepare_cached(sql)
+            .and_then(|mut s| s.execute([]))
+            .map(drop)
+    }
+
+    /// Runs what the thread was sent, in order: each run of calls as one
+    /// transaction (see [`Db::commit_group`]), the other tasks between them.
+    fn run_tasks(&mut self, tasks: Vec<Task>) {
+        let mut group: Vec<Box<dyn Call>> = Vec::new();
+        for task in tasks {
+            match task {
+                Task::Call(call) => group.push(call),
+                Task::Plain(task) => {
+                    self.commit_group(std::mem::take(&mut group));
+                    let run = std::panic::AssertUnwindSafe(|| task(self));
+                    if std::panic::catch_unwind(run).is_err() {
+                        tracing::error!(path = %self.path.display(), "a sqlite task panicked");
+                    }
+                }
+            }
+        }
+        self.commit_group(group);
+    }
+
+    /// Runs `calls` in one transaction and answers each once it committed
+    /// (or did not).
+    ///
+    /// One call runs as before: committed when it succeeds, rolled back
+    /// when it fails. Several run each in a savepoint: a failed one is
+    /// rolled back to its savepoint (so it writes nothing) and the others
+    /// commit. When SQLite itself ends the transaction (a full disk, an I/O
+    /// error) or the commit fails, nothing of any of them stays and each
+    /// gets that error (retryable unless the file is damaged); the queue
+    /// counters follow only what committed.
+    fn commit_group(&mut self, mut calls: Vec<Box<dyn Call>>) {
+        if calls.is_empty() {
+            return;
+        }
+        let single = calls.len() == 1;
+        let begin = if calls.iter().any(|c| matches!(c.mode(), Mode::Write)) {
+            "BEGIN IMMEDIATE"
+        } else {
+            "BEGIN DEFERRED"
         };
-        let run = |sql: &str| {
-            self.conn
-                .prepare_cached(sql)
-                .and_then(|mut s| s.execute([]))
-                .map(drop)
-        };
-        run(begin).map_err(|e| db_error(op, &self.path, e))?;
+        if let Err(e) = self.exec(begin) {
+            let undone = Undone::of(&e);
+            for call in calls {
+                call.answer(Some(&undone), &self.path);
+            }
+            return;
+        }
         let tx = Tx {
             conn: &self.conn,
             counters: Cell::new(self.counters),
         };
-        let out = f(&tx, &self.path).and_then(|out| {
-            run("COMMIT")
-                .map(|()| out)
-                .map_err(|e| db_error(op, &self.path, e))
-        });
-        if out.is_ok() {
-            self.counters = tx.counters.get();
+        let mut undone: Option<Undone> = None;
+        let mut failed = false;
+        for call in calls.iter_mut() {
+            if !single {
+                if let Err(e) = self.exec("SAVEPOINT call") {
+                    undone = Some(Undone::of(&e));
+                    break;
+                }
+            }
+            let before = tx.counters.get();
+            let run = std::panic::AssertUnwindSafe(|| call.run(&tx, &self.path));
+            let ok = std::panic::catch_unwind(run).unwrap_or_else(|_| {
+                tracing::error!(path = %self.path.display(), "a sqlite call panicked");
+                false
+            });
+            if ok {
+                if !single {
+                    if let Err(e) = self.exec("RELEASE call") {
+                        undone = Some(Undone::of(&e));
+                        break;
+                    }
+                }
+                continue;
+            }
+            tx.counters.set(before);
+            if self.conn.is_autocommit() {
+                // SQLite rolled the whole transaction back.
+                undone = Some(Undone {
+                    code: None,
+                    text: "the transaction was rolled back by a failed call it shared".into(),
+                });
+                break;
+            }
+            if single {
+                failed = true;
+            } else if let Err(e) = self
+                .exec("ROLLBACK TO call")
+                .and_then(|()| self.exec("RELEASE call"))
+            {
+                undone = Some(Undone::of(&e));
+                break;
+            }
         }
-        if out.is_err() && !self.conn.is_autocommit() {
-            // Nothing of a failed call stays; a failed rollback leaves the
-            // connection unusable, so say so loudly.
-            if let Err(e) = run("ROLLBACK") {
+        let counters = tx.counters.get();
+        if undone.is_none() && !failed {
+            match self.exec("COMMIT") {
+                Ok(()) => self.counters = counters,
+                Err(e) => undone = Some(Undone::of(&e)),
+            }
+        }
+        if (undone.is_some() || failed) && !self.conn.is_autocommit() {
+            // Nothing of a failed transaction stays; a failed rollback
+            // leaves the connection unusable, so say so loudly.
+            if let Err(e) = self.exec("ROLLBACK") {
                 tracing::error!(path = %self.path.display(), error = %e, "sqlite rollback failed");
             }
         }
-        out
+        for call in calls {
+            call.answer(undone.as_ref(), &self.path);
+        }
     }
 
     /// The database file.
@@ -200,14 +421,18 @@ impl Conn {
                         return;
                     }
                 };
-                // A panicking task must not take the connection (and every
-                // later call) with it: its transaction is rolled back by
-                // the unwinding, and the next task runs as usual.
+                // Whatever queued up while the last tasks ran goes
+                // together; a panicking task or call must not take the
+                // connection (and every later call) with it.
                 while let Ok(task) = receiver.recv() {
-                    let run = std::panic::AssertUnwindSafe(|| task(&mut db));
-                    if std::panic::catch_unwind(run).is_err() {
-                        tracing::error!(path = %db.path.display(), "a sqlite task panicked");
+                    let mut tasks = vec![task];
+                    while tasks.len() < MAX_GROUP {
+                        match receiver.try_recv() {
+                            Ok(task) => tasks.push(task),
+                            Err(_) => break,
+                        }
                     }
+                    db.run_tasks(tasks);
                 }
             })
             .map_err(|e| Error::unavailable("open", e))?;
@@ -218,9 +443,11 @@ impl Conn {
             let _ = thread.join();
             return Err(e);
         }
+        let checkpointer = start_checkpointer(&path);
         Ok(Conn {
             sender: Some(sender),
             thread: Some(thread),
+            checkpointer,
             path,
         })
     }
@@ -235,9 +462,39 @@ impl Conn {
         F: FnOnce(&mut Db) -> Result<T> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let task: Task = Box::new(move |db| {
+        let task = Task::Plain(Box::new(move |db| {
             let _ = tx.send(f(db));
-        });
+        }));
+        self.send(op, task, rx).await
+    }
+
+    /// Runs `f` in a transaction (`mode`) on the connection thread, maybe
+    /// sharing its commit with other calls (see the module docs), and
+    /// waits for its answer, given once the transaction committed.
+    ///
+    /// As with [`Conn::call`], dropping the future does not stop `f`.
+    pub(crate) async fn transaction<T, F>(&self, op: &'static str, mode: Mode, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Tx<'_>, &Path) -> Result<T> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let task = Task::Call(Box::new(Pending {
+            op,
+            mode,
+            body: Some(f),
+            result: None,
+            reply: tx,
+        }));
+        self.send(op, task, rx).await
+    }
+
+    async fn send<T>(
+        &self,
+        op: &'static str,
+        task: Task,
+        rx: oneshot::Receiver<Result<T>>,
+    ) -> Result<T> {
         let stopped = || Error::unavailable(op, "the sqlite connection thread has stopped");
         self.sender
             .as_ref()
@@ -374,9 +631,11 @@ impl Db {
         self.conn
             .pragma_update(None, "temp_store", "MEMORY")
             .map_err(err)?;
-        // Checkpoint the WAL into the file every 10,000 pages (40 MB)
-        // rather than 1,000: the same few pages (job rows, index roots) are
-        // rewritten by every call, and a checkpoint copies each once.
+        // The checkpointer thread copies the WAL into the file every
+        // second; this connection checkpoints itself only past 10,000
+        // pages (40 MB) not yet copied, as a backstop (a checkpoint copies
+        // each page once however often it was rewritten: job rows, index
+        // roots).
         self.conn
             .pragma_update(None, "wal_autocheckpoint", 10_000)
             .map_err(err)?;

@@ -40,6 +40,12 @@ fn cancel_in(tx: &Tx<'_>, path: &Path, mut counts: JobCounts) -> Result<()> {
         )
         .and_then(|mut s| s.query_row([no], |r| r.get(0)))
         .map_err(sql)?;
+    tx.prepare_cached(
+        "DELETE FROM payloads WHERE id IN \
+         (SELECT id FROM batches WHERE job = ?1 AND pos IS NOT NULL)",
+    )
+    .and_then(|mut s| s.execute([no]))
+    .map_err(sql)?;
     tx.prepare_cached("DELETE FROM batches WHERE job = ?1 AND pos IS NOT NULL")
         .and_then(|mut s| s.execute([no]))
         .map_err(sql)?;

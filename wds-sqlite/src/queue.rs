@@ -252,6 +252,37 @@ pub(crate) fn finish(
     }
 }
 
+/// Adds a ready batch (its position is its id) and its payload.
+fn insert_batch(
+    tx: &Tx<'_>,
+    path: &Path,
+    id: i64,
+    n: i64,
+    payload: &[u8],
+    job: Option<i64>,
+) -> Result<()> {
+    let sql = |e| db_error("push", path, e);
+    tx.prepare_cached("INSERT INTO batches (id, n, pos, job) VALUES (?1, ?2, ?1, ?3)")
+        .and_then(|mut s| s.execute(params![id, n, job]))
+        .map_err(sql)?;
+    tx.prepare_cached("INSERT INTO payloads (id, payload) VALUES (?1, ?2)")
+        .and_then(|mut s| s.execute(params![id, payload]))
+        .map_err(sql)?;
+    Ok(())
+}
+
+/// Deletes batch `id` and its payload.
+pub(crate) fn delete_batch(tx: &Tx<'_>, path: &Path, id: i64) -> Result<()> {
+    let sql = |e| db_error("delete batch", path, e);
+    tx.prepare_cached("DELETE FROM batches WHERE id = ?1")
+        .and_then(|mut s| s.execute([id]))
+        .map_err(sql)?;
+    tx.prepare_cached("DELETE FROM payloads WHERE id = ?1")
+        .and_then(|mut s| s.execute([id]))
+        .map_err(sql)?;
+    Ok(())
+}
+
 /// Appends messages as new ready batches of [`REBATCH_SIZE`], each of one
 /// job's messages.
 fn rebatch(tx: &Tx<'_>, path: &Path, messages: &[wds_core::Message]) -> Result<()> {
@@ -270,18 +301,14 @@ fn rebatch(tx: &Tx<'_>, path: &Path, messages: &[wds_core::Message]) -> Result<(
             .map_err(sql)?;
         for chunk in group.chunks(REBATCH_SIZE) {
             let id = take_numbers(tx, 1);
-            tx.prepare_cached(
-                "INSERT INTO batches (id, n, payload, pos, job) VALUES (?1, ?2, ?3, ?1, ?4)",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    id,
-                    chunk.len() as i64,
-                    codec::encode_messages(chunk),
-                    no
-                ])
-            })
-            .map_err(sql)?;
+            insert_batch(
+                tx,
+                path,
+                id,
+                chunk.len() as i64,
+                &codec::encode_messages(chunk),
+                no,
+            )?;
         }
         if let Some(no) = no {
             turns::refresh(tx, path, no)?;
@@ -328,7 +355,7 @@ fn push_in(tx: &Tx<'_>, path: &Path, p: &PushRow, limit: u64) -> Result<PushOutc
     let row = tx
         .prepare_cached(
             "SELECT no, seq, enqueued, delivered, dead, invalid, duplicate, finished_ms, \
-             kept_rejects FROM jobs WHERE job = ?1",
+             kept_rejects, active FROM jobs WHERE job = ?1",
         )
         .and_then(|mut s| {
             s.query_row([p.job.as_str()], |r| {
@@ -342,12 +369,14 @@ fn push_in(tx: &Tx<'_>, path: &Path, p: &PushRow, limit: u64) -> Result<PushOutc
                     uint(r.get(6)?),
                     r.get::<_, Option<i64>>(7)?,
                     uint(r.get(8)?),
+                    r.get::<_, bool>(9)?,
                 ))
             })
             .optional()
         })
         .map_err(sql)?;
-    let Some((no, current, enqueued, delivered, dead, invalid, duplicate, finished, kept)) = row
+    let Some((no, current, enqueued, delivered, dead, invalid, duplicate, finished, kept, active)) =
+        row
     else {
         return Ok(PushOutcome::Refused(Error::UnknownJob {
             job: p.job.clone(),
@@ -369,12 +398,13 @@ fn push_in(tx: &Tx<'_>, path: &Path, p: &PushRow, limit: u64) -> Result<PushOutc
     }
     if p.n > 0 {
         let id = take_numbers(tx, 1);
-        tx.prepare_cached(
-            "INSERT INTO batches (id, n, payload, pos, job) VALUES (?1, ?2, ?3, ?1, ?4)",
-        )
-        .and_then(|mut s| s.execute(params![id, int(p.n), &p.payload, no]))
-        .map_err(sql)?;
-        turns::refresh(tx, path, no)?;
+        insert_batch(tx, path, id, int(p.n), &p.payload, Some(no))?;
+        // An active job stays active with one more ready batch: only an
+        // inactive one (its first push, or drained) needs its flag
+        // recomputed, which also rewrites its entry in `jobs_turn`.
+        if !active {
+            turns::refresh(tx, path, no)?;
+        }
     }
     let kept = kept + store_rejects(tx, path, no, limit.saturating_sub(kept), &p.rejects)?;
     let invalid = invalid + p.invalid;
@@ -492,14 +522,14 @@ fn lease_in(tx: &Tx<'_>, path: &Path, max: usize, ttl: Duration) -> Result<(u64,
         Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
     };
     // 1. Expired leases first: their holders are presumed dead.
-    let mut batches: Vec<(i64, i64, Vec<u8>, bool)> = tx
+    let batches: Vec<(i64, i64, Vec<u8>, bool)> = tx
         .prepare_cached(
-            "SELECT id, n, payload, sending FROM batches \
-             WHERE deadline <= ?1 ORDER BY deadline",
+            "SELECT b.id, b.n, coalesce(p.payload, x''), b.sending \
+             FROM batches b LEFT JOIN payloads p ON p.id = b.id \
+             WHERE b.deadline <= ?1 ORDER BY b.deadline",
         )
         .and_then(|mut s| s.query_map([int(now)], read_batch)?.take(max).collect())
         .map_err(sql)?;
-    let reclaimed = batches.len();
     // 2. Due retries become ready.
     let due: Vec<(i64, Vec<u8>)> = tx
         .prepare_cached("SELECT id, message FROM scheduled WHERE due <= ?1 ORDER BY due")
@@ -520,31 +550,34 @@ fn lease_in(tx: &Tx<'_>, path: &Path, max: usize, ttl: Duration) -> Result<(u64,
         rebatch(tx, path, &messages)?;
         bump(tx, messages.len() as i64, 0, -(due.len() as i64), 0);
     }
-    // 3. Ready batches, one job's at a time in turn.
-    if batches.len() < max {
-        let turn = take_numbers(tx, max);
-        batches.extend(turns::take(tx, path, max - batches.len(), turn)?);
-    }
-    if batches.is_empty() {
-        return Ok((deadline, Vec::new()));
-    }
-    let base = take_numbers(tx, batches.len());
-    let mut moved = 0i64;
-    let mut out = Vec::with_capacity(batches.len());
-    for (i, (id, n, payload, sending)) in batches.into_iter().enumerate() {
-        let no = base + i as i64;
-        tx.prepare_cached("UPDATE batches SET lease = ?2, deadline = ?3, pos = NULL WHERE id = ?1")
-            .and_then(|mut s| s.execute(params![id, no, int(deadline)]))
-            .map_err(sql)?;
-        if i >= reclaimed {
-            moved += n;
-        }
+    // 3. The expired batches get their new lease; then ready batches, one
+    // job's at a time in turn, each leased as it is taken.
+    let mut out = Vec::with_capacity(max);
+    for (id, _, payload, sending) in batches {
+        let no = take_numbers(tx, 1);
+        turns::grant(tx, path, id, no, int(deadline))?;
         out.push(LeasedRow {
             id,
             no,
             payload,
             sending,
         });
+    }
+    let mut moved = 0i64;
+    if out.len() < max {
+        let turn = take_numbers(tx, max);
+        let taken = turns::take(tx, path, max - out.len(), turn, int(deadline), || {
+            take_numbers(tx, 1)
+        })?;
+        for (no, (id, n, payload, sending)) in taken {
+            moved += n;
+            out.push(LeasedRow {
+                id,
+                no,
+                payload,
+                sending,
+            });
+        }
     }
     if moved > 0 {
         bump(tx, -moved, moved, 0, 0);
@@ -695,9 +728,7 @@ fn settle_in(tx: &Tx<'_>, path: &Path, s: &SettleRow, limit: u64) -> Result<()> 
             .ok_or_else(|| Error::UnknownJob { job: g.job.clone() })?;
         jobs.push(counts);
     }
-    tx.prepare_cached("DELETE FROM batches WHERE id = ?1")
-        .and_then(|mut st| st.execute([s.key.0]))
-        .map_err(sql)?;
+    delete_batch(tx, path, s.key.0)?;
     let now = int(now_ms());
     let mut dead_total = 0i64;
     for (g, mut counts) in s.groups.iter().zip(jobs) {
@@ -932,20 +963,21 @@ impl Queue for SqliteBackend {
                 };
                 if let Some(mut counts) = counts.filter(|c| c.halted) {
                     // A cancelled job's batch is not queued again.
-                    tx.prepare_cached("DELETE FROM batches WHERE id = ?1")
-                        .and_then(|mut s| s.execute([key.0]))
-                        .map_err(sql)?;
+                    delete_batch(tx, path, key.0)?;
                     counts.cancelled += n;
                     counts.write(tx, path)?;
                     bump(tx, 0, -int(n), 0, 0);
                     return Ok(true);
                 }
+                // First among its job's ready batches (leases take a job's
+                // in `pos` order), and its job first in turn.
                 tx.prepare_cached(
                     "UPDATE batches SET lease = NULL, deadline = NULL, \
-                     pos = (SELECT coalesce(min(pos), 0) - 1 FROM batches WHERE pos IS NOT NULL) \
+                     pos = (SELECT coalesce(min(pos), 0) - 1 FROM batches \
+                            WHERE job IS ?2 AND pos IS NOT NULL) \
                      WHERE id = ?1",
                 )
-                .and_then(|mut s| s.execute([key.0]))
+                .and_then(|mut s| s.execute(params![key.0, job]))
                 .map_err(sql)?;
                 if let Some(no) = job {
                     turns::first(tx, path, no)?;

@@ -16,6 +16,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../sql/5_dead_reasons.sql"),
     include_str!("../sql/6_circuits.sql"),
     include_str!("../sql/7_workers.sql"),
+    include_str!("../sql/8_payloads.sql"),
 ];
 
 /// The schema version this code writes.
@@ -125,5 +126,50 @@ mod tests {
             )
             .unwrap();
         assert_eq!(counts, (3, 2, 1));
+    }
+
+    #[test]
+    fn version_8_moves_every_batch_payload_into_its_own_table() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..7] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 7).unwrap();
+        // A ready batch and a leased one.
+        conn.execute(
+            "INSERT INTO batches (id, n, payload, pos, lease, deadline, job) VALUES \
+             (4, 2, x'0102', 4, NULL, NULL, 1), (5, 1, x'03', NULL, 9, 1000, 1)",
+            [],
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let payloads: Vec<(i64, Vec<u8>)> = conn
+            .prepare("SELECT id, payload FROM payloads ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(payloads, vec![(4, vec![1, 2]), (5, vec![3])]);
+        let batches: Vec<(i64, i64, Option<i64>, Option<i64>)> = conn
+            .prepare("SELECT id, n, pos, lease FROM batches ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(batches, vec![(4, 2, Some(4), None), (5, 1, None, Some(9))]);
+        assert!(
+            conn.prepare("SELECT payload FROM batches").is_err(),
+            "the batches keep no copy of their payload"
+        );
+        let ready_index: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE name = 'batches_ready'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(ready_index, 0, "no index on pos alone");
     }
 }

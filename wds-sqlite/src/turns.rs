@@ -2,8 +2,9 @@
 //! jobs', one batch each, rather than in push order across jobs.
 //!
 //! `jobs.active` is 1 while a job has ready batches and is neither paused
-//! nor cancelled; every change to a job's ready batches or its pause calls
-//! [`refresh`]. The lease takes the oldest ready batch of the active job
+//! nor cancelled; every change to a job's ready batches or its pause that
+//! may change it recomputes it ([`refresh`]; a push to a job already active
+//! leaves it so). The lease takes the oldest ready batch of the active job
 //! with the lowest `turn`, then gives that job the next number.
 
 use std::path::Path;
@@ -31,23 +32,37 @@ pub(crate) fn refresh(tx: &Tx<'_>, path: &Path, no: i64) -> Result<()> {
     .map_err(|e| db_error("turns", path, e))
 }
 
-/// Takes up to `max` ready batches (their `pos` cleared): first those
-/// written before jobs had turns, then one of each active job in turn.
-pub(crate) fn take(tx: &Tx<'_>, path: &Path, max: usize, turn: i64) -> Result<Vec<ReadyRow>> {
+/// Leases up to `max` ready batches until `deadline`: first those written
+/// before jobs had turns, then one of each active job in turn. Each is
+/// taken off the ready list and given its lease (number from `lease_no`) by
+/// one `UPDATE`, and a job's next turn and whether it stays active by
+/// another: the statements (and the pages) a lease writes per batch.
+pub(crate) fn take(
+    tx: &Tx<'_>,
+    path: &Path,
+    max: usize,
+    turn: i64,
+    deadline: i64,
+    mut lease_no: impl FnMut() -> i64,
+) -> Result<Vec<(i64, ReadyRow)>> {
     let sql = |e| db_error("lease", path, e);
-    let mut out: Vec<ReadyRow> = tx
+    let legacy: Vec<ReadyRow> = tx
         .prepare_cached(
-            "SELECT id, n, payload, sending FROM batches \
-             WHERE job IS NULL AND pos IS NOT NULL ORDER BY pos",
+            "SELECT b.id, b.n, coalesce(p.payload, x''), b.sending \
+             FROM batches b LEFT JOIN payloads p ON p.id = b.id \
+             WHERE b.job IS NULL AND b.pos IS NOT NULL ORDER BY b.pos",
         )
         .and_then(|mut s| s.query_map([], read_batch)?.take(max).collect())
         .map_err(sql)?;
-    for (id, ..) in &out {
-        clear_pos(tx, path, *id)?;
+    let mut out = Vec::with_capacity(max);
+    for batch in legacy {
+        let no = lease_no();
+        grant(tx, path, batch.0, no, deadline)?;
+        out.push((no, batch));
     }
     let mut turn = turn;
     while out.len() < max {
-        let Some(no) = tx
+        let Some(job) = tx
             .prepare_cached("SELECT no FROM jobs WHERE active = 1 ORDER BY turn LIMIT 1")
             .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)).optional())
             .map_err(sql)?
@@ -56,20 +71,25 @@ pub(crate) fn take(tx: &Tx<'_>, path: &Path, max: usize, turn: i64) -> Result<Ve
         };
         let batch = tx
             .prepare_cached(
-                "SELECT id, n, payload, sending FROM batches \
-                 WHERE job = ?1 AND pos IS NOT NULL ORDER BY pos LIMIT 1",
+                "SELECT b.id, b.n, coalesce(p.payload, x''), b.sending \
+                 FROM batches b LEFT JOIN payloads p ON p.id = b.id \
+                 WHERE b.job = ?1 AND b.pos IS NOT NULL ORDER BY b.pos LIMIT 1",
             )
-            .and_then(|mut s| s.query_row([no], read_batch).optional())
+            .and_then(|mut s| s.query_row([job], read_batch).optional())
             .map_err(sql)?;
         if let Some(batch) = batch {
-            clear_pos(tx, path, batch.0)?;
-            out.push(batch);
+            let no = lease_no();
+            grant(tx, path, batch.0, no, deadline)?;
+            out.push((no, batch));
         }
         turn += 1;
-        tx.prepare_cached("UPDATE jobs SET turn = ?2 WHERE no = ?1")
-            .and_then(|mut s| s.execute(params![no, turn]))
-            .map_err(sql)?;
-        refresh(tx, path, no)?;
+        // The next turn and the refresh of `active` in one statement.
+        tx.prepare_cached(
+            "UPDATE jobs SET turn = ?2, active = (paused = 0 AND halted = 0 AND EXISTS \
+             (SELECT 1 FROM batches WHERE batches.job = ?1 AND pos IS NOT NULL)) WHERE no = ?1",
+        )
+        .and_then(|mut s| s.execute(params![job, turn]))
+        .map_err(sql)?;
     }
     Ok(out)
 }
@@ -84,9 +104,10 @@ pub(crate) fn first(tx: &Tx<'_>, path: &Path, no: i64) -> Result<()> {
     refresh(tx, path, no)
 }
 
-fn clear_pos(tx: &Tx<'_>, path: &Path, id: i64) -> Result<()> {
-    tx.prepare_cached("UPDATE batches SET pos = NULL WHERE id = ?1")
-        .and_then(|mut s| s.execute([id]))
+/// Leases batch `id` as lease `no` until `deadline` (off the ready list).
+pub(crate) fn grant(tx: &Tx<'_>, path: &Path, id: i64, no: i64, deadline: i64) -> Result<()> {
+    tx.prepare_cached("UPDATE batches SET lease = ?2, deadline = ?3, pos = NULL WHERE id = ?1")
+        .and_then(|mut s| s.execute(params![id, no, deadline]))
         .map(drop)
         .map_err(|e| db_error("lease", path, e))
 }

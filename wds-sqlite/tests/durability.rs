@@ -344,3 +344,107 @@ async fn the_detail_limit_is_a_setting_and_what_was_kept_survives_a_reopen() {
         "{report:?}"
     );
 }
+
+/// Calls sent together share one commit on the connection thread (group
+/// commit): each must still be all or nothing on its own, a refused one
+/// must not undo the others, and none is answered before it is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_that_share_a_commit_each_stay_all_or_nothing() {
+    let dir = temp_dir();
+    let path = dir.path().join("wds.db");
+    let backend = open(&path).await;
+    let mut jobs = Vec::new();
+    for i in 0..8 {
+        jobs.push(
+            backend
+                .claim(&format!("file-{i}"), meta())
+                .await
+                .unwrap()
+                .job,
+        );
+    }
+    const ROUNDS: u64 = 20;
+    for round in 0..ROUNDS {
+        // Per job, in one burst: the next push, and one from the future
+        // (refused as a conflict, with nothing written).
+        let mut calls = tokio::task::JoinSet::new();
+        for job in &jobs {
+            let lines = round * 100 + 1..round * 100 + 101;
+            for (seq, good) in [(round, true), (round + 5, false)] {
+                let (backend, p) = (backend.clone(), push(job, seq, lines.clone(), false));
+                calls.spawn(async move { (good, backend.push(&p).await) });
+            }
+        }
+        while let Some(done) = calls.join_next().await {
+            match done.unwrap() {
+                (true, Ok(pushed)) => assert!(pushed.applied),
+                (false, Err(Error::Conflict { .. })) => {}
+                other => panic!("round {round}: unexpected {other:?}"),
+            }
+        }
+        for job in &jobs {
+            assert_eq!(backend.checkpoint(job).await.unwrap().seq, round + 1);
+        }
+    }
+    let ready = backend.stats().await.unwrap().ready;
+    assert_eq!(ready, 8 * ROUNDS * 100);
+    drop(backend);
+    // The counts come back from the tables: what was answered was stored.
+    let backend = open(&path).await;
+    assert_eq!(backend.stats().await.unwrap().ready, ready);
+    for job in &jobs {
+        let report = backend.report(job).await.unwrap().expect("the job");
+        assert_eq!(report.enqueued, ROUNDS * 100);
+    }
+    // Every batch comes back whole, with its payload.
+    let mut delivered = 0;
+    loop {
+        let leases = backend.lease(16, Duration::from_secs(60)).await.unwrap();
+        if leases.is_empty() {
+            break;
+        }
+        for lease in &leases {
+            assert_eq!(lease.batch.messages.len(), 100);
+            delivered += 100;
+            backend
+                .settle(lease, &wds_core::testkit::all_delivered(lease))
+                .await
+                .unwrap();
+        }
+    }
+    assert_eq!(delivered, 8 * ROUNDS * 100);
+}
+
+/// The write-ahead log is copied into the database file in the background
+/// (every second), not only when 40 MB of it have piled up: a copy of the
+/// file alone, without its `-wal`, soon holds what was committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_is_checkpointed_into_the_file_in_the_background() {
+    let dir = temp_dir();
+    let path = dir.path().join("wds.db");
+    let backend = open(&path).await;
+    let job = backend.claim("file-1", meta()).await.unwrap().job;
+    backend.push(&push(&job, 0, 1..101, true)).await.unwrap();
+    let copy = dir.path().join("copy.db");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let enqueued = loop {
+        // The file alone, as a crash that lost the log would leave it.
+        let _ = std::fs::remove_file(&copy);
+        std::fs::copy(&path, &copy).unwrap();
+        let found = rusqlite::Connection::open(&copy).and_then(|c| {
+            c.query_row(
+                "SELECT enqueued FROM jobs WHERE job = ?1",
+                [job.as_str()],
+                |r| r.get::<_, i64>(0),
+            )
+        });
+        match found {
+            Ok(n) if n == 100 => break n,
+            _ if std::time::Instant::now() > deadline => {
+                panic!("the push never reached the database file: {found:?}")
+            }
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    assert_eq!(enqueued, 100);
+}

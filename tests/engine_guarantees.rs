@@ -416,14 +416,7 @@ async fn crash_and_recover(mode: DeliveryMode) {
         );
         let backend = MemoryBackend::new();
         let sink = ScriptedSink::ok(Duration::from_millis(1));
-        crash_once(
-            &backend,
-            &sink,
-            &config,
-            &input,
-            at,
-        )
-        .await;
+        crash_once(&backend, &sink, &config, &input, at).await;
         let calls_at_crash = sink.call_count();
         // The crash landed mid-job: the job is not done (at the last
         // point every line may have been sent, but not all settled).

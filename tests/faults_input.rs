@@ -300,7 +300,9 @@ fn hostile_inputs_are_reported_by_line_and_nothing_crashes() {
             .filter(|r| r["kind"]["kind"] == "invalid")
             .map(|r| {
                 let line = r["line"].as_u64().expect("a reject's line");
-                let reason = r["kind"]["reason"].as_str().expect("an invalid line's reason");
+                let reason = r["kind"]["reason"]
+                    .as_str()
+                    .expect("an invalid line's reason");
                 (line, reason.to_string())
             })
             .collect();

@@ -327,8 +327,7 @@ fn one_429_pauses_every_worker(env: &[(&str, &str)], lines: u64, nth: u64) {
     let per_worker: Vec<(u64, u64)> = (0..WORKERS)
         .map(|w| {
             let before = sampler.at(w, t0) - sampler.at(w, t0 - quiet);
-            let paused =
-                sampler.at(w, t0 + quiet_end) - sampler.at(w, t0 + IN_FLIGHT_GRACE);
+            let paused = sampler.at(w, t0 + quiet_end) - sampler.at(w, t0 + IN_FLIGHT_GRACE);
             (before, paused)
         })
         .collect();

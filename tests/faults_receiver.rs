@@ -44,9 +44,13 @@ fn hostile(id: &str, user: &str, nth: u32, lines: u64) -> Reply {
     // an ignored Retry-After is retried seconds later, and the 1 s ones
     // cannot tell), so only a Retry-After that is obeyed spaces these
     // retries that far.
-    let number = user.strip_prefix("user-").and_then(|n| n.parse::<u64>().ok());
+    let number = user
+        .strip_prefix("user-")
+        .and_then(|n| n.parse::<u64>().ok());
     if nth == 1 && number.is_some_and(|n| n + 20 > lines) {
-        return Reply::TooMany { secs: LONG_RETRY_AFTER };
+        return Reply::TooMany {
+            secs: LONG_RETRY_AFTER,
+        };
     }
     match roll(id, nth) {
         0..=9 => Reply::Status(500),

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use wds_core::retry::RetryPolicy;
 use wds_core::{
-    DeadKind, DeliveryMode, Engine, EngineConfig, Input, JobState, LineOutcome, MessageId,
-    OffsetStore, Queue,
+    DeadKind, DeliveryMode, Engine, EngineConfig, Input, JobReport, JobState, LineOutcome,
+    MessageId, OffsetStore, Queue,
 };
 use wds_memory::MemoryBackend;
 use wds_tests::{account, users_csv, Freezable, ScriptedSink, Step};
@@ -61,6 +61,17 @@ fn deliver_in_background(
 
 const PATIENCE: Option<Duration> = Some(Duration::from_secs(60));
 
+/// [`Engine::run_once`] with a deadline: a job that is not done within
+/// [`PATIENCE`] fails the test instead of hanging it (`run_once` itself
+/// waits without a limit), and an engine error fails it too.
+async fn run_once(engine: &Engine, input: &Input) -> JobReport {
+    let patience = PATIENCE.expect("a deadline");
+    match tokio::time::timeout(patience, engine.run_once(input)).await {
+        Ok(report) => report.expect("the engine failed"),
+        Err(_) => panic!("the job was not done within {patience:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_line_ends_in_exactly_one_state() {
     // 200 users, 10 malformed lines, 10 repeats, blank lines and a header.
@@ -85,10 +96,7 @@ async fn every_line_ends_in_exactly_one_state() {
     let input = Input::from_bytes("mixed.csv", body.into_bytes(), None, None);
     let backend = MemoryBackend::new();
     let sink = ScriptedSink::ok(Duration::ZERO);
-    let report = engine(&backend, sink.clone(), fast_config())
-        .run_once(&input)
-        .await
-        .unwrap();
+    let report = run_once(&engine(&backend, sink.clone(), fast_config()), &input).await;
 
     assert_eq!(report.state, JobState::Done);
     assert_eq!(report.lines, 220);
@@ -118,10 +126,7 @@ async fn retryable_failures_are_retried_until_delivered() {
             Step::Ok(Duration::ZERO)
         }
     });
-    let report = engine(&backend, sink.clone(), fast_config())
-        .run_once(&input)
-        .await
-        .unwrap();
+    let report = run_once(&engine(&backend, sink.clone(), fast_config()), &input).await;
     assert_eq!(report.delivered, 300, "{report:?}");
     account(&backend, &report, 1..=300).await;
     assert!(sink.calls_per_id().values().all(|&n| n == 3));
@@ -156,7 +161,7 @@ async fn exhausted_messages_are_dead_and_replayable() {
     let config = fast_config();
     let max_attempts = config.retry.max_attempts;
     let engine = engine(&backend, sink.clone(), config);
-    let report = engine.run_once(&input).await.unwrap();
+    let report = run_once(&engine, &input).await;
     assert_eq!(report.delivered, 50, "{report:?}");
     assert_eq!(report.dead, 50);
     account(&backend, &report, 1..=100).await;
@@ -209,10 +214,7 @@ async fn a_429_pauses_every_delivery_for_its_retry_after() {
     config.concurrency = 4;
     // Retry-After is honoured up to the policy's max delay.
     config.retry.max_delay = Duration::from_secs(1);
-    let report = engine(&backend, sink.clone(), config)
-        .run_once(&input)
-        .await
-        .unwrap();
+    let report = run_once(&engine(&backend, sink.clone(), config), &input).await;
     assert_eq!(report.delivered, lines as u64, "{report:?}");
     account(&backend, &report, 1..=lines as u64).await;
 
@@ -261,10 +263,7 @@ async fn permanent_failures_are_dead_at_once() {
             Step::Ok(Duration::ZERO)
         }
     });
-    let report = engine(&backend, sink.clone(), fast_config())
-        .run_once(&input)
-        .await
-        .unwrap();
+    let report = run_once(&engine(&backend, sink.clone(), fast_config()), &input).await;
     assert_eq!((report.delivered, report.dead), (40, 20), "{report:?}");
     account(&backend, &report, 1..=60).await;
     assert!(
@@ -289,10 +288,7 @@ async fn a_call_that_hangs_times_out_and_is_retried() {
         }
     });
     let started = Instant::now();
-    let report = engine(&backend, sink.clone(), fast_config())
-        .run_once(&input)
-        .await
-        .unwrap();
+    let report = run_once(&engine(&backend, sink.clone(), fast_config()), &input).await;
     assert_eq!(report.delivered, 50, "{report:?}");
     account(&backend, &report, 1..=50).await;
     assert!(started.elapsed() < Duration::from_secs(30));
@@ -301,18 +297,26 @@ async fn a_call_that_hangs_times_out_and_is_retried() {
     }
 }
 
+/// Where a crash lands: an event, not a time, so that a loaded machine
+/// cannot move it (a crash "after 3 ms" may come before the job exists or
+/// after it is done).
+#[derive(Clone, Copy, Debug)]
+enum CrashAt {
+    /// Once the batcher has pushed at least this many lines.
+    Pushed(u64),
+    /// Once the sink has been called at least this many times.
+    Calls(usize),
+}
+
 /// Runs batcher and deliverer as one task and aborts it (a crash: no
-/// graceful shutdown) once the sink has been called `after_calls` times, or
-/// after `after_time` when `after_calls` is 0. Panics when the engine
-/// stopped or failed on its own before the crash, or when the crash point
-/// was never reached.
+/// graceful shutdown) at `at`. Panics when the engine stopped or failed on
+/// its own before the crash, or when the crash point was never reached.
 async fn crash_once(
     backend: &MemoryBackend,
     sink: &Arc<ScriptedSink>,
     config: &EngineConfig,
     input: &Input,
-    after_calls: usize,
-    after_time: Duration,
+    at: CrashAt,
 ) {
     // The engine talks to the backend through a view that the crash freezes
     // first, so nothing it does after the crash moment reaches the backend.
@@ -339,22 +343,36 @@ async fn crash_once(
             )
         })
     };
-    if after_calls == 0 {
-        tokio::time::sleep(after_time).await;
-    } else {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while sink.call_count() < after_calls {
-            assert!(
-                Instant::now() < deadline,
-                "the crash point ({after_calls} calls) was never reached: {} calls",
-                sink.call_count()
-            );
-            assert!(
-                !task.is_finished(),
-                "the engine stopped before the crash point"
-            );
-            let notified = sink.called.notified();
-            let _ = tokio::time::timeout(Duration::from_millis(5), notified).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let reached = match at {
+            CrashAt::Calls(n) => sink.call_count() >= n,
+            CrashAt::Pushed(n) => backend
+                .reports()
+                .await
+                .unwrap()
+                .first()
+                .is_some_and(|r| r.enqueued >= n),
+        };
+        if reached {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the crash point {at:?} was never reached: {} calls, {:?}",
+            sink.call_count(),
+            backend.reports().await.unwrap()
+        );
+        assert!(
+            !task.is_finished(),
+            "the engine stopped before the crash point {at:?}"
+        );
+        match at {
+            CrashAt::Calls(_) => {
+                let notified = sink.called.notified();
+                let _ = tokio::time::timeout(Duration::from_millis(5), notified).await;
+            }
+            CrashAt::Pushed(_) => tokio::time::sleep(Duration::from_micros(200)).await,
         }
     }
     view.freeze();
@@ -377,18 +395,19 @@ async fn crash_and_recover(mode: DeliveryMode) {
     let mut config = fast_config();
     config.mode = mode;
     let window = (config.sending_batches() * config.batch_size) as u64;
-    // Abort points: while reading (by time) and at many sink calls.
-    let points: &[(usize, u64)] = &[
-        (0, 0),
-        (0, 3),
-        (1, 0),
-        (7, 0),
-        (33, 0),
-        (150, 0),
-        (401, 0),
-        (599, 0),
+    // Abort points: right after the first push (maybe before any call),
+    // once half the file is pushed, and at many sink calls.
+    let points = [
+        CrashAt::Pushed(1),
+        CrashAt::Pushed(lines / 2),
+        CrashAt::Calls(1),
+        CrashAt::Calls(7),
+        CrashAt::Calls(33),
+        CrashAt::Calls(150),
+        CrashAt::Calls(401),
+        CrashAt::Calls(599),
     ];
-    for (round, &(after_calls, after_ms)) in points.iter().enumerate() {
+    for (round, &at) in points.iter().enumerate() {
         let input = Input::from_bytes(
             format!("crash-{round}.csv"),
             users_csv(lines as usize),
@@ -397,15 +416,7 @@ async fn crash_and_recover(mode: DeliveryMode) {
         );
         let backend = MemoryBackend::new();
         let sink = ScriptedSink::ok(Duration::from_millis(1));
-        crash_once(
-            &backend,
-            &sink,
-            &config,
-            &input,
-            after_calls,
-            Duration::from_millis(after_ms),
-        )
-        .await;
+        crash_once(&backend, &sink, &config, &input, at).await;
         let calls_at_crash = sink.call_count();
         // The crash landed mid-job: the job is not done (at the last
         // point every line may have been sent, but not all settled).
@@ -414,10 +425,26 @@ async fn crash_and_recover(mode: DeliveryMode) {
             before.iter().all(|r| r.state != JobState::Done),
             "round {round}: the job was done before the crash: {before:?}"
         );
+        // And it landed where it says: the job exists, with at least the
+        // lines pushed or the calls made that the crash waited for.
+        let enqueued_at_crash = match before.as_slice() {
+            [job] => job.enqueued,
+            other => panic!("round {round} ({at:?}): not one job at the crash: {other:?}"),
+        };
+        match at {
+            CrashAt::Pushed(n) => assert!(
+                enqueued_at_crash >= n,
+                "round {round}: crashed at {enqueued_at_crash} pushed, before {n}"
+            ),
+            CrashAt::Calls(n) => assert!(
+                calls_at_crash >= n,
+                "round {round}: crashed at {calls_at_crash} calls, before {n}"
+            ),
+        }
 
         // A new engine on the same backend finishes the job.
         let recovered = engine(&backend, sink.clone(), config.clone());
-        let report = recovered.run_once(&input).await.unwrap();
+        let report = run_once(&recovered, &input).await;
         let acc = account(&backend, &report, 1..=lines).await;
         assert_eq!(report.lines, lines, "round {round}: {report:?}");
         assert_eq!(
@@ -474,7 +501,8 @@ async fn crash_and_recover(mode: DeliveryMode) {
             }
         }
         eprintln!(
-            "{mode:?} round {round}: crashed after {calls_at_crash} calls; delivered {} in doubt {}",
+            "{mode:?} round {round} ({at:?}): crashed with {enqueued_at_crash} pushed and \
+             {calls_at_crash} calls made; delivered {} in doubt {}",
             acc.delivered, acc.in_doubt
         );
     }
@@ -550,10 +578,7 @@ async fn a_batcher_killed_mid_file_resumes_without_repeats() {
         }
     }
     assert!(mid_file > 0, "no kill landed mid-file");
-    let report = engine(&backend, sink.clone(), config)
-        .run_once(&input)
-        .await
-        .unwrap();
+    let report = run_once(&engine(&backend, sink.clone(), config), &input).await;
     assert_eq!(report.lines, lines + 2);
     assert_eq!(report.enqueued, lines);
     assert_eq!(report.duplicate, 2);
@@ -587,10 +612,7 @@ async fn graceful_shutdown_leaves_nothing_leased_or_in_doubt() {
     let mid = backend.report(&job).await.unwrap().unwrap();
     assert!(mid.delivered >= 300 && mid.delivered < lines, "{mid:?}");
 
-    let report = engine(&backend, sink.clone(), fast_config())
-        .run_once(&input)
-        .await
-        .unwrap();
+    let report = run_once(&engine(&backend, sink.clone(), fast_config()), &input).await;
     assert_eq!(
         (report.delivered, report.dead, report.in_doubt),
         (lines, 0, 0)
@@ -619,7 +641,7 @@ async fn json_inputs_give_every_record_its_own_id() {
     let engine = engine(&backend, sink.clone(), fast_config());
 
     let array_input = Input::from_bytes("users.json", array.into_bytes(), None, None);
-    let report = engine.run_once(&array_input).await.unwrap();
+    let report = run_once(&engine, &array_input).await;
     assert_eq!(
         (report.lines, report.delivered, report.invalid),
         (102, 101, 1),
@@ -633,7 +655,7 @@ async fn json_inputs_give_every_record_its_own_id() {
         None,
         Some("default".into()),
     );
-    let report = engine.run_once(&jsonl_input).await.unwrap();
+    let report = run_once(&engine, &jsonl_input).await;
     assert_eq!(
         (report.lines, report.delivered, report.invalid),
         (3, 2, 1),
@@ -754,6 +776,26 @@ async fn an_endless_retry_after_is_capped_and_panics_nothing() {
     assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}");
 }
 
+/// The engine's own in-process limiter, telling the test when a back-off
+/// began (the deliverer calls `back_off` once the 429 is answered).
+#[derive(Debug)]
+struct TellsBackOff {
+    inner: wds_core::LocalLimiter,
+    began: tokio::sync::watch::Sender<bool>,
+}
+
+#[async_trait::async_trait]
+impl wds_core::Limiter for TellsBackOff {
+    async fn acquire(&self, n: u32) -> wds_core::Result<()> {
+        self.inner.acquire(n).await
+    }
+    async fn back_off(&self, until_ms: u64) -> wds_core::Result<()> {
+        self.inner.back_off(until_ms).await?;
+        self.began.send_replace(true);
+        Ok(())
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_ends_a_back_off_at_once() {
     let lines = 200u64;
@@ -769,15 +811,25 @@ async fn shutdown_ends_a_back_off_at_once() {
     });
     let mut config = fast_config();
     config.retry.max_delay = Duration::from_secs(60);
-    let first = engine(&backend, sink.clone(), config.clone());
+    let (began, mut back_off) = tokio::sync::watch::channel(false);
+    let limiter = Arc::new(TellsBackOff {
+        inner: wds_core::LocalLimiter::unlimited(),
+        began,
+    });
+    let first = Engine::builder()
+        .backend(backend.clone())
+        .shared_sink(sink.clone())
+        .limiter(limiter)
+        .config(config.clone())
+        .build()
+        .expect("engine");
     let job = first.submit(&input).await.unwrap().job;
     let (cancel, run) = deliver_in_background(&first);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !sink.calls().iter().any(|c| c.id.line == 5) {
-        assert!(Instant::now() < deadline, "line 5 was never called");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Shut down once the back-off is in force, not after a guessed time.
+    tokio::time::timeout(Duration::from_secs(20), back_off.wait_for(|b| *b))
+        .await
+        .expect("the 429 never started a back-off")
+        .unwrap();
     let calls_in_pause = sink.call_count();
     let stopping = Instant::now();
     cancel.cancel();

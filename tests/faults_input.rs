@@ -138,7 +138,9 @@ struct Case {
     body: Vec<u8>,
     lines: u64,
     delivered: u64,
-    invalid: Vec<u64>,
+    /// The invalid lines, each with a part of the reason it must be
+    /// reported with.
+    invalid: Vec<(u64, &'static str)>,
 }
 
 fn cases(big: u64) -> Vec<Case> {
@@ -202,14 +204,14 @@ fn cases(big: u64) -> Vec<Case> {
             body: long,
             lines: 3,
             delivered: 2,
-            invalid: vec![2],
+            invalid: vec![(2, "record longer than")],
         },
         Case {
             name: "utf8.csv",
             body: b"utf-1,ok\nutf-2,\xff\xfe broken\nutf-3,ok\n".to_vec(),
             lines: 3,
             delivered: 2,
-            invalid: vec![2],
+            invalid: vec![(2, "record is not valid UTF-8")],
         },
         Case {
             name: "types.jsonl",
@@ -224,7 +226,11 @@ fn cases(big: u64) -> Vec<Case> {
             .to_vec(),
             lines: 5,
             delivered: 2,
-            invalid: vec![2, 3, 4],
+            invalid: vec![
+                (2, "invalid type: boolean `true`"),
+                (3, "invalid type: sequence, expected a string"),
+                (4, "expected a JSON object"),
+            ],
         },
         Case {
             name: "garbage.csv",
@@ -238,7 +244,10 @@ fn cases(big: u64) -> Vec<Case> {
             body: tenth.into_bytes(),
             lines: big,
             delivered: big - big / 10,
-            invalid: (1..=big).filter(|i| i % 10 == 0).collect(),
+            invalid: (1..=big)
+                .filter(|i| i % 10 == 0)
+                .map(|i| (i, "userId is empty"))
+                .collect(),
         },
     ]
 }
@@ -277,22 +286,42 @@ fn hostile_inputs_are_reported_by_line_and_nothing_crashes() {
             assert_eq!(delivered, case.delivered, "{}: {job}", case.name);
             assert_eq!(invalid, case.invalid.len() as u64, "{}: {job}", case.name);
         }
-        // Each bad line reported with its line number (the first 100 shown).
+        // Each bad line reported with its line number and the reason (the
+        // first 100 shown).
         let id = job["job"].as_str().unwrap();
         let (status, body) =
             http_get(&cluster.api, &format!("/jobs/{id}")).expect("GET /jobs/{id}");
         assert_eq!(status, 200, "{body}");
         let detail: Value = serde_json::from_str(&body).unwrap();
-        let reported: Vec<u64> = detail["rejects"]
+        let reported: Vec<(u64, String)> = detail["rejects"]
             .as_array()
             .unwrap()
             .iter()
-            .filter(|r| r["kind"]["kind"] == "invalid" || r["kind"] == "invalid")
-            .filter_map(|r| r["line"].as_u64())
+            .filter(|r| r["kind"]["kind"] == "invalid")
+            .map(|r| {
+                let line = r["line"].as_u64().expect("a reject's line");
+                let reason = r["kind"]["reason"]
+                    .as_str()
+                    .expect("an invalid line's reason");
+                (line, reason.to_string())
+            })
             .collect();
         if case.lines != u64::MAX {
-            let expected: Vec<u64> = case.invalid.iter().copied().take(reported.len()).collect();
-            assert_eq!(reported, expected, "{}: {body:.2000}", case.name);
+            let lines_reported: Vec<u64> = reported.iter().map(|(l, _)| *l).collect();
+            let expected: Vec<u64> = case
+                .invalid
+                .iter()
+                .map(|(l, _)| *l)
+                .take(reported.len())
+                .collect();
+            assert_eq!(lines_reported, expected, "{}: {body:.2000}", case.name);
+            for ((line, reason), (_, part)) in reported.iter().zip(&case.invalid) {
+                assert!(
+                    reason.contains(part),
+                    "{} line {line}: reason {reason:?} does not say {part:?}",
+                    case.name
+                );
+            }
             assert_eq!(
                 reported.len(),
                 case.invalid.len().min(100),

@@ -17,6 +17,8 @@ use wds_tests::receiver::{Hit, Reply, TestReceiver};
 use wds_tests::users_csv;
 
 const MAX_ATTEMPTS: u32 = 3;
+/// The `Retry-After` (seconds) of the few long 429s.
+const LONG_RETRY_AFTER: u64 = 8;
 
 /// A stable pseudo-random number in `0..100` for an id's n-th call.
 fn roll(id: &str, nth: u32) -> u64 {
@@ -32,9 +34,23 @@ fn always_fails(user: &str) -> bool {
         .is_some_and(|n| n % 50 == 0)
 }
 
-fn hostile(id: &str, user: &str, nth: u32) -> Reply {
+fn hostile(id: &str, user: &str, nth: u32, lines: u64) -> Reply {
     if always_fails(user) {
         return Reply::Status(503);
+    }
+    // The last 20 users are first answered 429 asking for 8 s. A retry of
+    // the engine's own comes well within that once the queue is nearly
+    // empty (mid-file, a retry waits behind the rest of the file, so even
+    // an ignored Retry-After is retried seconds later, and the 1 s ones
+    // cannot tell), so only a Retry-After that is obeyed spaces these
+    // retries that far.
+    let number = user
+        .strip_prefix("user-")
+        .and_then(|n| n.parse::<u64>().ok());
+    if nth == 1 && number.is_some_and(|n| n + 20 > lines) {
+        return Reply::TooMany {
+            secs: LONG_RETRY_AFTER,
+        };
     }
     match roll(id, nth) {
         0..=9 => Reply::Status(500),
@@ -48,7 +64,7 @@ fn hostile(id: &str, user: &str, nth: u32) -> Reply {
 #[test]
 fn hostile_receiver_retries_on_schedule_dead_letters_and_replays() {
     let lines = 2_000 * scale();
-    let receiver = TestReceiver::with_script(|r| hostile(r.id, r.user, r.nth));
+    let receiver = TestReceiver::with_script(move |r| hostile(r.id, r.user, r.nth, lines));
     let url = receiver.url();
     let attempts = MAX_ATTEMPTS.to_string();
     let mut cluster = Cluster::new(&[
@@ -77,6 +93,7 @@ fn hostile_receiver_retries_on_schedule_dead_letters_and_replays() {
         by_id.entry(hit.id.as_str()).or_default().push(hit);
     }
     let (mut retries, mut after_429, mut min_gap_429) = (0u64, 0u64, Duration::MAX);
+    let (mut after_long_429, mut min_gap_long_429) = (0u64, Duration::MAX);
     let mut min_gap_failure = Duration::MAX;
     for (id, calls) in &by_id {
         assert!(
@@ -92,6 +109,10 @@ fn hostile_receiver_retries_on_schedule_dead_letters_and_replays() {
             match &prev.reply {
                 Reply::TooMany { secs } => {
                     after_429 += 1;
+                    if *secs == LONG_RETRY_AFTER {
+                        after_long_429 += 1;
+                        min_gap_long_429 = min_gap_long_429.min(gap);
+                    }
                     min_gap_429 = min_gap_429.min(gap);
                     // Retry-After is a floor (a little slack for clocks).
                     assert!(
@@ -115,6 +136,10 @@ fn hostile_receiver_retries_on_schedule_dead_letters_and_replays() {
     // or ignored 429s, fails here.
     assert!(retries > 0, "no id was ever retried");
     assert!(after_429 > 0, "no retry after a 429 was observed");
+    assert!(
+        after_long_429 > 0,
+        "no retry after a {LONG_RETRY_AFTER} s 429 was observed"
+    );
 
     // Dead, exactly: an id is delivered iff one of its calls was answered
     // 200 at once. A stall answers 200 too, but only after the sender's 1.5 s
@@ -171,7 +196,8 @@ fn hostile_receiver_retries_on_schedule_dead_letters_and_replays() {
     eprintln!(
         "FIGURES hostile receiver: {} requests for {lines} lines: 5xx {}, 429 {}, stalls {}, \
          resets {}; {retries} retries (min gap {min_gap_failure:?} after a failure, \
-         {min_gap_429:?} after a 429, {after_429} of them); delivered {delivered}, \
+         {min_gap_429:?} after a 429, {after_429} of them, {after_long_429} after a \
+         {LONG_RETRY_AFTER} s one, min gap {min_gap_long_429:?}); delivered {delivered}, \
          dead {dead} ({doomed} always failing)",
         hits.len(),
         count_of(|r| matches!(r, Reply::Status(_))),

@@ -45,6 +45,7 @@ fn initiator_and_notifier_killed_mid_job_finish_it_once() {
         (!cluster.reports(&rt, &backend).is_empty()).then_some(())
     });
     let mut kills = Vec::new();
+    let mut notifier_killed = None;
     for (role, at) in [
         ("initiator", 0),
         ("initiator", lines * 3 / 10),
@@ -60,6 +61,7 @@ fn initiator_and_notifier_killed_mid_job_finish_it_once() {
         };
         cluster.services[index].kill_9();
         if role == "notifier" {
+            notifier_killed = Some(Instant::now());
             let before = refused(&recorder);
             cluster.eventually(
                 "workers refused by the dead notifier",
@@ -95,6 +97,29 @@ fn initiator_and_notifier_killed_mid_job_finish_it_once() {
         assert!(cluster.running(*w), "a worker stopped:\n{}", cluster.logs());
     }
     assert!(cluster.panics().is_empty(), "{:?}", cluster.panics());
+
+    // The restarted notifier remembers the ids the killed one accepted:
+    // sent again (the same bytes, as a sender whose answer was lost would),
+    // each is answered as a duplicate and not written again. Without this,
+    // a notifier that forgot them would pass: a retry after a lost answer
+    // may legitimately be written twice (a death between writing the line
+    // and logging its id), so the output alone cannot tell.
+    let killed_at = notifier_killed.expect("the notifier was killed");
+    let before_kill: Vec<_> = recorder
+        .answered(Duration::from_secs(30))
+        .into_iter()
+        .filter(|s| s.at < killed_at && s.status == Some(200) && !s.duplicate)
+        .take(20)
+        .collect();
+    assert!(!before_kill.is_empty(), "nothing accepted before the kill");
+    for s in &before_kill {
+        assert_eq!(
+            recorder.resend(s),
+            Some((200, true)),
+            "{} (accepted before the notifier's kill) sent again to the restarted notifier",
+            s.id
+        );
+    }
 
     // Stop the notifier gracefully so its output is flushed, then read it.
     cluster.services[notifier].signal("TERM");

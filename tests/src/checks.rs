@@ -51,6 +51,9 @@ pub struct Sent {
     /// the connection was refused. An answer lost after connecting (the
     /// endpoint died while handling it) leaves it true with no `status`.
     pub reached: bool,
+    /// The request as passed on (headers and body), for
+    /// [`Recorder::resend`].
+    pub request: Arc<(HeaderMap, Bytes)>,
 }
 
 /// What passing one request on gave.
@@ -171,6 +174,27 @@ impl Recorder {
     pub fn per_id(&self) -> HashMap<String, u32> {
         self.shared.per_id.lock().unwrap().clone()
     }
+
+    /// Sends `sent`'s request again, byte for byte (its signature too), to
+    /// the upstream, bypassing the record; returns the status and whether
+    /// the answer was `{"status":"duplicate"}` (`None`: no answer).
+    pub fn resend(&self, sent: &Sent) -> Option<(u16, bool)> {
+        let runtime = self.runtime.as_ref()?;
+        let (headers, body) = &*sent.request;
+        // A client of its own that keeps no connection open: an idle one
+        // left behind would hold up the endpoint's graceful stop.
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("an HTTP client");
+        let passed = runtime.block_on(async {
+            let passed = forward(&self.shared.upstream, &client, headers, body.clone()).await;
+            drop(client);
+            passed
+        });
+        Some((passed.status?, passed.duplicate))
+    }
 }
 
 impl Drop for Recorder {
@@ -202,7 +226,7 @@ async fn handle(shared: Arc<Shared>, tag: String, headers: HeaderMap, body: Byte
     // In a task of its own: a sender killed while waiting must not stop the
     // request from being passed on and recorded.
     let task = tokio::spawn(async move {
-        let passed = forward(&shared.upstream, &shared.client, &headers, body).await;
+        let passed = forward(&shared.upstream, &shared.client, &headers, body.clone()).await;
         shared.sent.lock().unwrap().push(Sent {
             tag,
             id,
@@ -211,6 +235,7 @@ async fn handle(shared: Arc<Shared>, tag: String, headers: HeaderMap, body: Byte
             status: passed.status,
             duplicate: passed.duplicate,
             reached: passed.reached,
+            request: Arc::new((headers, body)),
         });
         passed.response
     });

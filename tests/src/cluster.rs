@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use wds_core::{JobId, JobReport, OffsetStore};
-use wds_redis::{RedisBackend, RedisServer};
+use wds_redis::{reserve_port, RedisBackend, RedisServer, ReservedPort};
 
 use crate::process::{http_get, http_post, Service, ANY_PORT, TEST_SECRET};
 
@@ -25,7 +25,10 @@ pub fn scale() -> u64 {
 /// One deployment: Redis, processes, folders.
 ///
 /// Every server binds port 0 and the deployment reads the address it got
-/// from its log, so tests running in parallel never race for a port.
+/// from its log, so tests running in parallel never race for a port; the
+/// two that must come back on the same port after a restart, Redis and the
+/// notifier, bind a [`ReservedPort`] instead, which no other test server
+/// can take meanwhile.
 #[derive(Debug)]
 pub struct Cluster {
     /// The deployment's folder (inbox under `wds-data/inbox`).
@@ -38,6 +41,9 @@ pub struct Cluster {
     /// The notifier's address (empty before one starts; a restarted
     /// notifier binds the same one, so workers keep reaching it).
     pub notifier_addr: String,
+    /// Holds the notifier's port for the deployment's life: no other test
+    /// server can take it while the notifier is down (see [`ReservedPort`]).
+    notifier_port: Option<ReservedPort>,
     env: Vec<(String, String)>,
     /// Every process started, by name.
     pub services: Vec<Service>,
@@ -67,6 +73,7 @@ impl Cluster {
             redis,
             api: String::new(),
             notifier_addr: String::new(),
+            notifier_port: None,
             env: all,
             services: Vec::new(),
             started: 0,
@@ -105,10 +112,15 @@ impl Cluster {
     pub fn start(&mut self, role: &str, env: &[(&str, &str)]) -> usize {
         self.started += 1;
         let name = format!("{role}-{}", self.started);
-        let notifier_listen = if self.notifier_addr.is_empty() {
-            ANY_PORT.to_string()
-        } else {
-            self.notifier_addr.clone()
+        // A notifier binds a reserved port, the same one when restarted;
+        // other roles bind port 0 if they serve a notifier at all.
+        let notifier_listen = match (role, self.notifier_addr.is_empty()) {
+            (_, false) => self.notifier_addr.clone(),
+            ("notifier", true) => {
+                let port = self.notifier_port.get_or_insert_with(reserve_port).port();
+                format!("127.0.0.1:{port}")
+            }
+            _ => ANY_PORT.to_string(),
         };
         let webhook = format!("http://{}/webhook", self.notifier_addr);
         let mut all: Vec<(&str, &str)> = vec![("WDS_NOTIFIER_LISTEN", &notifier_listen)];

@@ -1,5 +1,6 @@
 //! [`RedisServer`]: a private `redis-server` for tests and benchmarks.
 
+use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -10,8 +11,9 @@ use std::time::{Duration, Instant};
 /// with a large append-only file replays it first).
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// A `redis-server` of its own, on a free port of 127.0.0.1, with its data in
-/// a temporary directory; killed when dropped.
+/// A `redis-server` of its own, on a [`ReservedPort`] of 127.0.0.1 (kept
+/// across restarts), with its data in a temporary directory; killed when
+/// dropped.
 ///
 /// Tests use it to get an empty Redis that they may also stop, kill and
 /// restart. The binary is `redis-server` from `PATH`, or the one named by
@@ -37,6 +39,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 pub struct RedisServer {
     child: Option<Child>,
     port: u16,
+    /// Holds `port` for this server until it is dropped, restarts included.
+    reservation: Option<ReservedPort>,
     dir: tempfile::TempDir,
     append_only: bool,
 }
@@ -70,13 +74,17 @@ impl RedisServerBuilder {
         let mut server = RedisServer {
             child: None,
             port: 0,
+            reservation: None,
             dir,
             append_only: self.append_only,
         };
         let mut last_error = String::new();
-        // The free port we pick may be taken before the server binds it: retry.
+        // A reserved port is taken by no other test server, but a process
+        // outside the tests may bind it first: then try another.
         for _ in 0..5 {
-            server.port = free_port();
+            let reservation = reserve_port();
+            server.port = reservation.port();
+            server.reservation = Some(reservation);
             match server.spawn() {
                 Ok(()) => return server,
                 Err(e) => {
@@ -253,12 +261,90 @@ impl Drop for RedisServer {
     }
 }
 
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    match TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).and_then(|l| l.local_addr()) {
-        Ok(addr) => addr.port(),
-        Err(e) => panic!("cannot find a free port for redis-server: {e}"),
+/// A TCP port of 127.0.0.1 that no other test server takes while this
+/// value lives, for a server that must bind the same port again after a
+/// restart (a `redis-server`, which cannot report a port 0 it bound, or a
+/// notifier restarted where its workers send).
+///
+/// Two rules make it safe while tests run in parallel, in one process or
+/// many:
+/// - the port lies below the kernel's ephemeral range
+///   (`/proc/sys/net/ipv4/ip_local_port_range`, 32768-60999 by default),
+///   where `bind(port 0)` never lands, and every other server of the tests
+///   binds port 0, so none of them can take it while the server is down;
+/// - servers that need a fixed port take it through here, which holds an
+///   exclusive lock on `<temp dir>/wds-test-ports/<port>.lock` for as long
+///   as the reservation lives (the kernel drops the lock when a process
+///   dies, so a crashed test leaves no port taken).
+///
+/// A program outside the tests could still bind the port while the server
+/// is down; the reservation checks that the port is free when it is made,
+/// and a restart that finds it taken fails saying so.
+#[derive(Debug)]
+pub struct ReservedPort {
+    port: u16,
+    _lock: File,
+}
+
+impl ReservedPort {
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
     }
+}
+
+/// Reserves a free port (see [`ReservedPort`]).
+///
+/// # Panics
+///
+/// When no port could be reserved (every candidate locked or bound).
+pub fn reserve_port() -> ReservedPort {
+    const LOWEST: u32 = 10_000;
+    let below = ephemeral_low().max(LOWEST + 1_000);
+    let span = below - LOWEST;
+    let dir = std::env::temp_dir().join("wds-test-ports");
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        panic!("cannot create {}: {e}", dir.display());
+    }
+    // Start somewhere different in each process, then walk the range.
+    let seed = std::process::id()
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+    let mut last_error = String::new();
+    for i in 0..span.min(2_000) {
+        let port = (LOWEST + (seed.wrapping_add(i.wrapping_mul(7_919))) % span) as u16;
+        let path = dir.join(format!("{port}.lock"));
+        let lock = match OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+        {
+            Ok(file) => file,
+            Err(e) => {
+                last_error = format!("{}: {e}", path.display());
+                continue;
+            }
+        };
+        if lock.try_lock().is_err() {
+            continue; // another test server holds it
+        }
+        match TcpListener::bind((Ipv4Addr::LOCALHOST, port)) {
+            Ok(_) => return ReservedPort { port, _lock: lock },
+            Err(e) => last_error = format!("port {port}: {e}"),
+        }
+    }
+    panic!("no port could be reserved for a test server (last: {last_error})");
+}
+
+/// The lowest port of the kernel's ephemeral range (where `bind(port 0)`
+/// picks), 32768 where it cannot be read (macOS uses 49152 and up).
+fn ephemeral_low() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 /// Sends one inline command and returns the first reply line.

@@ -1,7 +1,6 @@
 //! Connecting, and losing the connection: clear errors, quickly, and no
 //! panic; a restarted Redis is used again without reconnecting by hand.
 
-use std::net::{Ipv4Addr, TcpListener};
 use std::time::{Duration, Instant};
 
 use wds_core::{Error, Queue};
@@ -48,11 +47,10 @@ async fn a_bad_prefix_is_a_config_error() {
 
 #[tokio::test]
 async fn an_unreachable_server_is_unavailable_quickly() {
-    // A port that nobody listens on (free a moment ago).
-    let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    // A port that nobody listens on: reserved, so no other test server
+    // binds it meanwhile (one free a moment ago could be taken by one).
+    let reserved = wds_redis::reserve_port();
+    let port = reserved.port();
     let url = format!("redis://:secret@127.0.0.1:{port}/0");
     let start = Instant::now();
     let result = RedisBackend::builder(&url)

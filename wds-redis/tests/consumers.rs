@@ -128,8 +128,15 @@ async fn workers_share_one_queue(workers: usize) {
         let backend = backend(&server, &prefix).await;
         tasks.push(tokio::spawn(work(backend, job.clone(), seen.clone())));
     }
+    // Every worker stops once the job is done; a worker still looping
+    // after the deadline (a lost message, a batch never settled) fails the
+    // test instead of hanging it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     for task in tasks {
-        task.await.expect("a worker failed");
+        tokio::time::timeout_at(deadline, task)
+            .await
+            .unwrap_or_else(|_| panic!("the job was not done within 120 s"))
+            .expect("a worker failed");
     }
 
     {

@@ -98,7 +98,12 @@ async fn a_job_survives_a_redis_restart() {
     let during = sink.calls.lock().unwrap().len();
     server.restart();
 
-    let read = reading.await.expect("reading task");
+    // The reading loop resubmits until the input is read; a deadline keeps a
+    // batcher that never gets there from hanging the test.
+    let read = tokio::time::timeout(Duration::from_secs(60), reading)
+        .await
+        .expect("the input was not read within 60 s of the restart")
+        .expect("reading task");
     let report = engine
         .wait_for(&read.job, Some(Duration::from_secs(60)))
         .await

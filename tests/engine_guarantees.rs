@@ -530,54 +530,7 @@ async fn a_batcher_killed_mid_file_resumes_without_repeats() {
     let mut config = fast_config();
     config.batch_size = 50;
     let sink = ScriptedSink::ok(Duration::ZERO);
-    let mut mid_file = 0;
-    // Each batcher is killed as soon as it has pushed something: the reader
-    // first reads the whole file for its duplicate filter, then pushes, so
-    // a kill at a fixed time may land before the first push or after the
-    // last, whatever the machine's load.
-    for round in 0..4 {
-        let engine = engine(&backend, sink.clone(), config.clone());
-        let before = backend
-            .reports()
-            .await
-            .unwrap()
-            .first()
-            .map_or(0, |r| r.enqueued);
-        let task = {
-            let input = input.clone();
-            tokio::spawn(async move {
-                engine
-                    .batcher()
-                    .run(&input, &CancellationToken::new())
-                    .await
-            })
-        };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        while !task.is_finished() {
-            let pushed = backend.reports().await.unwrap().first().map(|r| r.enqueued);
-            if pushed.is_some_and(|n| n > before) {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "round {round}: nothing pushed"
-            );
-            tokio::time::sleep(Duration::from_micros(200)).await;
-        }
-        task.abort();
-        match task.await {
-            Err(e) if e.is_cancelled() => {}
-            Ok(Ok(_)) => {} // read to the end before the abort
-            other => panic!("the batcher failed: {other:?}"),
-        }
-        // Count the kills that left the file part read.
-        if let Some(r) = backend.reports().await.unwrap().first() {
-            if r.state == JobState::Reading && r.enqueued > 0 && r.enqueued < lines {
-                mid_file += 1;
-            }
-        }
-    }
-    assert!(mid_file > 0, "no kill landed mid-file");
+    kill_batchers_mid_file(&backend, &sink, &config, &input, lines).await;
     let report = run_once(&engine(&backend, sink.clone(), config), &input).await;
     assert_eq!(report.lines, lines + 2);
     assert_eq!(report.enqueued, lines);
@@ -899,9 +852,48 @@ async fn a_batcher_resumed_past_a_csv_header_still_reads_its_attributes() {
             Step::Ok(Duration::ZERO)
         }
     });
+    kill_batchers_mid_file(&backend, &sink, &config, &input, lines).await;
+    let report = engine(&backend, sink.clone(), config)
+        .run_once(&input)
+        .await
+        .unwrap();
+    assert_eq!(report.lines, lines + 2);
+    assert_eq!(report.invalid, 0, "{report:?}");
+    assert_eq!(report.duplicate, 1, "{report:?}");
+    assert_eq!(report.delivered, lines + 1);
+    assert!(sink.calls_per_id().values().all(|&n| n == 1));
+    let got = got.lock().unwrap();
+    assert_eq!(got.len() as u64, lines + 1);
+    for i in 1..=lines {
+        // The header is line 1, so order i is on line i + 1.
+        assert_eq!(
+            got.get(&(i + 1)),
+            Some(&Some(serde_json::json!(format!("A-{i}")))),
+            "line {}",
+            i + 1
+        );
+    }
+    assert_eq!(
+        got.get(&(lines + 3)),
+        Some(&Some(serde_json::json!("A-again")))
+    );
+}
+
+/// Starts a batcher on `input` four times and aborts each as soon as it has
+/// pushed something (the reader first reads the whole file for its duplicate
+/// filter, then pushes, so a kill at a fixed time may land before the first
+/// push or after the last, whatever the machine's load). Fails unless at
+/// least one kill left the file part read.
+async fn kill_batchers_mid_file(
+    backend: &MemoryBackend,
+    sink: &Arc<ScriptedSink>,
+    config: &EngineConfig,
+    input: &Input,
+    lines: u64,
+) {
     let mut mid_file = 0;
     for round in 0..4 {
-        let engine = engine(&backend, sink.clone(), config.clone());
+        let engine = engine(backend, sink.clone(), config.clone());
         let before = backend
             .reports()
             .await
@@ -932,9 +924,10 @@ async fn a_batcher_resumed_past_a_csv_header_still_reads_its_attributes() {
         task.abort();
         match task.await {
             Err(e) if e.is_cancelled() => {}
-            Ok(Ok(_)) => {}
+            Ok(Ok(_)) => {} // read to the end before the abort
             other => panic!("the batcher failed: {other:?}"),
         }
+        // Count the kills that left the file part read.
         if let Some(r) = backend.reports().await.unwrap().first() {
             if r.state == JobState::Reading && r.enqueued > 0 && r.enqueued < lines {
                 mid_file += 1;
@@ -942,28 +935,4 @@ async fn a_batcher_resumed_past_a_csv_header_still_reads_its_attributes() {
         }
     }
     assert!(mid_file > 0, "no kill landed mid-file");
-    let report = engine(&backend, sink.clone(), config)
-        .run_once(&input)
-        .await
-        .unwrap();
-    assert_eq!(report.lines, lines + 2);
-    assert_eq!(report.invalid, 0, "{report:?}");
-    assert_eq!(report.duplicate, 1, "{report:?}");
-    assert_eq!(report.delivered, lines + 1);
-    assert!(sink.calls_per_id().values().all(|&n| n == 1));
-    let got = got.lock().unwrap();
-    assert_eq!(got.len() as u64, lines + 1);
-    for i in 1..=lines {
-        // The header is line 1, so order i is on line i + 1.
-        assert_eq!(
-            got.get(&(i + 1)),
-            Some(&Some(serde_json::json!(format!("A-{i}")))),
-            "line {}",
-            i + 1
-        );
-    }
-    assert_eq!(
-        got.get(&(lines + 3)),
-        Some(&Some(serde_json::json!("A-again")))
-    );
 }

@@ -20,7 +20,9 @@
 //! engine's batch size and concurrency for both runs;
 //! `WDS_BENCH_SYNC_FULL=1` runs SQLite with `synchronous=FULL`.
 
-use wds_core::testkit::bench::{csv_input, median_and_best, process_cpu, timed_job, NoopSink};
+use wds_core::testkit::bench::{
+    csv_input, median_and_best, process_cpu, stat_cpu, timed_job, NoopSink,
+};
 use wds_core::{Engine, EngineConfig, Format, Input};
 use wds_memory::MemoryBackend;
 use wds_sqlite::SqliteBackend;
@@ -168,18 +170,6 @@ fn connection_thread_cpu() -> f64 {
         .flatten()
         .filter_map(|task| std::fs::read_to_string(task.path().join("stat")).ok())
         .filter(|stat| stat.contains("(wds-sqlite)"))
-        .map(|stat| {
-            // utime and stime: the 12th and 13th fields after the name.
-            let fields: Vec<&str> = stat
-                .rsplit_once(") ")
-                .map_or(Vec::new(), |(_, rest)| rest.split(' ').collect());
-            let ticks = |i: usize| {
-                fields
-                    .get(i)
-                    .and_then(|f| f.parse::<f64>().ok())
-                    .unwrap_or(0.0)
-            };
-            (ticks(11) + ticks(12)) / 100.0
-        })
+        .map(|stat| stat_cpu(&stat))
         .sum()
 }

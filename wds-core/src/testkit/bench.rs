@@ -67,9 +67,13 @@ pub fn median_and_best(secs: &mut [f64]) -> (f64, f64) {
 /// from `/proc/self/stat` in clock ticks of 10 ms; 0 where there is no
 /// `/proc`.
 pub fn process_cpu() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
+    std::fs::read_to_string("/proc/self/stat").map_or(0.0, |stat| stat_cpu(&stat))
+}
+
+/// CPU seconds (user + system) in the text of a `/proc/<pid>/stat` or
+/// `/proc/<pid>/task/<tid>/stat` file, in clock ticks of 10 ms; 0 when it
+/// does not parse.
+pub fn stat_cpu(stat: &str) -> f64 {
     // Fields after the command name, which is in parentheses: utime and
     // stime are the 12th and 13th of those.
     let fields: Vec<&str> = stat

@@ -85,7 +85,8 @@ pub(crate) struct Settings {
     /// default only a process crash is covered that way.
     #[arg(long, env = "WDS_DB_SYNC_FULL", global = true)]
     pub(crate) db_sync_full: bool,
-    /// Redis URL (redis:// or rediss://, with password and db number). Needed
+    /// Redis URL (redis:// or rediss://, with password and db number), or a
+    /// Redis Cluster's nodes (redis+cluster://host:port,host:port). Needed
     /// by the separate roles; `all` and `demo` use SQLite without it.
     #[arg(long, env = "WDS_REDIS_URL", global = true, hide_env_values = true)]
     pub(crate) redis: Option<String>,

@@ -1,5 +1,6 @@
 //! [`RedisBackend`] and its builder.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,6 +51,12 @@ pub(crate) struct Inner {
     /// Rejects, and dead letters, of a job kept in detail.
     pub(crate) detail_limit: usize,
     url: String,
+    /// Marks waited for on replicas, if at all.
+    wait: Option<Replicated>,
+    /// Marks that fewer replicas than asked acknowledged in time.
+    unreplicated: AtomicU64,
+    /// When the last warning about them was logged (ms since the epoch).
+    warned_ms: AtomicU64,
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -76,6 +83,7 @@ impl RedisBackend {
             retention: Duration::from_secs(7 * 24 * 3600),
             detail_limit: codec::DETAIL_LIMIT,
             worker_retention: wds_core::workers::WORKER_RETENTION,
+            wait: None,
         }
     }
 
@@ -95,6 +103,75 @@ impl RedisBackend {
         self.inner.conns.invoke(op, invocation).await
     }
 
+    /// Runs a script call that marks a batch as sending: with replicas
+    /// waited for (see [`RedisBackendBuilder::wait_for_replicas`]), only
+    /// answers once they acknowledged it or the wait timed out.
+    pub(crate) async fn run_marking(
+        &self,
+        op: &'static str,
+        invocation: &Invocation,
+    ) -> Result<Value> {
+        let Some(wait) = self.inner.wait else {
+            return self.run(op, invocation).await;
+        };
+        let (reply, acked) = self
+            .inner
+            .conns
+            .invoke_replicated(op, invocation, &self.inner.tag, wait.replicas, wait.timeout)
+            .await?;
+        if acked < i64::from(wait.replicas) {
+            let total = self.inner.unreplicated.fetch_add(1, Ordering::Relaxed) + 1;
+            let now = wds_core::now_ms();
+            let last = self.inner.warned_ms.load(Ordering::Relaxed);
+            if now.saturating_sub(last) >= 10_000
+                && self
+                    .inner
+                    .warned_ms
+                    .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                tracing::warn!(
+                    acked,
+                    wanted = wait.replicas,
+                    timeout = ?wait.timeout,
+                    total,
+                    "a batch marked as sending was not acknowledged by enough replicas in time; \
+                     sending it anyway: a failover now could send it twice"
+                );
+            }
+        }
+        Ok(reply)
+    }
+
+    /// Marks that fewer replicas acknowledged in time than
+    /// [`RedisBackendBuilder::wait_for_replicas`] asked for, since connect.
+    pub fn unreplicated_marks(&self) -> u64 {
+        self.inner.unreplicated.load(Ordering::Relaxed)
+    }
+
+    /// Whether marks wait for replicas, and for how many (0: they do not).
+    pub fn replicas_waited_for(&self) -> u32 {
+        self.inner.wait.map_or(0, |w| w.replicas)
+    }
+
+    /// Whether any node of the cluster is a live replica (`CLUSTER NODES`).
+    async fn cluster_has_replicas(&self) -> Result<bool> {
+        let nodes = match self
+            .inner
+            .conns
+            .query("cluster nodes", cmd("CLUSTER").arg("NODES"))
+            .await?
+        {
+            Value::BulkString(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Value::VerbatimString { text, .. } => text,
+            other => return Err(crate::codec::unexpected("cluster nodes", &other)),
+        };
+        Ok(nodes.lines().any(|line| {
+            let flags = line.split_whitespace().nth(2).unwrap_or_default();
+            flags.contains("slave") && !flags.contains("fail")
+        }))
+    }
+
     /// The name of a key of this deployment.
     pub(crate) fn key(&self, suffix: &str) -> String {
         format!("{}:{suffix}", self.inner.tag)
@@ -112,6 +189,33 @@ impl RedisBackend {
             other => Err(crate::codec::unexpected("ping", &other)),
         }
     }
+
+    /// Refuses a one-server URL that names a node of a Redis Cluster
+    /// (`INFO cluster` says `cluster_enabled:1`): every script whose keys
+    /// live on another node would be answered `MOVED`, and a failover
+    /// would not be followed. A server that does not answer `INFO` (some
+    /// proxies) is taken as it is.
+    async fn refuse_cluster_node(&self) -> Result<()> {
+        let info = match self
+            .inner
+            .conns
+            .query("info", cmd("INFO").arg("cluster"))
+            .await
+        {
+            Ok(Value::BulkString(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
+            Ok(Value::VerbatimString { text, .. }) => text,
+            _ => return Ok(()),
+        };
+        if info.lines().any(|l| l.trim() == "cluster_enabled:1") {
+            return Err(Error::Config(format!(
+                "Redis at {} is a node of a Redis Cluster: name the cluster's nodes \
+                 (redis+cluster://host:port,host:port) so that calls follow the \
+                 cluster's slots and its failovers",
+                redact(&self.inner.url)
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// Configures and connects a [`RedisBackend`]; made by [`RedisBackend::builder`].
@@ -123,7 +227,24 @@ pub struct RedisBackendBuilder {
     retention: Duration,
     detail_limit: usize,
     worker_retention: Duration,
+    /// `None`: decided at connect (on for a cluster with replicas).
+    wait: Option<Option<Replicated>>,
 }
+
+/// Marks acknowledged by replicas before a batch is sent: `WAIT replicas
+/// timeout` after each call that marks a batch as sending.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Replicated {
+    pub(crate) replicas: u32,
+    pub(crate) timeout: Duration,
+}
+
+/// The wait of a cluster with replicas, when none was configured: one
+/// replica, which on one network answers in well under a millisecond.
+const DEFAULT_WAIT: Replicated = Replicated {
+    replicas: 1,
+    timeout: Duration::from_millis(100),
+};
 
 impl std::fmt::Debug for RedisBackendBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -135,11 +256,29 @@ impl std::fmt::Debug for RedisBackendBuilder {
             .field("retention", &self.retention)
             .field("detail_limit", &self.detail_limit)
             .field("worker_retention", &self.worker_retention)
+            .field("wait", &self.wait)
             .finish()
     }
 }
 
 impl RedisBackendBuilder {
+    /// After each call that marks a batch as sending, waits until
+    /// `replicas` replicas acknowledged it (`WAIT`), at most `timeout`, so
+    /// that a replica promoted by a failover knows the batch may have been
+    /// sent and dead-letters it as in doubt rather than sending it again
+    /// (G1). `replicas` 0 turns it off.
+    ///
+    /// Default: on a Redis Cluster whose nodes have replicas, one replica
+    /// and 100 ms; off otherwise (a single server, or a cluster without
+    /// replicas, where `WAIT` could only time out). When too few replicas
+    /// answer in time the batch is sent anyway, with a warning (at most one
+    /// every 10 s) and [`RedisBackend::unreplicated_marks`] counting it: a
+    /// failover in that window may send it twice. See docs/operations.md.
+    pub fn wait_for_replicas(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.wait = Some((replicas > 0).then_some(Replicated { replicas, timeout }));
+        self
+    }
+
     /// The key prefix (default `wds`). Deployments with different prefixes
     /// share one Redis without seeing each other. Every key is
     /// `{prefix}:…`, one hash tag, so the scripts also run on Redis Cluster.
@@ -226,6 +365,9 @@ impl RedisBackendBuilder {
                 detail_limit: self.detail_limit,
                 worker_retention: self.worker_retention,
                 url: self.url,
+                wait: None,
+                unreplicated: AtomicU64::new(0),
+                warned_ms: AtomicU64::new(0),
             }),
         };
         backend.ping().await.map_err(|e| match e {
@@ -239,6 +381,20 @@ impl RedisBackendBuilder {
             },
             other => other,
         })?;
+        if !backend.inner.conns.is_cluster() {
+            backend.refuse_cluster_node().await?;
+        }
+        let wait = match self.wait {
+            Some(wait) => wait,
+            None if backend.inner.conns.is_cluster() && backend.cluster_has_replicas().await? => {
+                Some(DEFAULT_WAIT)
+            }
+            None => None,
+        };
+        let mut backend = backend;
+        if let Some(inner) = Arc::get_mut(&mut backend.inner) {
+            inner.wait = wait;
+        }
         Ok(backend)
     }
 }

@@ -19,5 +19,5 @@ pub use deadpool_redis;
 pub use deadpool_redis::redis;
 pub use limiter::{RedisBackOff, RedisLimiter};
 #[cfg(feature = "test-server")]
-pub use test_server::{reserve_port, RedisServer, RedisServerBuilder, ReservedPort};
+pub use test_server::{reserve_port, RedisCluster, RedisServer, RedisServerBuilder, ReservedPort};
 pub use wds_core;

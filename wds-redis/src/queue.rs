@@ -280,7 +280,7 @@ impl Queue for RedisBackend {
         invocation.arg(&lease.id.0).arg(&lease.batch.id.0);
         match codec::int(
             "mark_sending",
-            &self.run("mark_sending", &invocation).await?,
+            &self.run_marking("mark_sending", &invocation).await?,
         )? {
             1 => Ok(()),
             _ => Err(Self::lost(lease)),
@@ -325,7 +325,11 @@ impl Queue for RedisBackend {
             .arg(millis(then.ttl).max(1))
             .arg(REBATCH_SIZE)
             .arg(MAX_DUE_PER_LEASE);
-        let reply = self.run(op, &invocation).await?;
+        let reply = if then.mark.is_some() {
+            self.run_marking(op, &invocation).await?
+        } else {
+            self.run(op, &invocation).await?
+        };
         let [settled, marked, leased] = codec::array(op, &reply)? else {
             return Err(codec::unexpected(op, &reply));
         };

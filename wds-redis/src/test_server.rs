@@ -43,12 +43,16 @@ pub struct RedisServer {
     reservation: Option<ReservedPort>,
     dir: tempfile::TempDir,
     append_only: bool,
+    /// A node of a Redis Cluster: its cluster bus port, reserved like
+    /// `port` (not `port + 10000`, which may lie in the ephemeral range).
+    bus: Option<ReservedPort>,
 }
 
 /// Options of a [`RedisServer`]; made by [`RedisServer::builder`].
 #[derive(Debug, Default, Clone)]
 pub struct RedisServerBuilder {
     append_only: bool,
+    cluster_node: bool,
 }
 
 impl RedisServerBuilder {
@@ -58,6 +62,13 @@ impl RedisServerBuilder {
     /// nothing that was acknowledged. Off by default (nothing is persisted).
     pub fn append_only(mut self, on: bool) -> Self {
         self.append_only = on;
+        self
+    }
+
+    /// A node of a Redis Cluster (`cluster-enabled yes`, a node timeout of
+    /// one second), not yet part of one: see [`RedisCluster`].
+    pub(crate) fn cluster_node(mut self) -> Self {
+        self.cluster_node = true;
         self
     }
 
@@ -77,6 +88,7 @@ impl RedisServerBuilder {
             reservation: None,
             dir,
             append_only: self.append_only,
+            bus: self.cluster_node.then(reserve_port),
         };
         let mut last_error = String::new();
         // A reserved port is taken by no other test server, but a process
@@ -125,6 +137,11 @@ impl RedisServer {
     /// The directory holding its data and `redis.log`.
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The process id, while it runs (to pause it with `SIGSTOP`, say).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Whether the process is running.
@@ -201,6 +218,13 @@ impl RedisServer {
             .arg("--logfile")
             .arg(&log)
             .args(["--save", ""]);
+        if let Some(bus) = &self.bus {
+            cmd.args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
+                .arg("--cluster-config-file")
+                .arg(dir.join("nodes.conf"))
+                .arg("--cluster-port")
+                .arg(bus.port().to_string());
+        }
         if self.append_only {
             cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
         } else {
@@ -389,4 +413,195 @@ fn tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+/// A Redis Cluster of private [`RedisServer`]s on 127.0.0.1: masters, each
+/// with its replicas, made with `redis-cli --cluster create` and ready
+/// (every slot served, every replica in sync) when [`RedisCluster::start`]
+/// returns; every node killed when dropped.
+///
+/// ```no_run
+/// use wds_redis::RedisCluster;
+///
+/// # async fn demo() -> wds_core::Result<()> {
+/// let mut cluster = RedisCluster::start(3, 1);
+/// let backend = wds_redis::RedisBackend::builder(cluster.url()).connect().await?;
+/// let port = cluster.kill_master_of("{wds}"); // its replica takes over
+/// cluster.wait_for_master_of("{wds}", port);
+/// # let _ = backend; Ok(()) }
+/// ```
+///
+/// # Panics
+///
+/// As [`RedisServer`], and when `redis-cli` is missing or the cluster does
+/// not form in time.
+#[derive(Debug)]
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+/// How long a cluster may take to form, or to fail over.
+const CLUSTER_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl RedisCluster {
+    /// Starts `masters` masters with `replicas` replicas each.
+    pub fn start(masters: usize, replicas: usize) -> RedisCluster {
+        let nodes: Vec<RedisServer> = (0..masters * (1 + replicas))
+            .map(|_| RedisServerBuilder::default().cluster_node().start())
+            .collect();
+        let cluster = RedisCluster { nodes };
+        let mut create = Command::new("redis-cli");
+        create.arg("--cluster").arg("create");
+        for node in &cluster.nodes {
+            create.arg(format!("127.0.0.1:{}", node.port));
+        }
+        create
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+            .stdin(Stdio::null());
+        match create.output() {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => panic!(
+                "redis-cli --cluster create failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            Err(e) => panic!(
+                "cannot run redis-cli (it comes with redis-server: apt-get install \
+                 redis-server): {e}"
+            ),
+        }
+        let give_up = Instant::now() + CLUSTER_TIMEOUT;
+        loop {
+            let ready = cluster.nodes.iter().all(|n| {
+                let info = cli(n.port, &["CLUSTER", "INFO"]);
+                let repl = cli(n.port, &["INFO", "replication"]);
+                info.contains("cluster_state:ok")
+                    && info.contains("cluster_slots_ok:16384")
+                    && (repl.contains("role:master") || repl.contains("master_link_status:up"))
+            });
+            if ready {
+                return cluster;
+            }
+            if Instant::now() > give_up {
+                panic!(
+                    "the cluster did not become ready within {CLUSTER_TIMEOUT:?}: {}",
+                    cli(cluster.nodes[0].port, &["CLUSTER", "NODES"])
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `redis+cluster://127.0.0.1:<port>,…` with every node as a seed.
+    pub fn url(&self) -> String {
+        let nodes: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        format!("redis+cluster://{}", nodes.join(","))
+    }
+
+    /// The nodes, masters and replicas, in the order they started.
+    pub fn nodes(&mut self) -> &mut [RedisServer] {
+        &mut self.nodes
+    }
+
+    /// The port of the live master that serves `key`'s slot now, as a live
+    /// node sees it; `None` while no live master serves it.
+    pub fn master_of(&mut self, key: &str) -> Option<u16> {
+        let live: Vec<u16> = self
+            .nodes
+            .iter_mut()
+            .filter_map(|n| n.is_running().then_some(n.port))
+            .collect();
+        let asker = *live.first()?;
+        let slot: u16 = cli(asker, &["CLUSTER", "KEYSLOT", key])
+            .trim()
+            .parse()
+            .ok()?;
+        // `<id> <ip:port@bus> <flags> <master> <ping> <pong> <epoch> <link> <slots…>`
+        cli(asker, &["CLUSTER", "NODES"]).lines().find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let flags = fields.get(2)?;
+            if !flags.contains("master") || flags.contains("fail") {
+                return None;
+            }
+            let port: u16 = fields.get(1)?.split(['@', ':']).nth(1)?.parse().ok()?;
+            let serves = fields.iter().skip(8).any(|range| {
+                let mut ends = range.split('-');
+                let (Some(lo), hi) = (ends.next(), ends.next()) else {
+                    return false;
+                };
+                let (Ok(lo), Ok(hi)) = (lo.parse::<u16>(), hi.unwrap_or(lo).parse::<u16>()) else {
+                    return false;
+                };
+                (lo..=hi).contains(&slot)
+            });
+            (serves && live.contains(&port)).then_some(port)
+        })
+    }
+
+    /// The ports of the live replicas of the master serving `key`'s slot.
+    pub fn replicas_of(&mut self, key: &str) -> Vec<u16> {
+        let Some(master) = self.master_of(key) else {
+            return Vec::new();
+        };
+        let nodes = cli(master, &["CLUSTER", "NODES"]);
+        let id = nodes
+            .lines()
+            .find(|l| l.contains("myself"))
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap_or_default()
+            .to_string();
+        nodes
+            .lines()
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let replica = fields.get(2)?.contains("slave") && *fields.get(3)? == id;
+                let port: u16 = fields.get(1)?.split(['@', ':']).nth(1)?.parse().ok()?;
+                replica.then_some(port)
+            })
+            .collect()
+    }
+
+    /// Kills (`SIGKILL`) the master serving `key`'s slot; returns its port.
+    pub fn kill_master_of(&mut self, key: &str) -> u16 {
+        let Some(port) = self.master_of(key) else {
+            panic!("no live master serves {key:?}");
+        };
+        if let Some(node) = self.nodes.iter_mut().find(|n| n.port == port) {
+            node.kill();
+        }
+        port
+    }
+
+    /// Waits until a live master other than `old` serves `key`'s slot (a
+    /// replica took over) and the cluster is `ok` again; returns its port.
+    pub fn wait_for_master_of(&mut self, key: &str, old: u16) -> u16 {
+        let give_up = Instant::now() + CLUSTER_TIMEOUT;
+        loop {
+            if let Some(port) = self.master_of(key).filter(|p| *p != old) {
+                if cli(port, &["CLUSTER", "INFO"]).contains("cluster_state:ok") {
+                    return port;
+                }
+            }
+            if Instant::now() > give_up {
+                panic!("no replica took over {key:?} from port {old} within {CLUSTER_TIMEOUT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// `redis-cli -p <port> <args…>`'s output ("" when it cannot run).
+fn cli(port: u16, args: &[&str]) -> String {
+    Command::new("redis-cli")
+        .arg("-p")
+        .arg(port.to_string())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
 }

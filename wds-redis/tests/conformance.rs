@@ -3,24 +3,16 @@
 //! `Arc<dyn OffsetStore>`. Each check gets a fresh key prefix on the
 //! test's own server, which is as good as an empty Redis.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
+use support::fresh;
 use wds_core::health::CircuitStore;
 use wds_core::workers::WorkerRegistry;
 use wds_core::{testkit, OffsetStore, Queue};
 use wds_redis::{RedisBackend, RedisServer};
-
-/// A backend on `url` under a prefix no other check uses.
-async fn fresh(url: &str, suite: &str) -> RedisBackend {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let prefix = format!("{suite}-{}", N.fetch_add(1, Ordering::Relaxed));
-    match RedisBackend::builder(url).prefix(prefix).connect().await {
-        Ok(backend) => backend,
-        Err(e) => panic!("cannot connect to the test redis-server: {e}"),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_backend_conforms() {

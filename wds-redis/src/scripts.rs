@@ -13,7 +13,8 @@
 //! | `:claims` | hash | input identity → job id |
 //! | `:jobs` | zset | job id by claim order (`:jobno` counter) |
 //! | `:job:<job>` | hash | `meta` json, checkpoint (`seq byte line records done`), counts (`cancelled` included), `finished_ms`, `failed` (the reason, once reading failed), `paused`, `halted` (1 once cancelled) |
-//! | `:out:<job>:<chunk>` | list | lines `128·chunk …`, each element `<line>=<outcome>\n…` (the last entry of a line wins; empty means pending again); expires `retention` after the job is done |
+//! | `:out:<job>:<chunk>` | list | lines `128·chunk …`, each element `<line>=<outcome>\n…` (the last entry of a line wins; empty means pending again); deleted `retention` after the job is done, by the leases that follow (`:expiring`) |
+//! | `:expiring` | zset | finished job by the time its outcome chunks go; the job's `swept` field is the next chunk to delete |
 //! | `:rejects:<job>` | list | `Reject` json in line order, the job's first `detail` (1,000 by default) only; expires with `:out:` |
 //! | `:ready:<job>` | list | the job's ready batch ids, in lease order (each batch holds one job's messages) |
 //! | `:turns` | list | the jobs whose ready batches may be leased (some ready, neither paused nor cancelled), in turn: the lease takes one batch of the first and moves it to the back |
@@ -111,22 +112,53 @@ end
 
 -- Stamps (or clears) a job's finish time after its counts changed. Once
 -- done, its per-line data expires after the retention; a replay keeps it.
--- `fields` are the job hash fields about to be written; `lines` is the
--- job's checkpoint line (no outcome lies beyond its chunk).
+-- Finishing costs the same whatever the job's size: the rejects are one
+-- key (EXPIRE), and the outcome chunks, one key per 128 lines, are deleted
+-- by sweep() once the job's time in EXPIRING comes. `fields` are the job
+-- hash fields about to be written; `lines` is the job's checkpoint line
+-- (no outcome lies beyond its chunk).
+local EXPIRING = P .. ':expiring'
 local function finish(job, was_finished, is_done, fields, retention, lines)
   local rejects = P .. ':rejects:' .. job
-  local last = math.floor((tonumber(lines) or 0) / CHUNK_LINES)
   if is_done then
     if not was_finished then
       fields[#fields + 1] = 'finished_ms'
       fields[#fields + 1] = now_ms()
-      for chunk = 0, last do redis.call('EXPIRE', out_key(job, chunk), retention) end
+      redis.call('ZADD', EXPIRING, now_ms() + 1000 * tonumber(retention), job)
       redis.call('EXPIRE', rejects, retention)
     end
   elseif was_finished then
     redis.call('HDEL', P .. ':job:' .. job, 'finished_ms')
+    redis.call('ZREM', EXPIRING, job)
+    -- Jobs finished by an older version had a TTL on each chunk. A replay
+    -- is an operator's action, not the delivery path.
+    local last = math.floor((tonumber(lines) or 0) / CHUNK_LINES)
     for chunk = 0, last do redis.call('PERSIST', out_key(job, chunk)) end
     redis.call('PERSIST', rejects)
+  end
+end
+
+-- Deletes the outcome chunks of the job whose retention ran out first, at
+-- most `limit` keys a call (the job's `swept` field says how far it got);
+-- run by every lease, so a finished job's data goes within the lease calls
+-- after its time, a few hundred keys at a time, never in one long script.
+local function sweep(limit)
+  local due = redis.call('ZRANGEBYSCORE', EXPIRING, '-inf', now_ms(), 'LIMIT', 0, 1)
+  local job = due[1]
+  if not job then return end
+  local jk = P .. ':job:' .. job
+  local v = redis.call('HMGET', jk, 'line', 'swept')
+  local last = math.floor((tonumber(v[1]) or 0) / CHUNK_LINES)
+  local from = tonumber(v[2]) or 0
+  local to = math.min(from + limit - 1, last)
+  local keys = {}
+  for chunk = from, to do keys[#keys + 1] = out_key(job, chunk) end
+  if #keys > 0 then redis.call('UNLINK', unpack(keys)) end
+  if to >= last then
+    redis.call('ZREM', EXPIRING, job)
+    redis.call('HDEL', jk, 'swept')
+  else
+    redis.call('HSET', jk, 'swept', to + 1)
   end
 end
 
@@ -318,6 +350,7 @@ macro_rules! lease_fn {
     () => {
         r#"
 local function lease(max, ttl, rebatch_size, max_due)
+  sweep(256)
   local now = now_ms()
   local deadline = now + ttl
   local LEASES, READY, SCHED = P .. ':leases', P .. ':ready', P .. ':scheduled'

@@ -1,7 +1,8 @@
 //! Memory in Redis stays bounded: a finished job's per-line data (outcome
 //! chunks and rejects) expires after the retention, a replay keeps it
 //! again until the job is done once more, and settled batches leave
-//! nothing behind.
+//! nothing behind. Finishing a job costs the same Redis work whatever its
+//! size: the outcome chunks are deleted afterwards, a few hundred a lease.
 
 use std::time::Duration;
 
@@ -34,14 +35,14 @@ impl Sink for AllButSeven {
 }
 
 /// The TTL (seconds; -1 none, -2 no key) of every key of `job` that holds
-/// per-line data.
-async fn ttls(conn: &mut MultiplexedConnection, tag: &str, job: &JobId) -> Vec<(String, i64)> {
-    let mut keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{tag}:out:{job}:*"))
-        .query_async(conn)
-        .await
-        .expect("KEYS");
-    keys.sort();
+/// per-line data, and when (ms since the epoch) its outcome chunks are due
+/// to go, if they are.
+async fn ttls(
+    conn: &mut MultiplexedConnection,
+    tag: &str,
+    job: &JobId,
+) -> (Vec<(String, i64)>, Option<u64>) {
+    let mut keys = chunk_keys(conn, tag, job).await;
     keys.push(format!("{tag}:rejects:{job}"));
     let mut out = Vec::new();
     for key in keys {
@@ -52,7 +53,40 @@ async fn ttls(conn: &mut MultiplexedConnection, tag: &str, job: &JobId) -> Vec<(
             .expect("TTL");
         out.push((key, ttl));
     }
-    out
+    let due: Option<u64> = redis::cmd("ZSCORE")
+        .arg(format!("{tag}:expiring"))
+        .arg(job.as_str())
+        .query_async(conn)
+        .await
+        .expect("ZSCORE");
+    (out, due)
+}
+
+/// The outcome chunk keys of `job`, sorted.
+async fn chunk_keys(conn: &mut MultiplexedConnection, tag: &str, job: &JobId) -> Vec<String> {
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{tag}:out:{job}:*"))
+        .query_async(conn)
+        .await
+        .expect("KEYS");
+    keys.sort();
+    keys
+}
+
+/// Asserts that `job`'s per-line data goes within the retention: the
+/// rejects by their TTL, the chunks by the job's time in `:expiring`.
+fn assert_expiring(keys: &[(String, i64)], due: Option<u64>, retention: Duration) {
+    let now = wds_core::now_ms();
+    let due = due.expect("a finished job's chunks are due to go");
+    assert!(
+        due > now && due <= now + retention.as_millis() as u64,
+        "chunks due within the retention: {due} vs now {now}"
+    );
+    let (rejects, ttl) = keys.last().expect("the rejects key");
+    assert!(
+        *ttl > 0 && *ttl <= retention.as_secs() as i64,
+        "{rejects} must expire within the retention once the job is done, TTL {ttl}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,14 +130,9 @@ async fn finished_jobs_expire_and_a_replay_keeps_them() {
         .await
         .expect("connection");
     let tag = backend.key_prefix().to_string();
-    let done = ttls(&mut conn, &tag, &job).await;
+    let (done, due) = ttls(&mut conn, &tag, &job).await;
     assert_eq!(done.len(), 4, "3 outcome chunks and the rejects: {done:?}");
-    for (key, ttl) in &done {
-        assert!(
-            *ttl > 0 && *ttl <= RETENTION.as_secs() as i64,
-            "{key} must expire within the retention once the job is done, TTL {ttl}"
-        );
-    }
+    assert_expiring(&done, due, RETENTION);
     // Settled batches leave nothing behind.
     let batches: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{tag}:b:*"))
@@ -114,9 +143,11 @@ async fn finished_jobs_expire_and_a_replay_keeps_them() {
 
     // A replay makes the job pending again: its data must not expire.
     assert_eq!(backend.replay(Some(&job)).await.expect("replay"), 1);
-    for (key, ttl) in ttls(&mut conn, &tag, &job).await {
+    let (pending, due) = ttls(&mut conn, &tag, &job).await;
+    for (key, ttl) in pending {
         assert_eq!(ttl, -1, "{key} must be kept while the job is pending again");
     }
+    assert_eq!(due, None, "a pending job's chunks are not due to go");
     let seventh = MessageId {
         job: job.clone(),
         line: 7,
@@ -129,16 +160,90 @@ async fn finished_jobs_expire_and_a_replay_keeps_them() {
     // Done again (user 7 fails again): the data expires again.
     let again = engine.run_once(&input).await.expect("finish the replay");
     assert_eq!(again.state, JobState::Done, "{again:?}");
-    for (key, ttl) in ttls(&mut conn, &tag, &job).await {
-        assert!(
-            ttl > 0 && ttl <= RETENTION.as_secs() as i64,
-            "{key} must expire again once the job is done again, TTL {ttl}"
-        );
-    }
+    let (again_keys, due) = ttls(&mut conn, &tag, &job).await;
+    assert_expiring(&again_keys, due, RETENTION);
     assert!(
         backend.outcome(&seventh).await.expect("outcome").is_some(),
         "the line's outcome is readable until it expires"
     );
+}
+
+/// `calls` of `cmdstat_<command>` in `INFO commandstats` (commands run by
+/// scripts included).
+async fn calls_of(conn: &mut MultiplexedConnection, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .expect("INFO commandstats");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|v| v.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finishing_a_big_job_costs_no_more_than_a_small_one() {
+    let server = RedisServer::start();
+    let retention = Duration::from_secs(1);
+    let backend = RedisBackend::builder(server.url())
+        .prefix("finish")
+        .retention(retention)
+        .connect()
+        .await
+        .expect("connect to the test redis-server");
+    let engine = Engine::builder()
+        .backend(backend.clone())
+        .sink(AllButSeven)
+        .build()
+        .expect("engine");
+    let mut conn = redis::Client::open(server.url())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connection");
+    let tag = backend.key_prefix().to_string();
+    // 64,000 lines: 501 outcome chunks (line `n` is in chunk `n / 128`),
+    // which the old finish expired one EXPIRE each, in the call that
+    // settled the last batch.
+    let lines = 64_000;
+    let csv: String = (1..=lines).map(|i| format!("user-{i},hi\n")).collect();
+    let input = Input::from_bytes("big.csv", csv.into_bytes(), Some(Format::Csv), None);
+    let expires = calls_of(&mut conn, "expire").await;
+    let report = engine.run_once(&input).await.expect("run the job");
+    assert_eq!(report.state, JobState::Done, "{report:?}");
+    let expired = calls_of(&mut conn, "expire").await - expires;
+    assert!(
+        expired <= 1,
+        "finishing issued {expired} EXPIREs (one is the rejects list's)"
+    );
+    let chunks = (lines / 128 + 1) as usize;
+    assert_eq!(chunk_keys(&mut conn, &tag, &report.job).await.len(), chunks);
+
+    // Past the retention, the leases that follow delete the chunks, at
+    // most 256 keys each.
+    tokio::time::sleep(retention + Duration::from_millis(100)).await;
+    let first = backend
+        .lease(1, Duration::from_secs(1))
+        .await
+        .expect("lease");
+    assert!(first.is_empty());
+    let left = chunk_keys(&mut conn, &tag, &report.job).await.len();
+    assert_eq!(left, chunks - 256, "one lease deletes 256 chunks");
+    backend
+        .lease(1, Duration::from_secs(1))
+        .await
+        .expect("lease");
+    assert!(chunk_keys(&mut conn, &tag, &report.job).await.is_empty());
+    let (_, due) = ttls(&mut conn, &tag, &report.job).await;
+    assert_eq!(due, None, "a swept job is no longer due");
+    // The report and its counts stay.
+    let kept = backend
+        .report(&report.job)
+        .await
+        .expect("report")
+        .expect("the job is known");
+    assert_eq!((kept.delivered, kept.dead), (lines - 1, 1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

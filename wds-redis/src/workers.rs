@@ -14,54 +14,16 @@ use crate::backend::RedisBackend;
 use crate::codec;
 use crate::scripts::Lua;
 
-/// Shared by both scripts: the keys, server time, and the pruning.
-macro_rules! workers_prelude {
-    () => {
-        r#"
-local H = KEYS[1] .. ':workers'
-local Z = KEYS[1] .. ':workers:seen'
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
--- Forget the workers whose last beat is older than the retention (ARGV[1], ms).
-local oldest = now - tonumber(ARGV[1])
-local gone = redis.call('ZRANGEBYSCORE', Z, '-inf', '(' .. oldest)
-for i = 1, #gone, 1000 do
-  local j = math.min(i + 999, #gone)
-  redis.call('HDEL', H, unpack(gone, i, j))
-end
-if #gone > 0 then redis.call('ZREMRANGEBYSCORE', Z, '-inf', '(' .. oldest) end
-"#
-    };
-}
-
-/// Stores a worker's beat. KEYS[1]: the tag. ARGV: 1 retention (ms),
-/// 2 worker id, 3 beat JSON. Returns the server time it was stored at.
+/// `lua/worker_beat.lua` (its ARGV and reply are described there).
 const WORKER_BEAT: &str = concat!(
-    workers_prelude!(),
-    r#"
-redis.call('HSET', H, ARGV[2], ARGV[3])
-redis.call('ZADD', Z, now, ARGV[2])
-return now
-"#
+    include_str!("../lua/workers_prelude.lua"),
+    include_str!("../lua/worker_beat.lua"),
 );
 
-/// Every worker within the retention. KEYS[1]: the tag. ARGV: 1
-/// retention (ms). Returns a flat list of id, seen_ms, beat JSON.
+/// `lua/workers.lua` (its ARGV and reply are described there).
 const WORKERS: &str = concat!(
-    workers_prelude!(),
-    r#"
-local ids = redis.call('ZRANGE', Z, 0, -1, 'WITHSCORES')
-local out = {}
-for i = 1, #ids, 2 do
-  local beat = redis.call('HGET', H, ids[i])
-  if beat then
-    out[#out + 1] = ids[i]
-    out[#out + 1] = ids[i + 1]
-    out[#out + 1] = beat
-  end
-end
-return out
-"#
+    include_str!("../lua/workers_prelude.lua"),
+    include_str!("../lua/workers.lua"),
 );
 
 static BEAT: LazyLock<Lua> = LazyLock::new(|| Lua::new(WORKER_BEAT));

@@ -201,14 +201,18 @@ impl RedisBackendBuilder {
     /// the command timeout.
     pub async fn connect(self) -> Result<RedisBackend> {
         if self.prefix.is_empty() || self.prefix.contains(['{', '}']) {
-            return Err(Error::Config(format!(
-                "the Redis key prefix must be non-empty and without braces, got {:?}",
-                self.prefix
-            )));
+            return Err(Error::config(
+                "prefix",
+                format!(
+                    "the Redis key prefix must be non-empty and without braces, got {:?}",
+                    self.prefix
+                ),
+            ));
         }
         if self.command_timeout.is_zero() {
-            return Err(Error::Config(
-                "the Redis command timeout must be positive".into(),
+            return Err(Error::config(
+                "command_timeout",
+                "the Redis command timeout must be positive",
             ));
         }
         #[cfg(feature = "tls")]

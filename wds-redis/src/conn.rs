@@ -50,11 +50,10 @@ impl Conns {
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(None);
         let manager = Manager::new_with_config(url, config).map_err(|e| {
-            Error::Config(format!(
-                "invalid Redis URL {}: {e}{}",
-                redact(url),
-                tls_hint(&e)
-            ))
+            Error::config(
+                "url",
+                format!("invalid Redis URL {}: {e}{}", redact(url), tls_hint(&e)),
+            )
         })?;
         let size = size.max(1);
         let pool = Pool::builder(manager)
@@ -64,7 +63,11 @@ impl Conns {
             .recycle_timeout(Some(timeout))
             .runtime(Runtime::Tokio1)
             .build()
-            .map_err(|e| Error::Config(format!("cannot build the Redis pool: {e}")))?;
+            .map_err(|e| Error::Backend {
+                op: "connect",
+                reason: "cannot build the Redis connection pool".into(),
+                source: Some(e.into()),
+            })?;
         Ok(Conns {
             pool,
             slots: (0..size).map(|_| Mutex::new(None)).collect(),

@@ -346,6 +346,16 @@ impl SinkError {
         }
     }
 
+    /// The variant's name in snake case (`retryable`, `rate_limited`,
+    /// `permanent`): a label for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SinkError::Retryable { .. } => "retryable",
+            SinkError::RateLimited { .. } => "rate_limited",
+            SinkError::Permanent { .. } => "permanent",
+        }
+    }
+
     /// How long a rate limit asked us to wait, if it said.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
@@ -416,5 +426,8 @@ mod tests {
         let e = SinkError::rate_limited(Some(Duration::from_secs(3))).with_status(503);
         assert_eq!(e.status(), Some(429));
         assert_eq!(e.retry_after(), Some(Duration::from_secs(3)));
+        assert_eq!(e.kind(), "rate_limited");
+        assert_eq!(SinkError::retryable("x").kind(), "retryable");
+        assert_eq!(SinkError::permanent("x").kind(), "permanent");
     }
 }

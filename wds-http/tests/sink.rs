@@ -190,8 +190,8 @@ async fn a_dropped_connection_is_retryable() {
     }
 }
 
-#[tokio::test]
-async fn a_refused_connection_is_retryable() {
+/// Delivers to a loopback port nobody listens on.
+async fn deliver_to_a_closed_port() -> Result<Delivered, SinkError> {
     // Bind to learn a free port, then close it so nothing listens there.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -199,7 +199,12 @@ async fn a_refused_connection_is_retryable() {
     let sink = HttpSink::builder(format!("http://{addr}/hook"))
         .build()
         .unwrap();
-    match sink.deliver(&message("job", 1, "u", "m")).await {
+    sink.deliver(&message("job", 1, "u", "m")).await
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_retryable() {
+    match deliver_to_a_closed_port().await {
         Err(SinkError::Retryable {
             status: None,
             reason,
@@ -213,14 +218,7 @@ async fn a_refused_connection_is_retryable() {
 
 #[tokio::test]
 async fn a_refused_connection_keeps_the_reqwest_error_as_its_source() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
-    let sink = HttpSink::builder(format!("http://{addr}/hook"))
-        .build()
-        .unwrap();
-    let e = sink
-        .deliver(&message("job", 1, "u", "m"))
+    let e = deliver_to_a_closed_port()
         .await
         .expect_err("nothing listens there");
     // The chain, walked with `source()` as an error reporter would.

@@ -179,7 +179,49 @@ where
 }
 
 /// Wrappers for every [`Sink`]; see [the module's documentation](self) for
-/// what a wrapper may do. Retries stay in the engine.
+/// what a wrapper may do, and a [`Layer`] of one's own. Retries stay in the
+/// engine.
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use std::sync::Arc;
+/// use wds_core::{async_trait, Delivered, Message, Sink, SinkError, SinkExt};
+///
+/// #[derive(Debug)]
+/// struct Flaky;
+///
+/// #[async_trait]
+/// impl Sink for Flaky {
+///     async fn deliver(&self, m: &Message) -> Result<Delivered, SinkError> {
+///         match m.id.line % 2 {
+///             0 => Ok(Delivered { status: Some(200) }),
+///             _ => Err(SinkError::retryable("gateway timeout").with_status(504)),
+///         }
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let failed = Arc::new(AtomicU64::new(0));
+/// let sink = Flaky
+///     .inspect({
+///         let failed = Arc::clone(&failed);
+///         move |_message, result, _took| {
+///             if result.is_err() {
+///                 failed.fetch_add(1, Ordering::Relaxed);
+///             }
+///         }
+///     })
+///     .traced();
+/// let job = wds_core::JobId::from_identity("example");
+/// for line in 1..=4 {
+///     let result = sink.deliver(&Message::fresh(&job, line, "u", "hi")).await;
+///     // The wrappers hand the result back as it is: the engine classifies.
+///     assert_eq!(result.is_ok(), line % 2 == 0);
+/// }
+/// assert_eq!(failed.load(Ordering::Relaxed), 2);
+/// # }
+/// ```
 pub trait SinkExt: Sink {
     /// Calls `f` after each call with the message, the result and how long
     /// the call took: for metrics and logs. The result is returned as it is.

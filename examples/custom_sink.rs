@@ -30,7 +30,8 @@ impl Sink for JsonLinesSink {
             .lock()
             .map_err(|_| SinkError::retryable("lock poisoned"))?;
         file.write_all(line.as_bytes())
-            .map_err(|e| SinkError::retryable(e.to_string()))?; // a full disk may clear up
+            // A full disk may clear up; the io::Error stays the source.
+            .map_err(|e| SinkError::retryable(format!("cannot append: {e}")).with_source(e))?;
         Ok(Delivered::default())
     }
 }

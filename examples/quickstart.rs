@@ -30,7 +30,7 @@ impl Sink for CsvFileSink {
             .lock()
             .map_err(|_| SinkError::retryable("poisoned"))?;
         writeln!(out, "{},{}", m.user_id, m.alert_message)
-            .map_err(|e| SinkError::retryable(e.to_string()))?;
+            .map_err(|e| SinkError::retryable(format!("cannot append: {e}")).with_source(e))?;
         Ok(Delivered::default())
     }
 }

@@ -259,6 +259,7 @@ async fn send(hook: &HttpSink, report: &JobReport) -> bool {
         let pause = match error {
             SinkError::RateLimited {
                 retry_after: Some(after),
+                ..
             } => after.min(MAX_WAIT),
             _ => wait,
         };

@@ -111,17 +111,9 @@ impl Sink for ScriptedSink {
                 }
                 Ok(Delivered { status: Some(200) })
             }
-            Step::Fail => Err(SinkError::Retryable {
-                status: Some(503),
-                reason: "service unavailable".into(),
-            }),
-            Step::RateLimited(after) => Err(SinkError::RateLimited {
-                retry_after: Some(after),
-            }),
-            Step::Permanent => Err(SinkError::Permanent {
-                status: Some(404),
-                reason: "no such user".into(),
-            }),
+            Step::Fail => Err(SinkError::retryable("service unavailable").with_status(503)),
+            Step::RateLimited(after) => Err(SinkError::rate_limited(Some(after))),
+            Step::Permanent => Err(SinkError::permanent("no such user").with_status(404)),
             Step::Hang => {
                 tokio::time::sleep(Duration::from_secs(3600)).await;
                 Ok(Delivered::default())

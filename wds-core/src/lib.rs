@@ -6,6 +6,7 @@ mod control;
 pub mod engine;
 mod error;
 pub mod health;
+pub mod layer;
 pub mod limiter;
 mod model;
 mod offsets;
@@ -29,6 +30,7 @@ pub use attributes::{
 pub use control::{Action, JobControl};
 pub use engine::{Batcher, Deliverer, DeliveryMode, Engine, EngineBuilder, EngineConfig};
 pub use error::{BoxError, Error, Result, SinkError};
+pub use layer::{Layer, SinkExt};
 pub use limiter::{Limiter, LocalLimiter};
 pub use model::*;
 pub use offsets::{OffsetStore, DEFAULT_DETAIL_LIMIT, DETAIL_NOT_KEPT};

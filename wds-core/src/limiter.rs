@@ -71,9 +71,9 @@ impl LocalLimiter {
     /// `rate` per second, bursts of `burst` (both at least 1).
     pub fn per_second(rate: u32, burst: u32) -> Result<Self> {
         let rate = NonZeroU32::new(rate)
-            .ok_or_else(|| Error::Config("rate must be at least 1 per second".into()))?;
-        let burst = NonZeroU32::new(burst)
-            .ok_or_else(|| Error::Config("burst must be at least 1".into()))?;
+            .ok_or_else(|| Error::config("rate", "must be at least 1 per second"))?;
+        let burst =
+            NonZeroU32::new(burst).ok_or_else(|| Error::config("burst", "must be at least 1"))?;
         // Pace with half the burst's tolerance, keeping the rest as a margin
         // for jitter: a full burst leaves an endpoint that enforces the same
         // rate and burst with an empty bucket, so any request that arrives a
@@ -131,9 +131,9 @@ impl Limiter for LocalLimiter {
         self.pause.wait().await;
         if let Some(gcra) = &self.gcra {
             let n = NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
-            gcra.until_n_ready(n)
-                .await
-                .map_err(|e| Error::Config(format!("cannot take {n} permits at once: {e}")))?;
+            gcra.until_n_ready(n).await.map_err(|e| {
+                Error::config("burst", format!("cannot take {n} permits at once: {e}"))
+            })?;
             // A back-off may have started while we waited for the permits.
             self.pause.wait().await;
         }
@@ -184,7 +184,10 @@ mod tests {
     fn zero_rate_is_a_config_error() {
         assert!(matches!(
             LocalLimiter::per_second(0, 1),
-            Err(Error::Config(_))
+            Err(Error::Config {
+                setting: "rate",
+                ..
+            })
         ));
     }
 }

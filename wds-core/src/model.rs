@@ -323,7 +323,7 @@ impl Settle {
     ///
     /// # Errors
     ///
-    /// [`crate::Error::Config`] naming the batch when an id is missing,
+    /// [`crate::Error::InvalidCall`] naming the batch when an id is missing,
     /// repeated or foreign.
     pub fn check_covers(batch: &Batch, outcomes: &[Settle]) -> crate::Result<()> {
         // Sorted by line first: cheaper than hashing every id twice, and
@@ -336,11 +336,14 @@ impl Settle {
         // Equal sorted lists of ids, and the batch's ids are distinct: so
         // each is named exactly once.
         if given != expected || expected.windows(2).any(|w| w[0] == w[1]) {
-            return Err(crate::Error::Config(format!(
-                "settle of batch {} must name each of its {} messages exactly once",
-                batch.id,
-                expected.len()
-            )));
+            return Err(crate::Error::InvalidCall {
+                op: "settle",
+                reason: format!(
+                    "settle of batch {} must name each of its {} messages exactly once",
+                    batch.id,
+                    expected.len()
+                ),
+            });
         }
         Ok(())
     }

@@ -43,6 +43,9 @@ use crate::model::{DeadLetter, JobId, Lease, Push, Pushed, QueueStats, Settle};
 /// - [`settle`](Queue::settle) MUST be given every message of the leased batch
 ///   exactly once, MUST apply all of it atomically, and MUST fail with
 ///   [`crate::Error::LeaseLost`] (changing nothing) when the lease is not held.
+///   Outcomes that do not name each message exactly once SHOULD fail with
+///   [`crate::Error::InvalidCall`], changing nothing
+///   ([`crate::Settle::check_covers`] does the check).
 ///   `Delivered` and `Dead` are terminal and counted in the job's report;
 ///   `Retry` makes the message leasable again no earlier than its `at_ms`.
 /// - [`settle_and_continue`](Queue::settle_and_continue) MUST have the

@@ -67,15 +67,10 @@ pub(crate) fn failure(status: u16, canonical: Option<&str>, body: &[u8]) -> Sink
         reason.push_str(&excerpt);
     }
     match classify(status) {
-        Class::Retryable => SinkError::Retryable {
-            status: Some(status),
-            reason,
-        },
-        _ => SinkError::Permanent {
-            status: Some(status),
-            reason,
-        },
+        Class::Retryable => SinkError::retryable(reason),
+        _ => SinkError::permanent(reason),
     }
+    .with_status(status)
 }
 
 /// At most `max` bytes of `body` as one line of text (cut on a character

@@ -140,7 +140,9 @@ impl HttpSink {
             alert_message: &message.alert_message,
             attributes: &message.attributes,
         })
-        .map_err(|e| SinkError::permanent(format!("cannot encode the webhook body: {e}")))
+        .map_err(|e| {
+            SinkError::permanent(format!("cannot encode the webhook body: {e}")).with_source(e)
+        })
     }
 
     async fn classify_response(&self, response: Response) -> Result<Delivered, SinkError> {
@@ -160,7 +162,7 @@ impl HttpSink {
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| classify::parse_retry_after(v, SystemTime::now()));
                 let _ = read_prefix(response, 0).await;
-                Err(SinkError::RateLimited { retry_after })
+                Err(SinkError::rate_limited(retry_after))
             }
             Class::Retryable | Class::Permanent => {
                 let body = read_prefix(response, REASON_BODY_BYTES + 4)
@@ -177,7 +179,8 @@ impl HttpSink {
         let e = e.without_url();
         if e.is_builder() {
             // The request itself is malformed: sending it again cannot help.
-            return SinkError::permanent(format!("cannot build the request: {}", chain(&e)));
+            return SinkError::permanent(format!("cannot build the request: {}", chain(&e)))
+                .with_source(e);
         }
         let reason = if e.is_timeout() {
             format!("no response within {:?}", self.timeout)
@@ -186,7 +189,9 @@ impl HttpSink {
         } else {
             format!("request failed: {}", chain(&e))
         };
-        SinkError::retryable(reason)
+        // The reqwest error stays the source, for `source()` chains and
+        // `is_timeout()`-style checks; the reason is what dead letters keep.
+        SinkError::retryable(reason).with_source(e)
     }
 
     /// Posts `body` (JSON) to the sink's URL as one webhook with the id
@@ -199,10 +204,11 @@ impl HttpSink {
     /// As [`Sink::deliver`]; an `id` that cannot be a header value is
     /// [`SinkError::Permanent`].
     pub async fn post(&self, id: &str, body: Vec<u8>) -> Result<Delivered, SinkError> {
-        let id_value = HeaderValue::from_str(id).map_err(|_| {
+        let id_value = HeaderValue::from_str(id).map_err(|e| {
             SinkError::permanent(format!(
                 "message id {id:?} cannot be sent in a webhook-id header"
             ))
+            .with_source(e)
         })?;
         // A fresh timestamp per attempt (the spec's replay protection); the
         // id stays the same so the receiver can drop repeats.

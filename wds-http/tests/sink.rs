@@ -90,7 +90,7 @@ async fn every_status_family_is_classified() {
     }
     for code in [408u16, 425, 500, 502, 503, 504] {
         match deliver_to(format!("{base}/{code}")).await {
-            Err(SinkError::Retryable { status, reason }) => {
+            Err(SinkError::Retryable { status, reason, .. }) => {
                 assert_eq!(status, Some(code));
                 assert!(reason.contains(&format!("scripted {code}")), "{reason}");
             }
@@ -99,7 +99,7 @@ async fn every_status_family_is_classified() {
     }
     for code in [301u16, 400, 401, 404, 410, 422, 501] {
         match deliver_to(format!("{base}/{code}")).await {
-            Err(SinkError::Permanent { status, reason }) => {
+            Err(SinkError::Permanent { status, reason, .. }) => {
                 assert_eq!(status, Some(code));
                 assert!(reason.starts_with(&format!("HTTP {code}")), "{reason}");
             }
@@ -116,7 +116,7 @@ async fn every_status_family_is_classified() {
         other => panic!("expected Permanent, got {other:?}"),
     }
     match deliver_to(format!("{base}/429-seconds")).await {
-        Err(SinkError::RateLimited { retry_after }) => {
+        Err(SinkError::RateLimited { retry_after, .. }) => {
             assert_eq!(retry_after, Some(Duration::from_secs(7)))
         }
         other => panic!("expected RateLimited, got {other:?}"),
@@ -124,6 +124,7 @@ async fn every_status_family_is_classified() {
     match deliver_to(format!("{base}/429-date")).await {
         Err(SinkError::RateLimited {
             retry_after: Some(wait),
+            ..
         }) => {
             // HTTP-dates have whole seconds, and a second may tick meanwhile.
             assert!(
@@ -134,7 +135,9 @@ async fn every_status_family_is_classified() {
         other => panic!("expected RateLimited with a wait, got {other:?}"),
     }
     match deliver_to(format!("{base}/429-none")).await {
-        Err(SinkError::RateLimited { retry_after: None }) => {}
+        Err(SinkError::RateLimited {
+            retry_after: None, ..
+        }) => {}
         other => panic!("expected RateLimited without a wait, got {other:?}"),
     }
 }
@@ -159,6 +162,7 @@ async fn a_server_that_never_answers_times_out_as_retryable() {
         Err(SinkError::Retryable {
             status: None,
             reason,
+            ..
         }) => {
             assert!(reason.contains("no response within"), "{reason}")
         }
@@ -186,8 +190,8 @@ async fn a_dropped_connection_is_retryable() {
     }
 }
 
-#[tokio::test]
-async fn a_refused_connection_is_retryable() {
+/// Delivers to a loopback port nobody listens on.
+async fn deliver_to_a_closed_port() -> Result<Delivered, SinkError> {
     // Bind to learn a free port, then close it so nothing listens there.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -195,15 +199,48 @@ async fn a_refused_connection_is_retryable() {
     let sink = HttpSink::builder(format!("http://{addr}/hook"))
         .build()
         .unwrap();
-    match sink.deliver(&message("job", 1, "u", "m")).await {
+    sink.deliver(&message("job", 1, "u", "m")).await
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_retryable() {
+    match deliver_to_a_closed_port().await {
         Err(SinkError::Retryable {
             status: None,
             reason,
+            ..
         }) => {
             assert!(reason.contains("connection failed"), "{reason}")
         }
         other => panic!("expected retryable, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn a_refused_connection_keeps_the_reqwest_error_as_its_source() {
+    let e = deliver_to_a_closed_port()
+        .await
+        .expect_err("nothing listens there");
+    // The chain, walked with `source()` as an error reporter would.
+    let mut chain: Vec<&(dyn std::error::Error + 'static)> = Vec::new();
+    let mut next = std::error::Error::source(&e);
+    while let Some(cause) = next {
+        chain.push(cause);
+        next = cause.source();
+    }
+    let reqwest = chain
+        .first()
+        .and_then(|c| c.downcast_ref::<reqwest::Error>())
+        .unwrap_or_else(|| panic!("the first source must be the reqwest error: {e:?}"));
+    assert!(reqwest.is_connect(), "{reqwest:?}");
+    assert!(
+        chain.iter().any(|c| c
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)),
+        "the operating system's refusal must be in the chain: {chain:?}"
+    );
+    // The URL stays out of the source too (it may hold a key).
+    assert!(!format!("{chain:?}").contains("/hook"), "{chain:?}");
 }
 
 #[tokio::test]

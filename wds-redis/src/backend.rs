@@ -207,12 +207,15 @@ impl RedisBackend {
             _ => return Ok(()),
         };
         if info.lines().any(|l| l.trim() == "cluster_enabled:1") {
-            return Err(Error::Config(format!(
-                "Redis at {} is a node of a Redis Cluster: name the cluster's nodes \
+            return Err(Error::config(
+                "url",
+                format!(
+                    "Redis at {} is a node of a Redis Cluster: name the cluster's nodes \
                  (redis+cluster://host:port,host:port) so that calls follow the \
                  cluster's slots and its failovers",
-                redact(&self.inner.url)
-            )));
+                    redact(&self.inner.url)
+                ),
+            ));
         }
         Ok(())
     }
@@ -340,14 +343,18 @@ impl RedisBackendBuilder {
     /// the command timeout.
     pub async fn connect(self) -> Result<RedisBackend> {
         if self.prefix.is_empty() || self.prefix.contains(['{', '}']) {
-            return Err(Error::Config(format!(
-                "the Redis key prefix must be non-empty and without braces, got {:?}",
-                self.prefix
-            )));
+            return Err(Error::config(
+                "prefix",
+                format!(
+                    "the Redis key prefix must be non-empty and without braces, got {:?}",
+                    self.prefix
+                ),
+            ));
         }
         if self.command_timeout.is_zero() {
-            return Err(Error::Config(
-                "the Redis command timeout must be positive".into(),
+            return Err(Error::config(
+                "command_timeout",
+                "the Redis command timeout must be positive",
             ));
         }
         #[cfg(feature = "tls")]

@@ -178,11 +178,14 @@ impl Conns {
             ErrorKind::Server(ServerErrorKind::Moved | ServerErrorKind::Ask)
         );
         if redirected && !self.is_cluster() {
-            return Error::Config(format!(
-                "Redis at {} is a node of a Redis Cluster (it answered {op} with `{e}`): \
+            return Error::config(
+                "url",
+                format!(
+                    "Redis at {} is a node of a Redis Cluster (it answered {op} with `{e}`): \
                  name the cluster's nodes, as redis+cluster://host:port,host:port",
-                self.shown
-            ));
+                    self.shown
+                ),
+            );
         }
         map_error(op, e)
     }
@@ -315,11 +318,10 @@ impl Single {
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(None);
         let manager = Manager::new_with_config(url, config).map_err(|e| {
-            Error::Config(format!(
-                "invalid Redis URL {}: {e}{}",
-                redact(url),
-                tls_hint(&e)
-            ))
+            Error::config(
+                "url",
+                format!("invalid Redis URL {}: {e}{}", redact(url), tls_hint(&e)),
+            )
         })?;
         let size = size.max(1);
         let pool = Pool::builder(manager)
@@ -329,7 +331,11 @@ impl Single {
             .recycle_timeout(Some(timeout))
             .runtime(Runtime::Tokio1)
             .build()
-            .map_err(|e| Error::Config(format!("cannot build the Redis pool: {e}")))?;
+            .map_err(|e| Error::Backend {
+                op: "connect",
+                reason: "cannot build the Redis connection pool".into(),
+                source: Some(e.into()),
+            })?;
         Ok(Single {
             pool,
             slots: (0..size).map(|_| Mutex::new(None)).collect(),
@@ -363,8 +369,9 @@ impl Single {
 impl Cluster {
     fn new(seeds: Vec<String>, timeout: Duration) -> Result<Self> {
         if seeds.is_empty() {
-            return Err(Error::Config(
-                "a Redis Cluster URL names no node (redis+cluster://host:port,host:port)".into(),
+            return Err(Error::config(
+                "url",
+                "a Redis Cluster URL names no node (redis+cluster://host:port,host:port)",
             ));
         }
         let client = ClusterClient::builder(seeds.iter().map(String::as_str))
@@ -374,15 +381,18 @@ impl Cluster {
             .response_timeout(timeout)
             .build()
             .map_err(|e| {
-                Error::Config(format!(
-                    "invalid Redis Cluster nodes {}: {e}{}",
-                    seeds
-                        .iter()
-                        .map(|s| redact(s))
-                        .collect::<Vec<_>>()
-                        .join(","),
-                    tls_hint(&e)
-                ))
+                Error::config(
+                    "url",
+                    format!(
+                        "invalid Redis Cluster nodes {}: {e}{}",
+                        seeds
+                            .iter()
+                            .map(|s| redact(s))
+                            .collect::<Vec<_>>()
+                            .join(","),
+                        tls_hint(&e)
+                    ),
+                )
             })?;
         Ok(Cluster {
             client,

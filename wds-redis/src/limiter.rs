@@ -114,12 +114,13 @@ impl RedisLimiter {
     /// one million per second.
     pub fn new(backend: &RedisBackend, endpoint: &str, rate: u32, burst: u32) -> Result<Self> {
         if rate == 0 || rate > 1_000_000 {
-            return Err(Error::Config(format!(
-                "the rate must be between 1 and 1,000,000 per second, got {rate}"
-            )));
+            return Err(Error::config(
+                "rate",
+                format!("must be between 1 and 1,000,000 per second, got {rate}"),
+            ));
         }
         if burst == 0 {
-            return Err(Error::Config("the burst must be at least 1".into()));
+            return Err(Error::config("burst", "must be at least 1"));
         }
         let interval_us = 1_000_000 / u64::from(rate);
         Ok(RedisLimiter {

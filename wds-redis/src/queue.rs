@@ -216,11 +216,14 @@ fn settle_reply(lease: &Lease, reply: &Value) -> Result<()> {
     match (tag.as_deref(), fields.get(1)) {
         (Some("ok"), _) => Ok(()),
         (Some("lost"), _) => Err(RedisBackend::lost(lease)),
-        (Some("count"), Some(n)) => Err(Error::Config(format!(
-            "settle of batch {} must name each of its {} messages exactly once",
-            lease.batch.id,
-            codec::uint(op, n)?
-        ))),
+        (Some("count"), Some(n)) => Err(Error::InvalidCall {
+            op,
+            reason: format!(
+                "settle of batch {} must name each of its {} messages exactly once",
+                lease.batch.id,
+                codec::uint(op, n)?
+            ),
+        }),
         (Some("unknown"), Some(job)) => Err(Error::UnknownJob {
             job: JobId(codec::string(op, job)?),
         }),

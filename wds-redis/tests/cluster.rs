@@ -55,7 +55,7 @@ async fn a_node_of_a_cluster_named_as_one_server_is_refused_clearly() {
         let url = format!("redis://127.0.0.1:{port}/0");
         let started = Instant::now();
         match RedisBackend::builder(&url).connect().await {
-            Err(Error::Config(reason)) => {
+            Err(Error::Config { reason, .. }) => {
                 assert!(
                     reason.contains("redis+cluster://"),
                     "the error says how to name a cluster: {reason}"

@@ -15,7 +15,11 @@ async fn a_malformed_url_is_a_config_error() {
     ] {
         let start = Instant::now();
         match RedisBackend::builder(url).connect().await {
-            Err(Error::Config(message)) => {
+            Err(Error::Config {
+                setting: "url",
+                reason: message,
+                ..
+            }) => {
                 assert!(
                     message.contains("Redis URL"),
                     "unclear message for {url:?}: {message}"
@@ -39,7 +43,13 @@ async fn a_bad_prefix_is_a_config_error() {
             .connect()
             .await;
         assert!(
-            matches!(result, Err(Error::Config(_))),
+            matches!(
+                result,
+                Err(Error::Config {
+                    setting: "prefix",
+                    ..
+                })
+            ),
             "prefix {prefix:?}: {result:?}"
         );
     }

@@ -24,10 +24,7 @@ struct AllButSeven;
 impl Sink for AllButSeven {
     async fn deliver(&self, message: &Message) -> Result<Delivered, SinkError> {
         if message.user_id == "user-7" {
-            Err(SinkError::Permanent {
-                status: Some(404),
-                reason: "no such user".into(),
-            })
+            Err(SinkError::permanent("no such user").with_status(404))
         } else {
             Ok(Delivered { status: Some(200) })
         }
@@ -315,10 +312,7 @@ struct NoOne;
 #[async_trait]
 impl Sink for NoOne {
     async fn deliver(&self, _: &Message) -> Result<Delivered, SinkError> {
-        Err(SinkError::Permanent {
-            status: Some(404),
-            reason: "no such user".into(),
-        })
+        Err(SinkError::permanent("no such user").with_status(404))
     }
 }
 

@@ -335,7 +335,7 @@ mod tests {
         let m = Metrics::new();
         m.observe(&Ok(Delivered { status: Some(200) }), 0.01);
         m.observe(&Ok(Delivered { status: Some(200) }), 0.02);
-        m.observe(&Err(SinkError::RateLimited { retry_after: None }), 0.01);
+        m.observe(&Err(SinkError::rate_limited(None)), 0.01);
         m.observe(&Err(SinkError::permanent("gone")), 0.01);
         let stats = QueueStats {
             ready: 5,

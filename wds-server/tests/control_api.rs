@@ -319,10 +319,7 @@ struct Flaky {
 impl Sink for Flaky {
     async fn deliver(&self, m: &Message) -> Result<Delivered, SinkError> {
         if m.user_id.starts_with("gone") && !self.healed.load(std::sync::atomic::Ordering::SeqCst) {
-            Err(SinkError::Permanent {
-                status: Some(410),
-                reason: "gone".into(),
-            })
+            Err(SinkError::permanent("gone").with_status(410))
         } else {
             Ok(Delivered { status: Some(200) })
         }

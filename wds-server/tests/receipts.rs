@@ -22,10 +22,7 @@ struct GoneRefused;
 impl Sink for GoneRefused {
     async fn deliver(&self, m: &Message) -> Result<Delivered, SinkError> {
         if m.user_id.starts_with("gone") {
-            Err(SinkError::Permanent {
-                status: Some(410),
-                reason: "gone".into(),
-            })
+            Err(SinkError::permanent("gone").with_status(410))
         } else {
             Ok(Delivered { status: Some(200) })
         }

@@ -510,7 +510,7 @@ async fn formula_cells_are_neutralised_and_control_characters_refused() {
             .deliver(&message("bad", line as u64 + 1, user, text))
             .await;
         match got {
-            Err(SinkError::Permanent { status, reason }) => {
+            Err(SinkError::Permanent { status, reason, .. }) => {
                 assert_eq!(status, Some(400));
                 assert!(reason.contains(why), "{reason}");
             }

@@ -230,20 +230,25 @@ impl SqliteBackendBuilder {
     ///
     /// # Errors
     ///
-    /// - [`Error::Config`] when another process (or another backend in this
-    ///   one) has the database open, when the file or its folder cannot be
-    ///   written, when the disk is full, or when the schema is newer than
-    ///   this code;
+    /// - [`Error::Config`] (setting `path`) when the database's folder does
+    ///   not exist, or another process (or another backend in this one) has
+    ///   the database open;
+    /// - [`Error::Io`] when the lock file beside it cannot be opened or locked;
+    /// - [`Error::Backend`] when the file or its folder cannot be written,
+    ///   when the disk is full, or when the schema is newer than this code;
     /// - [`Error::Corrupt`] when the file is not a database or is damaged.
     pub async fn open(self) -> Result<SqliteBackend> {
         let path = &self.options.path;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             if !dir.is_dir() {
-                return Err(Error::Config(format!(
-                    "database {}: its folder {} does not exist",
-                    path.display(),
-                    dir.display()
-                )));
+                return Err(Error::config(
+                    "path",
+                    format!(
+                        "database {}: its folder {} does not exist",
+                        path.display(),
+                        dir.display()
+                    ),
+                ));
             }
         }
         let conn = Conn::open(self.options).await?;

@@ -514,8 +514,6 @@ impl Db {
     fn open(options: &Options) -> Result<Db> {
         let path = &options.path;
         let lock_path = lock_path(path);
-        let refused =
-            |detail: String| Error::Config(format!("database {}: {detail}", path.display()));
         let lock = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -523,25 +521,38 @@ impl Db {
             .truncate(false)
             .open(&lock_path)
             .map_err(|e| {
-                refused(format!(
-                    "cannot open the lock file {}: {e}; the database's folder must be \
-                     writable by this process",
-                    lock_path.display()
-                ))
+                Error::io(
+                    format!(
+                        "database {}: cannot open the lock file {}; the database's folder \
+                         must be writable by this process",
+                        path.display(),
+                        lock_path.display()
+                    ),
+                    e,
+                )
             })?;
         match lock.try_lock_exclusive() {
             Ok(true) => {}
             Ok(false) => {
-                return Err(refused(format!(
-                    "another WDS process is using it (it holds {}); stop that process or give this one another data dir",
-                    lock_path.display()
-                )))
+                return Err(Error::config(
+                    "path",
+                    format!(
+                        "database {}: another WDS process is using it (it holds {}); stop that \
+                         process or give this one another data dir",
+                        path.display(),
+                        lock_path.display()
+                    ),
+                ))
             }
             Err(e) => {
-                return Err(refused(format!(
-                    "cannot lock {}: {e}",
-                    lock_path.display()
-                )))
+                return Err(Error::io(
+                    format!(
+                        "database {}: cannot lock {}",
+                        path.display(),
+                        lock_path.display()
+                    ),
+                    e,
+                ))
             }
         }
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -561,10 +572,15 @@ impl Db {
         }
         schema::migrate(&mut db.conn).map_err(|e| match e {
             schema::MigrateError::Sqlite(e) => opening(path, "migrate", e),
-            schema::MigrateError::Newer(version) => refused(format!(
-                "its schema version {version} is newer than this WDS knows ({}); run a newer WDS",
-                schema::VERSION
-            )),
+            schema::MigrateError::Newer(version) => Error::backend(
+                "migrate",
+                format!(
+                    "database {}: its schema version {version} is newer than this WDS knows \
+                     ({}); run a newer WDS",
+                    path.display(),
+                    schema::VERSION
+                ),
+            ),
         })?;
         db.reclaim_leases()?;
         db.counters = db.count().map_err(|e| opening(path, "count", e))?;
@@ -615,10 +631,13 @@ impl Db {
             .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
             .map_err(err)?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(Error::Config(format!(
-                "database {}: cannot switch it to WAL mode (journal_mode is {mode})",
-                path.display()
-            )));
+            return Err(Error::backend(
+                "configure",
+                format!(
+                    "database {}: cannot switch it to WAL mode (journal_mode is {mode})",
+                    path.display()
+                ),
+            ));
         }
         let sync = if options.synchronous_full {
             "FULL"
@@ -686,16 +705,28 @@ fn opening(path: &Path, op: &'static str, e: rusqlite::Error) -> Error {
             detail: format!("{e}: the file is not a WDS database or is damaged; restore a backup or move it away (see docs/operations.md)"),
         },
         Some(ErrorCode::ReadOnly | ErrorCode::CannotOpen | ErrorCode::PermissionDenied) => {
-            Error::Config(format!(
-                "database {}: {e}: the file and its folder must be writable by this process",
-                path.display()
-            ))
+            Error::Backend {
+                op,
+                reason: format!(
+                    "database {}: {e}: the file and its folder must be writable by this process",
+                    path.display()
+                ),
+                source: Some(e.into()),
+            }
         }
-        Some(ErrorCode::DiskFull) => Error::Config(format!(
-            "database {}: {e}: free some space on its disk",
-            path.display()
-        )),
-        _ => Error::Config(format!("database {} ({op}): {e}", path.display())),
+        Some(ErrorCode::DiskFull) => Error::Backend {
+            op,
+            reason: format!(
+                "database {}: {e}: free some space on its disk",
+                path.display()
+            ),
+            source: Some(e.into()),
+        },
+        _ => Error::Backend {
+            op,
+            reason: format!("database {}: {e}", path.display()),
+            source: Some(e.into()),
+        },
     }
 }
 

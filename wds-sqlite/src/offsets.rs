@@ -131,7 +131,10 @@ impl OffsetStore for SqliteBackend {
     async fn claim(&self, identity: &str, meta: JobMeta) -> Result<Claim> {
         let identity = identity.to_string();
         let fresh_job = JobId::from_identity(&identity);
-        let meta_json = serde_json::to_string(&meta).map_err(|e| Error::Config(e.to_string()))?;
+        let meta_json = serde_json::to_string(&meta).map_err(|e| Error::Corrupt {
+            key: format!("job {fresh_job}"),
+            detail: format!("cannot encode the job's metadata: {e}"),
+        })?;
         let (fresh, job, stored) = self
             .write("claim", move |tx, path| {
                 let sql = |e| db_error("claim", path, e);

@@ -716,10 +716,13 @@ fn settle_in(tx: &Tx<'_>, path: &Path, s: &SettleRow, limit: u64) -> Result<()> 
     };
     let n = held(tx, path, s.key)?.ok_or_else(lost)?;
     if n != s.n {
-        return Err(Error::Config(format!(
-            "settle of batch {} must name each of its {n} messages exactly once",
-            s.batch
-        )));
+        return Err(Error::InvalidCall {
+            op: "settle",
+            reason: format!(
+                "settle of batch {} must name each of its {n} messages exactly once",
+                s.batch
+            ),
+        });
     }
     // Every job is checked before anything is written.
     let mut jobs = Vec::with_capacity(s.groups.len());

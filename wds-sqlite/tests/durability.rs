@@ -127,7 +127,10 @@ async fn a_second_open_is_refused_until_the_first_is_dropped() {
     let first = open(&path).await;
     let job = first.claim("file-1", meta()).await.unwrap().job;
     match SqliteBackend::open(&path).await {
-        Err(Error::Config(message)) => {
+        Err(Error::Config {
+            setting: "path",
+            reason: message,
+        }) => {
             assert!(message.contains("another WDS process"), "{message}")
         }
         other => panic!("a second open must be refused, got {other:?}"),

@@ -88,7 +88,10 @@ impl Batcher {
                     Ok(detect_format(&input.name, &head))
                 })
                 .await
-                .map_err(|e| Error::Config(format!("format detection task failed: {e}")))??
+                .map_err(|e| Error::Task {
+                    task: "format detection",
+                    source: e.into(),
+                })??
             }
         };
         let meta = JobMeta {
@@ -248,9 +251,10 @@ impl Batcher {
         }
         drop(rx);
         // The parser stops at its next send once the receiver is gone.
-        reader
-            .await
-            .map_err(|e| Error::Config(format!("reader task failed: {e}")))?;
+        reader.await.map_err(|e| Error::Task {
+            task: "reader",
+            source: e.into(),
+        })?;
         match outcome {
             Err(Error::Input { source, .. }) if !cancel.is_cancelled() => {
                 let reason = match StopReading::of(&source) {

@@ -108,27 +108,27 @@ impl Default for EngineConfig {
 impl EngineConfig {
     /// Checks the settings, with a message that names the bad one.
     pub fn validate(&self) -> Result<()> {
-        let bad = |m: &str| Err(Error::Config(m.to_string()));
+        let bad = |setting: &'static str, reason: &str| Err(Error::config(setting, reason));
         if self.batch_size == 0 {
-            return bad("batch_size must be at least 1");
+            return bad("batch_size", "must be at least 1");
         }
         if self.concurrency == 0 {
-            return bad("concurrency must be at least 1");
+            return bad("concurrency", "must be at least 1");
         }
         if self.concurrent_jobs == 0 {
-            return bad("concurrent_jobs must be at least 1");
+            return bad("concurrent_jobs", "must be at least 1");
         }
         if self.dedupe_memory_pairs == 0 {
-            return bad("dedupe_memory_pairs must be at least 1");
+            return bad("dedupe_memory_pairs", "must be at least 1");
         }
         if self.lease_ttl < Duration::from_millis(50) {
-            return bad("lease_ttl must be at least 50 ms");
+            return bad("lease_ttl", "must be at least 50 ms");
         }
         if self.delivery_timeout.is_zero() {
-            return bad("delivery_timeout must be positive");
+            return bad("delivery_timeout", "must be positive");
         }
         if self.retry.max_attempts == 0 {
-            return bad("retry.max_attempts must be at least 1");
+            return bad("retry.max_attempts", "must be at least 1");
         }
         self.circuit.validate()
     }

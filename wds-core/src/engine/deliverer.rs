@@ -436,10 +436,11 @@ impl Deliverer {
         let result = match tokio::time::timeout(self.config.delivery_timeout, call).await {
             Ok(Ok(result)) => result,
             Ok(Err(_panic)) => Err(SinkError::retryable("the sink panicked")),
-            Err(_) => Err(SinkError::retryable(format!(
+            Err(elapsed) => Err(SinkError::retryable(format!(
                 "timed out after {:?}",
                 self.config.delivery_timeout
-            ))),
+            ))
+            .with_source(elapsed)),
         };
         let signal = match &result {
             Ok(_) | Err(SinkError::Permanent { .. }) => Signal::Answered(start.elapsed()),
@@ -459,7 +460,7 @@ impl Deliverer {
                     at_ms: now_ms(),
                 },
             },
-            Err(SinkError::Permanent { status, reason }) => Settle::Dead {
+            Err(SinkError::Permanent { status, reason, .. }) => Settle::Dead {
                 message: message.clone(),
                 reason: DeadReason {
                     kind: DeadKind::Permanent,
@@ -469,7 +470,7 @@ impl Deliverer {
                     },
                 },
             },
-            Err(SinkError::RateLimited { retry_after }) => {
+            Err(SinkError::RateLimited { retry_after, .. }) => {
                 // The endpoint does not decide how long every worker stops:
                 // the policy's max delay does, and never past this message's
                 // max age.

@@ -170,7 +170,8 @@ impl EngineBuilder {
     /// Checks the settings and builds the engine.
     pub fn build(self) -> Result<Engine> {
         self.config.validate()?;
-        let missing = |what: &str| Error::Config(format!("the engine needs a {what}"));
+        let missing =
+            |what: &'static str| Error::config(what, format!("not set; the engine needs a {what}"));
         let limiter: Arc<dyn Limiter> = match (self.limiter, self.rate) {
             (Some(l), _) => l,
             (None, Some((rate, burst))) => Arc::new(LocalLimiter::per_second(rate, burst)?),
@@ -186,7 +187,7 @@ impl EngineBuilder {
         };
         Ok(Engine {
             queue: self.queue.ok_or_else(|| missing("queue"))?,
-            offsets: self.offsets.ok_or_else(|| missing("offset store"))?,
+            offsets: self.offsets.ok_or_else(|| missing("offsets"))?,
             sink: self.sink.ok_or_else(|| missing("sink"))?,
             limiter,
             breaker,
@@ -311,7 +312,7 @@ impl Engine {
             };
             let permit = tokio::select! {
                 _ = cancel.cancelled() => break Ok(()),
-                p = jobs.clone().acquire_owned() => p.map_err(|_| Error::Config("job slots closed".into()))?,
+                p = jobs.clone().acquire_owned() => p.map_err(|_| Error::Shutdown { what: "the engine's job slots" })?,
             };
             let batcher = self.batcher();
             let source = source.clone();

@@ -56,24 +56,27 @@ impl CircuitSettings {
 
     /// Checks the settings, with a message that names the bad one.
     pub fn validate(&self) -> Result<()> {
-        let bad = |m: &str| Err(Error::Config(m.to_string()));
+        let bad = |setting: &'static str, reason: &str| Err(Error::config(setting, reason));
         if self.window < Duration::from_millis(100) {
-            return bad("circuit window must be at least 100 ms");
+            return bad("circuit.window", "must be at least 100 ms");
         }
         if self.min_failures == 0 {
-            return bad("circuit min_failures must be at least 1");
+            return bad("circuit.min_failures", "must be at least 1");
         }
         if self.sample < self.min_failures {
-            return bad("circuit sample must be at least min_failures");
+            return bad("circuit.sample", "must be at least min_failures");
         }
         if !(1..=100).contains(&self.failure_percent) {
-            return bad("circuit failure_percent must be between 1 and 100");
+            return bad("circuit.failure_percent", "must be between 1 and 100");
         }
         if self.first_probe_interval.is_zero() {
-            return bad("circuit first_probe_interval must be positive");
+            return bad("circuit.first_probe_interval", "must be positive");
         }
         if self.max_probe_interval < self.first_probe_interval {
-            return bad("circuit max_probe_interval must be at least first_probe_interval");
+            return bad(
+                "circuit.max_probe_interval",
+                "must be at least first_probe_interval",
+            );
         }
         Ok(())
     }

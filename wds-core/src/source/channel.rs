@@ -30,10 +30,9 @@ impl ChannelSource {
 impl Submitter {
     /// Submits an input; waits while the source is full.
     pub async fn submit(&self, input: Input) -> Result<()> {
-        self.tx
-            .send(input)
-            .await
-            .map_err(|_| Error::Config("the channel source was dropped".into()))
+        self.tx.send(input).await.map_err(|_| Error::Shutdown {
+            what: "the channel source",
+        })
     }
 }
 

@@ -142,41 +142,40 @@ impl FolderSourceBuilder {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] when the folder does not exist, is not a directory or
-    /// cannot be listed, when the archive or rejected folder cannot be
-    /// created or is the watched folder itself, or when the settle time or
-    /// poll interval is zero.
+    /// [`Error::Config`] when the folder does not exist or is not a
+    /// directory, when the archive or rejected folder is the watched folder
+    /// itself, or when the settle time or poll interval is zero;
+    /// [`Error::Io`] (with the [`std::io::Error`] as its source) when the
+    /// folder cannot be accessed, listed or resolved, or the archive or
+    /// rejected folder cannot be created.
     pub fn build(self) -> Result<FolderSource> {
         let shown = self.dir.display().to_string();
         let meta = std::fs::metadata(&self.dir).map_err(|e| {
             if e.kind() == io::ErrorKind::NotFound {
-                Error::Config(format!("folder source: {shown} does not exist"))
+                Error::config("folder", format!("{shown} does not exist"))
             } else {
-                Error::Config(format!("folder source: cannot access {shown}: {e}"))
+                Error::io(format!("folder source: cannot access {shown}"), e)
             }
         })?;
         if !meta.is_dir() {
-            return Err(Error::Config(format!(
-                "folder source: {shown} is not a directory"
-            )));
+            return Err(Error::config(
+                "folder",
+                format!("{shown} is not a directory"),
+            ));
         }
         std::fs::read_dir(&self.dir)
-            .map_err(|e| Error::Config(format!("folder source: cannot list {shown}: {e}")))?;
+            .map_err(|e| Error::io(format!("folder source: cannot list {shown}"), e))?;
         // Canonical paths make the inputs independent of the working
         // directory and let `finished` recognise our own files.
         let dir = self
             .dir
             .canonicalize()
-            .map_err(|e| Error::Config(format!("folder source: cannot resolve {shown}: {e}")))?;
+            .map_err(|e| Error::io(format!("folder source: cannot resolve {shown}"), e))?;
         if self.settle.is_zero() {
-            return Err(Error::Config(
-                "folder source: the settle time must not be zero".into(),
-            ));
+            return Err(Error::config("settle", "must not be zero"));
         }
         if self.poll_interval.is_zero() {
-            return Err(Error::Config(
-                "folder source: the poll interval must not be zero".into(),
-            ));
+            return Err(Error::config("poll_interval", "must not be zero"));
         }
         let archive = out_folder(self.archive, "archive", &dir)?;
         let rejected = out_folder(self.rejected, "rejected", &dir)?;
@@ -204,25 +203,28 @@ impl FolderSourceBuilder {
 }
 
 /// Creates and resolves a folder finished files move to.
-fn out_folder(folder: Option<PathBuf>, what: &str, dir: &Path) -> Result<Option<PathBuf>> {
+fn out_folder(folder: Option<PathBuf>, what: &'static str, dir: &Path) -> Result<Option<PathBuf>> {
     let Some(folder) = folder else {
         return Ok(None);
     };
     let shown = folder.display().to_string();
     std::fs::create_dir_all(&folder).map_err(|e| {
-        Error::Config(format!(
-            "folder source: cannot create the {what} folder {shown}: {e}"
-        ))
+        Error::io(
+            format!("folder source: cannot create the {what} folder {shown}"),
+            e,
+        )
     })?;
     let folder = folder.canonicalize().map_err(|e| {
-        Error::Config(format!(
-            "folder source: cannot resolve the {what} folder {shown}: {e}"
-        ))
+        Error::io(
+            format!("folder source: cannot resolve the {what} folder {shown}"),
+            e,
+        )
     })?;
     if folder == dir {
-        return Err(Error::Config(format!(
-            "folder source: the {what} folder {shown} is the watched folder"
-        )));
+        return Err(Error::config(
+            what,
+            format!("the {what} folder {shown} is the watched folder"),
+        ));
     }
     Ok(Some(folder))
 }

@@ -352,7 +352,7 @@ fn build_rejects_bad_settings() {
     let missing = dir.path().join("missing");
     let err = FolderSource::builder(&missing).build().unwrap_err();
     assert!(
-        matches!(&err, Error::Config(m) if m.contains("does not exist")),
+        matches!(&err, Error::Config { setting: "folder", reason } if reason.contains("does not exist")),
         "{err}"
     );
     assert!(err.to_string().contains(&missing.display().to_string()));
@@ -361,7 +361,7 @@ fn build_rejects_bad_settings() {
     std::fs::write(&file, "").unwrap();
     let err = FolderSource::builder(&file).build().unwrap_err();
     assert!(
-        matches!(&err, Error::Config(m) if m.contains("not a directory")),
+        matches!(&err, Error::Config { setting: "folder", reason } if reason.contains("not a directory")),
         "{err}"
     );
 
@@ -369,10 +369,28 @@ fn build_rejects_bad_settings() {
         .settle(Duration::ZERO)
         .build()
         .unwrap_err();
-    assert!(matches!(err, Error::Config(_)));
+    assert!(
+        matches!(
+            err,
+            Error::Config {
+                setting: "settle",
+                ..
+            }
+        ),
+        "{err}"
+    );
     let err = FolderSource::builder(dir.path())
         .archive(Some(dir.path().to_path_buf()))
         .build()
         .unwrap_err();
-    assert!(matches!(err, Error::Config(_)));
+    assert!(
+        matches!(
+            err,
+            Error::Config {
+                setting: "archive",
+                ..
+            }
+        ),
+        "{err}"
+    );
 }

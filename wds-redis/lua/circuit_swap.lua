@@ -1,3 +1,4 @@
+--- ARGV: expected new
 -- Changes an endpoint's circuit if it is in the state expected.
 --
 -- KEYS[1]: the endpoint's circuit key. ARGV: 1 the state expected, 2 the

@@ -1,4 +1,4 @@
-
+--- ARGV: identity job meta detail_limit
 -- ARGV: identity, job id, meta json, detail limit (rejected and dead lines
 -- kept in detail, fixed for the job's life). Returns `{fresh, job, meta}`.
 local claims = P .. ':claims'

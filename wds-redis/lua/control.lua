@@ -1,4 +1,4 @@
-
+--- ARGV: action job retention_s
 -- ARGV: action (`pause`, `resume`, `cancel`), job, retention (s).
 -- Returns `{'ok', {field, value…}}` (the job hash after it), `{'unknown'}`
 -- or `{'illegal', 'cancelled' | 'finished'}` (see `wds_core::Action::check`).

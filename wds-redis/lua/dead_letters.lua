@@ -1,4 +1,4 @@
-
+--- ARGV: job limit
 -- ARGV: job (`''` for all), limit. Returns up to `limit` dead entries.
 local limit = tonumber(ARGV[2])
 local out = {}

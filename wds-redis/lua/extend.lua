@@ -1,4 +1,4 @@
-
+--- ARGV: lease batch ttl_ms
 -- ARGV: lease, batch, ttl (ms). Returns the new deadline, or -1 when the
 -- lease is not held.
 if not held(ARGV[1], ARGV[2], {}) then return -1 end

@@ -1,4 +1,4 @@
-
+--- ARGV: job reason retention_s
 -- ARGV: job, reason, retention (s). Ends a job's reading as failed unless
 -- it is fully read already: `done`, `seq + 1` and the `failed` reason, with
 -- the finish stamp if every line is accounted. Returns the job hash as

@@ -1,3 +1,4 @@
+--- ARGV: pause_us
 -- Stores a back-off for every worker of an endpoint.
 --
 -- KEYS[1]: the endpoint's hash. ARGV: 1 pause length from now (µs).

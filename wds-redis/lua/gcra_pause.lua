@@ -1,3 +1,4 @@
+--- ARGV:
 -- An endpoint's shared back-off, without taking a permit: `[now, pause]`
 -- in server microseconds (`pause` 0 when none was ever set).
 local t = redis.call('TIME')

@@ -1,3 +1,4 @@
+--- ARGV: interval_us tolerance_us permits ahead_us
 -- GCRA reservation of up to `k` permits for one endpoint, shared by every
 -- worker. Times are server microseconds.
 --

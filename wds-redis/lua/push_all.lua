@@ -1,5 +1,5 @@
-
--- ARGV: per push, its argument count then its arguments (see `push_fn!`).
+--- ARGV: ...push
+-- ARGV: per push, its argument count then its arguments (see `lib/push.lua`).
 -- Applies them in order up to the first that is refused; returns the
 -- replies of those tried, as `push()`'s.
 local replies, o = {}, 0

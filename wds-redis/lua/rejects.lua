@@ -1,4 +1,4 @@
-
+--- ARGV: job limit
 -- ARGV: job, limit. Returns `{0}` for an unknown job, else `{1, {reject…}}`.
 if redis.call('EXISTS', P .. ':job:' .. ARGV[1]) == 0 then return {0} end
 local limit = tonumber(ARGV[2])

@@ -1,4 +1,4 @@
-
+--- ARGV: lease batch retention_s
 -- ARGV: lease, batch, retention (s). Returns 1, or 0 when the lease is
 -- not held. The sending mark stays (it is sticky). A cancelled job's batch
 -- is dropped and its messages counted as cancelled.

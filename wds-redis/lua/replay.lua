@@ -1,4 +1,4 @@
-
+--- ARGV: job rebatch_size kind
 -- ARGV: job (`''` for all), rebatch size, kind (`''` for every kind).
 -- Returns how many were replayed. A cancelled job's dead letters stay.
 --

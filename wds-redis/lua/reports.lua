@@ -1,4 +1,4 @@
-
+--- ARGV:
 -- No ARGV. Returns `{{job, {field, value…}}…}`, newest job first.
 local out = {}
 for _, job in ipairs(redis.call('ZREVRANGE', P .. ':jobs', 0, -1)) do

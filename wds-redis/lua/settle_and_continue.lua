@@ -1,8 +1,8 @@
-
+--- ARGV: lease batch retention_s outcomes groups retries ...group ...retry mark_lease mark_batch max_batches ttl_ms rebatch_size max_due
 -- Settles one lease, marks the batch taking over its sending slot and
 -- leases more, in one step: how a worker ends one batch and goes on.
 --
--- ARGV: as `settle()` (see `settle_fn!`), then six more: the lease and
+-- ARGV: as `settle()` (see `lib/settle.lua`), then six more: the lease and
 -- batch to mark (`''` for none), then as `LEASE`'s (max batches, which may
 -- be 0, ttl, rebatch size, most due retries).
 -- Returns `{settle reply, marked (1; 0 when not held; -1 when none asked),

@@ -1,4 +1,4 @@
-
+--- ARGV: retention_ms
 -- Every worker within the retention. KEYS[1]: the tag. ARGV: 1
 -- retention (ms). Returns a flat list of id, seen_ms, beat JSON.
 local ids = redis.call('ZRANGE', Z, 0, -1, 'WITHSCORES')

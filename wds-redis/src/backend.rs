@@ -7,6 +7,7 @@ use std::time::Duration;
 use deadpool_redis::redis::{cmd, Value};
 use wds_core::{Error, Result};
 
+use crate::args::ScriptArgs;
 use crate::codec;
 use crate::conn::{redact, Conns};
 use crate::scripts::{Invocation, Lua};
@@ -96,6 +97,18 @@ impl RedisBackend {
     /// A call of one of our scripts, with the key tag as `KEYS[1]`.
     pub(crate) fn invocation(&self, lua: &'static Lua) -> Invocation {
         lua.invocation(&[&self.inner.tag])
+    }
+
+    /// Runs the script of `args` (with the key tag as `KEYS[1]`).
+    pub(crate) async fn call<A: ScriptArgs>(&self, op: &'static str, args: &A) -> Result<Value> {
+        self.run(op, &self.invocation_with(args)).await
+    }
+
+    /// A call of the script of `args`, with the key tag as `KEYS[1]`.
+    pub(crate) fn invocation_with<A: ScriptArgs>(&self, args: &A) -> Invocation {
+        let mut invocation = self.invocation(A::lua());
+        args.add_to(&mut invocation);
+        invocation
     }
 
     /// Runs a script call made by [`RedisBackend::invocation`].

@@ -6,9 +6,9 @@ use deadpool_redis::redis::{cmd, Value};
 use wds_core::health::{CircuitState, CircuitStore};
 use wds_core::{Error, Result};
 
+use crate::args;
 use crate::backend::RedisBackend;
 use crate::codec;
-use crate::scripts::SCRIPTS;
 
 impl RedisBackend {
     /// The key of `endpoint`'s circuit.
@@ -43,10 +43,11 @@ impl CircuitStore for RedisBackend {
 
     async fn swap(&self, endpoint: &str, from: &CircuitState, to: &CircuitState) -> Result<bool> {
         let op = "circuit swap";
-        let mut invocation = SCRIPTS
-            .circuit_swap
-            .invocation(&[self.circuit_key(endpoint)]);
-        invocation.arg(from.to_string()).arg(to.to_string());
+        let args = args::CircuitSwap {
+            expected: from.to_string(),
+            new: to.to_string(),
+        };
+        let invocation = args::keyed(&args, &[self.circuit_key(endpoint)]);
         let reply = self.inner.conns.invoke(op, &invocation).await?;
         Ok(codec::int(op, &reply)? == 1)
     }

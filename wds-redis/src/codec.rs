@@ -552,7 +552,7 @@ impl Chunks {
     }
 
     /// How many chunks.
-    pub(crate) fn len(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.chunks.len()
     }
 
@@ -906,7 +906,7 @@ mod tests {
         chunks.add(127, b"{\"x\":1}");
         chunks.add(128, b"D,1,0,5");
         chunks.add(11, b"a");
-        assert_eq!(chunks.len(), 2);
+        assert_eq!(chunks.count(), 2);
         let all: Vec<_> = chunks.iter().collect();
         assert_eq!(all[0].0, 0);
         assert_eq!(all[1], (1, &b"128=D,1,0,5\n"[..]));

@@ -3,21 +3,21 @@
 use async_trait::async_trait;
 use wds_core::{Action, DeadKind, Error, JobControl, JobId, JobReport, OffsetStore, Result};
 
+use crate::args;
 use crate::backend::{RedisBackend, REBATCH_SIZE};
 use crate::codec;
 use crate::offsets::{hash_fields, report};
-use crate::scripts::SCRIPTS;
 
 impl RedisBackend {
     /// Runs `action` on the job in the `CONTROL` script.
     async fn control(&self, job: &JobId, action: Action) -> Result<JobReport> {
         let op = action.as_str();
-        let mut invocation = self.invocation(&SCRIPTS.control);
-        invocation
-            .arg(op)
-            .arg(job.as_str())
-            .arg(self.retention_secs());
-        let reply = self.run(op, &invocation).await?;
+        let args = args::Control {
+            action: op,
+            job: job.as_str(),
+            retention_s: self.retention_secs(),
+        };
+        let reply = self.call(op, &args).await?;
         let parts = codec::array(op, &reply)?;
         match (parts.first().map(|p| codec::string(op, p)), parts.get(1)) {
             (Some(Ok(tag)), Some(fields)) if tag == "ok" => {
@@ -48,11 +48,11 @@ impl JobControl for RedisBackend {
         if self.report(job).await?.is_none() {
             return Err(Error::UnknownJob { job: job.clone() });
         }
-        let mut invocation = self.invocation(&SCRIPTS.replay);
-        invocation
-            .arg(job.as_str())
-            .arg(REBATCH_SIZE)
-            .arg(kind.as_str());
-        codec::uint("replay_kind", &self.run("replay_kind", &invocation).await?)
+        let args = args::Replay {
+            job: job.as_str(),
+            rebatch_size: REBATCH_SIZE,
+            kind: kind.as_str(),
+        };
+        codec::uint("replay_kind", &self.call("replay_kind", &args).await?)
     }
 }

@@ -11,9 +11,9 @@ use tokio::time::Instant;
 use wds_core::limiter::Pause;
 use wds_core::{now_ms, Error, Limiter, Result};
 
+use crate::args;
 use crate::backend::RedisBackend;
 use crate::codec;
-use crate::scripts::SCRIPTS;
 
 /// A [`Limiter`] shared through Redis by every worker that delivers to one
 /// endpoint: GCRA (the generic cell rate algorithm) in one Lua script, plus
@@ -155,12 +155,13 @@ impl RedisLimiter {
     async fn reserve_permits(&self, want: u32) -> Result<Grant> {
         let op = "limiter";
         let ahead_us = u64::from(self.reserve) * self.interval_us;
-        let mut invocation = SCRIPTS.gcra_reserve.invocation(&[&self.key]);
-        invocation
-            .arg(self.interval_us)
-            .arg(self.tolerance_us)
-            .arg(want.clamp(1, self.burst))
-            .arg(ahead_us);
+        let args = args::GcraReserve {
+            interval_us: self.interval_us,
+            tolerance_us: self.tolerance_us,
+            permits: u64::from(want.clamp(1, self.burst)),
+            ahead_us,
+        };
+        let invocation = args::keyed(&args, &[&self.key]);
         let reply = self.backend.inner.conns.invoke(op, &invocation).await?;
         let [granted, now, base, pause] = codec::array(op, &reply)? else {
             return Err(codec::unexpected(op, &reply));
@@ -250,8 +251,10 @@ async fn store_back_off(backend: &RedisBackend, key: &str, until_ms: u64) -> Res
     if pause_ms == 0 {
         return Ok(());
     }
-    let mut invocation = SCRIPTS.gcra_back_off.invocation(&[key]);
-    invocation.arg(pause_ms.saturating_mul(1_000));
+    let args = args::GcraBackOff {
+        pause_us: pause_ms.saturating_mul(1_000),
+    };
+    let invocation = args::keyed(&args, &[key]);
     backend
         .inner
         .conns
@@ -302,7 +305,7 @@ impl RedisBackOff {
     /// Learns another worker's back-off from Redis.
     async fn poll(&self) -> Result<()> {
         let op = "back-off poll";
-        let invocation = SCRIPTS.gcra_pause.invocation(&[&self.key]);
+        let invocation = args::keyed(&args::GcraPause {}, &[&self.key]);
         let reply = self.backend.inner.conns.invoke(op, &invocation).await?;
         let [now, pause] = codec::array(op, &reply)? else {
             return Err(codec::unexpected(op, &reply));

@@ -7,9 +7,9 @@ use wds_core::{
     OffsetStore, Queue, Reject, Result,
 };
 
+use crate::args;
 use crate::backend::RedisBackend;
 use crate::codec;
-use crate::scripts::SCRIPTS;
 
 /// A job's report from the field/value list of its hash.
 pub(crate) fn report(op: &str, job: JobId, fields: &[Value]) -> Result<JobReport> {
@@ -90,13 +90,13 @@ impl OffsetStore for RedisBackend {
     async fn claim(&self, identity: &str, meta: JobMeta) -> Result<Claim> {
         let op = "claim";
         let job = JobId::from_identity(identity);
-        let mut invocation = self.invocation(&SCRIPTS.claim);
-        invocation
-            .arg(identity)
-            .arg(job.as_str())
-            .arg(codec::json("job meta", &meta)?)
-            .arg(self.inner.detail_limit);
-        let reply = self.run(op, &invocation).await?;
+        let args = args::Claim {
+            identity,
+            job: job.as_str(),
+            meta: codec::json("job meta", &meta)?,
+            detail_limit: self.inner.detail_limit,
+        };
+        let reply = self.call(op, &args).await?;
         let [fresh, job, stored] = codec::array(op, &reply)? else {
             return Err(codec::unexpected(op, &reply));
         };
@@ -115,9 +115,9 @@ impl OffsetStore for RedisBackend {
 
     async fn checkpoint(&self, job: &JobId) -> Result<Checkpoint> {
         let op = "checkpoint";
-        let mut invocation = self.invocation(&SCRIPTS.checkpoint);
-        invocation.arg(job.as_str());
-        let reply = self.run(op, &invocation).await?;
+        let reply = self
+            .call(op, &args::Checkpoint { job: job.as_str() })
+            .await?;
         let [seq, byte, line, records, done] = codec::array(op, &reply)? else {
             return Err(codec::unexpected(op, &reply));
         };
@@ -135,9 +135,7 @@ impl OffsetStore for RedisBackend {
 
     async fn report(&self, job: &JobId) -> Result<Option<JobReport>> {
         let op = "report";
-        let mut invocation = self.invocation(&SCRIPTS.report);
-        invocation.arg(job.as_str());
-        let reply = self.run(op, &invocation).await?;
+        let reply = self.call(op, &args::Report { job: job.as_str() }).await?;
         let fields = hash_fields(op, reply)?;
         if fields.is_empty() {
             return Ok(None);
@@ -147,12 +145,12 @@ impl OffsetStore for RedisBackend {
 
     async fn fail(&self, job: &JobId, reason: &str) -> Result<JobReport> {
         let op = "fail";
-        let mut invocation = self.invocation(&SCRIPTS.fail);
-        invocation
-            .arg(job.as_str())
-            .arg(reason)
-            .arg(self.inner.retention.as_secs().max(1));
-        let reply = self.run(op, &invocation).await?;
+        let args = args::Fail {
+            job: job.as_str(),
+            reason,
+            retention_s: self.retention_secs(),
+        };
+        let reply = self.call(op, &args).await?;
         let fields = hash_fields(op, reply)?;
         if fields.is_empty() {
             return Err(Error::UnknownJob { job: job.clone() });
@@ -162,7 +160,7 @@ impl OffsetStore for RedisBackend {
 
     async fn reports(&self) -> Result<Vec<JobReport>> {
         let op = "reports";
-        let reply = self.run(op, &self.invocation(&SCRIPTS.reports)).await?;
+        let reply = self.call(op, &args::Reports {}).await?;
         codec::array(op, &reply)?
             .iter()
             .map(|item| {
@@ -180,11 +178,11 @@ impl OffsetStore for RedisBackend {
 
     async fn outcome(&self, id: &MessageId) -> Result<Option<LineOutcome>> {
         let op = "outcome";
-        let mut invocation = self.invocation(&SCRIPTS.outcome);
-        invocation
-            .arg(id.job.as_str())
-            .arg(id.line / codec::CHUNK_LINES);
-        let reply = self.run(op, &invocation).await?;
+        let args = args::Outcome {
+            job: id.job.as_str(),
+            chunk: id.line / codec::CHUNK_LINES,
+        };
+        let reply = self.call(op, &args).await?;
         let fields = codec::array(op, &reply)?;
         if fields.first().map(|k| codec::int(op, k)).transpose()? != Some(1) {
             return Err(Error::UnknownJob {
@@ -231,10 +229,12 @@ impl OffsetStore for RedisBackend {
 
     async fn rejects(&self, job: &JobId, limit: usize) -> Result<Vec<Reject>> {
         let op = "rejects";
-        let mut invocation = self.invocation(&SCRIPTS.rejects);
-        // Lua numbers are doubles: `usize::MAX` would not reach LRANGE intact.
-        invocation.arg(job.as_str()).arg(limit.min(1 << 40));
-        let reply = self.run(op, &invocation).await?;
+        let args = args::Rejects {
+            job: job.as_str(),
+            // Lua numbers are doubles: `usize::MAX` would not reach LRANGE intact.
+            limit: limit.min(1 << 40),
+        };
+        let reply = self.call(op, &args).await?;
         let fields = codec::array(op, &reply)?;
         if fields.first().map(|k| codec::int(op, k)).transpose()? != Some(1) {
             return Err(Error::UnknownJob { job: job.clone() });

@@ -9,9 +9,9 @@ use wds_core::{
     QueueStats, RejectKind, Result, Settle,
 };
 
+use crate::args;
 use crate::backend::{RedisBackend, MAX_DUE_PER_LEASE, REBATCH_SIZE};
 use crate::codec;
-use crate::scripts::{Invocation, SCRIPTS};
 
 impl RedisBackend {
     pub(crate) fn retention_secs(&self) -> u64 {
@@ -67,9 +67,8 @@ fn millis(d: Duration) -> u64 {
 }
 
 impl RedisBackend {
-    /// Adds the arguments of the Lua `push()` (see `scripts::push_fn!`),
-    /// preceded by their count, as `PUSH_ALL` takes them.
-    fn add_push_args(&self, invocation: &mut Invocation, push: &Push) -> Result<()> {
+    /// The arguments of the Lua `push()` for `push` (`lua/lib/push.lua`).
+    fn push_args<'a>(&self, push: &'a Push) -> Result<args::PushArgs<'a>> {
         let next = push.next;
         let (mut invalid, mut duplicate) = (0u64, 0u64);
         let mut chunks = codec::Chunks::default();
@@ -81,38 +80,40 @@ impl RedisBackend {
             // A few bytes a line: the detail is in the rejects list.
             chunks.add_reject(reject.line, &reject.kind);
         }
-        invocation.arg(13 + 2 * chunks.len() + push.rejects.len());
-        invocation
-            .arg(push.job.as_str())
-            .arg(push.seq())
-            .arg(next.seq)
-            .arg(next.byte)
-            .arg(next.line)
-            .arg(next.records)
-            .arg(u8::from(next.done))
-            .arg(push.messages.len());
-        if push.messages.is_empty() {
-            invocation.arg("");
-        } else {
-            invocation.arg(codec::payload(&push.messages)?);
-        }
-        invocation
-            .arg(invalid)
-            .arg(duplicate)
-            .arg(self.retention_secs())
-            .arg(chunks.len());
-        for (chunk, entries) in chunks.iter() {
-            invocation.arg(chunk).arg(entries);
-        }
-        for reject in &push.rejects {
-            invocation.arg(codec::json("reject", reject)?);
-        }
-        Ok(())
+        Ok(args::PushArgs {
+            job: push.job.as_str(),
+            seq: push.seq(),
+            next_seq: next.seq,
+            byte: next.byte,
+            line: next.line,
+            records: next.records,
+            done: u8::from(next.done),
+            messages: push.messages.len(),
+            payload: if push.messages.is_empty() {
+                Vec::new()
+            } else {
+                codec::payload(&push.messages)?
+            },
+            invalid,
+            duplicate,
+            retention_s: self.retention_secs(),
+            chunks,
+            rejects: push
+                .rejects
+                .iter()
+                .map(|reject| codec::json("reject", reject))
+                .collect::<Result<_>>()?,
+        })
     }
 
-    /// A `SETTLE_AND_CONTINUE` call with the arguments of its Lua
-    /// `settle()` (see `scripts::settle_fn!`); the rest follow.
-    fn settle_invocation(&self, lease: &Lease, outcomes: &[Settle]) -> Result<Invocation> {
+    /// The arguments of a `SETTLE_AND_CONTINUE` call: its Lua `settle()`'s
+    /// (`lua/lib/settle.lua`), with `then`'s mark and lease.
+    fn settle_args<'a>(
+        &self,
+        lease: &'a Lease,
+        outcomes: &'a [Settle],
+        then: &Continue<'a>,
+    ) -> Result<args::SettleAndContinue<'a>> {
         // The lease carries its batch: check the outcomes against it here,
         // before any round trip (the script checks the count against the
         // stored batch too).
@@ -152,33 +153,41 @@ impl RedisBackend {
                 }
             }
         }
-        let mut invocation = self.invocation(&SCRIPTS.settle_and_continue);
-        invocation
-            .arg(&lease.id.0)
-            .arg(&lease.batch.id.0)
-            .arg(self.retention_secs())
-            .arg(lease.batch.messages.len())
-            .arg(groups.len())
-            .arg(retries.len());
-        for group in &groups {
-            invocation
-                .arg(group.job.as_str())
-                .arg(group.delivered)
-                .arg(group.dead.len())
-                .arg(group.in_doubt)
-                .arg(group.exhausted)
-                .arg(group.outcomes.len());
-            for (chunk, entries) in group.outcomes.iter() {
-                invocation.arg(chunk).arg(entries);
-            }
-            for (full, short) in &group.dead {
-                invocation.arg(full).arg(short);
-            }
-        }
-        for (due, message) in &retries {
-            invocation.arg(*due).arg(message);
-        }
-        Ok(invocation)
+        let (mark_lease, mark_batch) = match then.mark {
+            Some(next) => (next.id.0.as_str(), next.batch.id.0.as_str()),
+            None => ("", ""),
+        };
+        Ok(args::SettleAndContinue {
+            lease: &lease.id.0,
+            batch: &lease.batch.id.0,
+            retention_s: self.retention_secs(),
+            outcomes: lease.batch.messages.len(),
+            groups: groups
+                .into_iter()
+                .map(|g| args::SettleGroup {
+                    job: g.job.as_str(),
+                    delivered: g.delivered,
+                    in_doubt: g.in_doubt,
+                    exhausted: g.exhausted,
+                    chunks: g.outcomes,
+                    dead: g.dead,
+                })
+                .collect(),
+            retries,
+            mark_lease,
+            mark_batch,
+            lease_args: lease_args(then.lease, then.ttl),
+        })
+    }
+}
+
+/// The arguments of a lease of up to `max_batches` for `ttl`.
+fn lease_args(max_batches: usize, ttl: Duration) -> args::LeaseArgs {
+    args::LeaseArgs {
+        max_batches,
+        ttl_ms: millis(ttl).max(1),
+        rebatch_size: REBATCH_SIZE,
+        max_due: MAX_DUE_PER_LEASE,
     }
 }
 
@@ -246,11 +255,13 @@ impl Queue for RedisBackend {
         if pushes.is_empty() {
             return Ok(Vec::new());
         }
-        let mut invocation = self.invocation(&SCRIPTS.push_all);
-        for push in pushes {
-            self.add_push_args(&mut invocation, push)?;
-        }
-        let reply = self.run(op, &invocation).await?;
+        let args = args::PushAll {
+            pushes: pushes
+                .iter()
+                .map(|push| self.push_args(push))
+                .collect::<Result<_>>()?,
+        };
+        let reply = self.call(op, &args).await?;
         let replies = codec::array(op, &reply)?;
         if replies.is_empty() || replies.len() > pushes.len() {
             return Err(codec::unexpected(op, &reply));
@@ -268,19 +279,16 @@ impl Queue for RedisBackend {
         if max_batches == 0 {
             return Ok(Vec::new());
         }
-        let mut invocation = self.invocation(&SCRIPTS.lease);
-        invocation
-            .arg(max_batches)
-            .arg(millis(ttl).max(1))
-            .arg(REBATCH_SIZE)
-            .arg(MAX_DUE_PER_LEASE);
-        let reply = self.run("lease", &invocation).await?;
+        let reply = self.call("lease", &lease_args(max_batches, ttl)).await?;
         codec::decode_leases(&reply)
     }
 
     async fn mark_sending(&self, lease: &Lease) -> Result<()> {
-        let mut invocation = self.invocation(&SCRIPTS.mark_sending);
-        invocation.arg(&lease.id.0).arg(&lease.batch.id.0);
+        let args = args::MarkSending {
+            lease: &lease.id.0,
+            batch: &lease.batch.id.0,
+        };
+        let invocation = self.invocation_with(&args);
         match codec::int(
             "mark_sending",
             &self.run_marking("mark_sending", &invocation).await?,
@@ -291,12 +299,12 @@ impl Queue for RedisBackend {
     }
 
     async fn extend(&self, lease: &Lease, ttl: Duration) -> Result<u64> {
-        let mut invocation = self.invocation(&SCRIPTS.extend);
-        invocation
-            .arg(&lease.id.0)
-            .arg(&lease.batch.id.0)
-            .arg(millis(ttl).max(1));
-        let deadline = codec::int("extend", &self.run("extend", &invocation).await?)?;
+        let args = args::Extend {
+            lease: &lease.id.0,
+            batch: &lease.batch.id.0,
+            ttl_ms: millis(ttl).max(1),
+        };
+        let deadline = codec::int("extend", &self.call("extend", &args).await?)?;
         u64::try_from(deadline).map_err(|_| Self::lost(lease))
     }
 
@@ -318,16 +326,7 @@ impl Queue for RedisBackend {
         then: Continue<'_>,
     ) -> Result<Continued> {
         let op = "settle_and_continue";
-        let mut invocation = self.settle_invocation(lease, outcomes)?;
-        match then.mark {
-            Some(next) => invocation.arg(&next.id.0).arg(&next.batch.id.0),
-            None => invocation.arg("").arg(""),
-        };
-        invocation
-            .arg(then.lease)
-            .arg(millis(then.ttl).max(1))
-            .arg(REBATCH_SIZE)
-            .arg(MAX_DUE_PER_LEASE);
+        let invocation = self.invocation_with(&self.settle_args(lease, outcomes, &then)?);
         let reply = if then.mark.is_some() {
             self.run_marking(op, &invocation).await?
         } else {
@@ -349,12 +348,12 @@ impl Queue for RedisBackend {
     }
 
     async fn release(&self, lease: &Lease) -> Result<()> {
-        let mut invocation = self.invocation(&SCRIPTS.release);
-        invocation
-            .arg(&lease.id.0)
-            .arg(&lease.batch.id.0)
-            .arg(self.retention_secs());
-        match codec::int("release", &self.run("release", &invocation).await?)? {
+        let args = args::Release {
+            lease: &lease.id.0,
+            batch: &lease.batch.id.0,
+            retention_s: self.retention_secs(),
+        };
+        match codec::int("release", &self.call("release", &args).await?)? {
             1 => Ok(()),
             _ => Err(Self::lost(lease)),
         }
@@ -362,12 +361,12 @@ impl Queue for RedisBackend {
 
     async fn dead_letters(&self, job: Option<&JobId>, limit: usize) -> Result<Vec<DeadLetter>> {
         let op = "dead_letters";
-        let mut invocation = self.invocation(&SCRIPTS.dead_letters);
-        // Lua numbers are doubles: `usize::MAX` would not reach LRANGE intact.
-        invocation
-            .arg(job.map_or("", JobId::as_str))
-            .arg(limit.min(1 << 40));
-        let reply = self.run(op, &invocation).await?;
+        let args = args::DeadLetters {
+            job: job.map_or("", JobId::as_str),
+            // Lua numbers are doubles: `usize::MAX` would not reach LRANGE intact.
+            limit: limit.min(1 << 40),
+        };
+        let reply = self.call(op, &args).await?;
         codec::array(op, &reply)?
             .iter()
             .map(|entry| codec::decode_dead_entry(codec::bytes(op, entry)?))
@@ -375,17 +374,17 @@ impl Queue for RedisBackend {
     }
 
     async fn replay(&self, job: Option<&JobId>) -> Result<u64> {
-        let mut invocation = self.invocation(&SCRIPTS.replay);
-        invocation
-            .arg(job.map_or("", JobId::as_str))
-            .arg(REBATCH_SIZE)
-            .arg("");
-        codec::uint("replay", &self.run("replay", &invocation).await?)
+        let args = args::Replay {
+            job: job.map_or("", JobId::as_str),
+            rebatch_size: REBATCH_SIZE,
+            kind: "",
+        };
+        codec::uint("replay", &self.call("replay", &args).await?)
     }
 
     async fn stats(&self) -> Result<QueueStats> {
         let op = "stats";
-        let reply = self.run(op, &self.invocation(&SCRIPTS.stats)).await?;
+        let reply = self.call(op, &args::Stats {}).await?;
         let [ready, leased, scheduled, dead] = codec::array(op, &reply)? else {
             return Err(codec::unexpected(op, &reply));
         };

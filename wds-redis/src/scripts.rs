@@ -1,6 +1,10 @@
 //! The Lua scripts: one per trait call, so each call is one round trip
-//! (`EVALSHA`, with `redis::Script` loading the script on `NOSCRIPT`) and
-//! each call's writes are atomic.
+//! (`EVALSHA`, one `EVAL` on `NOSCRIPT`) and each call's writes are
+//! atomic. Each is a file of `wds-redis/lua/` (the functions several share
+//! in `lua/lib/`, the key names and helpers in `lua/prelude.lua`),
+//! included at build time; its first line, `--- ARGV: …`, names its
+//! arguments, which the struct of `crate::args` for it writes in that
+//! order (a test holds the two together).
 //!
 //! # Layout
 //!
@@ -155,6 +159,18 @@ const GCRA_PAUSE: &str = include_str!("../lua/gcra_pause.lua");
 /// `lua/circuit_swap.lua` (its KEYS, ARGV and reply are described there).
 const CIRCUIT_SWAP: &str = include_str!("../lua/circuit_swap.lua");
 
+/// `lua/worker_beat.lua` (its ARGV and reply are described there).
+const WORKER_BEAT: &str = concat!(
+    include_str!("../lua/workers_prelude.lua"),
+    include_str!("../lua/worker_beat.lua"),
+);
+
+/// `lua/workers.lua` (its ARGV and reply are described there).
+const WORKERS: &str = concat!(
+    include_str!("../lua/workers_prelude.lua"),
+    include_str!("../lua/workers.lua"),
+);
+
 /// A script of ours: its code and its SHA-1, which `EVALSHA` names it by.
 #[derive(Debug)]
 pub(crate) struct Lua {
@@ -223,6 +239,8 @@ pub(crate) struct Scripts {
     pub(crate) gcra_back_off: Lua,
     pub(crate) gcra_pause: Lua,
     pub(crate) circuit_swap: Lua,
+    pub(crate) worker_beat: Lua,
+    pub(crate) workers: Lua,
 }
 
 /// The scripts, shared by every backend of the process.
@@ -248,4 +266,6 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     gcra_back_off: Lua::new(GCRA_BACK_OFF),
     gcra_pause: Lua::new(GCRA_PAUSE),
     circuit_swap: Lua::new(CIRCUIT_SWAP),
+    worker_beat: Lua::new(WORKER_BEAT),
+    workers: Lua::new(WORKERS),
 });

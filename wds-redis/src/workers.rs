@@ -4,30 +4,13 @@
 //! from for the retention in the same script, so the keys hold the live
 //! workers and those of the last minutes, never every worker that ran.
 
-use std::sync::LazyLock;
-
 use async_trait::async_trait;
 use wds_core::workers::{WorkerBeat, WorkerRegistry, WorkerSeen};
 use wds_core::{Error, Result};
 
+use crate::args;
 use crate::backend::RedisBackend;
 use crate::codec;
-use crate::scripts::Lua;
-
-/// `lua/worker_beat.lua` (its ARGV and reply are described there).
-const WORKER_BEAT: &str = concat!(
-    include_str!("../lua/workers_prelude.lua"),
-    include_str!("../lua/worker_beat.lua"),
-);
-
-/// `lua/workers.lua` (its ARGV and reply are described there).
-const WORKERS: &str = concat!(
-    include_str!("../lua/workers_prelude.lua"),
-    include_str!("../lua/workers.lua"),
-);
-
-static BEAT: LazyLock<Lua> = LazyLock::new(|| Lua::new(WORKER_BEAT));
-static LIST: LazyLock<Lua> = LazyLock::new(|| Lua::new(WORKERS));
 
 impl RedisBackend {
     fn worker_retention_ms(&self) -> u64 {
@@ -40,20 +23,21 @@ impl WorkerRegistry for RedisBackend {
     async fn beat(&self, beat: &WorkerBeat) -> Result<()> {
         let op = "worker beat";
         let json = codec::json(op, beat)?;
-        let mut invocation = self.invocation(&BEAT);
-        invocation
-            .arg(self.worker_retention_ms())
-            .arg(&beat.worker)
-            .arg(json);
-        self.run(op, &invocation).await?;
+        let args = args::WorkerBeat {
+            retention_ms: self.worker_retention_ms(),
+            worker: &beat.worker,
+            beat: json,
+        };
+        self.call(op, &args).await?;
         Ok(())
     }
 
     async fn workers(&self) -> Result<Vec<WorkerSeen>> {
         let op = "workers";
-        let mut invocation = self.invocation(&LIST);
-        invocation.arg(self.worker_retention_ms());
-        let reply = self.run(op, &invocation).await?;
+        let args = args::Workers {
+            retention_ms: self.worker_retention_ms(),
+        };
+        let reply = self.call(op, &args).await?;
         let items = codec::array(op, &reply)?;
         items
             .chunks(3)

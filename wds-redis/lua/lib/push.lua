@@ -1,4 +1,4 @@
-
+--- PUSH ARGV: job seq next_seq byte line records done messages payload invalid duplicate retention_s chunks
 -- The push of `PUSH_ALL`, as the Lua function `push(o, last)`
 -- over `ARGV[o + 1 .. last]`:
 --

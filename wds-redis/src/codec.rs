@@ -24,6 +24,8 @@ use wds_core::{
     Message, MessageId, Receipt, RejectKind, Result,
 };
 
+use crate::replies::LeaseReply;
+
 /// A message's wire form, borrowed for encoding.
 type WireRef<'a> = (&'a str, u64, &'a str, &'a str, u32, Option<u64>);
 /// A message's wire form, owned for decoding.
@@ -700,30 +702,22 @@ pub(crate) fn decode_outcome(bytes: &[u8]) -> Result<LineOutcome> {
     })
 }
 
-/// The leases of a `lease` script reply: `{deadline, {{lease, batch, payload, sending}…}}`.
-pub(crate) fn decode_leases(value: &Value) -> Result<Vec<Lease>> {
-    let reply = array("lease", value)?;
-    let (Some(deadline), Some(items)) = (reply.first(), reply.get(1)) else {
-        return Err(unexpected("lease", value));
-    };
-    let deadline_ms = uint("lease", deadline)?;
-    array("lease", items)?
-        .iter()
-        .map(|item| {
-            let fields = array("lease", item)?;
-            let [id, batch, payload, sending] = fields else {
-                return Err(unexpected("lease", item));
-            };
-            let batch = string("lease", batch)?;
-            let messages = decode_payload(&batch, bytes("lease", payload)?)?;
+/// The leases of a `lease()` reply, their payloads decoded.
+pub(crate) fn leases(reply: LeaseReply) -> Result<Vec<Lease>> {
+    let deadline_ms = reply.deadline_ms;
+    reply
+        .leased
+        .into_iter()
+        .map(|leased| {
+            let messages = decode_payload(&leased.batch, &leased.payload)?;
             Ok(Lease {
-                id: LeaseId(string("lease", id)?),
+                id: LeaseId(leased.lease),
                 batch: Batch {
-                    id: BatchId(batch),
+                    id: BatchId(leased.batch),
                     messages,
                 },
                 deadline_ms,
-                previously_sending: uint("lease", sending)? == 1,
+                previously_sending: leased.sending,
             })
         })
         .collect()

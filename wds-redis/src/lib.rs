@@ -10,6 +10,7 @@ mod control;
 mod limiter;
 mod offsets;
 mod queue;
+mod replies;
 mod scripts;
 #[cfg(feature = "test-server")]
 mod test_server;

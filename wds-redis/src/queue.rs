@@ -12,6 +12,7 @@ use wds_core::{
 use crate::args;
 use crate::backend::{RedisBackend, MAX_DUE_PER_LEASE, REBATCH_SIZE};
 use crate::codec;
+use crate::replies::{self, PushReply, SettleReply};
 
 impl RedisBackend {
     pub(crate) fn retention_secs(&self) -> u64 {
@@ -191,52 +192,41 @@ fn lease_args(max_batches: usize, ttl: Duration) -> args::LeaseArgs {
     }
 }
 
-/// What the Lua `push()` answered about `push`.
-fn push_reply(push: &Push, reply: &Value) -> Result<Pushed> {
-    let op = "push";
-    let fields = codec::array(op, reply)?;
-    let tag = fields.first().map(|t| codec::string(op, t)).transpose()?;
-    match (tag.as_deref(), fields.get(1)) {
-        (Some("ok"), Some(depth)) => Ok(Pushed {
+/// What the Lua `push()` answered about `push`, for the trait call.
+fn pushed(push: &Push, reply: PushReply) -> Result<Pushed> {
+    match reply {
+        PushReply::Ok { ready } => Ok(Pushed {
             applied: true,
-            depth: codec::uint(op, depth)?,
+            depth: ready,
         }),
-        (Some("stale"), Some(depth)) => Ok(Pushed {
+        PushReply::Stale { ready } => Ok(Pushed {
             applied: false,
-            depth: codec::uint(op, depth)?,
+            depth: ready,
         }),
-        (Some("conflict"), Some(current)) => Err(Error::Conflict {
+        PushReply::Conflict { current } => Err(Error::Conflict {
             seq: push.seq(),
             job: push.job.clone(),
-            current: codec::uint(op, current)?,
+            current,
         }),
-        (Some("unknown"), _) => Err(Error::UnknownJob {
+        PushReply::Unknown => Err(Error::UnknownJob {
             job: push.job.clone(),
         }),
-        _ => Err(codec::unexpected(op, reply)),
     }
 }
 
-/// What the Lua `settle()` answered.
-fn settle_reply(lease: &Lease, reply: &Value) -> Result<()> {
-    let op = "settle";
-    let fields = codec::array(op, reply)?;
-    let tag = fields.first().map(|t| codec::string(op, t)).transpose()?;
-    match (tag.as_deref(), fields.get(1)) {
-        (Some("ok"), _) => Ok(()),
-        (Some("lost"), _) => Err(RedisBackend::lost(lease)),
-        (Some("count"), Some(n)) => Err(Error::InvalidCall {
-            op,
+/// What the Lua `settle()` answered about `lease`, for the trait call.
+fn settled(lease: &Lease, reply: SettleReply) -> Result<()> {
+    match reply {
+        SettleReply::Ok => Ok(()),
+        SettleReply::Lost => Err(RedisBackend::lost(lease)),
+        SettleReply::Count { n } => Err(Error::InvalidCall {
+            op: "settle",
             reason: format!(
-                "settle of batch {} must name each of its {} messages exactly once",
-                lease.batch.id,
-                codec::uint(op, n)?
+                "settle of batch {} must name each of its {n} messages exactly once",
+                lease.batch.id
             ),
         }),
-        (Some("unknown"), Some(job)) => Err(Error::UnknownJob {
-            job: JobId(codec::string(op, job)?),
-        }),
-        _ => Err(codec::unexpected(op, reply)),
+        SettleReply::Unknown { job } => Err(Error::UnknownJob { job: JobId(job) }),
     }
 }
 
@@ -261,17 +251,19 @@ impl Queue for RedisBackend {
                 .map(|push| self.push_args(push))
                 .collect::<Result<_>>()?,
         };
-        let reply = self.call(op, &args).await?;
-        let replies = codec::array(op, &reply)?;
+        let replies: Vec<PushReply> = replies::decode(op, self.call(op, &args).await?)?;
         if replies.is_empty() || replies.len() > pushes.len() {
-            return Err(codec::unexpected(op, &reply));
+            return Err(Error::Corrupt {
+                key: op.into(),
+                detail: format!("{} replies to {} pushes", replies.len(), pushes.len()),
+            });
         }
         // The script stops at the first push it refuses: that one's error
         // is the answer (the ones before it stay applied).
         pushes
             .iter()
             .zip(replies)
-            .map(|(push, reply)| push_reply(push, reply))
+            .map(|(push, reply)| pushed(push, reply))
             .collect()
     }
 
@@ -280,7 +272,7 @@ impl Queue for RedisBackend {
             return Ok(Vec::new());
         }
         let reply = self.call("lease", &lease_args(max_batches, ttl)).await?;
-        codec::decode_leases(&reply)
+        codec::leases(replies::decode("lease", reply)?)
     }
 
     async fn mark_sending(&self, lease: &Lease) -> Result<()> {
@@ -332,18 +324,27 @@ impl Queue for RedisBackend {
         } else {
             self.run(op, &invocation).await?
         };
-        let [settled, marked, leased] = codec::array(op, &reply)? else {
-            return Err(codec::unexpected(op, &reply));
+        // Each part on its own: a settle that was applied stays known even
+        // if what was leased after it cannot be read.
+        let parts = match reply {
+            Value::Array(parts) => parts,
+            other => return Err(codec::unexpected(op, &other)),
         };
-        let marked = match (then.mark, codec::int(op, marked)?) {
+        let Ok([settle, marked, leased]) = <[Value; 3]>::try_from(parts) else {
+            return Err(Error::Corrupt {
+                key: op.into(),
+                detail: "not {settled, marked, leased}".into(),
+            });
+        };
+        let marked = match (then.mark, replies::decode::<i64>(op, marked)?) {
             (None, _) => None,
             (Some(_), 1) => Some(Ok(())),
             (Some(next), _) => Some(Err(Self::lost(next))),
         };
         Ok(Continued {
-            settled: settle_reply(lease, settled),
+            settled: replies::decode(op, settle).and_then(|reply| settled(lease, reply)),
             marked,
-            leased: codec::decode_leases(leased),
+            leased: replies::decode(op, leased).and_then(codec::leases),
         })
     }
 

@@ -185,9 +185,14 @@ impl RedisBackend {
         }))
     }
 
-    /// The name of a key of this deployment.
-    pub(crate) fn key(&self, suffix: &str) -> String {
-        format!("{}:{suffix}", self.inner.tag)
+    /// The key of a `kind` of state shared by every worker for one
+    /// `name` (an endpoint's limiter or circuit), under a hash tag of its
+    /// own, `{prefix:kind:name}`: on a Redis Cluster each endpoint's state
+    /// may live on another shard than the queue's, and the queue's shard
+    /// does not also serve every worker's limiter calls.
+    pub(crate) fn own_slot_key(&self, kind: &str, name: &str) -> String {
+        let prefix = &self.inner.tag[1..self.inner.tag.len() - 1];
+        format!("{{{prefix}:{kind}:{name}}}")
     }
 
     /// Asks Redis for `PING`, to check that it answers.

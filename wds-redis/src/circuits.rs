@@ -13,7 +13,7 @@ use crate::codec;
 impl RedisBackend {
     /// The key of `endpoint`'s circuit.
     fn circuit_key(&self, endpoint: &str) -> String {
-        self.key(&format!("circuit:{endpoint}"))
+        self.own_slot_key("circuit", endpoint)
     }
 }
 

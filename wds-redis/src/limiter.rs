@@ -125,7 +125,7 @@ impl RedisLimiter {
         let interval_us = 1_000_000 / u64::from(rate);
         Ok(RedisLimiter {
             backend: backend.clone(),
-            key: backend.key(&format!("limit:{endpoint}")),
+            key: backend.own_slot_key("limit", endpoint),
             interval_us,
             // Half the burst's tolerance: see "Jitter margin" above.
             tolerance_us: u64::from(burst - 1) * interval_us / 2,
@@ -291,7 +291,7 @@ impl RedisBackOff {
     pub fn new(backend: &RedisBackend, endpoint: &str) -> Self {
         RedisBackOff {
             backend: backend.clone(),
-            key: backend.key(&format!("limit:{endpoint}")),
+            key: backend.own_slot_key("limit", endpoint),
             pause: Pause::default(),
             next_poll_ms: AtomicU64::new(0),
         }

@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::{assert_once_each, fresh, Counting, Running};
-use wds_core::{testkit, Engine, Error, Format, Input, OffsetStore, Queue};
-use wds_redis::{RedisBackend, RedisCluster};
+use wds_core::{testkit, Engine, Error, Format, Input, Limiter, OffsetStore, Queue};
+use wds_redis::{RedisBackend, RedisCluster, RedisLimiter};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_backend_conforms_on_a_cluster() {
@@ -45,6 +45,26 @@ async fn the_backend_conforms_on_a_cluster() {
     );
     // A cluster with replicas waits for one after each mark.
     assert_eq!(fresh(&url, "wait").await.replicas_waited_for(), 1);
+    // An endpoint's circuit and limiter live in slots of their own, shared
+    // by two connections as by two workers.
+    let a = fresh(&url, "shared").await;
+    let b = RedisBackend::builder(&url)
+        .prefix(a.key_prefix().trim_matches(['{', '}']))
+        .connect()
+        .await
+        .expect("connect");
+    testkit::circuit_store_conforms(&a, &b).await;
+    let limiter = RedisLimiter::new(&a, "https://example.test/hook", 1_000, 10).expect("limiter");
+    assert_eq!(
+        limiter.key(),
+        format!(
+            "{{{}:limit:https://example.test/hook}}",
+            a.key_prefix().trim_matches(['{', '}'])
+        )
+    );
+    for _ in 0..5 {
+        limiter.acquire(2).await.expect("permits from the cluster");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

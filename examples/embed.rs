@@ -18,7 +18,10 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
-use wds_core::{now_ms, ChannelSource, Engine, Format, Input, JobId, OffsetStore, Submitter};
+use wds_core::{
+    backend::{now_ms, OffsetStore},
+    ChannelSource, Engine, Format, Input, JobId, Submitter,
+};
 use wds_http::HttpSink;
 use wds_memory::MemoryBackend;
 use wds_server::{Receiver, ReceiverConfig};
@@ -50,12 +53,9 @@ async fn create(State(app): State<App>, Json(req): Json<AlertRequest>) -> Reply 
         body.extend_from_slice(json!({ "userId": user }).to_string().as_bytes());
         body.push(b'\n');
     }
-    let input = Input::from_bytes(
-        format!("api-{}", now_ms()),
-        body,
-        Some(Format::JsonLines),
-        Some(req.message),
-    );
+    let input = Input::from_bytes(format!("api-{}", now_ms()), body)
+        .with_format(Format::JsonLines)
+        .with_message(req.message);
     let job = JobId::from_identity(&input.identity);
     match app.submitter.submit(input).await {
         Ok(()) => (StatusCode::ACCEPTED, Json(json!({ "job": job }))),
@@ -67,7 +67,7 @@ async fn create(State(app): State<App>, Json(req): Json<AlertRequest>) -> Reply 
 }
 
 async fn status(State(app): State<App>, Path(id): Path<String>) -> Reply {
-    match app.jobs.report(&JobId(id)).await {
+    match app.jobs.report(&JobId::new(id)).await {
         Ok(Some(r)) => (StatusCode::OK, Json(json!(r))),
         Ok(None) => (
             StatusCode::NOT_FOUND,

@@ -19,9 +19,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use wds_core::{
-    async_trait, Batcher, Checkpoint, Claim, EngineConfig, Format, Input, JobId, JobMeta,
-    JobReport, JobState, Lease, LineOutcome, MessageId, OffsetStore, Push, Pushed, Queue,
-    QueueStats, Reject, RejectKind, Settle,
+    async_trait,
+    backend::{
+        Checkpoint, Claim, Lease, LineOutcome, OffsetStore, Push, Pushed, Queue, QueueStats,
+        Reject, RejectKind, Settle,
+    },
+    engine::Batcher,
+    EngineConfig, Format, Input, JobId, JobMeta, JobReport, JobState, MessageId,
 };
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -124,7 +128,7 @@ fn child(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
             config.dedupe_memory_pairs = pairs.parse()?;
         }
         let batcher = Batcher::new(backend.clone(), backend.clone(), config)?;
-        let input = Input::from_file(path, Some(Format::Csv), None)?;
+        let input = Input::from_file(path)?.with_format(Format::Csv);
         let start = Instant::now();
         let report = batcher.run(&input, &Default::default()).await?;
         let secs = start.elapsed().as_secs_f64();
@@ -213,7 +217,7 @@ impl Queue for Checkpoints {
 impl OffsetStore for Checkpoints {
     async fn claim(&self, _: &str, meta: JobMeta) -> wds_core::Result<Claim> {
         Ok(Claim {
-            job: JobId(JOB.into()),
+            job: JobId::new(JOB),
             fresh: true,
             meta,
         })

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wds_core::health::CircuitStore;
+use wds_core::backend::CircuitStore;
 use wds_core::retry::RetryPolicy;
 use wds_core::{Engine, EngineConfig, Input};
 use wds_memory::MemoryBackend;
@@ -63,7 +63,7 @@ async fn an_outage_holds_messages_and_spends_no_attempt() {
             tokio::spawn(async move { deliverer.run(cancel).await })
         })
         .collect();
-    let input = Input::from_bytes("users.csv", users_csv(lines), None, None);
+    let input = Input::from_bytes("users.csv", users_csv(lines));
     let job = engines[0].submit(&input).await.expect("submit").job;
 
     let deadline = Instant::now() + Duration::from_secs(60);

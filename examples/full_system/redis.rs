@@ -1,6 +1,7 @@
 //! The Redis backend for the distributed roles.
 
 use std::sync::Arc;
+use wds_core::backend::AnyBackend;
 
 use wds_http::redact_url as redact;
 use wds_redis::{RedisBackOff, RedisBackend, RedisLimiter};
@@ -26,7 +27,7 @@ pub(crate) async fn connect(url: &str, settings: &Settings) -> Fallible<Backend>
     let endpoint = redact(&endpoint);
     // With a rate, a limit shared by every worker; without one, the 429
     // back-off is still shared: one worker's 429 pauses all of them.
-    let limiter: Arc<dyn wds_core::Limiter> = match settings.rate {
+    let limiter: Arc<dyn wds_core::limiter::Limiter> = match settings.rate {
         Some(rate) => Arc::new(
             RedisLimiter::new(&backend, &endpoint, rate, settings.burst.max(1))
                 .map_err(|e| format!("rate limiter: {e}"))?,
@@ -35,6 +36,7 @@ pub(crate) async fn connect(url: &str, settings: &Settings) -> Fallible<Backend>
     };
     let limiter = Some(limiter);
     Ok(Backend {
+        store: AnyBackend::new(backend.clone()),
         queue: Arc::new(backend.clone()),
         offsets: Arc::new(backend.clone()),
         control: Arc::new(backend.clone()),

@@ -25,7 +25,7 @@ pub fn now_ms() -> u64 {
 /// the same id.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct JobId(pub String);
+pub struct JobId(String);
 
 impl JobId {
     /// The job id for an input identity: the first 16 hex digits of its SHA-256.
@@ -38,6 +38,13 @@ impl JobId {
         }
         JobId(id)
     }
+}
+
+impl JobId {
+    /// A job id as stored (e.g. read back from a backend, or given by an operator); a new job's id comes from [`JobId::from_identity`].
+    pub fn new(id: impl Into<String>) -> Self {
+        JobId(id.into())
+    }
 
     /// The id as a string slice.
     pub fn as_str(&self) -> &str {
@@ -48,6 +55,24 @@ impl JobId {
 impl fmt::Display for JobId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+impl From<String> for JobId {
+    fn from(id: String) -> Self {
+        JobId(id)
+    }
+}
+
+impl From<&str> for JobId {
+    fn from(id: &str) -> Self {
+        JobId(id.to_owned())
+    }
+}
+
+impl AsRef<str> for JobId {
+    fn as_ref(&self) -> &str {
+        &self.0
     }
 }
 
@@ -174,11 +199,41 @@ impl Message {
 /// Identifies a batch inside a queue. Opaque: backends choose the format.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct BatchId(pub String);
+pub struct BatchId(String);
+
+impl BatchId {
+    /// A batch id; backends choose the format.
+    pub fn new(id: impl Into<String>) -> Self {
+        BatchId(id.into())
+    }
+
+    /// The id as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
 
 impl fmt::Display for BatchId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+impl From<String> for BatchId {
+    fn from(id: String) -> Self {
+        BatchId(id)
+    }
+}
+
+impl From<&str> for BatchId {
+    fn from(id: &str) -> Self {
+        BatchId(id.to_owned())
+    }
+}
+
+impl AsRef<str> for BatchId {
+    fn as_ref(&self) -> &str {
+        &self.0
     }
 }
 
@@ -195,11 +250,41 @@ pub struct Batch {
 /// (after expiry) has a different id, so a late worker cannot settle it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct LeaseId(pub String);
+pub struct LeaseId(String);
+
+impl LeaseId {
+    /// A lease id; backends choose the format.
+    pub fn new(id: impl Into<String>) -> Self {
+        LeaseId(id.into())
+    }
+
+    /// The id as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
 
 impl fmt::Display for LeaseId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+impl From<String> for LeaseId {
+    fn from(id: String) -> Self {
+        LeaseId(id)
+    }
+}
+
+impl From<&str> for LeaseId {
+    fn from(id: &str) -> Self {
+        LeaseId(id.to_owned())
+    }
+}
+
+impl AsRef<str> for LeaseId {
+    fn as_ref(&self) -> &str {
+        &self.0
     }
 }
 
@@ -318,7 +403,7 @@ pub enum Settle {
 
 impl Settle {
     /// Checks that `outcomes` name every message of `batch` exactly once, as
-    /// [`crate::Queue::settle`] requires. Backends call it before changing
+    /// [`crate::backend::Queue::settle`] requires. Backends call it before changing
     /// anything, so a bad call changes nothing.
     ///
     /// # Errors
@@ -397,7 +482,7 @@ pub struct Checkpoint {
 }
 
 /// One step of the batcher: a batch of messages, the lines it rejected, and
-/// the checkpoint after them, applied atomically by [`crate::Queue::push`].
+/// the checkpoint after them, applied atomically by [`crate::backend::Queue::push`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Push {
     /// The job being read.
@@ -417,7 +502,7 @@ impl Push {
     }
 }
 
-/// What [`crate::Queue::push`] did.
+/// What [`crate::backend::Queue::push`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Pushed {
     /// False when the push had already been applied (an idempotent re-push).
@@ -500,7 +585,7 @@ impl JobMeta {
     }
 }
 
-/// The result of [`crate::OffsetStore::claim`].
+/// The result of [`crate::backend::OffsetStore::claim`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Claim {
     /// The job for the identity.
@@ -527,10 +612,10 @@ pub enum JobState {
     /// stay counted in `lines` and are delivered as usual; the job is
     /// finished once they are all accounted for.
     Failed,
-    /// Paused by an operator (see [`crate::JobControl::pause`]): none of its
+    /// Paused by an operator (see [`crate::backend::JobControl::pause`]): none of its
     /// batches is leased until it is resumed; batches already leased finish.
     Paused,
-    /// Cancelled by an operator (see [`crate::JobControl::cancel`]).
+    /// Cancelled by an operator (see [`crate::backend::JobControl::cancel`]).
     /// Terminal: reading stopped (`lines` is what was read by then), the
     /// lines still queued were counted as [`JobReport::cancelled`], and
     /// the batches leased at the time finish as usual.
@@ -680,9 +765,33 @@ mod tests {
     }
 
     #[test]
+    fn ids_are_stored_as_bare_strings() {
+        // SQLite and Redis hold these as the plain string: the encoding of
+        // data written before the fields went private must not change.
+        for (json, text) in [
+            (serde_json::to_string(&JobId::new("j1")).unwrap(), "j1"),
+            (serde_json::to_string(&BatchId::from("b7")).unwrap(), "b7"),
+            (
+                serde_json::to_string(&LeaseId::from(String::from("l3"))).unwrap(),
+                "l3",
+            ),
+        ] {
+            assert_eq!(json, format!("{text:?}"));
+        }
+        let job: JobId = serde_json::from_str("\"0123456789abcdef\"").unwrap();
+        assert_eq!(job.as_str(), "0123456789abcdef");
+        assert_eq!(job.to_string(), "0123456789abcdef");
+        assert_eq!(AsRef::<str>::as_ref(&job), "0123456789abcdef");
+        let message: Message =
+            serde_json::from_str(r#"{"id":{"job":"j1","line":4},"userId":"u","alertMessage":"m"}"#)
+                .unwrap();
+        assert_eq!(message.id.job, JobId::from("j1"));
+    }
+
+    #[test]
     fn message_id_renders_as_webhook_id() {
         let id = MessageId {
-            job: JobId("j1".into()),
+            job: JobId::new("j1"),
             line: 42,
         };
         assert_eq!(id.to_string(), "j1:42");
@@ -691,7 +800,7 @@ mod tests {
     #[test]
     fn report_accounting() {
         let r = JobReport {
-            job: JobId("j".into()),
+            job: JobId::new("j"),
             meta: JobMeta {
                 name: "f.csv".into(),
                 file: None,

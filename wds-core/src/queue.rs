@@ -14,7 +14,7 @@ use crate::model::{DeadLetter, JobId, Lease, Push, Pushed, QueueStats, Settle};
 /// Every operation works on a whole batch, so a networked backend needs a
 /// constant number of round trips per batch, not per message.
 ///
-/// A `Queue` and the [`crate::OffsetStore`] it is used with MUST be views of the
+/// A `Queue` and the [`crate::backend::OffsetStore`] it is used with MUST be views of the
 /// same backend: [`Queue::push`] and [`Queue::settle`] update the job's
 /// checkpoint and counters in the same atomic step as the queue itself.
 ///
@@ -36,7 +36,7 @@ use crate::model::{DeadLetter, JobId, Lease, Push, Pushed, QueueStats, Settle};
 ///   [`mark_sending`](Queue::mark_sending)), then move due retries to ready,
 ///   then lease ready batches round-robin across jobs: one batch of each job
 ///   that has some ready in turn, each job's batches in push order, skipping
-///   [paused](crate::JobControl::pause) jobs (fair scheduling: a small job is
+///   [paused](crate::backend::JobControl::pause) jobs (fair scheduling: a small job is
 ///   not queued behind a large one). A batch MUST hold one job's messages
 ///   (retries and replays are batched per job). A lease expires at
 ///   `deadline_ms`, after which its id MUST NOT be accepted by any method.

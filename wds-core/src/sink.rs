@@ -9,7 +9,7 @@ use crate::error::SinkError;
 use crate::model::Message;
 
 /// What a sink reports for a delivered message; the engine adds the attempt
-/// number and latency to make a [`crate::Receipt`].
+/// number and latency to make a [`crate::backend::Receipt`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Delivered {
     /// The response status, when the sink speaks HTTP.

@@ -176,7 +176,7 @@ fn _object_safe(_: Arc<dyn WorkerRegistry>) {}
 /// when `stop` fires, with the final counters, before returning.
 ///
 /// Fire `stop` once the worker has finished delivering (after
-/// [`crate::Deliverer::run`] returned), so the last beat counts every call.
+/// [`crate::engine::Deliverer::run`] returned), so the last beat counts every call.
 /// A store error is logged and the beat tried again at the next tick:
 /// a backend outage never stops a worker.
 pub async fn heartbeat(

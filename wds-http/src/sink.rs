@@ -451,7 +451,7 @@ mod tests {
 
     #[test]
     fn body_is_exactly_user_id_and_alert_message() {
-        let mut m = Message::fresh(&JobId("j".into()), 3, "u\"1", "hi, there");
+        let mut m = Message::fresh(&JobId::new("j"), 3, "u\"1", "hi, there");
         m.attempts = 2;
         m.first_attempt_ms = Some(5);
         let body = HttpSink::body(&m).unwrap();
@@ -467,7 +467,7 @@ mod tests {
             ("alertmessage", serde_json::json!(null)),
         ])
         .unwrap();
-        let m = Message::fresh(&JobId("j".into()), 3, "u1", "Shipped").with_attributes(attributes);
+        let m = Message::fresh(&JobId::new("j"), 3, "u1", "Shipped").with_attributes(attributes);
         let body = HttpSink::body(&m).unwrap();
         assert_eq!(
             std::str::from_utf8(&body).unwrap(),

@@ -4,9 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use wds_core::health::CircuitStore;
-use wds_core::workers::WorkerRegistry;
-use wds_core::{testkit, OffsetStore, Queue};
+use wds_core::backend::CircuitStore;
+use wds_core::backend::WorkerRegistry;
+use wds_core::{
+    backend::{OffsetStore, Queue},
+    testkit,
+};
 use wds_memory::MemoryBackend;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 use deadpool_redis::redis::Value;
 use wds_core::{
-    Checkpoint, Claim, Error, JobId, JobMeta, JobReport, JobState, LineOutcome, MessageId,
-    OffsetStore, Queue, Reject, Result,
+    backend::{Checkpoint, Claim, LineOutcome, OffsetStore, Queue, Reject},
+    Error, JobId, JobMeta, JobReport, JobState, MessageId, Result,
 };
 
 use crate::backend::RedisBackend;
@@ -100,7 +100,7 @@ impl OffsetStore for RedisBackend {
         let [fresh, job, stored] = codec::array(op, &reply)? else {
             return Err(codec::unexpected(op, &reply));
         };
-        let job = JobId(codec::string(op, job)?);
+        let job = JobId::new(codec::string(op, job)?);
         let meta =
             serde_json::from_slice(codec::bytes(op, stored)?).map_err(|e| Error::Corrupt {
                 key: format!("job {job} meta"),
@@ -171,7 +171,7 @@ impl OffsetStore for RedisBackend {
                 };
                 report(
                     op,
-                    JobId(codec::string(op, job)?),
+                    JobId::new(codec::string(op, job)?),
                     codec::array(op, fields)?,
                 )
             })

@@ -5,8 +5,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_redis::redis::Value;
 use wds_core::{
-    now_ms, Continue, Continued, DeadKind, DeadLetter, Error, JobId, Lease, Push, Pushed, Queue,
-    QueueStats, RejectKind, Result, Settle,
+    backend::{
+        now_ms, Continue, Continued, Lease, Push, Pushed, Queue, QueueStats, RejectKind, Settle,
+    },
+    DeadKind, DeadLetter, Error, JobId, Result,
 };
 
 use crate::backend::{RedisBackend, MAX_DUE_PER_LEASE, REBATCH_SIZE};
@@ -154,8 +156,8 @@ impl RedisBackend {
         }
         let mut invocation = self.invocation(&SCRIPTS.settle_and_continue);
         invocation
-            .arg(&lease.id.0)
-            .arg(&lease.batch.id.0)
+            .arg(&lease.id.as_str())
+            .arg(&lease.batch.id.as_str())
             .arg(self.retention_secs())
             .arg(lease.batch.messages.len())
             .arg(groups.len())
@@ -222,11 +224,14 @@ fn settle_reply(lease: &Lease, reply: &Value) -> Result<()> {
             codec::uint(op, n)?
         ))),
         (Some("unknown"), Some(job)) => Err(Error::UnknownJob {
-            job: JobId(codec::string(op, job)?),
+            job: JobId::new(codec::string(op, job)?),
         }),
         _ => Err(codec::unexpected(op, reply)),
     }
 }
+
+// Queue and offsets are keys of one deployment, changed by one script per call.
+impl wds_core::backend::Backend for RedisBackend {}
 
 #[async_trait]
 impl Queue for RedisBackend {
@@ -277,7 +282,9 @@ impl Queue for RedisBackend {
 
     async fn mark_sending(&self, lease: &Lease) -> Result<()> {
         let mut invocation = self.invocation(&SCRIPTS.mark_sending);
-        invocation.arg(&lease.id.0).arg(&lease.batch.id.0);
+        invocation
+            .arg(&lease.id.as_str())
+            .arg(&lease.batch.id.as_str());
         match codec::int(
             "mark_sending",
             &self.run("mark_sending", &invocation).await?,
@@ -290,8 +297,8 @@ impl Queue for RedisBackend {
     async fn extend(&self, lease: &Lease, ttl: Duration) -> Result<u64> {
         let mut invocation = self.invocation(&SCRIPTS.extend);
         invocation
-            .arg(&lease.id.0)
-            .arg(&lease.batch.id.0)
+            .arg(&lease.id.as_str())
+            .arg(&lease.batch.id.as_str())
             .arg(millis(ttl).max(1));
         let deadline = codec::int("extend", &self.run("extend", &invocation).await?)?;
         u64::try_from(deadline).map_err(|_| Self::lost(lease))
@@ -317,7 +324,9 @@ impl Queue for RedisBackend {
         let op = "settle_and_continue";
         let mut invocation = self.settle_invocation(lease, outcomes)?;
         match then.mark {
-            Some(next) => invocation.arg(&next.id.0).arg(&next.batch.id.0),
+            Some(next) => invocation
+                .arg(&next.id.as_str())
+                .arg(&next.batch.id.as_str()),
             None => invocation.arg("").arg(""),
         };
         invocation
@@ -344,8 +353,8 @@ impl Queue for RedisBackend {
     async fn release(&self, lease: &Lease) -> Result<()> {
         let mut invocation = self.invocation(&SCRIPTS.release);
         invocation
-            .arg(&lease.id.0)
-            .arg(&lease.batch.id.0)
+            .arg(&lease.id.as_str())
+            .arg(&lease.batch.id.as_str())
             .arg(self.retention_secs());
         match codec::int("release", &self.run("release", &invocation).await?)? {
             1 => Ok(()),

@@ -677,7 +677,7 @@ return redis.call('HGETALL', P .. ':job:' .. ARGV[1])
 
 /// ARGV: action (`pause`, `resume`, `cancel`), job, retention (s).
 /// Returns `{'ok', {field, value…}}` (the job hash after it), `{'unknown'}`
-/// or `{'illegal', 'cancelled' | 'finished'}` (see `wds_core::Action::check`).
+/// or `{'illegal', 'cancelled' | 'finished'}` (see `wds_core::backend::Action::check`).
 ///
 /// Pause takes the job out of `:turns`, resume puts it back when it has
 /// ready batches. Cancel drops its ready batches and scheduled retries,

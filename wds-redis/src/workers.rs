@@ -7,7 +7,7 @@
 use std::sync::LazyLock;
 
 use async_trait::async_trait;
-use wds_core::workers::{WorkerBeat, WorkerRegistry, WorkerSeen};
+use wds_core::backend::{WorkerBeat, WorkerRegistry, WorkerSeen};
 use wds_core::{Error, Result};
 
 use crate::backend::RedisBackend;

@@ -7,9 +7,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use wds_core::health::CircuitStore;
-use wds_core::workers::WorkerRegistry;
-use wds_core::{testkit, OffsetStore, Queue};
+use wds_core::backend::CircuitStore;
+use wds_core::backend::WorkerRegistry;
+use wds_core::{
+    backend::{OffsetStore, Queue},
+    testkit,
+};
 use wds_redis::{RedisBackend, RedisServer};
 
 /// A backend on `url` under a prefix no other check uses.

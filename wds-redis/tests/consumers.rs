@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use wds_core::{
-    now_ms, BatchId, Checkpoint, DeadKind, DeadReason, Format, JobId, JobMeta, JobState, Lease,
-    Message, MessageId, OffsetStore, Push, Queue, Settle,
+    backend::{now_ms, BatchId, Checkpoint, Lease, OffsetStore, Push, Queue, Settle},
+    DeadKind, DeadReason, Format, JobId, JobMeta, JobState, Message, MessageId,
 };
 use wds_redis::{RedisBackend, RedisServer};
 

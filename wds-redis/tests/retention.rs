@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use wds_core::{
-    Delivered, Engine, EngineConfig, Format, Input, JobId, JobState, Message, MessageId,
-    OffsetStore, Queue, Sink, SinkError,
+    backend::{OffsetStore, Queue},
+    Delivered, Engine, EngineConfig, Format, Input, JobId, JobState, Message, MessageId, Sink,
+    SinkError,
 };
 use wds_redis::redis::{self, aio::MultiplexedConnection};
 use wds_redis::{RedisBackend, RedisServer};
@@ -81,7 +82,7 @@ async fn finished_jobs_expire_and_a_replay_keeps_them() {
             csv.push_str(&format!("user-{i},hello {i}\n"));
         }
     }
-    let input = Input::from_bytes("retention.csv", csv.into_bytes(), Some(Format::Csv), None);
+    let input = Input::from_bytes("retention.csv", csv.into_bytes()).with_format(Format::Csv);
     let report = engine.run_once(&input).await.expect("run the job");
     assert_eq!(
         (report.state, report.delivered, report.dead, report.invalid),
@@ -170,7 +171,7 @@ async fn a_file_of_invalid_lines_costs_a_few_bytes_a_line_and_keeps_the_first_in
     };
     let lines = 100_000u64;
     let body = "x\n".repeat(lines as usize);
-    let input = Input::from_bytes("invalid.csv", body.into_bytes(), None, None);
+    let input = Input::from_bytes("invalid.csv", body.into_bytes());
     let engine = Engine::builder()
         .backend(backend.clone())
         .sink(AllButSeven)
@@ -195,9 +196,9 @@ async fn a_file_of_invalid_lines_costs_a_few_bytes_a_line_and_keeps_the_first_in
         .unwrap();
     assert_eq!(
         last,
-        Some(wds_core::LineOutcome::Rejected {
-            kind: wds_core::RejectKind::Invalid {
-                reason: wds_core::DETAIL_NOT_KEPT.into()
+        Some(wds_core::backend::LineOutcome::Rejected {
+            kind: wds_core::backend::RejectKind::Invalid {
+                reason: wds_core::backend::DETAIL_NOT_KEPT.into()
             }
         })
     );
@@ -228,7 +229,7 @@ async fn the_dead_letter_detail_limit_is_a_setting() {
         .unwrap();
     let lines = 120u64;
     let body: String = (1..=lines).map(|i| format!("user-{i},hi\n")).collect();
-    let input = Input::from_bytes("refused.csv", body.into_bytes(), None, None);
+    let input = Input::from_bytes("refused.csv", body.into_bytes());
     let engine = Engine::builder()
         .backend(backend.clone())
         .sink(NoOne)

@@ -12,8 +12,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use wds_core::health::CircuitState;
-use wds_core::{Delivered, JobReport, JobState, Message, QueueStats, Sink, SinkError};
+use wds_core::backend::CircuitState;
+use wds_core::{backend::QueueStats, Delivered, JobReport, JobState, Message, Sink, SinkError};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
@@ -386,8 +386,8 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let sink = Arc::new(metrics.wrap(Gate(tokio::sync::Notify::new())));
         let message = Message::new(
-            &wds_core::JobId("j".into()),
-            wds_core::Record::new(1, "u", "m"),
+            &wds_core::JobId::new("j"),
+            wds_core::parse::Record::new(1, "u", "m"),
         );
         let call = tokio::spawn({
             let (sink, message) = (sink.clone(), message.clone());

@@ -66,7 +66,7 @@ async fn finished_job() -> Api {
         .sink(Arc::new(GoneRefused))
         .build()
         .unwrap();
-    let input = Input::from_bytes("users.csv", FILE.to_vec(), None, None);
+    let input = Input::from_bytes("users.csv", FILE.to_vec());
     let report = engine.run_once(&input).await.unwrap();
     let api = ControlApi::new(
         Arc::new(backend.clone()),

@@ -6,8 +6,8 @@ use std::path::Path;
 use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension};
 use wds_core::{
-    now_ms, Checkpoint, Claim, Error, JobId, JobMeta, JobReport, JobState, LineOutcome, MessageId,
-    OffsetStore, Reject, Result,
+    backend::{now_ms, Checkpoint, Claim, LineOutcome, OffsetStore, Reject},
+    Error, JobId, JobMeta, JobReport, JobState, MessageId, Result,
 };
 
 use crate::backend::{int, uint, SqliteBackend};
@@ -64,7 +64,7 @@ impl ReportRow {
     }
 
     pub(crate) fn report(self) -> Result<JobReport> {
-        let job = JobId(self.job);
+        let job = JobId::new(self.job);
         let meta = parse_meta(&job, &self.meta)?;
         let accounted = self.delivered + self.dead + self.invalid + self.duplicate + self.cancelled;
         let state = JobState::of(self.failed.is_some(), self.done, accounted, self.records)
@@ -148,7 +148,7 @@ impl OffsetStore for SqliteBackend {
                     let meta = meta_of(&job)?.unwrap_or_default();
                     return Ok((false, job, meta));
                 }
-                let job = fresh_job.0;
+                let job = fresh_job.to_string();
                 tx.prepare_cached("INSERT INTO claims (identity, job) VALUES (?1, ?2)")
                     .and_then(|mut s| s.execute([&identity, &job]))
                     .map_err(sql)?;
@@ -162,7 +162,7 @@ impl OffsetStore for SqliteBackend {
                 Ok((true, job, meta_json))
             })
             .await?;
-        let job = JobId(job);
+        let job = JobId::new(job);
         let meta = if fresh {
             meta
         } else {

@@ -17,7 +17,8 @@ use crate::model::{
 use crate::offsets::OffsetStore;
 use crate::parse::{detect_format, Parsed, Position, RecordReader};
 use crate::queue::Queue;
-use crate::source::{Input, StopReading};
+use crate::source::input::Input;
+use crate::source::StopReading;
 
 /// Reads inputs into the queue, a batch at a time.
 ///

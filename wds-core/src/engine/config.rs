@@ -33,8 +33,8 @@ impl std::str::FromStr for DeliveryMode {
     }
 }
 
-/// Settings of the [`crate::Engine`], the [`crate::Batcher`] and the
-/// [`crate::Deliverer`]. Start from `EngineConfig::default()`.
+/// Settings of the [`crate::Engine`], the [`crate::engine::Batcher`] and the
+/// [`crate::engine::Deliverer`]. Start from `EngineConfig::default()`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct EngineConfig {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::settings::CircuitSettings;
 
-/// The circuit of one endpoint. Times are [`crate::now_ms`] milliseconds.
+/// The circuit of one endpoint. Times are [`crate::backend::now_ms`] milliseconds.
 ///
 /// A store keeps it as its [`Display`](fmt::Display) text (`closed`, or
 /// `open:<since>:<next probe>:<interval>:<probing until>`), which

@@ -88,7 +88,8 @@ use std::fmt;
 use std::io::{self, Read};
 
 use crate::attributes::Attributes;
-use crate::model::{Format, Invalid, Record};
+use crate::model::Format;
+pub use crate::model::{Invalid, Record};
 
 use buffer::Buffer;
 pub use csv::Header;

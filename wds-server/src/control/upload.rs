@@ -12,7 +12,7 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use wds_core::parse::text;
 use wds_core::source::{display_name_file, IdentityHasher};
-use wds_core::{now_ms, Format, JobId};
+use wds_core::{backend::now_ms, Format, JobId};
 
 use super::{ApiError, ControlApi, ControlConfig};
 

@@ -227,34 +227,19 @@ impl OffsetStore for Checkpoints {
     }
     async fn report(&self, job: &JobId) -> wds_core::Result<Option<JobReport>> {
         let (checkpoint, messages, invalid, duplicate) = *self.state.lock().expect("not poisoned");
-        Ok(Some(JobReport {
-            job: job.clone(),
-            meta: JobMeta {
-                name: JOB.into(),
-                format: Format::Csv,
-                default_message: None,
-                created_ms: 0,
-                file: None,
-            },
-            state: JobState::of(
-                false,
-                checkpoint.done,
-                messages + invalid + duplicate,
-                checkpoint.records,
-            ),
-            lines: checkpoint.records,
-            enqueued: messages,
-            delivered: messages,
-            dead: 0,
-            in_doubt: 0,
-            permanent: 0,
-            exhausted: 0,
-            invalid,
-            duplicate,
-            cancelled: 0,
-            finished_ms: None,
-            failure: None,
-        }))
+        let state = JobState::of(
+            false,
+            checkpoint.done,
+            messages + invalid + duplicate,
+            checkpoint.records,
+        );
+        let mut report = JobReport::new(job.clone(), JobMeta::new(JOB, Format::Csv, 0), state);
+        report.lines = checkpoint.records;
+        report.enqueued = messages;
+        report.delivered = messages;
+        report.invalid = invalid;
+        report.duplicate = duplicate;
+        Ok(Some(report))
     }
     async fn reports(&self) -> wds_core::Result<Vec<JobReport>> {
         Ok(Vec::new())

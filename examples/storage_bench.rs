@@ -60,7 +60,7 @@ struct Instant200;
 #[async_trait]
 impl Sink for Instant200 {
     async fn deliver(&self, _: &Message) -> Result<Delivered, SinkError> {
-        Ok(Delivered { status: Some(200) })
+        Ok(Delivered::with_status(200))
     }
 }
 

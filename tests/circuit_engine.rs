@@ -34,12 +34,10 @@ async fn an_outage_holds_messages_and_spends_no_attempt() {
     config.concurrency = 16;
     // Without the breaker, 4 attempts spread over ~1.5 s: an outage of 3 s
     // kills every message it meets.
-    config.retry = RetryPolicy {
-        max_attempts: 4,
-        base_delay: Duration::from_millis(100),
-        max_delay: Duration::from_millis(800),
-        ..RetryPolicy::default()
-    };
+    config.retry = RetryPolicy::default();
+    config.retry.max_attempts = 4;
+    config.retry.base_delay = Duration::from_millis(100);
+    config.retry.max_delay = Duration::from_millis(800);
     config.circuit.first_probe_interval = Duration::from_millis(200);
     config.circuit.max_probe_interval = Duration::from_millis(400);
     let backend = MemoryBackend::default();

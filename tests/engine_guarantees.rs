@@ -25,12 +25,11 @@ fn fast_config() -> EngineConfig {
     c.lease_ttl = Duration::from_millis(400);
     c.delivery_timeout = Duration::from_millis(200);
     c.idle_poll = Duration::from_millis(20);
-    c.retry = RetryPolicy {
-        max_attempts: 4,
-        max_age: Duration::from_secs(60),
-        base_delay: Duration::from_millis(20),
-        max_delay: Duration::from_millis(200),
-    };
+    c.retry = RetryPolicy::default();
+    c.retry.max_attempts = 4;
+    c.retry.max_age = Duration::from_secs(60);
+    c.retry.base_delay = Duration::from_millis(20);
+    c.retry.max_delay = Duration::from_millis(200);
     c
 }
 
@@ -494,6 +493,7 @@ async fn crash_and_recover(mode: DeliveryMode) {
                 );
                 assert_eq!(per_id.len() as u64, lines);
             }
+            other => panic!("no check written for {other:?}"),
         }
         eprintln!(
             "{mode:?} round {round} ({at:?}): crashed with {enqueued_at_crash} pushed and \

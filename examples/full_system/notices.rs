@@ -47,7 +47,7 @@ impl Ledger {
             .lines()
             .map(str::trim)
             .filter(|l| !l.is_empty())
-            .map(|l| JobId::new(l))
+            .map(JobId::new)
             .collect();
         let ledger = Ledger {
             path: path.to_path_buf(),

@@ -110,7 +110,7 @@ impl Sink for ScriptedSink {
                 if !delay.is_zero() {
                     tokio::time::sleep(delay).await;
                 }
-                Ok(Delivered { status: Some(200) })
+                Ok(Delivered::with_status(200))
             }
             Step::Fail => Err(SinkError::Retryable {
                 status: Some(503),

@@ -96,6 +96,9 @@ impl<T: JobControl + ?Sized> JobControl for Arc<T> {
 }
 
 /// An operator's action on a job, as [`JobControl`] applies it.
+///
+/// Exhaustive on purpose: every [`JobControl`] must apply every action, so
+/// a new one is a breaking change of the backend protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
     /// [`JobControl::pause`].

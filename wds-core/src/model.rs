@@ -80,6 +80,8 @@ impl AsRef<str> for JobId {
 ///
 /// Rendered as `{job}:{line}` and sent as the webhook's idempotency key
 /// (`webhook-id`), identical on every retry and replay.
+///
+/// Not `#[non_exhaustive]`: a job and a line are the whole identity of a message (the webhook id is made of them).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct MessageId {
     /// The job the message belongs to.
@@ -96,7 +98,11 @@ impl fmt::Display for MessageId {
 }
 
 /// One valid line of an input file.
+///
+/// Made with [`Record::new`] (it is `#[non_exhaustive]`: it has grown
+/// before, by its attributes).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Record {
     /// The 1-based physical line the record starts on (for a JSON array
     /// input, the element's 1-based number, so that minified arrays still
@@ -130,6 +136,8 @@ impl Record {
 }
 
 /// A line that could not be parsed or failed validation.
+///
+/// Not `#[non_exhaustive]`: a line and a reason are all an invalid line is reported with.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Invalid {
     /// The 1-based physical line the bad record starts on (element number
@@ -140,6 +148,8 @@ pub struct Invalid {
 }
 
 /// A record ready to deliver.
+///
+/// Not `#[non_exhaustive]`: backends rebuild it field by field from their stored form, so a new field is a stored-format change anyway.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
     /// Deterministic id, the webhook's idempotency key.
@@ -238,6 +248,8 @@ impl AsRef<str> for BatchId {
 }
 
 /// The unit of work between components: many messages moved in one round trip.
+///
+/// Not `#[non_exhaustive]`: backends build it, so a new field is a breaking change of the backend protocol.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Batch {
     /// The batch's id in its queue.
@@ -289,6 +301,8 @@ impl AsRef<str> for LeaseId {
 }
 
 /// A batch handed to one worker until `deadline_ms`.
+///
+/// Not `#[non_exhaustive]`: backends build it, so a new field is a breaking change of the backend protocol.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lease {
     /// This lease's id (fencing token).
@@ -304,6 +318,8 @@ pub struct Lease {
 }
 
 /// Proof of one delivered message.
+///
+/// Not `#[non_exhaustive]`: backends store and rebuild every field, so a new one is a stored-format change anyway.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Receipt {
     /// The status the endpoint answered with, when the sink speaks HTTP.
@@ -317,6 +333,8 @@ pub struct Receipt {
 }
 
 /// Why a message was dead-lettered.
+///
+/// Exhaustive on purpose: backends keep a counter per kind ([`DeadKind::ALL`]), so a new one is a breaking change of the backend protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeadKind {
@@ -355,6 +373,8 @@ impl DeadKind {
 }
 
 /// The reason attached to a dead letter.
+///
+/// Not `#[non_exhaustive]`: backends build it from their stored form, so a new field is a breaking change of the backend protocol.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeadReason {
     /// The class of failure.
@@ -364,6 +384,8 @@ pub struct DeadReason {
 }
 
 /// A message that will not be delivered unless replayed.
+///
+/// Not `#[non_exhaustive]`: backends build it from their stored form, so a new field is a breaking change of the backend protocol.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeadLetter {
     /// The message, as it will be replayed.
@@ -375,6 +397,8 @@ pub struct DeadLetter {
 }
 
 /// What a worker decided for one message of a leased batch.
+///
+/// Exhaustive on purpose: every backend must apply every outcome, so a new one is a breaking change of the backend protocol.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Settle {
     /// Delivered; terminal.
@@ -440,6 +464,8 @@ impl Settle {
 }
 
 /// A line the batcher did not turn into a message.
+///
+/// Not `#[non_exhaustive]`: backends rebuild it from their stored form, so a new field is a breaking change of the backend protocol.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reject {
     /// The 1-based physical line.
@@ -449,6 +475,8 @@ pub struct Reject {
 }
 
 /// Why a line was not enqueued.
+///
+/// Exhaustive on purpose: backends store each kind in their own encoding, so a new one is a breaking change of the backend protocol.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum RejectKind {
@@ -466,6 +494,8 @@ pub enum RejectKind {
 
 /// How far the batcher has read a job. Stored atomically with each push, so a
 /// resumed batcher seeks to `byte` and neither re-reads nor skips a line.
+///
+/// Not `#[non_exhaustive]`: backends store and rebuild every field, so a new one is a breaking change of the backend protocol.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
     /// How many pushes have been applied (the next push must carry this `seq`).
@@ -483,6 +513,8 @@ pub struct Checkpoint {
 
 /// One step of the batcher: a batch of messages, the lines it rejected, and
 /// the checkpoint after them, applied atomically by [`crate::backend::Queue::push`].
+///
+/// Not `#[non_exhaustive]`: backends read every field and apply it atomically, so a new one is a breaking change of the backend protocol.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Push {
     /// The job being read.
@@ -503,6 +535,8 @@ impl Push {
 }
 
 /// What [`crate::backend::Queue::push`] did.
+///
+/// Not `#[non_exhaustive]`: backends build it, so a new field is a breaking change of the backend protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Pushed {
     /// False when the push had already been applied (an idempotent re-push).
@@ -512,6 +546,8 @@ pub struct Pushed {
 }
 
 /// Counts of what a queue holds.
+///
+/// Not `#[non_exhaustive]`: backends build it, so a new field is a breaking change of the backend protocol.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueStats {
     /// Messages ready to lease.
@@ -527,6 +563,7 @@ pub struct QueueStats {
 /// The input format of a job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Format {
     /// `userId[,alertMessage]` per record, RFC 4180 quoting, optional header.
     Csv,
@@ -543,6 +580,18 @@ impl Format {
             Format::Csv => "csv",
             Format::JsonLines => "json_lines",
             Format::JsonArray => "json_array",
+        }
+    }
+
+    /// The usual file extension of an input in this format (`csv`,
+    /// `jsonl`, `json`): what a file saved in this format is named with,
+    /// and what [`parse::detect_format`](crate::parse::detect_format) reads
+    /// back as this format when the content does not say otherwise.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Csv => "csv",
+            Format::JsonLines => "jsonl",
+            Format::JsonArray => "json",
         }
     }
 }
@@ -562,7 +611,11 @@ impl std::str::FromStr for Format {
 }
 
 /// What the engine knows about a job when it claims it.
+///
+/// Made with [`JobMeta::new`] and filled in field by field (it is
+/// `#[non_exhaustive]`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct JobMeta {
     /// A display name (the file name, or the name an upload came with).
     pub name: String,
@@ -579,6 +632,19 @@ pub struct JobMeta {
 }
 
 impl JobMeta {
+    /// The metadata of a job named `name`, read as `format`, claimed at
+    /// `created_ms` ([`now_ms`] time), with no separate file name and no
+    /// default message.
+    pub fn new(name: impl Into<String>, format: Format, created_ms: u64) -> Self {
+        JobMeta {
+            name: name.into(),
+            file: None,
+            format,
+            default_message: None,
+            created_ms,
+        }
+    }
+
     /// The input's own name: [`file`](JobMeta::file) when set, else `name`.
     pub fn file_name(&self) -> &str {
         self.file.as_deref().unwrap_or(&self.name)
@@ -586,6 +652,8 @@ impl JobMeta {
 }
 
 /// The result of [`crate::backend::OffsetStore::claim`].
+///
+/// Not `#[non_exhaustive]`: backends build it, so a new field is a breaking change of the backend protocol.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Claim {
     /// The job for the identity.
@@ -599,6 +667,7 @@ pub struct Claim {
 /// Where a job is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum JobState {
     /// The input is still being read.
     Reading,
@@ -655,7 +724,11 @@ impl JobState {
 }
 
 /// A job's progress and the G2 counts.
+///
+/// Made by backends with [`JobReport::new`] and filled in field by field
+/// (it is `#[non_exhaustive]`: it has grown before and will again).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct JobReport {
     /// The job.
     pub job: JobId,
@@ -697,6 +770,28 @@ pub struct JobReport {
 }
 
 impl JobReport {
+    /// The report of `job` in `state` with every count zero, no finish time
+    /// and no failure: what a backend fills in from what it stores.
+    pub fn new(job: JobId, meta: JobMeta, state: JobState) -> Self {
+        JobReport {
+            job,
+            meta,
+            state,
+            lines: 0,
+            enqueued: 0,
+            delivered: 0,
+            dead: 0,
+            in_doubt: 0,
+            permanent: 0,
+            exhausted: 0,
+            invalid: 0,
+            duplicate: 0,
+            cancelled: 0,
+            finished_ms: None,
+            failure: None,
+        }
+    }
+
     /// Lines in a terminal state:
     /// `delivered + dead + invalid + duplicate + cancelled`.
     pub fn accounted(&self) -> u64 {
@@ -732,6 +827,8 @@ impl JobReport {
 }
 
 /// The terminal (or pending) state of one line, as stored.
+///
+/// Exhaustive on purpose: every backend stores and decodes every outcome, so a new one is a breaking change of the backend protocol.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "state")]
 pub enum LineOutcome {

@@ -211,6 +211,8 @@ impl<T: Queue + ?Sized> Queue for Arc<T> {
 }
 
 /// What [`Queue::settle_and_continue`] does after the settle.
+///
+/// Not `#[non_exhaustive]`: backends read every field, so a new one is a breaking change of the backend protocol.
 #[derive(Clone, Copy, Debug)]
 pub struct Continue<'a> {
     /// A held lease to mark as sending: the batch that takes over the
@@ -223,6 +225,8 @@ pub struct Continue<'a> {
 }
 
 /// What [`Queue::settle_and_continue`] did, part by part.
+///
+/// Not `#[non_exhaustive]`: backends build it, so a new field is a breaking change of the backend protocol.
 #[derive(Debug)]
 #[must_use]
 pub struct Continued {

@@ -68,7 +68,7 @@ struct Body<'a> {
 ///
 /// | response | result |
 /// | --- | --- |
-/// | 2xx | `Ok(Delivered { status })` |
+/// | 2xx | `Ok(Delivered::with_status(status))` |
 /// | 429 | [`SinkError::RateLimited`] with `Retry-After` (seconds or HTTP-date) |
 /// | 408, 425, 5xx except 501, timeout, connection error | [`SinkError::Retryable`] |
 /// | 3xx, 410, 501, other 4xx | [`SinkError::Permanent`] with the status and the start of the body |
@@ -151,7 +151,7 @@ impl HttpSink {
                 // The status is the confirmation; the body only matters for
                 // returning the connection to the pool.
                 let _ = read_prefix(response, 0).await;
-                Ok(Delivered { status: Some(code) })
+                Ok(Delivered::with_status(code))
             }
             Class::RateLimited => {
                 let retry_after = response

@@ -118,23 +118,20 @@ impl Job {
             lines,
         )
         .controlled(self.paused, self.halted);
-        JobReport {
-            job: id.clone(),
-            meta: self.meta.clone(),
-            state,
-            lines,
-            enqueued: self.enqueued,
-            delivered: self.delivered,
-            dead: self.dead,
-            permanent: self.dead_by_kind[DeadKind::Permanent.index()],
-            exhausted: self.dead_by_kind[DeadKind::Exhausted.index()],
-            in_doubt: self.dead_by_kind[DeadKind::InDoubt.index()],
-            invalid: self.invalid,
-            duplicate: self.duplicate,
-            cancelled: self.cancelled,
-            finished_ms: self.finished_ms,
-            failure: self.failure.clone(),
-        }
+        let mut report = JobReport::new(id.clone(), self.meta.clone(), state);
+        report.lines = lines;
+        report.enqueued = self.enqueued;
+        report.delivered = self.delivered;
+        report.dead = self.dead;
+        report.permanent = self.dead_by_kind[DeadKind::Permanent.index()];
+        report.exhausted = self.dead_by_kind[DeadKind::Exhausted.index()];
+        report.in_doubt = self.dead_by_kind[DeadKind::InDoubt.index()];
+        report.invalid = self.invalid;
+        report.duplicate = self.duplicate;
+        report.cancelled = self.cancelled;
+        report.finished_ms = self.finished_ms;
+        report.failure = self.failure.clone();
+        report
     }
 
     fn accounted(&self) -> u64 {

@@ -32,7 +32,7 @@ impl Sink for RefusesEven {
                 "refused: a long reason the endpoint gave",
             ));
         }
-        Ok(Delivered { status: Some(200) })
+        Ok(Delivered::with_status(200))
     }
 }
 

@@ -58,23 +58,20 @@ pub(crate) fn report(op: &str, job: JobId, fields: &[Value]) -> Result<JobReport
     let accounted = delivered + dead + invalid + duplicate + cancelled;
     let state =
         JobState::of(failure.is_some(), done, accounted, records).controlled(paused, halted);
-    Ok(JobReport {
-        job,
-        meta,
-        state,
-        lines: records,
-        enqueued,
-        delivered,
-        dead,
-        in_doubt,
-        permanent,
-        exhausted,
-        invalid,
-        duplicate,
-        cancelled,
-        finished_ms,
-        failure,
-    })
+    let mut report = JobReport::new(job, meta, state);
+    report.lines = records;
+    report.enqueued = enqueued;
+    report.delivered = delivered;
+    report.dead = dead;
+    report.in_doubt = in_doubt;
+    report.permanent = permanent;
+    report.exhausted = exhausted;
+    report.invalid = invalid;
+    report.duplicate = duplicate;
+    report.cancelled = cancelled;
+    report.finished_ms = finished_ms;
+    report.failure = failure;
+    Ok(report)
 }
 
 /// The field/value list of a job hash reply (RESP2 array or RESP3 map).

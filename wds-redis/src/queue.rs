@@ -156,8 +156,8 @@ impl RedisBackend {
         }
         let mut invocation = self.invocation(&SCRIPTS.settle_and_continue);
         invocation
-            .arg(&lease.id.as_str())
-            .arg(&lease.batch.id.as_str())
+            .arg(lease.id.as_str())
+            .arg(lease.batch.id.as_str())
             .arg(self.retention_secs())
             .arg(lease.batch.messages.len())
             .arg(groups.len())
@@ -283,8 +283,8 @@ impl Queue for RedisBackend {
     async fn mark_sending(&self, lease: &Lease) -> Result<()> {
         let mut invocation = self.invocation(&SCRIPTS.mark_sending);
         invocation
-            .arg(&lease.id.as_str())
-            .arg(&lease.batch.id.as_str());
+            .arg(lease.id.as_str())
+            .arg(lease.batch.id.as_str());
         match codec::int(
             "mark_sending",
             &self.run("mark_sending", &invocation).await?,
@@ -297,8 +297,8 @@ impl Queue for RedisBackend {
     async fn extend(&self, lease: &Lease, ttl: Duration) -> Result<u64> {
         let mut invocation = self.invocation(&SCRIPTS.extend);
         invocation
-            .arg(&lease.id.as_str())
-            .arg(&lease.batch.id.as_str())
+            .arg(lease.id.as_str())
+            .arg(lease.batch.id.as_str())
             .arg(millis(ttl).max(1));
         let deadline = codec::int("extend", &self.run("extend", &invocation).await?)?;
         u64::try_from(deadline).map_err(|_| Self::lost(lease))
@@ -324,9 +324,7 @@ impl Queue for RedisBackend {
         let op = "settle_and_continue";
         let mut invocation = self.settle_invocation(lease, outcomes)?;
         match then.mark {
-            Some(next) => invocation
-                .arg(&next.id.as_str())
-                .arg(&next.batch.id.as_str()),
+            Some(next) => invocation.arg(next.id.as_str()).arg(next.batch.id.as_str()),
             None => invocation.arg("").arg(""),
         };
         invocation
@@ -353,8 +351,8 @@ impl Queue for RedisBackend {
     async fn release(&self, lease: &Lease) -> Result<()> {
         let mut invocation = self.invocation(&SCRIPTS.release);
         invocation
-            .arg(&lease.id.as_str())
-            .arg(&lease.batch.id.as_str())
+            .arg(lease.id.as_str())
+            .arg(lease.batch.id.as_str())
             .arg(self.retention_secs());
         match codec::int("release", &self.run("release", &invocation).await?)? {
             1 => Ok(()),

@@ -28,13 +28,7 @@ async fn backend(server: &RedisServer, prefix: &str) -> RedisBackend {
 
 /// Claims a job and pushes `batches` batches of `size` messages; returns it.
 async fn fill(backend: &RedisBackend, name: &str, batches: u64, size: u64) -> JobId {
-    let meta = JobMeta {
-        name: format!("{name}.csv"),
-        file: None,
-        format: Format::Csv,
-        default_message: None,
-        created_ms: now_ms(),
-    };
+    let meta = JobMeta::new(format!("{name}.csv"), Format::Csv, now_ms());
     let job = backend
         .claim(&format!("test/{name}/{}", now_ms()), meta)
         .await

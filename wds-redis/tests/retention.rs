@@ -29,7 +29,7 @@ impl Sink for AllButSeven {
                 reason: "no such user".into(),
             })
         } else {
-            Ok(Delivered { status: Some(200) })
+            Ok(Delivered::with_status(200))
         }
     }
 }

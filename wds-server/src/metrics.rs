@@ -333,8 +333,8 @@ mod tests {
     #[test]
     fn renders_counts_by_outcome() {
         let m = Metrics::new();
-        m.observe(&Ok(Delivered { status: Some(200) }), 0.01);
-        m.observe(&Ok(Delivered { status: Some(200) }), 0.02);
+        m.observe(&Ok(Delivered::with_status(200)), 0.01);
+        m.observe(&Ok(Delivered::with_status(200)), 0.02);
         m.observe(&Err(SinkError::RateLimited { retry_after: None }), 0.01);
         m.observe(&Err(SinkError::permanent("gone")), 0.01);
         let stats = QueueStats {
@@ -377,7 +377,7 @@ mod tests {
     impl Sink for Gate {
         async fn deliver(&self, _: &Message) -> Result<Delivered, SinkError> {
             self.0.notified().await;
-            Ok(Delivered { status: Some(200) })
+            Ok(Delivered::with_status(200))
         }
     }
 

@@ -326,7 +326,7 @@ impl Sink for Flaky {
                 reason: "gone".into(),
             })
         } else {
-            Ok(Delivered { status: Some(200) })
+            Ok(Delivered::with_status(200))
         }
     }
 }
@@ -623,13 +623,7 @@ async fn the_bearer_scheme_is_case_insensitive() {
 /// A claimed job with `batches` pushes of two messages each, read to the
 /// end when `done`.
 async fn job_with(backend: &MemoryBackend, name: &str, batches: u64, done: bool) -> JobId {
-    let meta = JobMeta {
-        name: name.into(),
-        format: Format::Csv,
-        default_message: None,
-        created_ms: now_ms(),
-        file: None,
-    };
+    let meta = JobMeta::new(name, Format::Csv, now_ms());
     let job = backend.claim(name, meta).await.unwrap().job;
     for seq in 0..batches {
         let messages = (1..=2)

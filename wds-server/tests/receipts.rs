@@ -27,7 +27,7 @@ impl Sink for GoneRefused {
                 reason: "gone".into(),
             })
         } else {
-            Ok(Delivered { status: Some(200) })
+            Ok(Delivered::with_status(200))
         }
     }
 }

@@ -69,23 +69,20 @@ impl ReportRow {
         let accounted = self.delivered + self.dead + self.invalid + self.duplicate + self.cancelled;
         let state = JobState::of(self.failed.is_some(), self.done, accounted, self.records)
             .controlled(self.paused, self.halted);
-        Ok(JobReport {
-            job,
-            meta,
-            state,
-            lines: self.records,
-            enqueued: self.enqueued,
-            delivered: self.delivered,
-            dead: self.dead,
-            in_doubt: self.in_doubt,
-            permanent: self.permanent,
-            exhausted: self.exhausted,
-            invalid: self.invalid,
-            duplicate: self.duplicate,
-            cancelled: self.cancelled,
-            finished_ms: self.finished_ms.map(uint),
-            failure: self.failed,
-        })
+        let mut report = JobReport::new(job, meta, state);
+        report.lines = self.records;
+        report.enqueued = self.enqueued;
+        report.delivered = self.delivered;
+        report.dead = self.dead;
+        report.in_doubt = self.in_doubt;
+        report.permanent = self.permanent;
+        report.exhausted = self.exhausted;
+        report.invalid = self.invalid;
+        report.duplicate = self.duplicate;
+        report.cancelled = self.cancelled;
+        report.finished_ms = self.finished_ms.map(uint);
+        report.failure = self.failed;
+        Ok(report)
     }
 }
 

@@ -24,13 +24,7 @@ async fn open(path: &std::path::Path) -> SqliteBackend {
 }
 
 fn meta() -> JobMeta {
-    JobMeta {
-        name: "users.csv".into(),
-        file: None,
-        format: Format::Csv,
-        default_message: None,
-        created_ms: now_ms(),
-    }
+    JobMeta::new("users.csv", Format::Csv, now_ms())
 }
 
 fn messages(job: &JobId, lines: std::ops::Range<u64>) -> Vec<Message> {

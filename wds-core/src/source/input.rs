@@ -16,6 +16,7 @@ use crate::model::{Format, JobReport};
 
 /// Where an input's bytes are.
 #[derive(Clone)]
+#[non_exhaustive]
 pub enum InputData {
     /// A file on local disk (read, never modified, by the engine).
     File(PathBuf),

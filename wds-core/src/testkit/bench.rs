@@ -16,7 +16,7 @@ pub struct NoopSink;
 #[async_trait]
 impl Sink for NoopSink {
     async fn deliver(&self, _message: &Message) -> Result<Delivered, SinkError> {
-        Ok(Delivered { status: Some(200) })
+        Ok(Delivered::with_status(200))
     }
 }
 

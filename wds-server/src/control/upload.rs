@@ -153,9 +153,7 @@ pub(super) async fn upload(
 
     // The name is ours: the client's file name only hints at the format.
     let ext = match format {
-        Some(Format::Csv) => "csv",
-        Some(Format::JsonLines) => "jsonl",
-        Some(Format::JsonArray) => "json",
+        Some(format) => format.extension(),
         None => received.client_ext.unwrap_or("upload"),
     };
     let name = format!(

@@ -21,7 +21,7 @@
 //! claim, the stored outcome of a line), plus the shared clock [`now_ms`]
 //! and the detail limits of [`OffsetStore`]. Types an embedder meets
 //! without touching a backend ([`Message`](crate::Message),
-//! [`JobReport`](crate::JobReport), [`DeadLetter`](crate::DeadLetter)…)
+//! [`JobReport`], [`DeadLetter`]…)
 //! stay at the crate root; the circuit breaker's settings stay in
 //! [`crate::health`], where an embedder configures it.
 

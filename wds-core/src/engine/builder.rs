@@ -196,6 +196,16 @@ impl Engine {
         &self.offsets
     }
 
+    /// The job's progress and its G2 counts, or `None` for a job this
+    /// engine's backend never claimed.
+    ///
+    /// # Errors
+    ///
+    /// A backend failure ([`Error::Unavailable`] when it is transient).
+    pub async fn report(&self, job: &JobId) -> Result<Option<JobReport>> {
+        self.offsets.report(job).await
+    }
+
     /// The endpoint's circuit breaker, when the engine has one.
     pub fn circuit(&self) -> Option<&Arc<CircuitBreaker>> {
         self.breaker.as_ref()

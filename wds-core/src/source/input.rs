@@ -24,7 +24,7 @@ pub enum InputData {
     Bytes(Arc<[u8]>),
     /// A file the folder source opened once: read through that handle,
     /// never by its path, and followed while it grows (see
-    /// [`FolderSource`]).
+    /// [`FolderSource`](crate::FolderSource)).
     #[cfg(feature = "folder")]
     Opened(OpenedFile),
 }

@@ -1,5 +1,5 @@
 //! What sources are made of, beyond the [`Source`](crate::Source) trait,
-//! [`Input`](crate::Input) and the two sources at the crate root
+//! [`Input`] and the two sources at the crate root
 //! ([`ChannelSource`](crate::ChannelSource) and the folder's
 //! `FolderSource`): the folder source's builder and opened file, its
 //! intake report, and the identity of an input computed while its bytes
@@ -124,6 +124,35 @@ mod tests {
         assert_eq!(a.identity, b.identity, "name is not part of identity");
         assert_ne!(a.identity, c.identity);
         assert_ne!(a.identity, d.identity);
+    }
+
+    #[test]
+    fn builder_makes_the_identity_of_its_format_and_message() {
+        let bytes = b"u1\nu2\n";
+        let mut content = IdentityHasher::new();
+        content.update(bytes);
+        let expected = content.finish(Some(Format::Csv), Some("Outage"));
+        let one = Input::from_bytes("ids", bytes.to_vec())
+            .with_format(Format::Csv)
+            .with_message("Outage");
+        let other = Input::from_bytes("ids", bytes.to_vec())
+            .with_message("Outage")
+            .with_format(Format::Csv);
+        assert_eq!(one.identity, expected);
+        assert_eq!(
+            other.identity, expected,
+            "the order of the calls does not matter"
+        );
+        assert_eq!(one.format, Some(Format::Csv));
+        assert_eq!(one.default_message.as_deref(), Some("Outage"));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ids");
+        std::fs::write(&path, bytes).unwrap();
+        let file = Input::from_file(&path)
+            .unwrap()
+            .with_format(Format::Csv)
+            .with_message("Outage");
+        assert_eq!(file.identity, expected);
     }
 
     #[test]

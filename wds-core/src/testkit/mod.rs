@@ -97,7 +97,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
-use crate::backend::{JobControl, OffsetStore, Queue};
+use crate::backend::{Backend, JobControl, OffsetStore, Queue};
 
 mod attributes;
 pub mod bench;
@@ -268,7 +268,8 @@ fn report_failures(failures: &[String], of: usize) {
 }
 
 /// Runs every check, each on a fresh backend from `make`, which serves as
-/// both the [`Queue`] and the [`OffsetStore`].
+/// both the [`Queue`] and the [`OffsetStore`]: a [`Backend`], as the
+/// engine requires.
 ///
 /// # Panics
 ///
@@ -278,7 +279,7 @@ pub async fn run_all<F, Fut, B>(mut make: F)
 where
     F: FnMut() -> Fut + Send,
     Fut: Future<Output = B> + Send,
-    B: Queue + OffsetStore + Clone,
+    B: Backend,
 {
     run_all_views(move || {
         let backend = make();

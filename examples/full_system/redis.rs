@@ -1,7 +1,6 @@
 //! The Redis backend for the distributed roles.
 
 use std::sync::Arc;
-use wds_core::backend::AnyBackend;
 
 use wds_http::redact_url as redact;
 use wds_redis::{RedisBackOff, RedisBackend, RedisLimiter};
@@ -36,7 +35,7 @@ pub(crate) async fn connect(url: &str, settings: &Settings) -> Fallible<Backend>
     };
     let limiter = Some(limiter);
     Ok(Backend {
-        store: AnyBackend::new(backend.clone()),
+        store: Arc::new(backend.clone()),
         queue: Arc::new(backend.clone()),
         offsets: Arc::new(backend.clone()),
         control: Arc::new(backend.clone()),

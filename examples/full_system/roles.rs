@@ -47,7 +47,7 @@ impl Backend {
     pub(crate) fn memory(detail_limit: usize) -> Backend {
         let b = MemoryBackend::with_detail_limit(detail_limit);
         Backend {
-            store: AnyBackend::new(b.clone()),
+            store: Arc::new(b.clone()),
             queue: Arc::new(b.clone()),
             offsets: Arc::new(b.clone()),
             control: Arc::new(b.clone()),

@@ -1,7 +1,6 @@
 //! The SQLite backend of `all` and `demo`: durable, one process at a time.
 
 use std::sync::Arc;
-use wds_core::backend::AnyBackend;
 
 use wds_sqlite::SqliteBackend;
 
@@ -29,7 +28,7 @@ pub(crate) async fn open(settings: &Settings) -> Fallible<Backend> {
         .map_err(|e| format!("sqlite backend: {e}"))?;
     tracing::info!(db = %path.display(), sync_full = settings.db_sync_full, "sqlite backend open");
     Ok(Backend {
-        store: AnyBackend::new(backend.clone()),
+        store: Arc::new(backend.clone()),
         queue: Arc::new(backend.clone()),
         offsets: Arc::new(backend.clone()),
         control: Arc::new(backend.clone()),

@@ -21,17 +21,11 @@
 //! claim, the stored outcome of a line), plus the shared clock [`now_ms`]
 //! and the detail limits of [`OffsetStore`]. Types an embedder meets
 //! without touching a backend ([`Message`](crate::Message),
-//! [`JobReport`], [`DeadLetter`]…)
+//! [`JobReport`](crate::JobReport), [`DeadLetter`](crate::DeadLetter)…)
 //! stay at the crate root; the circuit breaker's settings stay in
 //! [`crate::health`], where an embedder configures it.
 
 use std::sync::Arc;
-use std::time::Duration;
-
-use async_trait::async_trait;
-
-use crate::error::Result;
-use crate::model::{DeadLetter, JobId, JobMeta, JobReport, MessageId};
 
 pub use crate::control::{Action, JobControl};
 pub use crate::health::state::CircuitState;
@@ -68,101 +62,35 @@ pub trait Backend: Queue + OffsetStore + Clone {}
 /// [`EngineBuilder::backend`](crate::EngineBuilder::backend).
 ///
 /// [`Backend`] is not object safe (it is `Clone`), so `Arc<dyn Backend>`
-/// cannot exist; this is its stand-in. It is made only from one
-/// [`Backend`] value, so its queue and offsets are still views of one
-/// store, and every call goes to that backend's own implementation.
+/// cannot exist; this is its stand-in. Its [`DynBackend`] can only come
+/// from one [`Backend`] value, so its queue and offsets are still views of
+/// one store, and every call goes to that backend's own implementation.
 ///
 /// ```
-/// # fn demo<B: wds_core::backend::Backend>(chosen: B) -> wds_core::Result<()> {
+/// # fn demo<B: wds_core::backend::Backend>(chosen: B) {
+/// use std::sync::Arc;
 /// use wds_core::backend::AnyBackend;
-/// let backend = AnyBackend::new(chosen);
+/// let backend: AnyBackend = Arc::new(chosen);
 /// # let _ = backend;
-/// # Ok(()) }
+/// # }
 /// ```
-#[derive(Clone, Debug)]
-pub struct AnyBackend {
-    inner: Arc<dyn Store>,
+pub type AnyBackend = Arc<dyn DynBackend>;
+
+/// The object-safe part of a [`Backend`], behind an [`AnyBackend`].
+///
+/// Implemented for every [`Backend`] and nothing else (it is sealed), so
+/// that an `AnyBackend` is always one store.
+pub trait DynBackend: Queue + OffsetStore + sealed::Sealed {}
+
+impl<B: Backend> DynBackend for B {}
+
+mod sealed {
+    /// Only a [`Backend`](super::Backend) is a
+    /// [`DynBackend`](super::DynBackend).
+    pub trait Sealed {}
+    impl<B: super::Backend> Sealed for B {}
 }
 
-/// The object-safe part of a [`Backend`].
-trait Store: Queue + OffsetStore {}
-impl<B: Backend> Store for B {}
-
-impl AnyBackend {
-    /// `backend`, its type erased.
-    pub fn new<B: Backend>(backend: B) -> Self {
-        AnyBackend {
-            inner: Arc::new(backend),
-        }
-    }
-}
-
-// Made from one `Backend`: its queue and offsets are that backend's.
+// Made from one `Backend`: its queue and offsets are that backend's (the
+// calls go through the `Arc` implementations of `Queue` and `OffsetStore`).
 impl Backend for AnyBackend {}
-
-#[async_trait]
-impl Queue for AnyBackend {
-    async fn push(&self, push: &Push) -> Result<Pushed> {
-        self.inner.push(push).await
-    }
-    async fn push_all(&self, pushes: &[Push]) -> Result<Vec<Pushed>> {
-        self.inner.push_all(pushes).await
-    }
-    async fn lease(&self, max_batches: usize, ttl: Duration) -> Result<Vec<Lease>> {
-        self.inner.lease(max_batches, ttl).await
-    }
-    async fn mark_sending(&self, lease: &Lease) -> Result<()> {
-        self.inner.mark_sending(lease).await
-    }
-    async fn extend(&self, lease: &Lease, ttl: Duration) -> Result<u64> {
-        self.inner.extend(lease, ttl).await
-    }
-    async fn settle(&self, lease: &Lease, outcomes: &[Settle]) -> Result<()> {
-        self.inner.settle(lease, outcomes).await
-    }
-    async fn settle_and_continue(
-        &self,
-        lease: &Lease,
-        outcomes: &[Settle],
-        then: Continue<'_>,
-    ) -> Result<Continued> {
-        self.inner.settle_and_continue(lease, outcomes, then).await
-    }
-    async fn release(&self, lease: &Lease) -> Result<()> {
-        self.inner.release(lease).await
-    }
-    async fn dead_letters(&self, job: Option<&JobId>, limit: usize) -> Result<Vec<DeadLetter>> {
-        self.inner.dead_letters(job, limit).await
-    }
-    async fn replay(&self, job: Option<&JobId>) -> Result<u64> {
-        self.inner.replay(job).await
-    }
-    async fn stats(&self) -> Result<QueueStats> {
-        self.inner.stats().await
-    }
-}
-
-#[async_trait]
-impl OffsetStore for AnyBackend {
-    async fn claim(&self, identity: &str, meta: JobMeta) -> Result<Claim> {
-        self.inner.claim(identity, meta).await
-    }
-    async fn checkpoint(&self, job: &JobId) -> Result<Checkpoint> {
-        self.inner.checkpoint(job).await
-    }
-    async fn report(&self, job: &JobId) -> Result<Option<JobReport>> {
-        self.inner.report(job).await
-    }
-    async fn reports(&self) -> Result<Vec<JobReport>> {
-        self.inner.reports().await
-    }
-    async fn outcome(&self, id: &MessageId) -> Result<Option<LineOutcome>> {
-        self.inner.outcome(id).await
-    }
-    async fn rejects(&self, job: &JobId, limit: usize) -> Result<Vec<Reject>> {
-        self.inner.rejects(job, limit).await
-    }
-    async fn fail(&self, job: &JobId, reason: &str) -> Result<JobReport> {
-        self.inner.fail(job, reason).await
-    }
-}

@@ -112,6 +112,11 @@ impl WorkerSeen {
 /// Keeps the last [`WorkerBeat`] of every worker of a deployment, so that
 /// every process sharing the backend can list them.
 ///
+/// Each worker process sends a beat (its id, host, process and delivery
+/// counters) every few seconds ([`heartbeat`] is the loop a worker runs
+/// beside its deliverer), and any process sharing the backend (the control
+/// API of the initiator) lists them with the time each was last heard from.
+///
 /// # Contract
 ///
 /// - `beat(b)` MUST store `b` as the last beat of `b.worker`, replacing

@@ -60,7 +60,7 @@ struct State {
     detail_limit: Option<usize>,
     /// Each endpoint's circuit (see [`wds_core::health`]).
     circuits: HashMap<String, wds_core::backend::CircuitState>,
-    /// Each worker's last beat (see [`wds_core::workers`]).
+    /// Each worker's last beat (see [`WorkerRegistry`](wds_core::backend::WorkerRegistry)).
     workers: HashMap<String, wds_core::backend::WorkerSeen>,
     /// How long a silent worker is kept (`None`: the default).
     worker_retention: Option<Duration>,

@@ -20,7 +20,7 @@ async fn memory_backend_conforms() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_backend_conforms_as_any_backend() {
-    testkit::run_all(|| async { AnyBackend::new(MemoryBackend::default()) }).await;
+    testkit::run_all(|| async { Arc::new(MemoryBackend::default()) as AnyBackend }).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

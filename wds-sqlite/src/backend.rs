@@ -36,7 +36,7 @@ pub struct SqliteBackend {
     pub(crate) conn: Arc<Conn>,
     /// Rejects, and dead letters, of a job kept in detail.
     pub(crate) detail_limit: u64,
-    /// How long a silent worker is kept (see [`wds_core::workers`]).
+    /// How long a silent worker is kept (see [`WorkerRegistry`](wds_core::backend::WorkerRegistry)).
     pub(crate) worker_retention: Duration,
 }
 

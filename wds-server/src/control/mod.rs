@@ -119,7 +119,7 @@ pub struct ControlConfig {
     /// `/jobs` then shows unfinished jobs as paused while it is open, and
     /// `/metrics` shows its state.
     pub circuit: Option<(Arc<dyn CircuitStore>, String)>,
-    /// Where the workers beat (see [`wds_core::workers`]): `GET /workers`
+    /// Where the workers beat (see [`WorkerRegistry`]): `GET /workers`
     /// lists them (`501` without it) and `/metrics` counts them.
     pub workers: Option<Arc<dyn WorkerRegistry>>,
     /// How often the workers beat (default

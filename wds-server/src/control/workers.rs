@@ -1,5 +1,5 @@
 //! `GET /workers`: the workers the deployment has seen (see
-//! [`wds_core::workers`]), each with its last beat, whether it is live
+//! [`WorkerRegistry`](wds_core::backend::WorkerRegistry)), each with its last beat, whether it is live
 //! and its delivery rate.
 //!
 //! The rate is computed here, from the last two distinct beats of each

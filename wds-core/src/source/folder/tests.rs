@@ -40,29 +40,11 @@ fn file_path(input: &Input) -> &Path {
 }
 
 fn report() -> JobReport {
-    JobReport {
-        job: JobId::new("j"),
-        meta: JobMeta {
-            name: "f.csv".into(),
-            file: None,
-            format: Format::Csv,
-            default_message: None,
-            created_ms: 0,
-        },
-        state: JobState::Done,
-        lines: 1,
-        enqueued: 1,
-        delivered: 1,
-        dead: 0,
-        in_doubt: 0,
-        permanent: 0,
-        exhausted: 0,
-        invalid: 0,
-        duplicate: 0,
-        cancelled: 0,
-        finished_ms: Some(1),
-        failure: None,
-    }
+    let meta = JobMeta::new("f.csv", Format::Csv, 0);
+    let mut report = JobReport::new(JobId::new("j"), meta, JobState::Done);
+    (report.lines, report.enqueued, report.delivered) = (1, 1, 1);
+    report.finished_ms = Some(1);
+    report
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

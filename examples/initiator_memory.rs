@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use wds_core::{
     async_trait,
     backend::{
-        Checkpoint, Claim, Lease, LineOutcome, OffsetStore, Push, Pushed, Queue, QueueStats,
-        Reject, RejectKind, Settle,
+        Backend, Checkpoint, Claim, Lease, LineOutcome, OffsetStore, Push, Pushed, Queue,
+        QueueStats, Reject, RejectKind, Settle,
     },
     engine::Batcher,
     EngineConfig, Format, Input, JobId, JobMeta, JobReport, JobState, MessageId,
@@ -121,13 +121,13 @@ fn child(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let backend = Arc::new(Checkpoints::default());
+        let backend = Checkpoints::default();
         let mut config = EngineConfig::default();
         config.high_water = u64::MAX;
         if let Ok(pairs) = std::env::var("MEMORY_PAIRS") {
             config.dedupe_memory_pairs = pairs.parse()?;
         }
-        let batcher = Batcher::new(backend.clone(), backend.clone(), config)?;
+        let batcher = Batcher::new(backend, config)?;
         let input = Input::from_file(path)?.with_format(Format::Csv);
         let start = Instant::now();
         let report = batcher.run(&input, &Default::default()).await?;
@@ -153,10 +153,13 @@ fn peak_rss_kib() -> Result<u64, Box<dyn std::error::Error>> {
 
 /// A backend that keeps only what reading needs: the checkpoint and the
 /// counts, so the memory measured is the reader's.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Checkpoints {
-    state: Mutex<(Checkpoint, u64, u64, u64)>, // checkpoint, messages, invalid, duplicates
+    state: Arc<Mutex<(Checkpoint, u64, u64, u64)>>, // checkpoint, messages, invalid, duplicates
 }
+
+// Its queue and offsets are the one `state`.
+impl Backend for Checkpoints {}
 
 const JOB: &str = "measured";
 

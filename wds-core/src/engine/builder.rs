@@ -213,7 +213,7 @@ impl Engine {
 
     /// A batcher over this engine's backend.
     pub fn batcher(&self) -> Batcher {
-        Batcher::new(
+        Batcher::over(
             self.queue.clone(),
             self.offsets.clone(),
             self.config.clone(),

@@ -38,10 +38,9 @@ impl JobId {
         }
         JobId(id)
     }
-}
 
-impl JobId {
-    /// A job id as stored (e.g. read back from a backend, or given by an operator); a new job's id comes from [`JobId::from_identity`].
+    /// A job id as stored (read back from a backend, or given by an
+    /// operator); a new job's id comes from [`JobId::from_identity`].
     pub fn new(id: impl Into<String>) -> Self {
         JobId(id.into())
     }

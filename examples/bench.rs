@@ -45,7 +45,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use clap::{Parser, ValueEnum};
 use tokio::task::JoinSet;
-use wds_core::{now_ms, Input, JobId, JobReport, JobState, Message, OffsetStore};
+use wds_core::{
+    backend::{now_ms, OffsetStore},
+    Input, JobId, JobReport, JobState, Message,
+};
 use wds_http::HttpSink;
 use wds_redis::{RedisBackend, RedisServer};
 
@@ -270,7 +273,7 @@ fn write_users(inbox: &Path, name: &str, lines: u64, salt: &str) -> Fallible<(Pa
     }
     file.flush()?;
     drop(file);
-    let input = Input::from_file(&part, None, None)?;
+    let input = Input::from_file(&part)?;
     Ok((part, JobId::from_identity(&input.identity)))
 }
 
@@ -1061,7 +1064,7 @@ async fn bare_loop(url: &str, job: &str, n: u64, concurrency: usize) -> Fallible
         .build()?;
     let url = reqwest::Url::parse(url)?;
     let next = Arc::new(AtomicUsize::new(1));
-    let job = JobId(job.to_string());
+    let job = JobId::new(job);
     let started = Instant::now();
     let mut tasks = JoinSet::new();
     for _ in 0..concurrency {
@@ -1076,7 +1079,7 @@ async fn bare_loop(url: &str, job: &str, n: u64, concurrency: usize) -> Fallible
                     &job,
                     i + 1,
                     format!("user-{i}"),
-                    format!("{}: your order #{i} has shipped", job.0),
+                    format!("{}: your order #{i} has shipped", job),
                 );
                 let body = HttpSink::body(&message).map_err(|e| e.to_string())?;
                 let ts = SystemTime::now()

@@ -72,12 +72,10 @@ async fn run(args: &Args, concurrency: usize, auto: bool, salt: &str) -> Fallibl
     config.adaptive_concurrency = auto;
     // Every 503 retried until it is delivered: the runs compare time to
     // deliver everyone, not who gives up first.
-    config.retry = RetryPolicy {
-        max_attempts: 50,
-        base_delay: Duration::from_millis(50),
-        max_delay: Duration::from_secs(1),
-        ..RetryPolicy::default()
-    };
+    config.retry = RetryPolicy::default();
+    config.retry.max_attempts = 50;
+    config.retry.base_delay = Duration::from_millis(50);
+    config.retry.max_delay = Duration::from_secs(1);
     let sink = HttpSink::builder(receiver.url()).build()?;
     let engine = Engine::builder()
         .backend(MemoryBackend::new())

@@ -47,7 +47,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .rate_limit(500, 50) // what the real destination allows
         .build()?;
     let users = b"userId,alertMessage\nada,Build passed\ngrace,\"Deploy done, all green\"\nada,Build passed\n";
-    let input = Input::from_bytes("users.csv", users.to_vec(), None, None);
+    let input = Input::from_bytes("users.csv", users.to_vec());
     let report = engine.run_once(&input).await?;
     println!(
         "{} lines: {} delivered to {path}, {} duplicate, {} invalid, {} dead",

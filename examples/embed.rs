@@ -18,15 +18,22 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
-use wds_core::{now_ms, ChannelSource, Engine, Format, Input, JobId, OffsetStore, Submitter};
+use wds_core::{ChannelSource, Engine, Format, Input, JobId, Submitter};
 use wds_http::HttpSink;
 use wds_memory::MemoryBackend;
 use wds_server::{Receiver, ReceiverConfig};
 
+/// Milliseconds since the Unix epoch, to name things.
+fn millis() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+}
+
 #[derive(Clone)]
 struct App {
     submitter: Submitter,
-    jobs: Arc<dyn OffsetStore>,
+    engine: Engine,
 }
 
 #[derive(Deserialize)]
@@ -50,12 +57,9 @@ async fn create(State(app): State<App>, Json(req): Json<AlertRequest>) -> Reply 
         body.extend_from_slice(json!({ "userId": user }).to_string().as_bytes());
         body.push(b'\n');
     }
-    let input = Input::from_bytes(
-        format!("api-{}", now_ms()),
-        body,
-        Some(Format::JsonLines),
-        Some(req.message),
-    );
+    let input = Input::from_bytes(format!("api-{}", millis()), body)
+        .with_format(Format::JsonLines)
+        .with_message(req.message);
     let job = JobId::from_identity(&input.identity);
     match app.submitter.submit(input).await {
         Ok(()) => (StatusCode::ACCEPTED, Json(json!({ "job": job }))),
@@ -67,7 +71,7 @@ async fn create(State(app): State<App>, Json(req): Json<AlertRequest>) -> Reply 
 }
 
 async fn status(State(app): State<App>, Path(id): Path<String>) -> Reply {
-    match app.jobs.report(&JobId(id)).await {
+    match app.engine.report(&JobId::new(id)).await {
         Ok(Some(r)) => (StatusCode::OK, Json(json!(r))),
         Ok(None) => (
             StatusCode::NOT_FOUND,
@@ -86,7 +90,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cancel = CancellationToken::new();
 
     // Stand-in for the real webhook API: the bundled receiver on a free port.
-    let out = std::env::temp_dir().join(format!("wds-embed-{}.csv", now_ms()));
+    let out = std::env::temp_dir().join(format!("wds-embed-{}.csv", millis()));
     // Both ends are ours: sign with a secret made for this run.
     let secret = wds_http::signature::Secret::generate()?.to_whsec();
     let mut config = ReceiverConfig::new(&out);
@@ -100,9 +104,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
 
     // The engine, fed from code through a channel source.
-    let backend = MemoryBackend::new();
     let engine = Engine::builder()
-        .backend(backend.clone())
+        .backend(MemoryBackend::new())
         .sink(HttpSink::builder(&hook_url).secret(&secret).build()?)
         .rate_limit(200, 20)
         .build()?;
@@ -115,7 +118,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Your service, with the engine behind two routes.
     let app = App {
         submitter,
-        jobs: Arc::new(backend),
+        engine: engine.clone(),
     };
     let router = Router::new()
         .route("/alerts", post(create))

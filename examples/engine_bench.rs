@@ -74,7 +74,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .build()?;
         let mut unique = body.clone();
         unique.extend_from_slice(format!("round-{round},x\n").as_bytes());
-        let input = Input::from_bytes("bench.csv", unique, None, None);
+        let input = Input::from_bytes("bench.csv", unique);
         let start = Instant::now();
         let report = engine.run_once(&input).await?;
         let rate = report.delivered as f64 / start.elapsed().as_secs_f64();

@@ -19,9 +19,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use wds_core::{
-    async_trait, Batcher, Checkpoint, Claim, EngineConfig, Format, Input, JobId, JobMeta,
-    JobReport, JobState, Lease, LineOutcome, MessageId, OffsetStore, Push, Pushed, Queue,
-    QueueStats, Reject, RejectKind, Settle,
+    async_trait,
+    backend::{
+        Backend, Checkpoint, Claim, Lease, LineOutcome, OffsetStore, Push, Pushed, Queue,
+        QueueStats, Reject, RejectKind, Settle,
+    },
+    engine::Batcher,
+    EngineConfig, Format, Input, JobId, JobMeta, JobReport, JobState, MessageId,
 };
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -117,14 +121,14 @@ fn child(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let backend = Arc::new(Checkpoints::default());
+        let backend = Checkpoints::default();
         let mut config = EngineConfig::default();
         config.high_water = u64::MAX;
         if let Ok(pairs) = std::env::var("MEMORY_PAIRS") {
             config.dedupe_memory_pairs = pairs.parse()?;
         }
-        let batcher = Batcher::new(backend.clone(), backend.clone(), config)?;
-        let input = Input::from_file(path, Some(Format::Csv), None)?;
+        let batcher = Batcher::new(backend, config)?;
+        let input = Input::from_file(path)?.with_format(Format::Csv);
         let start = Instant::now();
         let report = batcher.run(&input, &Default::default()).await?;
         let secs = start.elapsed().as_secs_f64();
@@ -149,10 +153,13 @@ fn peak_rss_kib() -> Result<u64, Box<dyn std::error::Error>> {
 
 /// A backend that keeps only what reading needs: the checkpoint and the
 /// counts, so the memory measured is the reader's.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Checkpoints {
-    state: Mutex<(Checkpoint, u64, u64, u64)>, // checkpoint, messages, invalid, duplicates
+    state: Arc<Mutex<(Checkpoint, u64, u64, u64)>>, // checkpoint, messages, invalid, duplicates
 }
+
+// Its queue and offsets are the one `state`.
+impl Backend for Checkpoints {}
 
 const JOB: &str = "measured";
 
@@ -213,7 +220,7 @@ impl Queue for Checkpoints {
 impl OffsetStore for Checkpoints {
     async fn claim(&self, _: &str, meta: JobMeta) -> wds_core::Result<Claim> {
         Ok(Claim {
-            job: JobId(JOB.into()),
+            job: JobId::new(JOB),
             fresh: true,
             meta,
         })
@@ -223,34 +230,19 @@ impl OffsetStore for Checkpoints {
     }
     async fn report(&self, job: &JobId) -> wds_core::Result<Option<JobReport>> {
         let (checkpoint, messages, invalid, duplicate) = *self.state.lock().expect("not poisoned");
-        Ok(Some(JobReport {
-            job: job.clone(),
-            meta: JobMeta {
-                name: JOB.into(),
-                format: Format::Csv,
-                default_message: None,
-                created_ms: 0,
-                file: None,
-            },
-            state: JobState::of(
-                false,
-                checkpoint.done,
-                messages + invalid + duplicate,
-                checkpoint.records,
-            ),
-            lines: checkpoint.records,
-            enqueued: messages,
-            delivered: messages,
-            dead: 0,
-            in_doubt: 0,
-            permanent: 0,
-            exhausted: 0,
-            invalid,
-            duplicate,
-            cancelled: 0,
-            finished_ms: None,
-            failure: None,
-        }))
+        let state = JobState::of(
+            false,
+            checkpoint.done,
+            messages + invalid + duplicate,
+            checkpoint.records,
+        );
+        let mut report = JobReport::new(job.clone(), JobMeta::new(JOB, Format::Csv, 0), state);
+        report.lines = checkpoint.records;
+        report.enqueued = messages;
+        report.delivered = messages;
+        report.invalid = invalid;
+        report.duplicate = duplicate;
+        Ok(Some(report))
     }
     async fn reports(&self) -> wds_core::Result<Vec<JobReport>> {
         Ok(Vec::new())

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use wds_core::{Delivered, Engine, Input, Message, OffsetStore, Sink, SinkError};
+use wds_core::{backend::OffsetStore, Delivered, Engine, Input, Message, Sink, SinkError};
 use wds_memory::MemoryBackend;
 
 /// Appends `userId,alertMessage` lines to a file.
@@ -49,7 +49,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(outbox)?;
 
     // A fresh file each run (the time makes its content, and so its job, new).
-    let stamp = wds_core::now_ms();
+    let stamp = wds_core::backend::now_ms();
     let path = inbox.join(format!("users-{stamp}.csv"));
     let mut file = std::io::BufWriter::new(std::fs::File::create(&path)?);
     writeln!(file, "userId,alertMessage")?;
@@ -69,7 +69,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .backend(backend.clone())
         .sink(sink)
         .build()?;
-    let input = Input::from_file(&path, None, None)?;
+    let input = Input::from_file(&path)?;
 
     let started = Instant::now();
     let progress = {

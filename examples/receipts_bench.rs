@@ -53,12 +53,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .sink(Arc::new(NoopSink))
         .build()?;
     let report = engine
-        .run_once(&Input::from_bytes(
-            "users.csv",
-            csv.into_bytes(),
-            None,
-            None,
-        ))
+        .run_once(&Input::from_bytes("users.csv", csv.into_bytes()))
         .await?;
     let job = report.job.to_string();
 

@@ -16,13 +16,12 @@
 //! private `redis-server` before and after, the job finished.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use clap::Parser;
 use wds_core::{
-    Delivered, Engine, EngineConfig, Input, Message, OffsetStore, Queue, Sink, SinkError,
+    backend::Backend, Delivered, Engine, EngineConfig, Input, Message, Sink, SinkError,
 };
 use wds_memory::MemoryBackend;
 use wds_redis::{RedisBackend, RedisServer};
@@ -61,7 +60,7 @@ struct Instant200;
 #[async_trait]
 impl Sink for Instant200 {
     async fn deliver(&self, _: &Message) -> Result<Delivered, SinkError> {
-        Ok(Delivered { status: Some(200) })
+        Ok(Delivered::with_status(200))
     }
 }
 
@@ -80,7 +79,7 @@ fn write_file(dir: &Path, name: &str, lines: u64, valid: bool) -> Fallible<Input
     }
     out.flush()?;
     drop(out);
-    Ok(Input::from_file(&path, None, None)?)
+    Ok(Input::from_file(&path)?)
 }
 
 /// This process's resident set, in bytes.
@@ -95,13 +94,12 @@ fn rss() -> Fallible<u64> {
 }
 
 /// Runs `input` to the end on a backend; returns the report's line count.
-async fn run(queue: Arc<dyn Queue>, offsets: Arc<dyn OffsetStore>, input: &Input) -> Fallible<u64> {
+async fn run(backend: impl Backend, input: &Input) -> Fallible<u64> {
     let mut config = EngineConfig::default();
     config.batch_size = 1000;
     config.concurrency = 256;
     let engine = Engine::builder()
-        .queue(queue)
-        .offsets(offsets)
+        .backend(backend)
         .sink(Instant200)
         .config(config)
         .build()?;
@@ -152,7 +150,7 @@ async fn main() -> Fallible<()> {
         let backend = MemoryBackend::new();
         let before = rss()?;
         let start = Instant::now();
-        let counted = run(Arc::new(backend.clone()), Arc::new(backend.clone()), &input).await?;
+        let counted = run(backend.clone(), &input).await?;
         let after = rss()?;
         row(
             "memory",
@@ -174,7 +172,7 @@ async fn main() -> Fallible<()> {
         let used = |s: wds_sqlite::Storage| s.file_bytes - s.free_bytes;
         let before = used(backend.storage().await?);
         let start = Instant::now();
-        let counted = run(Arc::new(backend.clone()), Arc::new(backend.clone()), &input).await?;
+        let counted = run(backend.clone(), &input).await?;
         let after = used(backend.storage().await?);
         row(
             "sqlite",
@@ -200,7 +198,7 @@ async fn main() -> Fallible<()> {
             .await?;
         let before = redis_memory(&mut admin).await?;
         let start = Instant::now();
-        let counted = run(Arc::new(backend.clone()), Arc::new(backend), &input).await?;
+        let counted = run(backend, &input).await?;
         let after = redis_memory(&mut admin).await?;
         row(
             "redis",

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wds_core::health::CircuitStore;
+use wds_core::backend::CircuitStore;
 use wds_core::retry::RetryPolicy;
 use wds_core::{Engine, EngineConfig, Input};
 use wds_memory::MemoryBackend;
@@ -34,12 +34,10 @@ async fn an_outage_holds_messages_and_spends_no_attempt() {
     config.concurrency = 16;
     // Without the breaker, 4 attempts spread over ~1.5 s: an outage of 3 s
     // kills every message it meets.
-    config.retry = RetryPolicy {
-        max_attempts: 4,
-        base_delay: Duration::from_millis(100),
-        max_delay: Duration::from_millis(800),
-        ..RetryPolicy::default()
-    };
+    config.retry = RetryPolicy::default();
+    config.retry.max_attempts = 4;
+    config.retry.base_delay = Duration::from_millis(100);
+    config.retry.max_delay = Duration::from_millis(800);
     config.circuit.first_probe_interval = Duration::from_millis(200);
     config.circuit.max_probe_interval = Duration::from_millis(400);
     let backend = MemoryBackend::default();
@@ -63,7 +61,7 @@ async fn an_outage_holds_messages_and_spends_no_attempt() {
             tokio::spawn(async move { deliverer.run(cancel).await })
         })
         .collect();
-    let input = Input::from_bytes("users.csv", users_csv(lines), None, None);
+    let input = Input::from_bytes("users.csv", users_csv(lines));
     let job = engines[0].submit(&input).await.expect("submit").job;
 
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use wds_core::retry::RetryPolicy;
 use wds_core::{
-    DeadKind, DeliveryMode, Engine, EngineConfig, Input, JobReport, JobState, LineOutcome,
-    MessageId, OffsetStore, Queue,
+    backend::{LineOutcome, OffsetStore, Queue},
+    DeadKind, DeliveryMode, Engine, EngineConfig, Input, JobReport, JobState, MessageId,
 };
 use wds_memory::MemoryBackend;
 use wds_tests::{account, users_csv, Freezable, ScriptedSink, Step};
@@ -25,12 +25,11 @@ fn fast_config() -> EngineConfig {
     c.lease_ttl = Duration::from_millis(400);
     c.delivery_timeout = Duration::from_millis(200);
     c.idle_poll = Duration::from_millis(20);
-    c.retry = RetryPolicy {
-        max_attempts: 4,
-        max_age: Duration::from_secs(60),
-        base_delay: Duration::from_millis(20),
-        max_delay: Duration::from_millis(200),
-    };
+    c.retry = RetryPolicy::default();
+    c.retry.max_attempts = 4;
+    c.retry.max_age = Duration::from_secs(60);
+    c.retry.base_delay = Duration::from_millis(20);
+    c.retry.max_delay = Duration::from_millis(200);
     c
 }
 
@@ -93,7 +92,7 @@ async fn every_line_ends_in_exactly_one_state() {
             add(&format!("user-{i},Alert {i}\n"), true);
         }
     }
-    let input = Input::from_bytes("mixed.csv", body.into_bytes(), None, None);
+    let input = Input::from_bytes("mixed.csv", body.into_bytes());
     let backend = MemoryBackend::new();
     let sink = ScriptedSink::ok(Duration::ZERO);
     let report = run_once(&engine(&backend, sink.clone(), fast_config()), &input).await;
@@ -111,12 +110,12 @@ async fn every_line_ends_in_exactly_one_state() {
     assert!(per_id.values().all(|&n| n == 1), "a user was called twice");
     let rejects = backend.rejects(&report.job, 100).await.unwrap();
     assert!(rejects.iter().any(|r| matches!(&r.kind,
-        wds_core::RejectKind::Invalid { reason } if reason.contains("field"))));
+        wds_core::backend::RejectKind::Invalid { reason } if reason.contains("field"))));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retryable_failures_are_retried_until_delivered() {
-    let input = Input::from_bytes("retry.csv", users_csv(300), None, None);
+    let input = Input::from_bytes("retry.csv", users_csv(300));
     let backend = MemoryBackend::new();
     // Every message fails twice, then succeeds.
     let sink = ScriptedSink::new(|_, n| {
@@ -145,7 +144,7 @@ async fn retryable_failures_are_retried_until_delivered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exhausted_messages_are_dead_and_replayable() {
-    let input = Input::from_bytes("exhaust.csv", users_csv(100), None, None);
+    let input = Input::from_bytes("exhaust.csv", users_csv(100));
     let backend = MemoryBackend::new();
     let healed = Arc::new(AtomicBool::new(false));
     let sink = {
@@ -200,7 +199,7 @@ async fn a_429_pauses_every_delivery_for_its_retry_after() {
     // 400 calls of 5 ms, 4 at a time: about 500 ms of work, most of it
     // after the 429, so a missing pause would put calls in the quiet window.
     let lines = 400;
-    let input = Input::from_bytes("limited.csv", users_csv(lines), None, None);
+    let input = Input::from_bytes("limited.csv", users_csv(lines));
     let backend = MemoryBackend::new();
     let retry_after = Duration::from_millis(600);
     let sink = ScriptedSink::new(move |m, n| {
@@ -254,7 +253,7 @@ async fn permanent_failures_are_dead_at_once() {
         };
         body.push_str(&format!("{user},hello\n"));
     }
-    let input = Input::from_bytes("perm.csv", body.into_bytes(), None, None);
+    let input = Input::from_bytes("perm.csv", body.into_bytes());
     let backend = MemoryBackend::new();
     let sink = ScriptedSink::new(|m, _| {
         if m.user_id.starts_with("gone") {
@@ -278,7 +277,7 @@ async fn permanent_failures_are_dead_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_that_hangs_times_out_and_is_retried() {
-    let input = Input::from_bytes("hang.csv", users_csv(50), None, None);
+    let input = Input::from_bytes("hang.csv", users_csv(50));
     let backend = MemoryBackend::new();
     let sink = ScriptedSink::new(|m, n| {
         if m.id.line % 10 == 0 && n == 1 {
@@ -408,12 +407,7 @@ async fn crash_and_recover(mode: DeliveryMode) {
         CrashAt::Calls(599),
     ];
     for (round, &at) in points.iter().enumerate() {
-        let input = Input::from_bytes(
-            format!("crash-{round}.csv"),
-            users_csv(lines as usize),
-            None,
-            None,
-        );
+        let input = Input::from_bytes(format!("crash-{round}.csv"), users_csv(lines as usize));
         let backend = MemoryBackend::new();
         let sink = ScriptedSink::ok(Duration::from_millis(1));
         crash_once(&backend, &sink, &config, &input, at).await;
@@ -499,6 +493,7 @@ async fn crash_and_recover(mode: DeliveryMode) {
                 );
                 assert_eq!(per_id.len() as u64, lines);
             }
+            other => panic!("no check written for {other:?}"),
         }
         eprintln!(
             "{mode:?} round {round} ({at:?}): crashed with {enqueued_at_crash} pushed and \
@@ -525,7 +520,7 @@ async fn a_batcher_killed_mid_file_resumes_without_repeats() {
     // a resume, so the filter has to be rebuilt from the part already read.
     let mut body = users_csv(lines as usize);
     body.extend_from_slice(b"user-1,Your alert number 1\nuser-2500,Your alert number 2500\n");
-    let input = Input::from_bytes("resume.csv", body, None, None);
+    let input = Input::from_bytes("resume.csv", body);
     let backend = MemoryBackend::new();
     let mut config = fast_config();
     config.batch_size = 50;
@@ -543,7 +538,7 @@ async fn a_batcher_killed_mid_file_resumes_without_repeats() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_leaves_nothing_leased_or_in_doubt() {
     let lines = 2_000u64;
-    let input = Input::from_bytes("stop.csv", users_csv(lines as usize), None, None);
+    let input = Input::from_bytes("stop.csv", users_csv(lines as usize));
     let backend = MemoryBackend::new();
     let sink = ScriptedSink::ok(Duration::from_millis(2));
     let first = engine(&backend, sink.clone(), fast_config());
@@ -593,7 +588,7 @@ async fn json_inputs_give_every_record_its_own_id() {
     let sink = ScriptedSink::ok(Duration::ZERO);
     let engine = engine(&backend, sink.clone(), fast_config());
 
-    let array_input = Input::from_bytes("users.json", array.into_bytes(), None, None);
+    let array_input = Input::from_bytes("users.json", array.into_bytes());
     let report = run_once(&engine, &array_input).await;
     assert_eq!(
         (report.lines, report.delivered, report.invalid),
@@ -602,12 +597,8 @@ async fn json_inputs_give_every_record_its_own_id() {
     );
     account(&backend, &report, 1..=102).await;
 
-    let jsonl_input = Input::from_bytes(
-        "users.jsonl",
-        jsonl.as_bytes().to_vec(),
-        None,
-        Some("default".into()),
-    );
+    let jsonl_input =
+        Input::from_bytes("users.jsonl", jsonl.as_bytes().to_vec()).with_message("default");
     let report = run_once(&engine, &jsonl_input).await;
     assert_eq!(
         (report.lines, report.delivered, report.invalid),
@@ -620,15 +611,60 @@ async fn json_inputs_give_every_record_its_own_id() {
 
 /// A queue whose replies to some pushes are lost after the push was applied,
 /// as when a connection drops between the backend's write and its answer.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct LostReplies {
     inner: MemoryBackend,
-    pushes: std::sync::atomic::AtomicU64,
+    pushes: Arc<std::sync::atomic::AtomicU64>,
+}
+
+// The queue and the offsets are the one memory backend it wraps.
+impl wds_core::backend::Backend for LostReplies {}
+
+#[async_trait::async_trait]
+impl OffsetStore for LostReplies {
+    async fn claim(
+        &self,
+        identity: &str,
+        meta: wds_core::JobMeta,
+    ) -> wds_core::Result<wds_core::backend::Claim> {
+        self.inner.claim(identity, meta).await
+    }
+    async fn checkpoint(
+        &self,
+        job: &wds_core::JobId,
+    ) -> wds_core::Result<wds_core::backend::Checkpoint> {
+        self.inner.checkpoint(job).await
+    }
+    async fn report(&self, job: &wds_core::JobId) -> wds_core::Result<Option<JobReport>> {
+        self.inner.report(job).await
+    }
+    async fn reports(&self) -> wds_core::Result<Vec<JobReport>> {
+        self.inner.reports().await
+    }
+    async fn outcome(
+        &self,
+        id: &wds_core::MessageId,
+    ) -> wds_core::Result<Option<wds_core::backend::LineOutcome>> {
+        self.inner.outcome(id).await
+    }
+    async fn rejects(
+        &self,
+        job: &wds_core::JobId,
+        limit: usize,
+    ) -> wds_core::Result<Vec<wds_core::backend::Reject>> {
+        self.inner.rejects(job, limit).await
+    }
+    async fn fail(&self, job: &wds_core::JobId, reason: &str) -> wds_core::Result<JobReport> {
+        self.inner.fail(job, reason).await
+    }
 }
 
 #[async_trait::async_trait]
 impl Queue for LostReplies {
-    async fn push(&self, push: &wds_core::Push) -> wds_core::Result<wds_core::Pushed> {
+    async fn push(
+        &self,
+        push: &wds_core::backend::Push,
+    ) -> wds_core::Result<wds_core::backend::Pushed> {
         let pushed = self.inner.push(push).await?;
         if self.pushes.fetch_add(1, Ordering::SeqCst) % 3 == 1 {
             return Err(wds_core::Error::unavailable(
@@ -638,19 +674,27 @@ impl Queue for LostReplies {
         }
         Ok(pushed)
     }
-    async fn lease(&self, n: usize, ttl: Duration) -> wds_core::Result<Vec<wds_core::Lease>> {
+    async fn lease(
+        &self,
+        n: usize,
+        ttl: Duration,
+    ) -> wds_core::Result<Vec<wds_core::backend::Lease>> {
         self.inner.lease(n, ttl).await
     }
-    async fn mark_sending(&self, l: &wds_core::Lease) -> wds_core::Result<()> {
+    async fn mark_sending(&self, l: &wds_core::backend::Lease) -> wds_core::Result<()> {
         self.inner.mark_sending(l).await
     }
-    async fn extend(&self, l: &wds_core::Lease, ttl: Duration) -> wds_core::Result<u64> {
+    async fn extend(&self, l: &wds_core::backend::Lease, ttl: Duration) -> wds_core::Result<u64> {
         self.inner.extend(l, ttl).await
     }
-    async fn settle(&self, l: &wds_core::Lease, o: &[wds_core::Settle]) -> wds_core::Result<()> {
+    async fn settle(
+        &self,
+        l: &wds_core::backend::Lease,
+        o: &[wds_core::backend::Settle],
+    ) -> wds_core::Result<()> {
         self.inner.settle(l, o).await
     }
-    async fn release(&self, l: &wds_core::Lease) -> wds_core::Result<()> {
+    async fn release(&self, l: &wds_core::backend::Lease) -> wds_core::Result<()> {
         self.inner.release(l).await
     }
     async fn dead_letters(
@@ -663,7 +707,7 @@ impl Queue for LostReplies {
     async fn replay(&self, j: Option<&wds_core::JobId>) -> wds_core::Result<u64> {
         self.inner.replay(j).await
     }
-    async fn stats(&self) -> wds_core::Result<wds_core::QueueStats> {
+    async fn stats(&self) -> wds_core::Result<wds_core::backend::QueueStats> {
         self.inner.stats().await
     }
 }
@@ -671,16 +715,15 @@ impl Queue for LostReplies {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_push_reply_does_not_stall_or_repeat_the_job() {
     let lines = 1_000u64;
-    let input = Input::from_bytes("lost.csv", users_csv(lines as usize), None, None);
+    let input = Input::from_bytes("lost.csv", users_csv(lines as usize));
     let backend = MemoryBackend::new();
-    let queue = Arc::new(LostReplies {
+    let lossy = LostReplies {
         inner: backend.clone(),
         pushes: Default::default(),
-    });
+    };
     let sink = ScriptedSink::ok(Duration::ZERO);
     let engine = Engine::builder()
-        .queue(queue)
-        .offsets(Arc::new(backend.clone()))
+        .backend(lossy)
         .shared_sink(sink.clone())
         .config(fast_config())
         .build()
@@ -703,7 +746,7 @@ async fn an_endless_retry_after_is_capped_and_panics_nothing() {
     // delivery for the policy's max delay (200 ms here), no longer, and
     // overflows nothing.
     let lines = 40;
-    let input = Input::from_bytes("endless.csv", users_csv(lines), None, None);
+    let input = Input::from_bytes("endless.csv", users_csv(lines));
     let backend = MemoryBackend::new();
     let sink = ScriptedSink::new(|m, n| match (m.id.line % 10, n) {
         (3, 1) => Step::RateLimited(Duration::from_secs(u64::MAX)),
@@ -733,12 +776,12 @@ async fn an_endless_retry_after_is_capped_and_panics_nothing() {
 /// began (the deliverer calls `back_off` once the 429 is answered).
 #[derive(Debug)]
 struct TellsBackOff {
-    inner: wds_core::LocalLimiter,
+    inner: wds_core::limiter::LocalLimiter,
     began: tokio::sync::watch::Sender<bool>,
 }
 
 #[async_trait::async_trait]
-impl wds_core::Limiter for TellsBackOff {
+impl wds_core::limiter::Limiter for TellsBackOff {
     async fn acquire(&self, n: u32) -> wds_core::Result<()> {
         self.inner.acquire(n).await
     }
@@ -752,7 +795,7 @@ impl wds_core::Limiter for TellsBackOff {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_ends_a_back_off_at_once() {
     let lines = 200u64;
-    let input = Input::from_bytes("paused.csv", users_csv(lines as usize), None, None);
+    let input = Input::from_bytes("paused.csv", users_csv(lines as usize));
     let backend = MemoryBackend::new();
     // A 429 asking for 30 s, within the policy's limits: a real pause.
     let sink = ScriptedSink::new(|m, n| {
@@ -766,7 +809,7 @@ async fn shutdown_ends_a_back_off_at_once() {
     config.retry.max_delay = Duration::from_secs(60);
     let (began, mut back_off) = tokio::sync::watch::channel(false);
     let limiter = Arc::new(TellsBackOff {
-        inner: wds_core::LocalLimiter::unlimited(),
+        inner: wds_core::limiter::LocalLimiter::unlimited(),
         began,
     });
     let first = Engine::builder()
@@ -836,7 +879,7 @@ async fn a_batcher_resumed_past_a_csv_header_still_reads_its_attributes() {
     // Repeats late in the file: a duplicate of line 2 (same order) and
     // another order of the same user and message (not a duplicate).
     body.push_str("user-1,Your alert number 1,A-1\nuser-1,Your alert number 1,A-again\n");
-    let input = Input::from_bytes("orders.csv", body.into_bytes(), None, None);
+    let input = Input::from_bytes("orders.csv", body.into_bytes());
     let backend = MemoryBackend::new();
     let mut config = fast_config();
     config.batch_size = 50;

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use wds_core::{DeadKind, JobId, JobState, LineOutcome};
+use wds_core::{backend::LineOutcome, DeadKind, JobId, JobState};
 use wds_tests::checks::{assert_sent_once, delivered_by, per_tag, Recorder};
 use wds_tests::cluster::{count, outcomes, Cluster};
 use wds_tests::process::ANY_PORT;
@@ -118,7 +118,7 @@ fn a_worker_frozen_past_its_lease_then_thawed_sends_nothing_twice() {
 
     // G2 line by line, and the counts agree with the lines: the thawed
     // worker's settles of batches it no longer held changed nothing.
-    let id = JobId(job["job"].as_str().expect("job id").to_string());
+    let id = JobId::new(job["job"].as_str().expect("job id").to_string());
     let (mut delivered, mut dead_in_doubt) = (0u64, 0u64);
     for (line, outcome) in outcomes(&rt, &backend, &id, 1..=lines) {
         let key = format!("{id}:{line}");

@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
-use wds_core::{DeadKind, JobId, LineOutcome};
+use wds_core::{backend::LineOutcome, DeadKind, JobId};
 use wds_tests::cluster::{count, outcomes, scale, Cluster};
 use wds_tests::receiver::{Hit, Reply, TestReceiver};
 use wds_tests::users_csv;
@@ -163,7 +163,7 @@ fn hostile_receiver_retries_on_schedule_dead_letters_and_replays() {
     );
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let backend = cluster.backend(&rt);
-    let job_id = JobId(job["job"].as_str().expect("job id").to_string());
+    let job_id = JobId::new(job["job"].as_str().expect("job id").to_string());
     let mut doomed = 0u64;
     for (line, outcome) in outcomes(&rt, &backend, &job_id, 1..=lines) {
         let id = format!("{job_id}:{line}");

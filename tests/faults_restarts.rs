@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use wds_core::{DeadKind, JobId, LineOutcome};
+use wds_core::{backend::LineOutcome, DeadKind, JobId};
 use wds_tests::checks::{assert_sent_once, users_in, Recorder};
 use wds_tests::cluster::{count, outcomes, scale, Cluster};
 use wds_tests::receiver::TestReceiver;
@@ -182,7 +182,7 @@ fn initiator_and_notifier_killed_mid_job_finish_it_once() {
     // its restart, so such a retry is answered as a duplicate; only a death
     // between writing the line and logging its id can write it twice:
     // accepted <= written <= accepted + lost, and accepted <= 1.
-    let id = JobId(job["job"].as_str().expect("job id").to_string());
+    let id = JobId::new(job["job"].as_str().expect("job id").to_string());
     let mut lost = Vec::new();
     let mut written_twice = 0u32;
     for (line, outcome) in outcomes(&rt, &backend, &id, 1..=lines) {
@@ -331,7 +331,7 @@ fn redis_down_mid_job(down: Down) {
     assert_sent_once(&per_id, "received");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let backend = cluster.backend(&rt);
-    let id = JobId(job["job"].as_str().expect("job id").to_string());
+    let id = JobId::new(job["job"].as_str().expect("job id").to_string());
     let (mut delivered, mut in_doubt) = (0u64, 0u64);
     for (line, outcome) in outcomes(&rt, &backend, &id, 1..=lines) {
         match outcome {

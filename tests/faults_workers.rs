@@ -18,7 +18,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use wds_core::{DeadKind, JobId, LineOutcome};
+use wds_core::{backend::LineOutcome, DeadKind, JobId};
 use wds_tests::checks::{assert_sent_once, per_tag, repeats, users_in, Recorder};
 use wds_tests::cluster::{count, outcomes, scale, Cluster, Rng};
 use wds_tests::receiver::{Reply, TestReceiver};
@@ -132,7 +132,7 @@ fn at_most_once_worker_kills_never_send_twice_and_account_every_line() {
     // G2 line by line: delivered lines were received; the rest are in doubt.
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let backend = run.cluster.backend(&rt);
-    let id = JobId(job["job"].as_str().expect("job id").to_string());
+    let id = JobId::new(job["job"].as_str().expect("job id").to_string());
     let sender: HashMap<String, String> =
         recorder.sent().into_iter().map(|s| (s.id, s.tag)).collect();
     let mut by_kind: HashMap<&str, u64> = HashMap::new();

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
-use wds_core::{Engine, FolderSource, JobState, OffsetStore, Source};
+use wds_core::{backend::OffsetStore, Engine, FolderSource, JobState, Source};
 use wds_memory::MemoryBackend;
 use wds_tests::{account, users_csv, ScriptedSink};
 

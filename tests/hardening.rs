@@ -252,7 +252,7 @@ fn dead_letters_are_counted_by_reason_and_keep_no_url_secret() {
     assert_eq!(letters.len(), 40, "{body}");
     let kept = letters
         .iter()
-        .filter(|d| d["reason"]["detail"] != wds_core::DETAIL_NOT_KEPT)
+        .filter(|d| d["reason"]["detail"] != wds_core::backend::DETAIL_NOT_KEPT)
         .count();
     assert_eq!(kept, 5, "dead letters kept in detail (limit 5): {body}");
     assert!(

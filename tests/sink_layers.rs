@@ -45,7 +45,7 @@ async fn run(sink: impl Sink, name: &str, bytes: Vec<u8>) -> JobReport {
         .config(config())
         .build()
         .expect("engine");
-    let input = Input::from_bytes(name, bytes, None, None);
+    let input = Input::from_bytes(name, bytes);
     tokio::time::timeout(Duration::from_secs(60), engine.run_once(&input))
         .await
         .expect("the job finishes")

@@ -93,8 +93,8 @@ impl Deployment {
         let temp = inbox.join(".dropping.part");
         std::fs::write(&temp, body).expect("write the file");
         std::fs::rename(&temp, inbox.join(name)).expect("rename into the inbox");
-        let identity = Input::from_bytes(name, body.to_vec(), None, None).identity;
-        JobId::from_identity(&identity).0
+        let identity = Input::from_bytes(name, body.to_vec()).identity;
+        JobId::from_identity(&identity).to_string()
     }
 
     /// Runs a scenario of the driver script; returns what it printed.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio_util::sync::CancellationToken;
-use wds_core::{now_ms, Input, JobId, JobReport};
+use wds_core::{backend::now_ms, Input, JobId, JobReport};
 use wds_server::Metrics;
 
 use crate::roles::{self, bind, Backend, Fallible};
@@ -168,7 +168,10 @@ fn write_users(
     }
     file.flush().map_err(err)?;
     drop(file);
-    let input = Input::from_file(&part, None, default_message).map_err(|e| e.to_string())?;
+    let mut input = Input::from_file(&part).map_err(|e| e.to_string())?;
+    if let Some(message) = default_message {
+        input = input.with_message(message);
+    }
     std::fs::rename(&part, inbox.join(name)).map_err(err)?;
     Ok(JobId::from_identity(&input.identity))
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use wds_core::{JobId, JobReport, OffsetStore, SinkError};
+use wds_core::{backend::OffsetStore, JobId, JobReport, SinkError};
 use wds_http::HttpSink;
 
 /// How often the initiator looks for jobs that finished.
@@ -47,7 +47,7 @@ impl Ledger {
             .lines()
             .map(str::trim)
             .filter(|l| !l.is_empty())
-            .map(|l| JobId(l.to_string()))
+            .map(JobId::new)
             .collect();
         let ledger = Ledger {
             path: path.to_path_buf(),

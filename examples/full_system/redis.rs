@@ -26,7 +26,7 @@ pub(crate) async fn connect(url: &str, settings: &Settings) -> Fallible<Backend>
     let endpoint = redact(&endpoint);
     // With a rate, a limit shared by every worker; without one, the 429
     // back-off is still shared: one worker's 429 pauses all of them.
-    let limiter: Arc<dyn wds_core::Limiter> = match settings.rate {
+    let limiter: Arc<dyn wds_core::limiter::Limiter> = match settings.rate {
         Some(rate) => Arc::new(
             RedisLimiter::new(&backend, &endpoint, rate, settings.burst.max(1))
                 .map_err(|e| format!("rate limiter: {e}"))?,
@@ -35,6 +35,7 @@ pub(crate) async fn connect(url: &str, settings: &Settings) -> Fallible<Backend>
     };
     let limiter = Some(limiter);
     Ok(Backend {
+        store: Arc::new(backend.clone()),
         queue: Arc::new(backend.clone()),
         offsets: Arc::new(backend.clone()),
         control: Arc::new(backend.clone()),

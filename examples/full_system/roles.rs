@@ -3,12 +3,17 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use wds_core::backend::AnyBackend;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use wds_core::health::CircuitStore;
-use wds_core::workers::{WorkerBeat, WorkerRegistry, BEAT_INTERVAL};
-use wds_core::{Engine, FolderSource, JobControl, Limiter, OffsetStore, Queue, Source};
+use wds_core::backend::CircuitStore;
+use wds_core::backend::{WorkerBeat, WorkerRegistry, BEAT_INTERVAL};
+use wds_core::{
+    backend::{JobControl, OffsetStore, Queue},
+    limiter::Limiter,
+    Engine, FolderSource, Source,
+};
 use wds_http::HttpSink;
 use wds_memory::MemoryBackend;
 use wds_server::{
@@ -23,6 +28,8 @@ pub(crate) type Fallible<T> = Result<T, String>;
 /// The queue, offset store and (shared) limiter every role of a deployment uses.
 #[derive(Clone, Debug)]
 pub(crate) struct Backend {
+    /// The one store engines are built on (queue and offsets together).
+    pub(crate) store: AnyBackend,
     pub(crate) queue: Arc<dyn Queue>,
     pub(crate) offsets: Arc<dyn OffsetStore>,
     /// Pause, resume, cancel and replay by reason, for the control API.
@@ -40,6 +47,7 @@ impl Backend {
     pub(crate) fn memory(detail_limit: usize) -> Backend {
         let b = MemoryBackend::with_detail_limit(detail_limit);
         Backend {
+            store: Arc::new(b.clone()),
             queue: Arc::new(b.clone()),
             offsets: Arc::new(b.clone()),
             control: Arc::new(b.clone()),
@@ -81,8 +89,7 @@ impl Backend {
         metrics: &Arc<Metrics>,
     ) -> Fallible<Engine> {
         let mut builder = Engine::builder()
-            .queue(self.queue.clone())
-            .offsets(self.offsets.clone())
+            .backend(self.store.clone())
             .config(settings.engine_config());
         builder = match sink {
             Some((sink, url)) => builder
@@ -348,7 +355,7 @@ pub(crate) async fn worker(
         "worker running"
     );
     let deliverer = engine.deliverer();
-    let started_ms = wds_core::now_ms();
+    let started_ms = wds_core::backend::now_ms();
     let snapshot = || {
         WorkerBeat::new(id.as_str())
             .process(host.as_str(), pid)
@@ -396,7 +403,7 @@ pub(crate) async fn worker(
                 }
             }
         },
-        wds_core::workers::heartbeat(
+        wds_core::backend::heartbeat(
             backend.workers.as_ref(),
             BEAT_INTERVAL,
             snapshot,
@@ -423,7 +430,7 @@ fn hostname() -> String {
 #[derive(Debug)]
 struct WorkerView {
     circuit: Option<Arc<wds_core::health::CircuitBreaker>>,
-    deliverer: wds_core::Deliverer,
+    deliverer: wds_core::engine::Deliverer,
 }
 
 /// A worker's own `/metrics` (its delivery counters, calls in flight limit,

@@ -449,10 +449,8 @@ impl Settings {
         // on a disk, rather than to a /tmp that may be in RAM.
         c.spill_dir = Some(self.data_dir.clone());
         c.dedupe_memory_pairs = usize::try_from(self.dedupe_memory_pairs).unwrap_or(usize::MAX);
-        c.retry = RetryPolicy {
-            max_attempts: self.max_attempts,
-            ..RetryPolicy::default()
-        };
+        c.retry = RetryPolicy::default();
+        c.retry.max_attempts = self.max_attempts;
         c.circuit = self.circuit();
         c
     }

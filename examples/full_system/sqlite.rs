@@ -28,6 +28,7 @@ pub(crate) async fn open(settings: &Settings) -> Fallible<Backend> {
         .map_err(|e| format!("sqlite backend: {e}"))?;
     tracing::info!(db = %path.display(), sync_full = settings.db_sync_full, "sqlite backend open");
     Ok(Backend {
+        store: Arc::new(backend.clone()),
         queue: Arc::new(backend.clone()),
         offsets: Arc::new(backend.clone()),
         control: Arc::new(backend.clone()),

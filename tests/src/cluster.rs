@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use wds_core::{JobId, JobReport, OffsetStore};
+use wds_core::{backend::OffsetStore, JobId, JobReport};
 use wds_redis::{reserve_port, RedisBackend, RedisServer, ReservedPort};
 
 use crate::process::{http_get, http_post, Service, ANY_PORT, TEST_SECRET};
@@ -265,7 +265,7 @@ impl Cluster {
         backend: &RedisBackend,
         job: &Value,
     ) -> JobReport {
-        let id = JobId(job["job"].as_str().expect("job id").to_string());
+        let id = JobId::new(job["job"].as_str().expect("job id").to_string());
         rt.block_on(backend.report(&id))
             .expect("report")
             .expect("job exists")
@@ -301,7 +301,7 @@ pub fn outcomes(
     backend: &RedisBackend,
     job: &JobId,
     lines: std::ops::RangeInclusive<u64>,
-) -> Vec<(u64, Option<wds_core::LineOutcome>)> {
+) -> Vec<(u64, Option<wds_core::backend::LineOutcome>)> {
     let all: Vec<u64> = lines.collect();
     rt.block_on(async {
         let mut tasks = tokio::task::JoinSet::new();

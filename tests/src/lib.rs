@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use tokio::sync::Notify;
 use wds_core::{
-    DeadKind, Delivered, JobReport, LineOutcome, Message, MessageId, OffsetStore, Sink, SinkError,
+    backend::{LineOutcome, OffsetStore},
+    DeadKind, Delivered, JobReport, Message, MessageId, Sink, SinkError,
 };
 
 /// What the scripted sink does on one call.
@@ -109,7 +110,7 @@ impl Sink for ScriptedSink {
                 if !delay.is_zero() {
                     tokio::time::sleep(delay).await;
                 }
-                Ok(Delivered { status: Some(200) })
+                Ok(Delivered::with_status(200))
             }
             Step::Fail => Err(SinkError::retryable("service unavailable").with_status(503)),
             Step::RateLimited(after) => Err(SinkError::rate_limited(Some(after))),
@@ -231,32 +232,43 @@ impl Freezable {
 }
 
 #[async_trait]
-impl wds_core::Queue for Freezable {
-    async fn push(&self, push: &wds_core::Push) -> wds_core::Result<wds_core::Pushed> {
+impl wds_core::backend::Queue for Freezable {
+    async fn push(
+        &self,
+        push: &wds_core::backend::Push,
+    ) -> wds_core::Result<wds_core::backend::Pushed> {
         self.gate().await;
         self.inner.push(push).await
     }
-    async fn lease(&self, n: usize, ttl: Duration) -> wds_core::Result<Vec<wds_core::Lease>> {
+    async fn lease(
+        &self,
+        n: usize,
+        ttl: Duration,
+    ) -> wds_core::Result<Vec<wds_core::backend::Lease>> {
         self.gate().await;
         self.inner.lease(n, ttl).await
     }
-    async fn mark_sending(&self, lease: &wds_core::Lease) -> wds_core::Result<()> {
+    async fn mark_sending(&self, lease: &wds_core::backend::Lease) -> wds_core::Result<()> {
         self.gate().await;
         self.inner.mark_sending(lease).await
     }
-    async fn extend(&self, lease: &wds_core::Lease, ttl: Duration) -> wds_core::Result<u64> {
+    async fn extend(
+        &self,
+        lease: &wds_core::backend::Lease,
+        ttl: Duration,
+    ) -> wds_core::Result<u64> {
         self.gate().await;
         self.inner.extend(lease, ttl).await
     }
     async fn settle(
         &self,
-        lease: &wds_core::Lease,
-        outcomes: &[wds_core::Settle],
+        lease: &wds_core::backend::Lease,
+        outcomes: &[wds_core::backend::Settle],
     ) -> wds_core::Result<()> {
         self.gate().await;
         self.inner.settle(lease, outcomes).await
     }
-    async fn release(&self, lease: &wds_core::Lease) -> wds_core::Result<()> {
+    async fn release(&self, lease: &wds_core::backend::Lease) -> wds_core::Result<()> {
         self.gate().await;
         self.inner.release(lease).await
     }
@@ -272,11 +284,14 @@ impl wds_core::Queue for Freezable {
         self.gate().await;
         self.inner.replay(job).await
     }
-    async fn stats(&self) -> wds_core::Result<wds_core::QueueStats> {
+    async fn stats(&self) -> wds_core::Result<wds_core::backend::QueueStats> {
         self.gate().await;
         self.inner.stats().await
     }
 }
+
+// Both halves are views of the one memory backend it wraps.
+impl wds_core::backend::Backend for Freezable {}
 
 #[async_trait]
 impl OffsetStore for Freezable {
@@ -284,11 +299,14 @@ impl OffsetStore for Freezable {
         &self,
         identity: &str,
         meta: wds_core::JobMeta,
-    ) -> wds_core::Result<wds_core::Claim> {
+    ) -> wds_core::Result<wds_core::backend::Claim> {
         self.gate().await;
         self.inner.claim(identity, meta).await
     }
-    async fn checkpoint(&self, job: &wds_core::JobId) -> wds_core::Result<wds_core::Checkpoint> {
+    async fn checkpoint(
+        &self,
+        job: &wds_core::JobId,
+    ) -> wds_core::Result<wds_core::backend::Checkpoint> {
         self.gate().await;
         self.inner.checkpoint(job).await
     }
@@ -308,7 +326,7 @@ impl OffsetStore for Freezable {
         &self,
         job: &wds_core::JobId,
         limit: usize,
-    ) -> wds_core::Result<Vec<wds_core::Reject>> {
+    ) -> wds_core::Result<Vec<wds_core::backend::Reject>> {
         self.gate().await;
         self.inner.rejects(job, limit).await
     }

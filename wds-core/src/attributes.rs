@@ -39,7 +39,7 @@ pub const RESERVED_NAMES: [&str; 2] = ["userId", "alertMessage"];
 ///
 /// ```
 /// use serde_json::json;
-/// use wds_core::{Attributes, JobId, Message, Record};
+/// use wds_core::{parse::Record, Attributes, JobId, Message};
 ///
 /// let mut attributes = Attributes::new();
 /// attributes.push("orderId", json!("A-17"))?;

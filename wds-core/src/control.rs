@@ -11,7 +11,7 @@ use crate::model::{DeadKind, JobId, JobReport};
 /// Pause, resume and cancel a job, and replay its dead letters of one kind.
 ///
 /// A `JobControl` MUST be a view of the same backend as the
-/// [`crate::Queue`] and [`crate::OffsetStore`] it is used with: each call
+/// [`crate::backend::Queue`] and [`crate::backend::OffsetStore`] it is used with: each call
 /// changes the job's queue and its report in one atomic step.
 ///
 /// # Contract
@@ -25,7 +25,7 @@ use crate::model::{DeadKind, JobId, JobReport};
 /// - [`resume`](JobControl::resume) MUST make the job's ready batches
 ///   leasable again; resuming a job that is not paused changes nothing.
 /// - [`cancel`](JobControl::cancel) MUST, atomically: end the job's reading
-///   as [`OffsetStore::fail`](crate::OffsetStore::fail) does (the checkpoint
+///   as [`OffsetStore::fail`](crate::backend::OffsetStore::fail) does (the checkpoint
 ///   `done`, its `seq` raised by one, so the batcher's next push is refused
 ///   as stale and it stops reading; `lines` stays what was read), remove
 ///   the job's ready batches and scheduled retries and count their messages
@@ -37,7 +37,7 @@ use crate::model::{DeadKind, JobId, JobReport};
 ///   `delivered + dead + invalid + duplicate + cancelled == lines` once the
 ///   leased batches are settled. Nothing marked as sending is ever re-sent
 ///   because of a cancel (guarantee G1). Dead letters of a cancelled job
-///   stay dead: [`crate::Queue::replay`] and
+///   stay dead: [`crate::backend::Queue::replay`] and
 ///   [`replay_kind`](JobControl::replay_kind) leave them. Cancelling a
 ///   cancelled job changes nothing.
 /// - Each of `pause`, `resume` and `cancel` MUST fail with
@@ -45,9 +45,9 @@ use crate::model::{DeadKind, JobId, JobReport};
 ///   finished (fully read and every line accounted for), and `pause` and
 ///   `resume` also when it is cancelled; see [`Action::check`].
 /// - [`replay_kind`](JobControl::replay_kind) MUST do what
-///   [`crate::Queue::replay`] does for the job's dead letters of that kind
+///   [`crate::backend::Queue::replay`] does for the job's dead letters of that kind
 ///   only, leaving the others dead.
-/// - Fair scheduling, which this trait relies on: [`crate::Queue::lease`]
+/// - Fair scheduling, which this trait relies on: [`crate::backend::Queue::lease`]
 ///   takes ready batches round-robin across the jobs that have some (one
 ///   batch of each job in turn, each job's batches in push order), so a
 ///   small job is not queued behind a large one.
@@ -96,6 +96,9 @@ impl<T: JobControl + ?Sized> JobControl for Arc<T> {
 }
 
 /// An operator's action on a job, as [`JobControl`] applies it.
+///
+/// Exhaustive on purpose: every [`JobControl`] must apply every action, so
+/// a new one is a breaking change of the backend protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
     /// [`JobControl::pause`].
@@ -151,7 +154,7 @@ mod tests {
 
     #[test]
     fn transitions() {
-        let j = JobId("j".into());
+        let j = JobId::new("j");
         assert!(Action::Pause.check(&j, false, false).unwrap());
         assert!(!Action::Cancel.check(&j, true, true).unwrap());
         assert!(matches!(

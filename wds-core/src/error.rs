@@ -7,7 +7,7 @@ use crate::model::{BatchId, JobId, LeaseId};
 /// A boxed error from a backend, a file or a sink.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-/// Errors returned by [`crate::Queue`], [`crate::OffsetStore`], [`crate::Source`]
+/// Errors returned by [`crate::backend::Queue`], [`crate::backend::OffsetStore`], [`crate::Source`]
 /// and the engine.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

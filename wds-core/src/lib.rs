@@ -2,6 +2,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod attributes;
+pub mod backend;
 mod control;
 pub mod engine;
 mod error;
@@ -17,7 +18,7 @@ mod sink;
 pub mod source;
 #[cfg(feature = "testkit")]
 pub mod testkit;
-pub mod workers;
+mod workers;
 
 /// The attribute that implements WDS's traits (`#[async_trait]` on an
 /// `impl Sink for …`), re-exported so that implementing one needs no
@@ -27,15 +28,16 @@ pub use attributes::{
     AttributeError, Attributes, MAX_ATTRIBUTES, MAX_ATTRIBUTES_BYTES, MAX_ATTRIBUTE_NAME_BYTES,
     RESERVED_NAMES,
 };
-pub use control::{Action, JobControl};
-pub use engine::{Batcher, Deliverer, DeliveryMode, Engine, EngineBuilder, EngineConfig};
+pub use engine::builder::{Engine, EngineBuilder};
+pub use engine::config::{DeliveryMode, EngineConfig};
 pub use error::{BoxError, Error, Result, SinkError};
-pub use layer::{Layer, SinkExt};
-pub use limiter::{Limiter, LocalLimiter};
-pub use model::*;
-pub use offsets::{OffsetStore, DEFAULT_DETAIL_LIMIT, DETAIL_NOT_KEPT};
-pub use queue::{Continue, Continued, Queue};
+pub use layer::ext::{Layer, SinkExt};
+pub use model::{
+    DeadKind, DeadLetter, DeadReason, Format, JobId, JobMeta, JobReport, JobState, Message,
+    MessageId,
+};
 pub use sink::{Delivered, Sink};
+pub use source::channel::{ChannelSource, Submitter};
 #[cfg(feature = "folder")]
-pub use source::FolderSource;
-pub use source::{ChannelSource, Input, InputData, IntakeStatus, Source, Submitter};
+pub use source::folder::FolderSource;
+pub use source::input::{Input, InputData, Source};

@@ -25,7 +25,7 @@ pub fn now_ms() -> u64 {
 /// the same id.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct JobId(pub String);
+pub struct JobId(String);
 
 impl JobId {
     /// The job id for an input identity: the first 16 hex digits of its SHA-256.
@@ -37,6 +37,12 @@ impl JobId {
             id.push_str(&format!("{b:02x}"));
         }
         JobId(id)
+    }
+
+    /// A job id as stored (read back from a backend, or given by an
+    /// operator); a new job's id comes from [`JobId::from_identity`].
+    pub fn new(id: impl Into<String>) -> Self {
+        JobId(id.into())
     }
 
     /// The id as a string slice.
@@ -51,10 +57,30 @@ impl fmt::Display for JobId {
     }
 }
 
+impl From<String> for JobId {
+    fn from(id: String) -> Self {
+        JobId(id)
+    }
+}
+
+impl From<&str> for JobId {
+    fn from(id: &str) -> Self {
+        JobId(id.to_owned())
+    }
+}
+
+impl AsRef<str> for JobId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
 /// The deterministic id of a message: its job and the line it came from.
 ///
 /// Rendered as `{job}:{line}` and sent as the webhook's idempotency key
 /// (`webhook-id`), identical on every retry and replay.
+///
+/// Not `#[non_exhaustive]`: a job and a line are the whole identity of a message (the webhook id is made of them).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct MessageId {
     /// The job the message belongs to.
@@ -71,7 +97,11 @@ impl fmt::Display for MessageId {
 }
 
 /// One valid line of an input file.
+///
+/// Made with [`Record::new`] (it is `#[non_exhaustive]`: it has grown
+/// before, by its attributes).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Record {
     /// The 1-based physical line the record starts on (for a JSON array
     /// input, the element's 1-based number, so that minified arrays still
@@ -105,6 +135,8 @@ impl Record {
 }
 
 /// A line that could not be parsed or failed validation.
+///
+/// Not `#[non_exhaustive]`: a line and a reason are all an invalid line is reported with.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Invalid {
     /// The 1-based physical line the bad record starts on (element number
@@ -115,6 +147,8 @@ pub struct Invalid {
 }
 
 /// A record ready to deliver.
+///
+/// Not `#[non_exhaustive]`: backends rebuild it field by field from their stored form, so a new field is a stored-format change anyway.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
     /// Deterministic id, the webhook's idempotency key.
@@ -174,7 +208,19 @@ impl Message {
 /// Identifies a batch inside a queue. Opaque: backends choose the format.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct BatchId(pub String);
+pub struct BatchId(String);
+
+impl BatchId {
+    /// A batch id; backends choose the format.
+    pub fn new(id: impl Into<String>) -> Self {
+        BatchId(id.into())
+    }
+
+    /// The id as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
 
 impl fmt::Display for BatchId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -182,7 +228,27 @@ impl fmt::Display for BatchId {
     }
 }
 
+impl From<String> for BatchId {
+    fn from(id: String) -> Self {
+        BatchId(id)
+    }
+}
+
+impl From<&str> for BatchId {
+    fn from(id: &str) -> Self {
+        BatchId(id.to_owned())
+    }
+}
+
+impl AsRef<str> for BatchId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
 /// The unit of work between components: many messages moved in one round trip.
+///
+/// Not `#[non_exhaustive]`: backends build it, so a new field is a breaking change of the backend protocol.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Batch {
     /// The batch's id in its queue.
@@ -195,7 +261,19 @@ pub struct Batch {
 /// (after expiry) has a different id, so a late worker cannot settle it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct LeaseId(pub String);
+pub struct LeaseId(String);
+
+impl LeaseId {
+    /// A lease id; backends choose the format.
+    pub fn new(id: impl Into<String>) -> Self {
+        LeaseId(id.into())
+    }
+
+    /// The id as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
 
 impl fmt::Display for LeaseId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -203,7 +281,27 @@ impl fmt::Display for LeaseId {
     }
 }
 
+impl From<String> for LeaseId {
+    fn from(id: String) -> Self {
+        LeaseId(id)
+    }
+}
+
+impl From<&str> for LeaseId {
+    fn from(id: &str) -> Self {
+        LeaseId(id.to_owned())
+    }
+}
+
+impl AsRef<str> for LeaseId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
 /// A batch handed to one worker until `deadline_ms`.
+///
+/// Not `#[non_exhaustive]`: backends build it, so a new field is a breaking change of the backend protocol.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lease {
     /// This lease's id (fencing token).
@@ -219,6 +317,8 @@ pub struct Lease {
 }
 
 /// Proof of one delivered message.
+///
+/// Not `#[non_exhaustive]`: backends store and rebuild every field, so a new one is a stored-format change anyway.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Receipt {
     /// The status the endpoint answered with, when the sink speaks HTTP.
@@ -232,6 +332,8 @@ pub struct Receipt {
 }
 
 /// Why a message was dead-lettered.
+///
+/// Exhaustive on purpose: backends keep a counter per kind ([`DeadKind::ALL`]), so a new one is a breaking change of the backend protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeadKind {
@@ -270,6 +372,8 @@ impl DeadKind {
 }
 
 /// The reason attached to a dead letter.
+///
+/// Not `#[non_exhaustive]`: backends build it from their stored form, so a new field is a breaking change of the backend protocol.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeadReason {
     /// The class of failure.
@@ -279,6 +383,8 @@ pub struct DeadReason {
 }
 
 /// A message that will not be delivered unless replayed.
+///
+/// Not `#[non_exhaustive]`: backends build it from their stored form, so a new field is a breaking change of the backend protocol.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeadLetter {
     /// The message, as it will be replayed.
@@ -290,6 +396,8 @@ pub struct DeadLetter {
 }
 
 /// What a worker decided for one message of a leased batch.
+///
+/// Exhaustive on purpose: every backend must apply every outcome, so a new one is a breaking change of the backend protocol.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Settle {
     /// Delivered; terminal.
@@ -318,7 +426,7 @@ pub enum Settle {
 
 impl Settle {
     /// Checks that `outcomes` name every message of `batch` exactly once, as
-    /// [`crate::Queue::settle`] requires. Backends call it before changing
+    /// [`crate::backend::Queue::settle`] requires. Backends call it before changing
     /// anything, so a bad call changes nothing.
     ///
     /// # Errors
@@ -358,6 +466,8 @@ impl Settle {
 }
 
 /// A line the batcher did not turn into a message.
+///
+/// Not `#[non_exhaustive]`: backends rebuild it from their stored form, so a new field is a breaking change of the backend protocol.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reject {
     /// The 1-based physical line.
@@ -367,6 +477,8 @@ pub struct Reject {
 }
 
 /// Why a line was not enqueued.
+///
+/// Exhaustive on purpose: backends store each kind in their own encoding, so a new one is a breaking change of the backend protocol.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum RejectKind {
@@ -384,6 +496,8 @@ pub enum RejectKind {
 
 /// How far the batcher has read a job. Stored atomically with each push, so a
 /// resumed batcher seeks to `byte` and neither re-reads nor skips a line.
+///
+/// Not `#[non_exhaustive]`: backends store and rebuild every field, so a new one is a breaking change of the backend protocol.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
     /// How many pushes have been applied (the next push must carry this `seq`).
@@ -400,7 +514,9 @@ pub struct Checkpoint {
 }
 
 /// One step of the batcher: a batch of messages, the lines it rejected, and
-/// the checkpoint after them, applied atomically by [`crate::Queue::push`].
+/// the checkpoint after them, applied atomically by [`crate::backend::Queue::push`].
+///
+/// Not `#[non_exhaustive]`: backends read every field and apply it atomically, so a new one is a breaking change of the backend protocol.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Push {
     /// The job being read.
@@ -420,7 +536,9 @@ impl Push {
     }
 }
 
-/// What [`crate::Queue::push`] did.
+/// What [`crate::backend::Queue::push`] did.
+///
+/// Not `#[non_exhaustive]`: backends build it, so a new field is a breaking change of the backend protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Pushed {
     /// False when the push had already been applied (an idempotent re-push).
@@ -430,6 +548,8 @@ pub struct Pushed {
 }
 
 /// Counts of what a queue holds.
+///
+/// Not `#[non_exhaustive]`: backends build it, so a new field is a breaking change of the backend protocol.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueStats {
     /// Messages ready to lease.
@@ -445,6 +565,7 @@ pub struct QueueStats {
 /// The input format of a job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Format {
     /// `userId[,alertMessage]` per record, RFC 4180 quoting, optional header.
     Csv,
@@ -461,6 +582,18 @@ impl Format {
             Format::Csv => "csv",
             Format::JsonLines => "json_lines",
             Format::JsonArray => "json_array",
+        }
+    }
+
+    /// The usual file extension of an input in this format (`csv`,
+    /// `jsonl`, `json`): what a file saved in this format is named with,
+    /// and what [`parse::detect_format`](crate::parse::detect_format) reads
+    /// back as this format when the content does not say otherwise.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Csv => "csv",
+            Format::JsonLines => "jsonl",
+            Format::JsonArray => "json",
         }
     }
 }
@@ -480,7 +613,11 @@ impl std::str::FromStr for Format {
 }
 
 /// What the engine knows about a job when it claims it.
+///
+/// Made with [`JobMeta::new`] and filled in field by field (it is
+/// `#[non_exhaustive]`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct JobMeta {
     /// A display name (the file name, or the name an upload came with).
     pub name: String,
@@ -497,13 +634,28 @@ pub struct JobMeta {
 }
 
 impl JobMeta {
+    /// The metadata of a job named `name`, read as `format`, claimed at
+    /// `created_ms` ([`now_ms`] time), with no separate file name and no
+    /// default message.
+    pub fn new(name: impl Into<String>, format: Format, created_ms: u64) -> Self {
+        JobMeta {
+            name: name.into(),
+            file: None,
+            format,
+            default_message: None,
+            created_ms,
+        }
+    }
+
     /// The input's own name: [`file`](JobMeta::file) when set, else `name`.
     pub fn file_name(&self) -> &str {
         self.file.as_deref().unwrap_or(&self.name)
     }
 }
 
-/// The result of [`crate::OffsetStore::claim`].
+/// The result of [`crate::backend::OffsetStore::claim`].
+///
+/// Not `#[non_exhaustive]`: backends build it, so a new field is a breaking change of the backend protocol.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Claim {
     /// The job for the identity.
@@ -517,6 +669,7 @@ pub struct Claim {
 /// Where a job is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum JobState {
     /// The input is still being read.
     Reading,
@@ -530,10 +683,10 @@ pub enum JobState {
     /// stay counted in `lines` and are delivered as usual; the job is
     /// finished once they are all accounted for.
     Failed,
-    /// Paused by an operator (see [`crate::JobControl::pause`]): none of its
+    /// Paused by an operator (see [`crate::backend::JobControl::pause`]): none of its
     /// batches is leased until it is resumed; batches already leased finish.
     Paused,
-    /// Cancelled by an operator (see [`crate::JobControl::cancel`]).
+    /// Cancelled by an operator (see [`crate::backend::JobControl::cancel`]).
     /// Terminal: reading stopped (`lines` is what was read by then), the
     /// lines still queued were counted as [`JobReport::cancelled`], and
     /// the batches leased at the time finish as usual.
@@ -573,7 +726,11 @@ impl JobState {
 }
 
 /// A job's progress and the G2 counts.
+///
+/// Made by backends with [`JobReport::new`] and filled in field by field
+/// (it is `#[non_exhaustive]`: it has grown before and will again).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct JobReport {
     /// The job.
     pub job: JobId,
@@ -615,6 +772,28 @@ pub struct JobReport {
 }
 
 impl JobReport {
+    /// The report of `job` in `state` with every count zero, no finish time
+    /// and no failure: what a backend fills in from what it stores.
+    pub fn new(job: JobId, meta: JobMeta, state: JobState) -> Self {
+        JobReport {
+            job,
+            meta,
+            state,
+            lines: 0,
+            enqueued: 0,
+            delivered: 0,
+            dead: 0,
+            in_doubt: 0,
+            permanent: 0,
+            exhausted: 0,
+            invalid: 0,
+            duplicate: 0,
+            cancelled: 0,
+            finished_ms: None,
+            failure: None,
+        }
+    }
+
     /// Lines in a terminal state:
     /// `delivered + dead + invalid + duplicate + cancelled`.
     pub fn accounted(&self) -> u64 {
@@ -650,6 +829,8 @@ impl JobReport {
 }
 
 /// The terminal (or pending) state of one line, as stored.
+///
+/// Exhaustive on purpose: every backend stores and decodes every outcome, so a new one is a breaking change of the backend protocol.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "state")]
 pub enum LineOutcome {
@@ -683,9 +864,33 @@ mod tests {
     }
 
     #[test]
+    fn ids_are_stored_as_bare_strings() {
+        // SQLite and Redis hold these as the plain string: the encoding of
+        // data written before the fields went private must not change.
+        for (json, text) in [
+            (serde_json::to_string(&JobId::new("j1")).unwrap(), "j1"),
+            (serde_json::to_string(&BatchId::from("b7")).unwrap(), "b7"),
+            (
+                serde_json::to_string(&LeaseId::from(String::from("l3"))).unwrap(),
+                "l3",
+            ),
+        ] {
+            assert_eq!(json, format!("{text:?}"));
+        }
+        let job: JobId = serde_json::from_str("\"0123456789abcdef\"").unwrap();
+        assert_eq!(job.as_str(), "0123456789abcdef");
+        assert_eq!(job.to_string(), "0123456789abcdef");
+        assert_eq!(AsRef::<str>::as_ref(&job), "0123456789abcdef");
+        let message: Message =
+            serde_json::from_str(r#"{"id":{"job":"j1","line":4},"userId":"u","alertMessage":"m"}"#)
+                .unwrap();
+        assert_eq!(message.id.job, JobId::from("j1"));
+    }
+
+    #[test]
     fn message_id_renders_as_webhook_id() {
         let id = MessageId {
-            job: JobId("j1".into()),
+            job: JobId::new("j1"),
             line: 42,
         };
         assert_eq!(id.to_string(), "j1:42");
@@ -694,7 +899,7 @@ mod tests {
     #[test]
     fn report_accounting() {
         let r = JobReport {
-            job: JobId("j".into()),
+            job: JobId::new("j"),
             meta: JobMeta {
                 name: "f.csv".into(),
                 file: None,

@@ -20,7 +20,7 @@ pub const DETAIL_NOT_KEPT: &str =
 /// What each job has done: claimed inputs, read checkpoints, counters and
 /// the outcome of every line.
 ///
-/// It is written through [`crate::Queue::push`] and [`crate::Queue::settle`]
+/// It is written through [`crate::backend::Queue::push`] and [`crate::backend::Queue::settle`]
 /// (which update it atomically with the queue) and by [`OffsetStore::claim`].
 ///
 /// # Contract
@@ -65,7 +65,7 @@ pub const DETAIL_NOT_KEPT: &str =
 /// - [`outcome`](OffsetStore::outcome) of a rejected line not kept in detail is
 ///   `Invalid { reason: DETAIL_NOT_KEPT }` or `Duplicate { of_line: 0 }`; a
 ///   dead letter not kept in detail has the detail [`DETAIL_NOT_KEPT`], in
-///   [`crate::Queue::dead_letters`] and in its line's outcome alike;
+///   [`crate::backend::Queue::dead_letters`] and in its line's outcome alike;
 /// - a delivered line always keeps its whole receipt, and a replayed line is
 ///   pending (`None`) again.
 ///

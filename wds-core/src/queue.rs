@@ -14,7 +14,7 @@ use crate::model::{DeadLetter, JobId, Lease, Push, Pushed, QueueStats, Settle};
 /// Every operation works on a whole batch, so a networked backend needs a
 /// constant number of round trips per batch, not per message.
 ///
-/// A `Queue` and the [`crate::OffsetStore`] it is used with MUST be views of the
+/// A `Queue` and the [`crate::backend::OffsetStore`] it is used with MUST be views of the
 /// same backend: [`Queue::push`] and [`Queue::settle`] update the job's
 /// checkpoint and counters in the same atomic step as the queue itself.
 ///
@@ -36,7 +36,7 @@ use crate::model::{DeadLetter, JobId, Lease, Push, Pushed, QueueStats, Settle};
 ///   [`mark_sending`](Queue::mark_sending)), then move due retries to ready,
 ///   then lease ready batches round-robin across jobs: one batch of each job
 ///   that has some ready in turn, each job's batches in push order, skipping
-///   [paused](crate::JobControl::pause) jobs (fair scheduling: a small job is
+///   [paused](crate::backend::JobControl::pause) jobs (fair scheduling: a small job is
 ///   not queued behind a large one). A batch MUST hold one job's messages
 ///   (retries and replays are batched per job). A lease expires at
 ///   `deadline_ms`, after which its id MUST NOT be accepted by any method.
@@ -45,7 +45,7 @@ use crate::model::{DeadLetter, JobId, Lease, Push, Pushed, QueueStats, Settle};
 ///   [`crate::Error::LeaseLost`] (changing nothing) when the lease is not held.
 ///   Outcomes that do not name each message exactly once SHOULD fail with
 ///   [`crate::Error::InvalidCall`], changing nothing
-///   ([`crate::Settle::check_covers`] does the check).
+///   ([`crate::backend::Settle::check_covers`] does the check).
 ///   `Delivered` and `Dead` are terminal and counted in the job's report;
 ///   `Retry` makes the message leasable again no earlier than its `at_ms`.
 /// - [`settle_and_continue`](Queue::settle_and_continue) MUST have the
@@ -214,6 +214,8 @@ impl<T: Queue + ?Sized> Queue for Arc<T> {
 }
 
 /// What [`Queue::settle_and_continue`] does after the settle.
+///
+/// Not `#[non_exhaustive]`: backends read every field, so a new one is a breaking change of the backend protocol.
 #[derive(Clone, Copy, Debug)]
 pub struct Continue<'a> {
     /// A held lease to mark as sending: the batch that takes over the
@@ -226,6 +228,8 @@ pub struct Continue<'a> {
 }
 
 /// What [`Queue::settle_and_continue`] did, part by part.
+///
+/// Not `#[non_exhaustive]`: backends build it, so a new field is a breaking change of the backend protocol.
 #[derive(Debug)]
 #[must_use]
 pub struct Continued {

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 /// When to try a failed message again, and when to give up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RetryPolicy {
     /// Attempts in all (the first included) before a message is dead as
     /// `exhausted`. Default 5.

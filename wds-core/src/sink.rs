@@ -9,11 +9,25 @@ use crate::error::SinkError;
 use crate::model::Message;
 
 /// What a sink reports for a delivered message; the engine adds the attempt
-/// number and latency to make a [`crate::Receipt`].
+/// number and latency to make a [`crate::backend::Receipt`].
+///
+/// `Delivered::default()` for a sink that has nothing to report,
+/// [`Delivered::with_status`] for one that speaks HTTP (it is
+/// `#[non_exhaustive]`, so that more can be reported later).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Delivered {
     /// The response status, when the sink speaks HTTP.
     pub status: Option<u16>,
+}
+
+impl Delivered {
+    /// Delivered, and the endpoint answered `status`.
+    pub fn with_status(status: u16) -> Self {
+        Delivered {
+            status: Some(status),
+        }
+    }
 }
 
 /// Delivers one message and classifies the result.

@@ -112,6 +112,11 @@ impl WorkerSeen {
 /// Keeps the last [`WorkerBeat`] of every worker of a deployment, so that
 /// every process sharing the backend can list them.
 ///
+/// Each worker process sends a beat (its id, host, process and delivery
+/// counters) every few seconds ([`heartbeat`] is the loop a worker runs
+/// beside its deliverer), and any process sharing the backend (the control
+/// API of the initiator) lists them with the time each was last heard from.
+///
 /// # Contract
 ///
 /// - `beat(b)` MUST store `b` as the last beat of `b.worker`, replacing
@@ -176,7 +181,7 @@ fn _object_safe(_: Arc<dyn WorkerRegistry>) {}
 /// when `stop` fires, with the final counters, before returning.
 ///
 /// Fire `stop` once the worker has finished delivering (after
-/// [`crate::Deliverer::run`] returned), so the last beat counts every call.
+/// [`crate::engine::Deliverer::run`] returned), so the last beat counts every call.
 /// A store error is logged and the beat tried again at the next tick:
 /// a backend outage never stops a worker.
 pub async fn heartbeat(

@@ -68,7 +68,7 @@ struct Body<'a> {
 ///
 /// | response | result |
 /// | --- | --- |
-/// | 2xx | `Ok(Delivered { status })` |
+/// | 2xx | `Ok(Delivered::with_status(status))` |
 /// | 429 | [`SinkError::RateLimited`] with `Retry-After` (seconds or HTTP-date) |
 /// | 408, 425, 5xx except 501, timeout, connection error | [`SinkError::Retryable`] |
 /// | 3xx, 410, 501, other 4xx | [`SinkError::Permanent`] with the status and the start of the body |
@@ -153,7 +153,7 @@ impl HttpSink {
                 // The status is the confirmation; the body only matters for
                 // returning the connection to the pool.
                 let _ = read_prefix(response, 0).await;
-                Ok(Delivered { status: Some(code) })
+                Ok(Delivered::with_status(code))
             }
             Class::RateLimited => {
                 let retry_after = response
@@ -457,7 +457,7 @@ mod tests {
 
     #[test]
     fn body_is_exactly_user_id_and_alert_message() {
-        let mut m = Message::fresh(&JobId("j".into()), 3, "u\"1", "hi, there");
+        let mut m = Message::fresh(&JobId::new("j"), 3, "u\"1", "hi, there");
         m.attempts = 2;
         m.first_attempt_ms = Some(5);
         let body = HttpSink::body(&m).unwrap();
@@ -473,7 +473,7 @@ mod tests {
             ("alertmessage", serde_json::json!(null)),
         ])
         .unwrap();
-        let m = Message::fresh(&JobId("j".into()), 3, "u1", "Shipped").with_attributes(attributes);
+        let m = Message::fresh(&JobId::new("j"), 3, "u1", "Shipped").with_attributes(attributes);
         let body = HttpSink::body(&m).unwrap();
         assert_eq!(
             std::str::from_utf8(&body).unwrap(),

@@ -2,7 +2,7 @@
 //! delivery task of the process.
 
 use async_trait::async_trait;
-use wds_core::health::{CircuitState, CircuitStore};
+use wds_core::backend::{CircuitState, CircuitStore};
 use wds_core::Result;
 
 use crate::MemoryBackend;

@@ -1,7 +1,10 @@
 //! [`JobControl`] for [`MemoryBackend`]: each call under the one lock.
 
 use async_trait::async_trait;
-use wds_core::{Action, DeadKind, JobControl, JobId, JobReport, Result};
+use wds_core::{
+    backend::{Action, JobControl},
+    DeadKind, JobId, JobReport, Result,
+};
 
 use crate::{MemoryBackend, State};
 

@@ -8,9 +8,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 pub use wds_core;
 use wds_core::{
-    now_ms, Batch, BatchId, Checkpoint, Claim, DeadKind, DeadLetter, DeadReason, Error, JobId,
-    JobMeta, JobReport, JobState, Lease, LeaseId, LineOutcome, Message, MessageId, OffsetStore,
-    Push, Pushed, Queue, QueueStats, Reject, RejectKind, Result, Settle,
+    backend::{
+        now_ms, Batch, BatchId, Checkpoint, Claim, Lease, LeaseId, LineOutcome, OffsetStore, Push,
+        Pushed, Queue, QueueStats, Reject, RejectKind, Settle,
+    },
+    DeadKind, DeadLetter, DeadReason, Error, JobId, JobMeta, JobReport, JobState, Message,
+    MessageId, Result,
 };
 
 mod circuits;
@@ -22,7 +25,7 @@ use outcomes::{Outcomes, NOT_KEPT};
 
 /// How many rejects, and how many dead letters, of a job are kept in detail
 /// by default (the same for every backend).
-pub use wds_core::DEFAULT_DETAIL_LIMIT;
+pub use wds_core::backend::DEFAULT_DETAIL_LIMIT;
 
 /// Messages per batch made from due retries and replayed dead letters.
 const REBATCH_SIZE: usize = 100;
@@ -56,9 +59,9 @@ struct State {
     /// Rejected or dead lines kept in detail per job (`None`: the default).
     detail_limit: Option<usize>,
     /// Each endpoint's circuit (see [`wds_core::health`]).
-    circuits: HashMap<String, wds_core::health::CircuitState>,
-    /// Each worker's last beat (see [`wds_core::workers`]).
-    workers: HashMap<String, wds_core::workers::WorkerSeen>,
+    circuits: HashMap<String, wds_core::backend::CircuitState>,
+    /// Each worker's last beat (see [`WorkerRegistry`](wds_core::backend::WorkerRegistry)).
+    workers: HashMap<String, wds_core::backend::WorkerSeen>,
     /// How long a silent worker is kept (`None`: the default).
     worker_retention: Option<Duration>,
 }
@@ -115,23 +118,20 @@ impl Job {
             lines,
         )
         .controlled(self.paused, self.halted);
-        JobReport {
-            job: id.clone(),
-            meta: self.meta.clone(),
-            state,
-            lines,
-            enqueued: self.enqueued,
-            delivered: self.delivered,
-            dead: self.dead,
-            permanent: self.dead_by_kind[DeadKind::Permanent.index()],
-            exhausted: self.dead_by_kind[DeadKind::Exhausted.index()],
-            in_doubt: self.dead_by_kind[DeadKind::InDoubt.index()],
-            invalid: self.invalid,
-            duplicate: self.duplicate,
-            cancelled: self.cancelled,
-            finished_ms: self.finished_ms,
-            failure: self.failure.clone(),
-        }
+        let mut report = JobReport::new(id.clone(), self.meta.clone(), state);
+        report.lines = lines;
+        report.enqueued = self.enqueued;
+        report.delivered = self.delivered;
+        report.dead = self.dead;
+        report.permanent = self.dead_by_kind[DeadKind::Permanent.index()];
+        report.exhausted = self.dead_by_kind[DeadKind::Exhausted.index()];
+        report.in_doubt = self.dead_by_kind[DeadKind::InDoubt.index()];
+        report.invalid = self.invalid;
+        report.duplicate = self.duplicate;
+        report.cancelled = self.cancelled;
+        report.finished_ms = self.finished_ms;
+        report.failure = self.failure.clone();
+        report
     }
 
     fn accounted(&self) -> u64 {
@@ -270,7 +270,7 @@ impl State {
             let mut group = group.into_iter().peekable();
             while group.peek().is_some() {
                 let chunk: Vec<Message> = group.by_ref().take(REBATCH_SIZE).collect();
-                let id = BatchId(format!("{kind}/{}", self.next_no()));
+                let id = BatchId::new(format!("{kind}/{}", self.next_no()));
                 self.enqueue(
                     Batch {
                         id,
@@ -327,7 +327,7 @@ impl State {
     fn take_lease(&mut self, id: &BatchId, ttl: Duration, now: u64) -> Option<Lease> {
         let no = self.next_no();
         let deadline = now + ttl.as_millis() as u64;
-        let lease_id = LeaseId(format!("{id}#{no}"));
+        let lease_id = LeaseId::new(format!("{id}#{no}"));
         let entry = self.batches.get_mut(id)?;
         entry.lease = Some(Held {
             id: lease_id.clone(),
@@ -345,6 +345,9 @@ impl State {
         Some(lease)
     }
 }
+
+// Queue and offsets are one `Inner` behind one lock: one store.
+impl wds_core::backend::Backend for MemoryBackend {}
 
 #[async_trait]
 impl Queue for MemoryBackend {
@@ -390,7 +393,7 @@ impl Queue for MemoryBackend {
         job.checkpoint = push.next;
         job.note_progress();
         if !push.messages.is_empty() {
-            let id = BatchId(format!("{}/{}", push.job, seq));
+            let id = BatchId::new(format!("{}/{}", push.job, seq));
             st.enqueue(
                 Batch {
                     id,

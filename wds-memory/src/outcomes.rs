@@ -5,13 +5,16 @@
 
 use std::collections::HashMap;
 
-use wds_core::{DeadKind, DeadReason, LineOutcome, Receipt, RejectKind};
+use wds_core::{
+    backend::{LineOutcome, Receipt, RejectKind},
+    DeadKind, DeadReason,
+};
 
 /// Lines per receipt block.
 const BLOCK: usize = 1024;
 
 /// What a line's detail says when it was not kept.
-pub(crate) const NOT_KEPT: &str = wds_core::DETAIL_NOT_KEPT;
+pub(crate) const NOT_KEPT: &str = wds_core::backend::DETAIL_NOT_KEPT;
 
 /// The state byte of a line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use wds_core::workers::{WorkerBeat, WorkerRegistry, WorkerSeen, WORKER_RETENTION};
-use wds_core::{now_ms, Result};
+use wds_core::backend::{WorkerBeat, WorkerRegistry, WorkerSeen, WORKER_RETENTION};
+use wds_core::{backend::now_ms, Result};
 
 use crate::MemoryBackend;
 

@@ -5,7 +5,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use wds_core::{Delivered, Engine, Input, Message, OffsetStore, Queue, Sink, SinkError};
+use wds_core::{
+    backend::{OffsetStore, Queue},
+    Delivered, Engine, Input, Message, Sink, SinkError,
+};
 use wds_memory::MemoryBackend;
 
 /// Refuses even users (permanently) until healed.
@@ -29,7 +32,7 @@ impl Sink for RefusesEven {
                 "refused: a long reason the endpoint gave",
             ));
         }
-        Ok(Delivered { status: Some(200) })
+        Ok(Delivered::with_status(200))
     }
 }
 
@@ -42,7 +45,7 @@ async fn past_the_detail_limit_lines_keep_their_kind_and_the_counts_stay_exact()
     for i in 1..=2000 {
         body.push_str(&format!("user-{i},hi\n"));
     }
-    let input = Input::from_bytes("mixed.csv", body.into_bytes(), None, None);
+    let input = Input::from_bytes("mixed.csv", body.into_bytes());
     let backend = MemoryBackend::with_detail_limit(100);
     let sink = Arc::new(RefusesEven::default());
     let engine = Engine::builder()

@@ -1,17 +1,26 @@
 //! The `wds_core::testkit` conformance suite, run on [`MemoryBackend`] as
-//! the concrete type and through `Arc<dyn Queue>` / `Arc<dyn OffsetStore>`.
+//! the concrete type, through `Arc<dyn Queue>` / `Arc<dyn OffsetStore>`, and
+//! type-erased as an `AnyBackend`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use wds_core::health::CircuitStore;
-use wds_core::workers::WorkerRegistry;
-use wds_core::{testkit, OffsetStore, Queue};
+use wds_core::backend::WorkerRegistry;
+use wds_core::backend::{AnyBackend, CircuitStore};
+use wds_core::{
+    backend::{OffsetStore, Queue},
+    testkit,
+};
 use wds_memory::MemoryBackend;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_backend_conforms() {
     testkit::run_all(|| async { MemoryBackend::default() }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_backend_conforms_as_any_backend() {
+    testkit::run_all(|| async { Arc::new(MemoryBackend::default()) as AnyBackend }).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -118,7 +118,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let before: Vec<f64> = pids.iter().map(|p| cpu_of(*p)).collect();
             let input = csv_input(
                 lines,
-                &format!("{}-{round}-{}", name.replace(' ', "-"), wds_core::now_ms()),
+                &format!(
+                    "{}-{round}-{}",
+                    name.replace(' ', "-"),
+                    wds_core::backend::now_ms()
+                ),
             );
             let (_, s) = timed_job(engine, &input).await?;
             for (j, pid) in pids.iter().enumerate() {

@@ -16,12 +16,11 @@
 //! taken at the measured rate: the wait the small job would have had if
 //! batches were leased in push order.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use wds_core::testkit::bench::{csv_input, NoopSink};
-use wds_core::{Engine, JobId, OffsetStore, Queue};
+use wds_core::{backend::Backend, Engine, JobId};
 use wds_memory::MemoryBackend;
 use wds_redis::{RedisBackend, RedisServer};
 
@@ -47,15 +46,13 @@ async fn finished_secs(engine: &Engine, job: &JobId) -> Result<f64, Box<dyn std:
 }
 
 async fn measure(
-    queue: Arc<dyn Queue>,
-    offsets: Arc<dyn OffsetStore>,
+    backend: impl Backend,
     big: u64,
     rate: u32,
     salt: &str,
 ) -> Result<Figures, Box<dyn std::error::Error>> {
     let engine = Engine::builder()
-        .queue(queue.clone())
-        .offsets(offsets.clone())
+        .backend(backend.clone())
         .sink(NoopSink)
         .rate_limit(rate, rate.max(1) / 10)
         .build()?;
@@ -78,7 +75,7 @@ async fn measure(
     });
     let started = Instant::now();
     let big_job = loop {
-        let reports = offsets.reports().await?;
+        let reports = backend.reports().await?;
         if let Some(r) = reports.iter().find(|r| r.meta.name.contains("-big")) {
             if r.delivered >= 100_000.min(big / 2) {
                 break r.clone();
@@ -87,12 +84,12 @@ async fn measure(
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let rate_seen = big_job.delivered as f64 / started.elapsed().as_secs_f64();
-    let ahead = queue.stats().await?.ready;
+    let ahead = backend.stats().await?.ready;
     let small = engine
         .submit(&csv_input(SMALL, &format!("{salt}-small")))
         .await?;
     let beside_big = finished_secs(&engine, &small.job).await?;
-    let big_left = offsets
+    let big_left = backend
         .report(&big_job.job)
         .await?
         .map_or(0, |r| r.lines - r.accounted());
@@ -132,22 +129,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("a {SMALL}-line job dropped while a {big}-line job delivers at up to {rate}/s");
 
     let memory = MemoryBackend::default();
-    let f = measure(
-        Arc::new(memory.clone()),
-        Arc::new(memory),
-        big,
-        rate,
-        "memory",
-    )
-    .await?;
+    let f = measure(memory, big, rate, "memory").await?;
     print("memory", &f);
 
     let server = RedisServer::start();
     let redis = RedisBackend::builder(server.url())
-        .prefix(format!("fair-{}", wds_core::now_ms()))
+        .prefix(format!("fair-{}", wds_core::backend::now_ms()))
         .connect()
         .await?;
-    let f = measure(Arc::new(redis.clone()), Arc::new(redis), big, rate, "redis").await?;
+    let f = measure(redis, big, rate, "redis").await?;
     print("redis", &f);
     Ok(())
 }

@@ -43,7 +43,7 @@ const ROUNDS: u64 = 7;
 /// (and the run's start time makes it new on a server that already ran the
 /// benchmark, where the same job would be found done at once).
 fn input(lines: u64, salt: &str) -> Input {
-    static RUN: std::sync::LazyLock<u64> = std::sync::LazyLock::new(wds_core::now_ms);
+    static RUN: std::sync::LazyLock<u64> = std::sync::LazyLock::new(wds_core::backend::now_ms);
     csv_input(lines, &format!("{salt}-{}", *RUN))
 }
 

@@ -18,7 +18,7 @@ pub(crate) const REBATCH_SIZE: usize = 100;
 /// Most due retries one `lease` call moves to ready, to keep each script short.
 pub(crate) const MAX_DUE_PER_LEASE: usize = 1_000;
 
-/// A [`wds_core::Queue`] and [`wds_core::OffsetStore`] in Redis, for many
+/// A [`wds_core::backend::Queue`] and [`wds_core::backend::OffsetStore`] in Redis, for many
 /// workers on many machines.
 ///
 /// Every trait call is one round trip: one `EVALSHA` of a Lua script that
@@ -83,7 +83,7 @@ impl RedisBackend {
             command_timeout: Duration::from_secs(5),
             retention: Duration::from_secs(7 * 24 * 3600),
             detail_limit: codec::DETAIL_LIMIT,
-            worker_retention: wds_core::workers::WORKER_RETENTION,
+            worker_retention: wds_core::backend::WORKER_RETENTION,
             wait: None,
         }
     }
@@ -134,7 +134,7 @@ impl RedisBackend {
             .await?;
         if acked < i64::from(wait.replicas) {
             let total = self.inner.unreplicated.fetch_add(1, Ordering::Relaxed) + 1;
-            let now = wds_core::now_ms();
+            let now = wds_core::backend::now_ms();
             let last = self.inner.warned_ms.load(Ordering::Relaxed);
             if now.saturating_sub(last) >= 10_000
                 && self
@@ -343,8 +343,8 @@ impl RedisBackendBuilder {
     }
 
     /// How long a worker that stopped beating stays listed by
-    /// [`wds_core::workers::WorkerRegistry::workers`] (default
-    /// [`wds_core::workers::WORKER_RETENTION`]); every call drops those
+    /// [`wds_core::backend::WorkerRegistry::workers`] (default
+    /// [`wds_core::backend::WORKER_RETENTION`]); every call drops those
     /// past it.
     pub fn worker_retention(mut self, retention: Duration) -> Self {
         self.worker_retention = retention;

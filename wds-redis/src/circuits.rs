@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use deadpool_redis::redis::{cmd, Value};
-use wds_core::health::{CircuitState, CircuitStore};
+use wds_core::backend::{CircuitState, CircuitStore};
 use wds_core::{Error, Result};
 
 use crate::args;

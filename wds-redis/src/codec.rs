@@ -20,8 +20,8 @@
 use deadpool_redis::redis::Value;
 use serde::Serialize;
 use wds_core::{
-    Attributes, Batch, BatchId, DeadKind, DeadLetter, Error, JobId, Lease, LeaseId, LineOutcome,
-    Message, MessageId, Receipt, RejectKind, Result,
+    backend::{Batch, BatchId, Lease, LeaseId, LineOutcome, Receipt, RejectKind},
+    Attributes, DeadKind, DeadLetter, Error, JobId, Message, MessageId, Result,
 };
 
 use crate::replies::LeaseReply;
@@ -153,7 +153,7 @@ pub(crate) fn decode_payload(batch: &str, bytes: &[u8]) -> Result<Vec<Message>> 
     let mut elements = elements.into_iter().peekable();
     let job = match elements.peek() {
         Some(Element::Job(_)) => match elements.next() {
-            Some(Element::Job(job)) => Some(JobId(job)),
+            Some(Element::Job(job)) => Some(JobId::new(job)),
             _ => None,
         },
         _ => None,
@@ -229,7 +229,7 @@ fn whole(
 ) -> Message {
     Message {
         id: MessageId {
-            job: JobId(job),
+            job: JobId::new(job),
             line,
         },
         user_id,
@@ -315,7 +315,7 @@ impl<'a> Plain<'a> {
         // A batch is nearly always one job's: one id, cloned.
         let job = match job {
             Some(last) if last.as_str() == job_text => last.clone(),
-            _ => job.insert(JobId(job_text.to_owned())).clone(),
+            _ => job.insert(JobId::new(job_text)).clone(),
         };
         Some(Message {
             id: MessageId { job, line },
@@ -344,7 +344,7 @@ impl<'a> Plain<'a> {
         self.eat(b'[')?;
         let mut messages = Vec::with_capacity(128);
         if self.bytes.get(self.at) == Some(&b'"') {
-            let job = JobId(self.string()?.to_owned());
+            let job = JobId::new(self.string()?.to_owned());
             while self.eat(b',').is_some() {
                 messages.push(self.entry(&job)?);
             }
@@ -588,10 +588,10 @@ pub(crate) fn find_in_chunk(chunk: &[u8], line: u64) -> Option<&[u8]> {
 }
 
 /// Rejects, and dead letters, of a job kept in detail by default.
-pub(crate) const DETAIL_LIMIT: usize = wds_core::DEFAULT_DETAIL_LIMIT;
+pub(crate) const DETAIL_LIMIT: usize = wds_core::backend::DEFAULT_DETAIL_LIMIT;
 
 /// What a line's detail says when it was not kept.
-pub(crate) const NOT_KEPT: &str = wds_core::DETAIL_NOT_KEPT;
+pub(crate) const NOT_KEPT: &str = wds_core::backend::DETAIL_NOT_KEPT;
 
 /// A line outcome as stored. A delivered line, by far the most common, is
 /// `D<status>,<attempt>,<latency_ms>,<at_ms>` (about a quarter of its JSON,
@@ -711,9 +711,9 @@ pub(crate) fn leases(reply: LeaseReply) -> Result<Vec<Lease>> {
         .map(|leased| {
             let messages = decode_payload(&leased.batch, &leased.payload)?;
             Ok(Lease {
-                id: LeaseId(leased.lease),
+                id: LeaseId::new(leased.lease),
                 batch: Batch {
-                    id: BatchId(leased.batch),
+                    id: BatchId::new(leased.batch),
                     messages,
                 },
                 deadline_ms,
@@ -777,7 +777,7 @@ mod tests {
     use wds_core::{DeadReason, JobId};
 
     fn sample() -> Message {
-        let mut m = Message::fresh(&JobId("j1".into()), 7, "u\"7", "héllo, [world]");
+        let mut m = Message::fresh(&JobId::new("j1"), 7, "u\"7", "héllo, [world]");
         m.attempts = 2;
         m.first_attempt_ms = Some(1_700_000_000_123);
         m
@@ -802,17 +802,17 @@ mod tests {
         let old_whole = br#"[["j1",7,"u7","hi",2,null]]"#;
         assert_eq!(
             decode_payload("b", old_short).unwrap(),
-            [Message::fresh(&JobId("j1".into()), 1, "u1", "hi")]
+            [Message::fresh(&JobId::new("j1"), 1, "u1", "hi")]
         );
-        let mut whole = Message::fresh(&JobId("j1".into()), 7, "u7", "hi");
+        let mut whole = Message::fresh(&JobId::new("j1"), 7, "u7", "hi");
         whole.attempts = 2;
         assert_eq!(decode_payload("b", old_whole).unwrap(), [whole]);
         // A batch without attributes is written as before.
-        let plain = vec![Message::fresh(&JobId("j1".into()), 1, "u1", "hi")];
+        let plain = vec![Message::fresh(&JobId::new("j1"), 1, "u1", "hi")];
         assert_eq!(payload(&plain).unwrap(), old_short);
 
         let fresh = |line: u64, with: bool| {
-            let m = Message::fresh(&JobId("j1".into()), line, format!("u{line}"), "hi");
+            let m = Message::fresh(&JobId::new("j1"), line, format!("u{line}"), "hi");
             if with {
                 m.with_attributes(attributes())
             } else {
@@ -967,7 +967,7 @@ mod tests {
     #[test]
     fn fresh_one_job_batches_are_written_short() {
         let fresh = |line: u64, alert: &str| {
-            Message::fresh(&JobId("j1".into()), line, format!("u{line}"), alert)
+            Message::fresh(&JobId::new("j1"), line, format!("u{line}"), alert)
         };
         let messages = vec![fresh(1, "hi"), fresh(2, "héllo, [world]")];
         let bytes = payload(&messages).unwrap();
@@ -987,7 +987,7 @@ mod tests {
         let mut retried = fresh(4, "x");
         retried.attempts = 1;
         let mut other = fresh(5, "y");
-        other.id.job = JobId("j2".into());
+        other.id.job = JobId::new("j2");
         for mixed in [vec![fresh(1, "a"), retried], vec![fresh(1, "a"), other]] {
             let bytes = payload(&mixed).unwrap();
             assert!(
@@ -1011,7 +1011,7 @@ mod tests {
     #[test]
     fn plain_payloads_read_directly_and_the_rest_through_serde() {
         let plain = |user: &str, alert: &str, job: &str, first: Option<u64>| {
-            let mut m = Message::fresh(&JobId(job.into()), 18_446_744_073_709_551_615, user, alert);
+            let mut m = Message::fresh(&JobId::new(job), 18_446_744_073_709_551_615, user, alert);
             m.attempts = u32::MAX;
             m.first_attempt_ms = first;
             m

@@ -1,7 +1,10 @@
 //! `JobControl` for [`RedisBackend`]: one script call per method.
 
 use async_trait::async_trait;
-use wds_core::{Action, DeadKind, Error, JobControl, JobId, JobReport, OffsetStore, Result};
+use wds_core::{
+    backend::{Action, JobControl, OffsetStore},
+    DeadKind, Error, JobId, JobReport, Result,
+};
 
 use crate::args;
 use crate::backend::{RedisBackend, REBATCH_SIZE};

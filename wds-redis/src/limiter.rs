@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 use wds_core::limiter::Pause;
-use wds_core::{now_ms, Error, Limiter, Result};
+use wds_core::{backend::now_ms, limiter::Limiter, Error, Result};
 
 use crate::args;
 use crate::backend::RedisBackend;

@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 use deadpool_redis::redis::Value;
 use wds_core::{
-    Checkpoint, Claim, Error, JobId, JobMeta, JobReport, JobState, LineOutcome, MessageId,
-    OffsetStore, Queue, Reject, Result,
+    backend::{Checkpoint, Claim, LineOutcome, OffsetStore, Queue, Reject},
+    Error, JobId, JobMeta, JobReport, JobState, MessageId, Result,
 };
 
 use crate::args;
@@ -58,23 +58,20 @@ pub(crate) fn report(op: &str, job: JobId, fields: &[Value]) -> Result<JobReport
     let accounted = delivered + dead + invalid + duplicate + cancelled;
     let state =
         JobState::of(failure.is_some(), done, accounted, records).controlled(paused, halted);
-    Ok(JobReport {
-        job,
-        meta,
-        state,
-        lines: records,
-        enqueued,
-        delivered,
-        dead,
-        in_doubt,
-        permanent,
-        exhausted,
-        invalid,
-        duplicate,
-        cancelled,
-        finished_ms,
-        failure,
-    })
+    let mut report = JobReport::new(job, meta, state);
+    report.lines = records;
+    report.enqueued = enqueued;
+    report.delivered = delivered;
+    report.dead = dead;
+    report.in_doubt = in_doubt;
+    report.permanent = permanent;
+    report.exhausted = exhausted;
+    report.invalid = invalid;
+    report.duplicate = duplicate;
+    report.cancelled = cancelled;
+    report.finished_ms = finished_ms;
+    report.failure = failure;
+    Ok(report)
 }
 
 /// The field/value list of a job hash reply (RESP2 array or RESP3 map).
@@ -100,7 +97,7 @@ impl OffsetStore for RedisBackend {
         let [fresh, job, stored] = codec::array(op, &reply)? else {
             return Err(codec::unexpected(op, &reply));
         };
-        let job = JobId(codec::string(op, job)?);
+        let job = JobId::new(codec::string(op, job)?);
         let meta =
             serde_json::from_slice(codec::bytes(op, stored)?).map_err(|e| Error::Corrupt {
                 key: format!("job {job} meta"),
@@ -169,7 +166,7 @@ impl OffsetStore for RedisBackend {
                 };
                 report(
                     op,
-                    JobId(codec::string(op, job)?),
+                    JobId::new(codec::string(op, job)?),
                     codec::array(op, fields)?,
                 )
             })

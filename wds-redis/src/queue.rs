@@ -5,8 +5,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_redis::redis::Value;
 use wds_core::{
-    now_ms, Continue, Continued, DeadKind, DeadLetter, Error, JobId, Lease, Push, Pushed, Queue,
-    QueueStats, RejectKind, Result, Settle,
+    backend::{
+        now_ms, Continue, Continued, Lease, Push, Pushed, Queue, QueueStats, RejectKind, Settle,
+    },
+    DeadKind, DeadLetter, Error, JobId, Result,
 };
 
 use crate::args;
@@ -155,12 +157,12 @@ impl RedisBackend {
             }
         }
         let (mark_lease, mark_batch) = match then.mark {
-            Some(next) => (next.id.0.as_str(), next.batch.id.0.as_str()),
+            Some(next) => (next.id.as_str(), next.batch.id.as_str()),
             None => ("", ""),
         };
         Ok(args::SettleAndContinue {
-            lease: &lease.id.0,
-            batch: &lease.batch.id.0,
+            lease: lease.id.as_str(),
+            batch: lease.batch.id.as_str(),
             retention_s: self.retention_secs(),
             outcomes: lease.batch.messages.len(),
             groups: groups
@@ -226,9 +228,14 @@ fn settled(lease: &Lease, reply: SettleReply) -> Result<()> {
                 lease.batch.id
             ),
         }),
-        SettleReply::Unknown { job } => Err(Error::UnknownJob { job: JobId(job) }),
+        SettleReply::Unknown { job } => Err(Error::UnknownJob {
+            job: JobId::new(job),
+        }),
     }
 }
+
+// Queue and offsets are keys of one deployment, changed by one script per call.
+impl wds_core::backend::Backend for RedisBackend {}
 
 #[async_trait]
 impl Queue for RedisBackend {
@@ -277,8 +284,8 @@ impl Queue for RedisBackend {
 
     async fn mark_sending(&self, lease: &Lease) -> Result<()> {
         let args = args::MarkSending {
-            lease: &lease.id.0,
-            batch: &lease.batch.id.0,
+            lease: lease.id.as_str(),
+            batch: lease.batch.id.as_str(),
         };
         let invocation = self.invocation_with(&args);
         match codec::int(
@@ -292,8 +299,8 @@ impl Queue for RedisBackend {
 
     async fn extend(&self, lease: &Lease, ttl: Duration) -> Result<u64> {
         let args = args::Extend {
-            lease: &lease.id.0,
-            batch: &lease.batch.id.0,
+            lease: lease.id.as_str(),
+            batch: lease.batch.id.as_str(),
             ttl_ms: millis(ttl).max(1),
         };
         let deadline = codec::int("extend", &self.call("extend", &args).await?)?;
@@ -350,8 +357,8 @@ impl Queue for RedisBackend {
 
     async fn release(&self, lease: &Lease) -> Result<()> {
         let args = args::Release {
-            lease: &lease.id.0,
-            batch: &lease.batch.id.0,
+            lease: lease.id.as_str(),
+            batch: lease.batch.id.as_str(),
             retention_s: self.retention_secs(),
         };
         match codec::int("release", &self.call("release", &args).await?)? {

@@ -5,7 +5,7 @@
 //! workers and those of the last minutes, never every worker that ran.
 
 use async_trait::async_trait;
-use wds_core::workers::{WorkerBeat, WorkerRegistry, WorkerSeen};
+use wds_core::backend::{WorkerBeat, WorkerRegistry, WorkerSeen};
 use wds_core::{Error, Result};
 
 use crate::args;

@@ -19,7 +19,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::{assert_once_each, fresh, Counting, Running};
-use wds_core::{testkit, Engine, Error, Format, Input, Limiter, OffsetStore, Queue};
+use wds_core::{
+    backend::{OffsetStore, Queue},
+    limiter::Limiter,
+    testkit, Engine, Error, Format, Input,
+};
 use wds_redis::{RedisBackend, RedisCluster, RedisLimiter};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -110,7 +114,7 @@ async fn marks_wait_for_a_replica() {
         .expect("engine");
     let job = |name: &str| {
         let csv: String = (0..300).map(|i| format!("{name}-{i},alert\n")).collect();
-        Input::from_bytes(name, csv.into_bytes(), Some(Format::Csv), None)
+        Input::from_bytes(name, csv.into_bytes()).with_format(Format::Csv)
     };
     // The master's replica stops answering (SIGSTOP): every mark waits
     // 50 ms for it, is counted, and the batch is sent anyway.
@@ -179,7 +183,7 @@ async fn a_job_survives_the_failover_of_its_master() {
             csv.push_str(&format!("user-{i},alert\n"));
         }
     }
-    let input = Input::from_bytes("failover.csv", csv.into_bytes(), Some(Format::Csv), None);
+    let input = Input::from_bytes("failover.csv", csv.into_bytes()).with_format(Format::Csv);
 
     let running = Running::start(&engine, &input);
     running.until_reached(&sink, 2_000).await;

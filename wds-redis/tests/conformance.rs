@@ -9,9 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use support::fresh;
-use wds_core::health::CircuitStore;
-use wds_core::workers::WorkerRegistry;
-use wds_core::{testkit, OffsetStore, Queue};
+use wds_core::backend::{CircuitStore, OffsetStore, Queue, WorkerRegistry};
+use wds_core::testkit;
 use wds_redis::{RedisBackend, RedisServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

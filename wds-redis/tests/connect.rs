@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use wds_core::{Error, Queue};
+use wds_core::{backend::Queue, Error};
 use wds_redis::{RedisBackend, RedisServer};
 
 #[tokio::test]

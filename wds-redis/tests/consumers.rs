@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use wds_core::{
-    now_ms, BatchId, Checkpoint, DeadKind, DeadReason, Format, JobId, JobMeta, JobState, Lease,
-    Message, MessageId, OffsetStore, Push, Queue, Settle,
+    backend::{now_ms, BatchId, Checkpoint, Lease, OffsetStore, Push, Queue, Settle},
+    DeadKind, DeadReason, Format, JobId, JobMeta, JobState, Message, MessageId,
 };
 use wds_redis::{RedisBackend, RedisServer};
 
@@ -28,13 +28,7 @@ async fn backend(server: &RedisServer, prefix: &str) -> RedisBackend {
 
 /// Claims a job and pushes `batches` batches of `size` messages; returns it.
 async fn fill(backend: &RedisBackend, name: &str, batches: u64, size: u64) -> JobId {
-    let meta = JobMeta {
-        name: format!("{name}.csv"),
-        file: None,
-        format: Format::Csv,
-        default_message: None,
-        created_ms: now_ms(),
-    };
+    let meta = JobMeta::new(format!("{name}.csv"), Format::Csv, now_ms());
     let job = backend
         .claim(&format!("test/{name}/{}", now_ms()), meta)
         .await

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use wds_core::{now_ms, Limiter};
+use wds_core::{backend::now_ms, limiter::Limiter};
 use wds_redis::{RedisBackend, RedisLimiter, RedisServer};
 
 const RATE: u32 = 200;

@@ -38,7 +38,7 @@ async fn a_job_survives_a_redis_restart() {
             _ => csv.push_str(&format!("user-{i},alert\n")),
         }
     }
-    let input = Input::from_bytes("restart.csv", csv.into_bytes(), Some(Format::Csv), None);
+    let input = Input::from_bytes("restart.csv", csv.into_bytes()).with_format(Format::Csv);
 
     // Interrupt the job once deliveries are under way.
     let running = Running::start(&engine, &input);

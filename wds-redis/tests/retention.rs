@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use wds_core::{
-    Delivered, Engine, EngineConfig, Format, Input, JobId, JobState, Message, MessageId,
-    OffsetStore, Queue, Sink, SinkError,
+    backend::{OffsetStore, Queue},
+    Delivered, Engine, EngineConfig, Format, Input, JobId, JobState, Message, MessageId, Sink,
+    SinkError,
 };
 use wds_redis::redis::{self, aio::MultiplexedConnection};
 use wds_redis::{RedisBackend, RedisServer};
@@ -26,7 +27,7 @@ impl Sink for AllButSeven {
         if message.user_id == "user-7" {
             Err(SinkError::permanent("no such user").with_status(404))
         } else {
-            Ok(Delivered { status: Some(200) })
+            Ok(Delivered::with_status(200))
         }
     }
 }
@@ -73,7 +74,7 @@ async fn chunk_keys(conn: &mut MultiplexedConnection, tag: &str, job: &JobId) ->
 /// Asserts that `job`'s per-line data goes within the retention: the
 /// rejects by their TTL, the chunks by the job's time in `:expiring`.
 fn assert_expiring(keys: &[(String, i64)], due: Option<u64>, retention: Duration) {
-    let now = wds_core::now_ms();
+    let now = wds_core::backend::now_ms();
     let due = due.expect("a finished job's chunks are due to go");
     assert!(
         due > now && due <= now + retention.as_millis() as u64,
@@ -112,7 +113,7 @@ async fn finished_jobs_expire_and_a_replay_keeps_them() {
             csv.push_str(&format!("user-{i},hello {i}\n"));
         }
     }
-    let input = Input::from_bytes("retention.csv", csv.into_bytes(), Some(Format::Csv), None);
+    let input = Input::from_bytes("retention.csv", csv.into_bytes()).with_format(Format::Csv);
     let report = engine.run_once(&input).await.expect("run the job");
     assert_eq!(
         (report.state, report.delivered, report.dead, report.invalid),
@@ -205,7 +206,7 @@ async fn finishing_a_big_job_costs_no_more_than_a_small_one() {
     // settled the last batch.
     let lines = 64_000;
     let csv: String = (1..=lines).map(|i| format!("user-{i},hi\n")).collect();
-    let input = Input::from_bytes("big.csv", csv.into_bytes(), Some(Format::Csv), None);
+    let input = Input::from_bytes("big.csv", csv.into_bytes()).with_format(Format::Csv);
     let expires = calls_of(&mut conn, "expire").await;
     let report = engine.run_once(&input).await.expect("run the job");
     assert_eq!(report.state, JobState::Done, "{report:?}");
@@ -272,7 +273,7 @@ async fn a_file_of_invalid_lines_costs_a_few_bytes_a_line_and_keeps_the_first_in
     };
     let lines = 100_000u64;
     let body = "x\n".repeat(lines as usize);
-    let input = Input::from_bytes("invalid.csv", body.into_bytes(), None, None);
+    let input = Input::from_bytes("invalid.csv", body.into_bytes());
     let engine = Engine::builder()
         .backend(backend.clone())
         .sink(AllButSeven)
@@ -297,9 +298,9 @@ async fn a_file_of_invalid_lines_costs_a_few_bytes_a_line_and_keeps_the_first_in
         .unwrap();
     assert_eq!(
         last,
-        Some(wds_core::LineOutcome::Rejected {
-            kind: wds_core::RejectKind::Invalid {
-                reason: wds_core::DETAIL_NOT_KEPT.into()
+        Some(wds_core::backend::LineOutcome::Rejected {
+            kind: wds_core::backend::RejectKind::Invalid {
+                reason: wds_core::backend::DETAIL_NOT_KEPT.into()
             }
         })
     );
@@ -327,7 +328,7 @@ async fn the_dead_letter_detail_limit_is_a_setting() {
         .unwrap();
     let lines = 120u64;
     let body: String = (1..=lines).map(|i| format!("user-{i},hi\n")).collect();
-    let input = Input::from_bytes("refused.csv", body.into_bytes(), None, None);
+    let input = Input::from_bytes("refused.csv", body.into_bytes());
     let engine = Engine::builder()
         .backend(backend.clone())
         .sink(NoOne)

@@ -45,7 +45,7 @@ fn messages(job: &str, n: usize) -> Arc<Vec<Message>> {
         (0..n)
             .map(|i| {
                 Message::fresh(
-                    &JobId(job.to_owned()),
+                    &JobId::new(job),
                     i as u64 + 1,
                     format!("user{i}"),
                     format!("Alert number {i}: disk almost full, \"act\" now"),

@@ -12,8 +12,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use wds_core::health::CircuitState;
-use wds_core::{Delivered, JobReport, JobState, Message, QueueStats, Sink, SinkError};
+use wds_core::backend::CircuitState;
+use wds_core::{backend::QueueStats, Delivered, JobReport, JobState, Message, Sink, SinkError};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
@@ -333,8 +333,8 @@ mod tests {
     #[test]
     fn renders_counts_by_outcome() {
         let m = Metrics::new();
-        m.observe(&Ok(Delivered { status: Some(200) }), 0.01);
-        m.observe(&Ok(Delivered { status: Some(200) }), 0.02);
+        m.observe(&Ok(Delivered::with_status(200)), 0.01);
+        m.observe(&Ok(Delivered::with_status(200)), 0.02);
         m.observe(&Err(SinkError::rate_limited(None)), 0.01);
         m.observe(&Err(SinkError::permanent("gone")), 0.01);
         let stats = QueueStats {
@@ -377,7 +377,7 @@ mod tests {
     impl Sink for Gate {
         async fn deliver(&self, _: &Message) -> Result<Delivered, SinkError> {
             self.0.notified().await;
-            Ok(Delivered { status: Some(200) })
+            Ok(Delivered::with_status(200))
         }
     }
 
@@ -386,8 +386,8 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let sink = Arc::new(metrics.wrap(Gate(tokio::sync::Notify::new())));
         let message = Message::new(
-            &wds_core::JobId("j".into()),
-            wds_core::Record::new(1, "u", "m"),
+            &wds_core::JobId::new("j"),
+            wds_core::parse::Record::new(1, "u", "m"),
         );
         let call = tokio::spawn({
             let (sink, message) = (sink.clone(), message.clone());

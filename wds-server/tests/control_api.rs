@@ -12,8 +12,10 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use wds_http::wds_core::{
-    now_ms, Checkpoint, DeadKind, DeadReason, Delivered, Engine, Format, Input, JobId, JobMeta,
-    Message, OffsetStore, Push, Queue, Record, Settle, Sink, SinkError,
+    backend::{now_ms, Checkpoint, OffsetStore, Push, Queue, Settle},
+    parse::Record,
+    DeadKind, DeadReason, Delivered, Engine, Format, Input, JobId, JobMeta, Message, Sink,
+    SinkError,
 };
 use wds_memory::MemoryBackend;
 use wds_server::{ControlApi, ControlConfig, Metrics};
@@ -169,7 +171,7 @@ async fn upload_lands_in_the_inbox_with_its_message_and_job_id() {
     let sidecar = std::fs::read_to_string(api.inbox.join(format!("{name}.message"))).unwrap();
     assert_eq!(sidecar, "Maintenance at 22:00");
     // The job id answered is the one the folder source will claim.
-    let input = Input::from_file(&path, None, Some(sidecar)).unwrap();
+    let input = Input::from_file(&path).unwrap().with_message(sidecar);
     let job = wds_http::wds_core::JobId::from_identity(&input.identity);
     assert_eq!(json["job"].as_str().unwrap(), job.as_str());
     assert_eq!(json["bytes"].as_u64(), Some(13));
@@ -321,7 +323,7 @@ impl Sink for Flaky {
         if m.user_id.starts_with("gone") && !self.healed.load(std::sync::atomic::Ordering::SeqCst) {
             Err(SinkError::permanent("gone").with_status(410))
         } else {
-            Ok(Delivered { status: Some(200) })
+            Ok(Delivered::with_status(200))
         }
     }
 }
@@ -338,8 +340,6 @@ async fn jobs_retry_and_metrics_tell_the_truth() {
     let input = Input::from_bytes(
         "users.csv",
         b"u1,a\nu2,b\ngone1,c\nbad,line,x\nu1,a\n".to_vec(),
-        None,
-        None,
     );
     let report = engine.run_once(&input).await.unwrap();
     let id = report.job.to_string();
@@ -466,7 +466,7 @@ async fn unknown_routes_and_methods_answer_json() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreadable_inbox_makes_healthz_and_upload_503() {
-    let status = wds_http::wds_core::IntakeStatus::new();
+    let status = wds_http::wds_core::source::IntakeStatus::new();
     let api = Api::start({
         let status = status.clone();
         |c| c.intake(status)
@@ -620,13 +620,7 @@ async fn the_bearer_scheme_is_case_insensitive() {
 /// A claimed job with `batches` pushes of two messages each, read to the
 /// end when `done`.
 async fn job_with(backend: &MemoryBackend, name: &str, batches: u64, done: bool) -> JobId {
-    let meta = JobMeta {
-        name: name.into(),
-        format: Format::Csv,
-        default_message: None,
-        created_ms: now_ms(),
-        file: None,
-    };
+    let meta = JobMeta::new(name, Format::Csv, now_ms());
     let job = backend.claim(name, meta).await.unwrap().job;
     for seq in 0..batches {
         let messages = (1..=2)
@@ -793,7 +787,7 @@ async fn the_page_and_the_openapi_description_need_no_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_route_lists_each_worker_live_or_gone_with_its_rate() {
-    use wds_http::wds_core::workers::{WorkerBeat, WorkerRegistry};
+    use wds_http::wds_core::backend::{WorkerBeat, WorkerRegistry};
 
     let dir = tempfile::tempdir().unwrap();
     let backend = MemoryBackend::new();

@@ -24,7 +24,7 @@ impl Sink for GoneRefused {
         if m.user_id.starts_with("gone") {
             Err(SinkError::permanent("gone").with_status(410))
         } else {
-            Ok(Delivered { status: Some(200) })
+            Ok(Delivered::with_status(200))
         }
     }
 }
@@ -63,7 +63,7 @@ async fn finished_job() -> Api {
         .sink(Arc::new(GoneRefused))
         .build()
         .unwrap();
-    let input = Input::from_bytes("users.csv", FILE.to_vec(), None, None);
+    let input = Input::from_bytes("users.csv", FILE.to_vec());
     let report = engine.run_once(&input).await.unwrap();
     let api = ControlApi::new(
         Arc::new(backend.clone()),

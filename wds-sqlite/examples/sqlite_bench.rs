@@ -134,12 +134,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for i in 0..lines {
         csv.push_str(&format!(",message {i}\n"));
     }
-    let invalid = Input::from_bytes(
-        "bench-invalid.csv",
-        csv.into_bytes(),
-        Some(Format::Csv),
-        None,
-    );
+    let invalid = Input::from_bytes("bench-invalid.csv", csv.into_bytes()).with_format(Format::Csv);
     let report = sqlite.run_once(&invalid).await?;
     if !report.is_complete() || report.invalid != lines {
         return Err(format!("the invalid job did not complete: {report:?}").into());

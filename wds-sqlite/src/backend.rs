@@ -15,7 +15,7 @@ pub(crate) const REBATCH_SIZE: usize = 100;
 /// transaction short.
 pub(crate) const MAX_DUE_PER_LEASE: usize = 1_000;
 
-/// A durable [`wds_core::Queue`] and [`wds_core::OffsetStore`] in one
+/// A durable [`wds_core::backend::Queue`] and [`wds_core::backend::OffsetStore`] in one
 /// SQLite file, for the processes of one machine that share one backend
 /// handle (the `all` and `demo` roles).
 ///
@@ -36,7 +36,7 @@ pub struct SqliteBackend {
     pub(crate) conn: Arc<Conn>,
     /// Rejects, and dead letters, of a job kept in detail.
     pub(crate) detail_limit: u64,
-    /// How long a silent worker is kept (see [`wds_core::workers`]).
+    /// How long a silent worker is kept (see [`WorkerRegistry`](wds_core::backend::WorkerRegistry)).
     pub(crate) worker_retention: Duration,
 }
 
@@ -61,8 +61,8 @@ impl SqliteBackend {
                 busy_timeout: Duration::from_secs(5),
                 check: true,
             },
-            detail_limit: wds_core::DEFAULT_DETAIL_LIMIT,
-            worker_retention: wds_core::workers::WORKER_RETENTION,
+            detail_limit: wds_core::backend::DEFAULT_DETAIL_LIMIT,
+            worker_retention: wds_core::backend::WORKER_RETENTION,
         }
     }
 
@@ -198,12 +198,12 @@ impl SqliteBackendBuilder {
     }
 
     /// How many rejects, and how many dead letters, of each job are kept in
-    /// detail (default [`wds_core::DEFAULT_DETAIL_LIMIT`]). A job keeps its
+    /// detail (default [`wds_core::backend::DEFAULT_DETAIL_LIMIT`]). A job keeps its
     /// first `limit` rejects in full, and a new dead letter keeps its
     /// reason's detail while the job has fewer than `limit` dead letters;
     /// the rest keep their kind (and a dead letter its whole message, so
     /// it replays), and every count stays exact: see [Bounded
-    /// detail](wds_core::OffsetStore#bounded-detail). A database opened
+    /// detail](wds_core::backend::OffsetStore#bounded-detail). A database opened
     /// with another limit than before applies it from then on.
     pub fn detail_limit(mut self, limit: usize) -> Self {
         self.detail_limit = limit;
@@ -211,8 +211,8 @@ impl SqliteBackendBuilder {
     }
 
     /// How long a worker that stopped beating stays listed by
-    /// [`wds_core::workers::WorkerRegistry::workers`] (default
-    /// [`wds_core::workers::WORKER_RETENTION`]).
+    /// [`wds_core::backend::WorkerRegistry::workers`] (default
+    /// [`wds_core::backend::WORKER_RETENTION`]).
     pub fn worker_retention(mut self, retention: Duration) -> Self {
         self.worker_retention = retention;
         self

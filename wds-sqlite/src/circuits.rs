@@ -5,7 +5,7 @@
 
 use async_trait::async_trait;
 use rusqlite::OptionalExtension;
-use wds_core::health::{CircuitState, CircuitStore};
+use wds_core::backend::{CircuitState, CircuitStore};
 use wds_core::{Error, Result};
 
 use crate::backend::SqliteBackend;

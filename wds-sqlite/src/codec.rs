@@ -45,8 +45,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use wds_core::{
-    Attributes, DeadKind, DeadReason, Error, JobId, LineOutcome, Message, MessageId, Receipt,
-    Reject, RejectKind, Result, DETAIL_NOT_KEPT,
+    backend::{LineOutcome, Receipt, Reject, RejectKind, DETAIL_NOT_KEPT},
+    Attributes, DeadKind, DeadReason, Error, JobId, Message, MessageId, Result,
 };
 
 /// Lines per outcome chunk: a settle of one batch of contiguous lines
@@ -220,7 +220,7 @@ pub(crate) fn decode_messages(bytes: &[u8]) -> Result<Vec<Message>> {
     let jobs = r.u64()?;
     let mut ids = Vec::new();
     for _ in 0..jobs {
-        ids.push(JobId(r.str()?));
+        ids.push(JobId::new(r.str()?));
     }
     let count = r.u64()?;
     let mut messages = Vec::with_capacity(count.min(100_000) as usize);
@@ -576,7 +576,7 @@ mod tests {
 
     fn message(job: &str, line: u64) -> Message {
         let mut m = Message::fresh(
-            &JobId(job.into()),
+            &JobId::new(job),
             line,
             format!("user-{line}"),
             "héllo, \"world\"",
@@ -605,7 +605,7 @@ mod tests {
         // message at line 3, "u", "hi", 1 attempt, no first attempt.
         let old = [1, 1, b'a', 1, 0, 3, 1, b'u', 2, b'h', b'i', 1, 0];
         let decoded = decode_messages(&old).unwrap();
-        let mut expected = Message::fresh(&JobId("a".into()), 3, "u", "hi");
+        let mut expected = Message::fresh(&JobId::new("a"), 3, "u", "hi");
         expected.attempts = 1;
         assert_eq!(decoded, [expected.clone()]);
         assert_eq!(encode_messages(&decoded), old);

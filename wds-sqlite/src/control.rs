@@ -4,7 +4,10 @@ use std::path::Path;
 
 use async_trait::async_trait;
 use rusqlite::params;
-use wds_core::{Action, DeadKind, Error, JobControl, JobId, JobReport, Result};
+use wds_core::{
+    backend::{Action, JobControl},
+    DeadKind, Error, JobId, JobReport, Result,
+};
 
 use crate::backend::{uint, SqliteBackend};
 use crate::conn::{db_error, Tx};

@@ -6,8 +6,8 @@ use std::path::Path;
 use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension};
 use wds_core::{
-    now_ms, Checkpoint, Claim, Error, JobId, JobMeta, JobReport, JobState, LineOutcome, MessageId,
-    OffsetStore, Reject, Result,
+    backend::{now_ms, Checkpoint, Claim, LineOutcome, OffsetStore, Reject},
+    Error, JobId, JobMeta, JobReport, JobState, MessageId, Result,
 };
 
 use crate::backend::{int, uint, SqliteBackend};
@@ -64,28 +64,25 @@ impl ReportRow {
     }
 
     pub(crate) fn report(self) -> Result<JobReport> {
-        let job = JobId(self.job);
+        let job = JobId::new(self.job);
         let meta = parse_meta(&job, &self.meta)?;
         let accounted = self.delivered + self.dead + self.invalid + self.duplicate + self.cancelled;
         let state = JobState::of(self.failed.is_some(), self.done, accounted, self.records)
             .controlled(self.paused, self.halted);
-        Ok(JobReport {
-            job,
-            meta,
-            state,
-            lines: self.records,
-            enqueued: self.enqueued,
-            delivered: self.delivered,
-            dead: self.dead,
-            in_doubt: self.in_doubt,
-            permanent: self.permanent,
-            exhausted: self.exhausted,
-            invalid: self.invalid,
-            duplicate: self.duplicate,
-            cancelled: self.cancelled,
-            finished_ms: self.finished_ms.map(uint),
-            failure: self.failed,
-        })
+        let mut report = JobReport::new(job, meta, state);
+        report.lines = self.records;
+        report.enqueued = self.enqueued;
+        report.delivered = self.delivered;
+        report.dead = self.dead;
+        report.in_doubt = self.in_doubt;
+        report.permanent = self.permanent;
+        report.exhausted = self.exhausted;
+        report.invalid = self.invalid;
+        report.duplicate = self.duplicate;
+        report.cancelled = self.cancelled;
+        report.finished_ms = self.finished_ms.map(uint);
+        report.failure = self.failed;
+        Ok(report)
     }
 }
 
@@ -151,7 +148,7 @@ impl OffsetStore for SqliteBackend {
                     let meta = meta_of(&job)?.unwrap_or_default();
                     return Ok((false, job, meta));
                 }
-                let job = fresh_job.0;
+                let job = fresh_job.to_string();
                 tx.prepare_cached("INSERT INTO claims (identity, job) VALUES (?1, ?2)")
                     .and_then(|mut s| s.execute([&identity, &job]))
                     .map_err(sql)?;
@@ -165,7 +162,7 @@ impl OffsetStore for SqliteBackend {
                 Ok((true, job, meta_json))
             })
             .await?;
-        let job = JobId(job);
+        let job = JobId::new(job);
         let meta = if fresh {
             meta
         } else {

@@ -12,9 +12,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension};
 use wds_core::{
-    now_ms, Batch, BatchId, Checkpoint, Continue, Continued, DeadKind, DeadLetter, DeadReason,
-    Error, JobId, Lease, LeaseId, Push, Pushed, Queue, QueueStats, Reject, RejectKind, Result,
-    Settle, DETAIL_NOT_KEPT,
+    backend::{
+        now_ms, Batch, BatchId, Checkpoint, Continue, Continued, Lease, LeaseId, Push, Pushed,
+        Queue, QueueStats, Reject, RejectKind, Settle, DETAIL_NOT_KEPT,
+    },
+    DeadKind, DeadLetter, DeadReason, Error, JobId, Result,
 };
 
 use crate::backend::{int, uint, SqliteBackend, MAX_DUE_PER_LEASE, REBATCH_SIZE};
@@ -197,8 +199,8 @@ fn dead_kind(code: i64) -> Result<DeadKind> {
 
 /// The batch row id and lease number a lease id names (`<batch>#<no>`).
 fn lease_key(lease: &Lease) -> Option<(i64, i64)> {
-    let (batch, no) = lease.id.0.rsplit_once('#')?;
-    if batch != lease.batch.id.0 {
+    let (batch, no) = lease.id.as_str().rsplit_once('#')?;
+    if batch != lease.batch.id.as_str() {
         return None;
     }
     Some((batch.parse().ok()?, no.parse().ok()?))
@@ -639,7 +641,7 @@ impl JobCounts {
                 finished: r.get(10)?,
                 cancelled: uint(r.get(11)?),
                 halted: r.get(12)?,
-                id: JobId(r.get(13)?),
+                id: JobId::new(r.get::<_, String>(13)?),
             })
         };
         let row = match key {
@@ -804,9 +806,9 @@ impl SqliteBackend {
     fn leases(deadline: u64, rows: Vec<LeasedRow>) -> Result<Vec<Lease>> {
         rows.into_iter()
             .map(|row| {
-                let batch = BatchId(row.id.to_string());
+                let batch = BatchId::new(row.id.to_string());
                 Ok(Lease {
-                    id: LeaseId(format!("{batch}#{}", row.no)),
+                    id: LeaseId::new(format!("{batch}#{}", row.no)),
                     batch: Batch {
                         id: batch,
                         messages: codec::decode_messages(&row.payload)?,
@@ -818,6 +820,9 @@ impl SqliteBackend {
             .collect()
     }
 }
+
+// Queue and offsets are tables of one database, written in one transaction.
+impl wds_core::backend::Backend for SqliteBackend {}
 
 #[async_trait]
 impl Queue for SqliteBackend {

@@ -4,8 +4,8 @@
 
 use async_trait::async_trait;
 use rusqlite::params;
-use wds_core::workers::{WorkerBeat, WorkerRegistry, WorkerSeen};
-use wds_core::{now_ms, Error, Result};
+use wds_core::backend::{WorkerBeat, WorkerRegistry, WorkerSeen};
+use wds_core::{backend::now_ms, Error, Result};
 
 use crate::backend::{int, uint, SqliteBackend};
 use crate::conn::db_error;

@@ -2,7 +2,10 @@
 //! the detail limit a rejected line keeps its kind in a run, not a row.
 
 use wds_core::testkit::bench::NoopSink;
-use wds_core::{Engine, Input, LineOutcome, MessageId, OffsetStore, RejectKind, DETAIL_NOT_KEPT};
+use wds_core::{
+    backend::{LineOutcome, OffsetStore, RejectKind, DETAIL_NOT_KEPT},
+    Engine, Input, MessageId,
+};
 use wds_sqlite::SqliteBackend;
 
 /// Bytes of the database's pages in use, as of its last commit (pages
@@ -20,12 +23,7 @@ async fn a_file_of_invalid_lines_costs_under_a_byte_a_line() {
         .await
         .unwrap();
     let lines = 100_000u64;
-    let input = Input::from_bytes(
-        "invalid.csv",
-        "x\n".repeat(lines as usize).into_bytes(),
-        None,
-        None,
-    );
+    let input = Input::from_bytes("invalid.csv", "x\n".repeat(lines as usize).into_bytes());
     let engine = Engine::builder()
         .backend(backend.clone())
         .sink(NoopSink)
@@ -47,7 +45,7 @@ async fn a_file_of_invalid_lines_costs_under_a_byte_a_line() {
             .await
             .unwrap()
             .len(),
-        wds_core::DEFAULT_DETAIL_LIMIT,
+        wds_core::backend::DEFAULT_DETAIL_LIMIT,
         "the first rejects are kept in detail"
     );
     let last = MessageId {

@@ -6,9 +6,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use wds_core::health::CircuitStore;
-use wds_core::workers::WorkerRegistry;
-use wds_core::{testkit, OffsetStore, Queue};
+use wds_core::backend::CircuitStore;
+use wds_core::backend::WorkerRegistry;
+use wds_core::{
+    backend::{OffsetStore, Queue},
+    testkit,
+};
 use wds_sqlite::SqliteBackend;
 
 /// A backend on a new file under `dir`.

@@ -5,8 +5,11 @@
 use std::time::Duration;
 
 use wds_core::{
-    now_ms, Checkpoint, DeadKind, DeadReason, Error, Format, JobId, JobMeta, JobState, LineOutcome,
-    Message, MessageId, OffsetStore, Push, Queue, Reject, RejectKind, Settle, DETAIL_NOT_KEPT,
+    backend::{
+        now_ms, Checkpoint, LineOutcome, OffsetStore, Push, Queue, Reject, RejectKind, Settle,
+        DETAIL_NOT_KEPT,
+    },
+    DeadKind, DeadReason, Error, Format, JobId, JobMeta, JobState, Message, MessageId,
 };
 use wds_sqlite::SqliteBackend;
 
@@ -21,13 +24,7 @@ async fn open(path: &std::path::Path) -> SqliteBackend {
 }
 
 fn meta() -> JobMeta {
-    JobMeta {
-        name: "users.csv".into(),
-        file: None,
-        format: Format::Csv,
-        default_message: None,
-        created_ms: now_ms(),
-    }
+    JobMeta::new("users.csv", Format::Csv, now_ms())
 }
 
 fn messages(job: &JobId, lines: std::ops::Range<u64>) -> Vec<Message> {
@@ -99,7 +96,10 @@ async fn everything_survives_a_reopen() {
         .await
         .unwrap();
     assert!(
-        matches!(outcome, Some(wds_core::LineOutcome::Delivered { .. })),
+        matches!(
+            outcome,
+            Some(wds_core::backend::LineOutcome::Delivered { .. })
+        ),
         "{outcome:?}"
     );
     let again = backend.lease(1, Duration::from_secs(60)).await.unwrap();

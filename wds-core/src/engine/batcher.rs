@@ -10,14 +10,15 @@ use tokio_util::sync::CancellationToken;
 use super::backoff::with_backoff;
 use super::config::EngineConfig;
 use super::seen::Seen;
+use crate::backend::{Backend, OffsetStore};
 use crate::error::{Error, Result};
 use crate::model::{
     now_ms, Checkpoint, Claim, JobId, JobMeta, JobReport, Message, Push, Reject, RejectKind,
 };
-use crate::offsets::OffsetStore;
 use crate::parse::{detect_format, Parsed, Position, RecordReader};
 use crate::queue::Queue;
-use crate::source::{Input, StopReading};
+use crate::source::input::Input;
+use crate::source::StopReading;
 
 /// Reads inputs into the queue, a batch at a time.
 ///
@@ -49,8 +50,19 @@ struct Chunk {
 }
 
 impl Batcher {
-    /// A batcher over a queue and the offset store of the same backend.
-    pub fn new(
+    /// A batcher over `backend` (its queue and offsets, one store: see
+    /// [`Backend`]). [`Engine::batcher`](crate::Engine::batcher) makes one
+    /// over the engine's backend.
+    ///
+    /// # Errors
+    ///
+    /// When `config` is not valid.
+    pub fn new<B: Backend>(backend: B, config: EngineConfig) -> Result<Self> {
+        Batcher::over(Arc::new(backend.clone()), Arc::new(backend), config)
+    }
+
+    /// A batcher over the queue and offsets of one backend, already shared.
+    pub(crate) fn over(
         queue: Arc<dyn Queue>,
         offsets: Arc<dyn OffsetStore>,
         config: EngineConfig,

@@ -10,6 +10,7 @@ use crate::retry::RetryPolicy;
 /// What the engine does with a message whose worker died while it was on the
 /// wire (guarantees G1, G2 and G5).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum DeliveryMode {
     /// Never call the sink twice for one message: an in-doubt message is
     /// dead-lettered as `in_doubt` (replayable by hand). The default.
@@ -33,8 +34,8 @@ impl std::str::FromStr for DeliveryMode {
     }
 }
 
-/// Settings of the [`crate::Engine`], the [`crate::Batcher`] and the
-/// [`crate::Deliverer`]. Start from `EngineConfig::default()`.
+/// Settings of the [`crate::Engine`], the [`crate::engine::Batcher`] and the
+/// [`crate::engine::Deliverer`]. Start from `EngineConfig::default()`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct EngineConfig {

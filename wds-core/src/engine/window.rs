@@ -180,9 +180,9 @@ mod tests {
 
     fn lease(n: u64) -> Lease {
         Lease {
-            id: LeaseId(format!("l{n}")),
+            id: LeaseId::new(format!("l{n}")),
             batch: Batch {
-                id: BatchId(format!("b{n}")),
+                id: BatchId::new(format!("b{n}")),
                 messages: Vec::new(),
             },
             deadline_ms: 0,
@@ -217,7 +217,7 @@ mod tests {
         assert!(d.try_recv().is_err(), "one slot freed, one waiter served");
         // A hand-over with a mark skips the queue's bookkeeping.
         let waiter = window.next_waiter().expect("d still waits");
-        assert_eq!(waiter.lease.id.0, "l4");
+        assert_eq!(waiter.lease.id.as_str(), "l4");
         waiter.hand(grant.slot, Some(Ok(())));
         let grant = d.try_recv().expect("handed over");
         assert!(matches!(grant.marked, Some(Ok(()))));

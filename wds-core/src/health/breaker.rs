@@ -33,7 +33,7 @@ const POLL: Duration = Duration::from_millis(100);
 /// circuit, a failure doubles the wait for the next probe.
 ///
 /// ```
-/// # async fn demo(store: std::sync::Arc<dyn wds_core::health::CircuitStore>) -> wds_core::Result<()> {
+/// # async fn demo(store: std::sync::Arc<dyn wds_core::backend::CircuitStore>) -> wds_core::Result<()> {
 /// use wds_core::health::{CircuitBreaker, CircuitSettings};
 ///
 /// let breaker = CircuitBreaker::new(store, "https://api.example.com/hook", CircuitSettings::default())?;

@@ -8,23 +8,24 @@
 //! message, a *probe*, at growing intervals; the first probe that gets an
 //! answer closes the circuit and delivery resumes.
 //!
-//! - [`CircuitState`]: what is stored per endpoint, and its transitions
+//! - [`CircuitState`](crate::backend::CircuitState): what is stored per endpoint, and its transitions
 //!   (pure code over times);
-//! - [`CircuitStore`]: where it is stored, shared by the workers (memory in
+//! - [`CircuitStore`](crate::backend::CircuitStore): where it is stored, shared by the workers (memory in
 //!   one process, a SQLite table, a Redis key), with one compare-and-swap;
 //! - [`CircuitBreaker`]: what the deliverer asks before sending and tells
 //!   after each call; it decides locally when failures are sustained
 //!   ([`CircuitSettings`]) and shares the decision through the store.
+//!
+//! The store and its state are the backend's side of it, in
+//! [`crate::backend`]; this module holds what an embedder configures.
 
 mod breaker;
 mod failures;
 mod settings;
-mod state;
-mod store;
+pub(crate) mod state;
+pub(crate) mod store;
 
 pub use breaker::CircuitBreaker;
 pub use settings::CircuitSettings;
-pub use state::CircuitState;
-pub use store::CircuitStore;
 
 pub(crate) use breaker::{Admission, CallOutcome};

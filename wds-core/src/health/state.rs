@@ -6,11 +6,15 @@ use std::time::Duration;
 
 use super::settings::CircuitSettings;
 
-/// The circuit of one endpoint. Times are [`crate::now_ms`] milliseconds.
+/// The circuit of one endpoint. Times are [`crate::backend::now_ms`] milliseconds.
 ///
 /// A store keeps it as its [`Display`](fmt::Display) text (`closed`, or
 /// `open:<since>:<next probe>:<interval>:<probing until>`), which
 /// [`FromStr`] reads back; an endpoint never seen is `Closed`.
+///
+/// Exhaustive on purpose: every [`CircuitStore`](crate::backend::CircuitStore)
+/// keeps every state, so a new one is a breaking change of the backend
+/// protocol.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum CircuitState {
     /// Calls go through.

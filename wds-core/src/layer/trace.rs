@@ -54,7 +54,7 @@ where
         let span = (self.make_span)(message);
         let result = self.inner.deliver(message).instrument(span.clone()).await;
         // A no-op when the span has no such field or is disabled.
-        span.record("outcome", super::outcome(&result));
+        span.record("outcome", super::ext::outcome(&result));
         result
     }
 }

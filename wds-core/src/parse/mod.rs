@@ -88,13 +88,15 @@ use std::fmt;
 use std::io::{self, Read};
 
 use crate::attributes::Attributes;
-use crate::model::{Format, Invalid, Record};
+use crate::model::Format;
+pub use crate::model::{Invalid, Record};
 
 use buffer::Buffer;
 pub use csv::Header;
 
 /// Size limits applied to every record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Limits {
     /// Longest user id, in bytes (default 256).
     pub max_user_id_bytes: usize,
@@ -120,6 +122,8 @@ impl Default for Limits {
 /// A place in an input: the byte offset of the next unread record and the
 /// 1-based line number it starts on (for a JSON array, the number of the
 /// next element: see [Line numbers](self#line-numbers)).
+///
+/// Not `#[non_exhaustive]`: a byte offset and a line number are the whole of a place.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Position {
     /// Byte offset from the start of the input.
@@ -139,6 +143,8 @@ impl Position {
 /// Its `line` is the physical line the record starts on, or for a JSON
 /// array the element's 1-based number in the array; it is unique within
 /// the input (see [Line numbers](self#line-numbers)).
+///
+/// Exhaustive on purpose: a line is a record or it is invalid.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Parsed {
     /// A valid record.

@@ -455,6 +455,14 @@ fn a_read_error_is_returned_and_the_position_stays_at_the_last_item() {
 }
 
 #[test]
+fn each_format_extension_is_detected_as_that_format() {
+    for format in [Format::Csv, Format::JsonLines, Format::JsonArray] {
+        let name = format!("upload.{}", format.extension());
+        assert_eq!(detect_format(&name, b""), format, "{name}");
+    }
+}
+
+#[test]
 fn detect_format_by_extension_then_content() {
     let cases: &[(&str, &[u8], Format)] = &[
         ("users.csv", b"[{\"userId\":1}]", Format::Csv),

@@ -3,7 +3,8 @@
 use async_trait::async_trait;
 use tokio::sync::{mpsc, Mutex};
 
-use super::{Input, SharedReceiver, Source};
+use super::input::{Input, Source};
+use super::SharedReceiver;
 use crate::error::{Error, Result};
 
 /// A source that yields what its [`Submitter`]s send. It ends when every

@@ -1,73 +1,27 @@
-//! The [`Source`] trait and the inputs it yields.
+//! What sources are made of, beyond the [`Source`](crate::Source) trait,
+//! [`Input`] and the two sources at the crate root
+//! ([`ChannelSource`](crate::ChannelSource) and the folder's
+//! `FolderSource`): the folder source's builder and opened file, its
+//! intake report, and the identity of an input computed while its bytes
+//! stream past.
 
-use std::fmt::{self, Debug};
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, Mutex};
-use tokio_util::sync::CancellationToken;
 
-use crate::error::{Error, Result};
-use crate::model::{Format, JobReport};
+use crate::model::Format;
+use input::Input;
 
-mod channel;
+pub(crate) mod channel;
 #[cfg(feature = "folder")]
-mod folder;
+pub(crate) mod folder;
+pub(crate) mod input;
 mod status;
 
-pub use channel::{ChannelSource, Submitter};
 #[cfg(feature = "folder")]
-pub use folder::{FolderSource, FolderSourceBuilder, OpenedFile};
+pub use folder::{FolderSourceBuilder, OpenedFile};
 pub use status::{IntakeReport, IntakeStatus, Skipped};
-
-/// Where an input's bytes are.
-#[derive(Clone)]
-pub enum InputData {
-    /// A file on local disk (read, never modified, by the engine).
-    File(PathBuf),
-    /// Bytes in memory (programmatic submission).
-    Bytes(Arc<[u8]>),
-    /// A file the folder source opened once: read through that handle,
-    /// never by its path, and followed while it grows (see
-    /// [`FolderSource`]).
-    #[cfg(feature = "folder")]
-    Opened(OpenedFile),
-}
-
-impl Debug for InputData {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            InputData::File(p) => f.debug_tuple("File").field(p).finish(),
-            InputData::Bytes(b) => write!(f, "Bytes({} bytes)", b.len()),
-            #[cfg(feature = "folder")]
-            InputData::Opened(o) => f.debug_tuple("Opened").field(o).finish(),
-        }
-    }
-}
-
-/// A complete input, ready to become a job.
-#[derive(Clone, Debug)]
-pub struct Input {
-    /// The input's name (the file name): what the format is detected from
-    /// and errors name.
-    pub name: String,
-    /// The job's name when it is not `name` (an upload's client file name,
-    /// fit for display by [`crate::parse::text::display_name`]).
-    pub display_name: Option<String>,
-    /// The input's identity: equal identities are the same job. Made from the
-    /// content's SHA-256, the format and the default message, so the same file
-    /// dropped twice, or seen by two initiators, is claimed once.
-    pub identity: String,
-    /// The bytes.
-    pub data: InputData,
-    /// The format, when known; otherwise detected from the name and content.
-    pub format: Option<Format>,
-    /// The message for lines that carry only a user id.
-    pub default_message: Option<String>,
-}
 
 /// Where a display name for the file `data` may wait, beside it:
 /// `.NAME.wds-name` (a dotfile, so never an input itself). The control API
@@ -78,96 +32,6 @@ pub fn display_name_file(data: &Path) -> PathBuf {
     name.push(data.file_name().unwrap_or(std::ffi::OsStr::new("input")));
     name.push(".wds-name");
     data.with_file_name(name)
-}
-
-impl Input {
-    /// An input from bytes in memory.
-    pub fn from_bytes(
-        name: impl Into<String>,
-        bytes: impl Into<Arc<[u8]>>,
-        format: Option<Format>,
-        default_message: Option<String>,
-    ) -> Self {
-        let bytes: Arc<[u8]> = bytes.into();
-        let mut hasher = IdentityHasher::new();
-        hasher.update(&bytes);
-        let identity = hasher.finish(format, default_message.as_deref());
-        Input {
-            name: name.into(),
-            display_name: None,
-            identity,
-            data: InputData::Bytes(bytes),
-            format,
-            default_message,
-        }
-    }
-
-    /// An input from a file, hashing its content (blocking I/O: call it from
-    /// `spawn_blocking` in async code).
-    pub fn from_file(
-        path: &Path,
-        format: Option<Format>,
-        default_message: Option<String>,
-    ) -> Result<Self> {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| path.display().to_string());
-        let io_err = |source| Error::Input {
-            name: name.clone(),
-            source,
-        };
-        let mut file = std::fs::File::open(path).map_err(io_err)?;
-        let mut hasher = IdentityHasher::new();
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = file.read(&mut buf).map_err(io_err)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-        }
-        let identity = hasher.finish(format, default_message.as_deref());
-        Ok(Input {
-            name,
-            display_name: None,
-            identity,
-            data: InputData::File(path.to_path_buf()),
-            format,
-            default_message,
-        })
-    }
-
-    /// Opens the bytes for reading.
-    pub fn open(&self) -> Result<Box<dyn ReadSeek>> {
-        match &self.data {
-            InputData::File(path) => {
-                let f = std::fs::File::open(path).map_err(|source| Error::Input {
-                    name: self.name.clone(),
-                    source,
-                })?;
-                Ok(Box::new(f))
-            }
-            InputData::Bytes(b) => Ok(Box::new(std::io::Cursor::new(b.clone()))),
-            #[cfg(feature = "folder")]
-            InputData::Opened(o) => Ok(Box::new(o.reader())),
-        }
-    }
-
-    /// Opens the bytes for reading to the input's real end: a file the
-    /// folder source opened is followed while it grows, and reading fails
-    /// with [`StopReading`] when it changes or `cancel` fires. Other inputs
-    /// read as [`open`](Input::open).
-    pub(crate) fn open_following(&self, cancel: &CancellationToken) -> Result<Box<dyn ReadSeek>> {
-        match &self.data {
-            #[cfg(feature = "folder")]
-            InputData::Opened(o) => Ok(Box::new(o.following(cancel.clone()))),
-            _ => {
-                let _ = cancel;
-                self.open()
-            }
-        }
-    }
 }
 
 /// Why reading a followed input stopped early: the payload of the
@@ -203,7 +67,7 @@ impl<T: std::io::Read + std::io::Seek + Send> ReadSeek for T {}
 /// h.update(b"u1,");
 /// h.update(b"hi\n");
 /// let identity = h.finish(None, None);
-/// assert_eq!(identity, Input::from_bytes("x", b"u1,hi\n".to_vec(), None, None).identity);
+/// assert_eq!(identity, Input::from_bytes("x", b"u1,hi\n".to_vec()).identity);
 /// let job = JobId::from_identity(&identity);
 /// # let _ = job;
 /// ```
@@ -244,55 +108,6 @@ impl IdentityHasher {
     }
 }
 
-/// Yields inputs that are complete and ready to read.
-///
-/// # Contract
-///
-/// - [`next`](Source::next) MUST only yield an input whose bytes are complete
-///   (nothing is appended to it afterwards), or one whose reader itself
-///   follows it to its real end (`InputData::Opened`, from the folder
-///   source).
-/// - It MAY yield the same input more than once (after a restart, say): the
-///   engine claims each identity once, so a repeat is harmless.
-/// - It returns `Ok(None)` when the source is exhausted; a watching source
-///   never is, until it is shut down.
-///
-/// # Errors
-///
-/// A failure that ends the source (the watched folder vanished…). A problem
-/// with one input (unreadable file) SHOULD be logged and skipped instead.
-///
-/// # Cancel safety
-///
-/// `next` MUST be cancel safe: dropping its future loses no input.
-#[async_trait]
-pub trait Source: Send + Sync + Debug + 'static {
-    /// The next ready input, waiting for one if needed.
-    async fn next(&self) -> Result<Option<Input>>;
-
-    /// Called once an input's job has been read completely or has
-    /// [failed](crate::JobState::Failed) (its lines not necessarily
-    /// delivered yet). A folder source may archive or reject the file. The
-    /// default does nothing.
-    async fn finished(&self, input: &Input, report: &JobReport) -> Result<()> {
-        let _ = (input, report);
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl<T: Source + ?Sized> Source for Arc<T> {
-    async fn next(&self) -> Result<Option<Input>> {
-        (**self).next().await
-    }
-    async fn finished(&self, input: &Input, report: &JobReport) -> Result<()> {
-        (**self).finished(input, report).await
-    }
-}
-
-#[allow(dead_code)]
-fn _object_safe(_: Arc<dyn Source>) {}
-
 /// Shared receiver type for sources built on a channel.
 pub(crate) type SharedReceiver = Mutex<mpsc::Receiver<Input>>;
 
@@ -302,13 +117,42 @@ mod tests {
 
     #[test]
     fn identity_depends_on_content_format_and_message() {
-        let a = Input::from_bytes("a", b"u1,hi\n".to_vec(), None, None);
-        let b = Input::from_bytes("b", b"u1,hi\n".to_vec(), None, None);
-        let c = Input::from_bytes("a", b"u1,hi\n".to_vec(), None, Some("x".into()));
-        let d = Input::from_bytes("a", b"u1,ho\n".to_vec(), None, None);
+        let a = Input::from_bytes("a", b"u1,hi\n".to_vec());
+        let b = Input::from_bytes("b", b"u1,hi\n".to_vec());
+        let c = Input::from_bytes("a", b"u1,hi\n".to_vec()).with_message("x");
+        let d = Input::from_bytes("a", b"u1,ho\n".to_vec());
         assert_eq!(a.identity, b.identity, "name is not part of identity");
         assert_ne!(a.identity, c.identity);
         assert_ne!(a.identity, d.identity);
+    }
+
+    #[test]
+    fn builder_makes_the_identity_of_its_format_and_message() {
+        let bytes = b"u1\nu2\n";
+        let mut content = IdentityHasher::new();
+        content.update(bytes);
+        let expected = content.finish(Some(Format::Csv), Some("Outage"));
+        let one = Input::from_bytes("ids", bytes.to_vec())
+            .with_format(Format::Csv)
+            .with_message("Outage");
+        let other = Input::from_bytes("ids", bytes.to_vec())
+            .with_message("Outage")
+            .with_format(Format::Csv);
+        assert_eq!(one.identity, expected);
+        assert_eq!(
+            other.identity, expected,
+            "the order of the calls does not matter"
+        );
+        assert_eq!(one.format, Some(Format::Csv));
+        assert_eq!(one.default_message.as_deref(), Some("Outage"));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ids");
+        std::fs::write(&path, bytes).unwrap();
+        let file = Input::from_file(&path)
+            .unwrap()
+            .with_format(Format::Csv)
+            .with_message("Outage");
+        assert_eq!(file.identity, expected);
     }
 
     #[test]
@@ -316,8 +160,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f.csv");
         std::fs::write(&p, b"u1,hi\n").unwrap();
-        let f = Input::from_file(&p, None, None).unwrap();
-        let b = Input::from_bytes("f.csv", b"u1,hi\n".to_vec(), None, None);
+        let f = Input::from_file(&p).unwrap();
+        let b = Input::from_bytes("f.csv", b"u1,hi\n".to_vec());
         assert_eq!(f.identity, b.identity);
         assert_eq!(f.name, "f.csv");
     }

@@ -3,7 +3,10 @@
 //! replay.
 
 use super::support::{claim, dead, delivered, lease_soon, ok, one, report, Reader, LONG};
-use crate::{now_ms, Attributes, DeadKind, JobControl, Message, OffsetStore, Queue, Settle};
+use crate::{
+    backend::{now_ms, JobControl, OffsetStore, Queue, Settle},
+    Attributes, DeadKind, Message,
+};
 
 /// Attributes of every JSON type, in an order that is not alphabetical,
 /// with names and values that look like the parts of a stored message

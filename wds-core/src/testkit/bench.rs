@@ -16,7 +16,7 @@ pub struct NoopSink;
 #[async_trait]
 impl Sink for NoopSink {
     async fn deliver(&self, _message: &Message) -> Result<Delivered, SinkError> {
-        Ok(Delivered { status: Some(200) })
+        Ok(Delivered::with_status(200))
     }
 }
 
@@ -26,12 +26,7 @@ pub fn csv_input(lines: u64, salt: &str) -> Input {
     for i in 0..lines {
         csv.push_str(&format!("user-{i:07},Your alert number {i} ({salt})\n"));
     }
-    Input::from_bytes(
-        format!("bench-{salt}.csv"),
-        csv.into_bytes(),
-        Some(Format::Csv),
-        None,
-    )
+    Input::from_bytes(format!("bench-{salt}.csv"), csv.into_bytes()).with_format(Format::Csv)
 }
 
 /// Runs one job to its end; returns its report and the seconds from claim

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use futures::future::join_all;
 
-use crate::health::{CircuitSettings, CircuitState, CircuitStore};
+use crate::backend::{CircuitState, CircuitStore};
+use crate::health::CircuitSettings;
 
 /// Checks the `# Contract` of [`CircuitStore`] on two views of one fresh
 /// store (`a` and `b`: clones, or two connections to it, as two workers

@@ -8,7 +8,10 @@ use futures::future::join_all;
 use super::support::{
     assert_unknown_job, claim, identity, line_id, meta, ok, outcome, report, Reader, Snapshot, LONG,
 };
-use crate::{Checkpoint, Format, JobId, JobState, OffsetStore, Queue};
+use crate::{
+    backend::{Checkpoint, OffsetStore, Queue},
+    Format, JobId, JobState,
+};
 
 /// Claiming one identity twice gives the same job: the first claim is
 /// `fresh`, the second is not, and both carry the first claim's metadata.
@@ -153,7 +156,7 @@ pub async fn concurrent_claims_make_one_job(_q: &dyn Queue, s: &dyn OffsetStore)
 /// with `UnknownJob`, `report` answers `None`, and a push to it fails and
 /// changes nothing.
 pub async fn unknown_jobs_are_refused(q: &dyn Queue, s: &dyn OffsetStore) {
-    let job = JobId(format!("never-claimed-{:016x}", fastrand::u64(..)));
+    let job = JobId::new(format!("never-claimed-{:016x}", fastrand::u64(..)));
     assert_eq!(
         ok("report() of an unknown job", s.report(&job).await),
         None,

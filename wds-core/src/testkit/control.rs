@@ -2,7 +2,8 @@
 
 use super::support::{claim, dead, delivered, ok, one, report, stats, Reader, LONG};
 use crate::{
-    now_ms, DeadKind, Error, JobControl, JobId, JobState, Lease, OffsetStore, Queue, Result, Settle,
+    backend::{now_ms, JobControl, Lease, OffsetStore, Queue, Settle},
+    DeadKind, Error, JobId, JobState, Result,
 };
 
 /// Asserts a call was refused with [`Error::IllegalTransition`].
@@ -211,7 +212,7 @@ pub async fn finished_job_refuses_control(q: &dyn Queue, s: &dyn OffsetStore, c:
     assert_illegal("pause of a done job", c.pause(&a).await);
     assert_illegal("resume of a done job", c.resume(&a).await);
     assert_illegal("cancel of a done job", c.cancel(&a).await);
-    let unknown = JobId("finished_job_refuses_control-unknown".into());
+    let unknown = JobId::new("finished_job_refuses_control-unknown");
     match c.pause(&unknown).await {
         Err(Error::UnknownJob { .. }) => {}
         other => panic!("pause of an unknown job must be UnknownJob, got {other:?}"),

@@ -6,8 +6,11 @@ use super::support::{
     Reader, LONG,
 };
 use crate::{
-    DeadKind, DeadLetter, LineOutcome, OffsetStore, Queue, Reject, RejectKind, Settle,
-    DEFAULT_DETAIL_LIMIT, DETAIL_NOT_KEPT,
+    backend::{
+        LineOutcome, OffsetStore, Queue, Reject, RejectKind, Settle, DEFAULT_DETAIL_LIMIT,
+        DETAIL_NOT_KEPT,
+    },
+    DeadKind, DeadLetter,
 };
 
 /// The dead letters of `job` kept in detail, and those not.

@@ -9,7 +9,10 @@ use super::support::{
     all_delivered, assert_batches, assert_deadline, assert_lease_lost, assert_stats, claim, dead,
     lease_soon, ok, one, outcome, report, sleep_past, stats, Reader, BRIEF, LONG, SHORT, SKEW_MS,
 };
-use crate::{now_ms, DeadKind, Lease, OffsetStore, Queue};
+use crate::{
+    backend::{now_ms, Lease, OffsetStore, Queue},
+    DeadKind,
+};
 
 /// `lease(n)` hands out at most `n` batches per call, at least one while any
 /// is ready, in push order across jobs, each with a deadline `ttl` from now

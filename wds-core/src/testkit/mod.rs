@@ -27,7 +27,7 @@
 //! // tests/conformance.rs
 //! use std::sync::Arc;
 //!
-//! use wds_core::{testkit, OffsetStore, Queue};
+//! use wds_core::{testkit, backend::{OffsetStore, Queue}};
 //! use my_backend::MyBackend;
 //!
 //! /// A fresh, empty backend per check (a new database, key prefix, …).
@@ -62,7 +62,7 @@
 //! # Requirements
 //!
 //! The checks run on a Tokio runtime with the time driver enabled (any
-//! `#[tokio::test]`), sleep on the wall clock ([`crate::now_ms`], which lease
+//! `#[tokio::test]`), sleep on the wall clock ([`crate::backend::now_ms`], which lease
 //! deadlines and retry times use), and take a few seconds in all. Lease
 //! expiry is exercised with ttls of 200–500 ms; nothing is asserted to *not*
 //! happen unless it would be well early, and what must happen is polled for
@@ -83,7 +83,7 @@
 //! - `finished_ms` is `None` until the job is first `Done` (its value after a
 //!   replay is not checked);
 //! - the backend keeps the default detail limit
-//!   ([`crate::DEFAULT_DETAIL_LIMIT`]): [`detail_is_bounded_and_counts_stay_exact`]
+//!   ([`crate::backend::DEFAULT_DETAIL_LIMIT`]): [`detail_is_bounded_and_counts_stay_exact`]
 //!   pushes and kills more lines than that; within one settle, which dead
 //!   letters keep their detail is not checked, only how many;
 //! - `reports()` lists jobs newest first by claim order (the checks claim
@@ -97,7 +97,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
-use crate::{JobControl, OffsetStore, Queue};
+use crate::backend::{Backend, JobControl, OffsetStore, Queue};
 
 mod attributes;
 pub mod bench;
@@ -268,7 +268,8 @@ fn report_failures(failures: &[String], of: usize) {
 }
 
 /// Runs every check, each on a fresh backend from `make`, which serves as
-/// both the [`Queue`] and the [`OffsetStore`].
+/// both the [`Queue`] and the [`OffsetStore`]: a [`Backend`], as the
+/// engine requires.
 ///
 /// # Panics
 ///
@@ -278,7 +279,7 @@ pub async fn run_all<F, Fut, B>(mut make: F)
 where
     F: FnMut() -> Fut + Send,
     Fut: Future<Output = B> + Send,
-    B: Queue + OffsetStore + Clone,
+    B: Backend,
 {
     run_all_views(move || {
         let backend = make();

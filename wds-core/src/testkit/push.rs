@@ -4,7 +4,10 @@ use super::support::{
     all_delivered, assert_batches, assert_stats, assert_unknown_job, claim, dead, line_id, ok, one,
     outcome, report, stats, Counts, Reader, Snapshot, LONG,
 };
-use crate::{DeadKind, Error, JobId, JobState, LineOutcome, OffsetStore, Queue};
+use crate::{
+    backend::{LineOutcome, OffsetStore, Queue},
+    DeadKind, Error, JobId, JobState,
+};
 
 /// A push at the job's checkpoint is applied whole: its messages become
 /// leasable as one batch, the checkpoint is stored, the records are counted
@@ -485,6 +488,6 @@ pub async fn fail_ends_reading_for_good(q: &dyn Queue, s: &dyn OffsetStore) {
         (JobState::Done, None),
         "fail() of a job already fully read must change nothing"
     );
-    let unknown = JobId(format!("{CHECK}-never-claimed"));
+    let unknown = JobId::new(format!("{CHECK}-never-claimed"));
     assert_unknown_job("fail() of an unknown job", s.fail(&unknown, "x").await);
 }

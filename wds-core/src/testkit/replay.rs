@@ -7,8 +7,8 @@ use super::support::{
     Counts, Reader, LONG,
 };
 use crate::{
-    DeadKind, DeadReason, JobId, JobState, Lease, LineOutcome, Message, MessageId, OffsetStore,
-    Queue, Settle,
+    backend::{Lease, LineOutcome, OffsetStore, Queue, Settle},
+    DeadKind, DeadReason, JobId, JobState, Message, MessageId,
 };
 
 /// The lease of `job`'s batch among `leases`.

@@ -9,8 +9,8 @@ use super::support::{
     Snapshot, BRIEF, LONG, PATIENCE, SHORT, SKEW_MS,
 };
 use crate::{
-    now_ms, Continue, DeadKind, DeadLetter, DeadReason, JobState, Lease, LeaseId, LineOutcome,
-    OffsetStore, Queue, Settle,
+    backend::{now_ms, Continue, Lease, LeaseId, LineOutcome, OffsetStore, Queue, Settle},
+    DeadKind, DeadLetter, DeadReason, JobState,
 };
 
 /// Settling messages as delivered counts them in `report().delivered`,
@@ -223,7 +223,7 @@ pub async fn settle_requires_a_held_lease(q: &dyn Queue, s: &dyn OffsetStore) {
     ok("push", q.push(&reader.next(2, 0, 0, true)).await);
     let lease = one(ok("lease()", q.lease(10, LONG).await), "lease");
     let forged = Lease {
-        id: LeaseId(format!("{}-forged", lease.id)),
+        id: LeaseId::new(format!("{}-forged", lease.id)),
         ..lease.clone()
     };
 

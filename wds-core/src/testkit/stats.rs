@@ -1,7 +1,10 @@
 //! Stats: ready, leased, scheduled and dead messages, and `Pushed::depth`.
 
 use super::support::{assert_stats, claim, dead, delivered, ok, one, stats, Reader, LONG};
-use crate::{now_ms, DeadKind, OffsetStore, Queue, Settle};
+use crate::{
+    backend::{now_ms, OffsetStore, Queue, Settle},
+    DeadKind,
+};
 
 /// `stats()` counts messages (not batches) as they move: pushed messages
 /// are `ready`, leased ones `leased`, retries `scheduled`, dead letters

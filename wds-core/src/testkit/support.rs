@@ -5,9 +5,12 @@ use std::fmt::Debug;
 use std::time::Duration;
 
 use crate::{
-    now_ms, Checkpoint, DeadKind, DeadLetter, DeadReason, Error, Format, JobId, JobMeta, JobReport,
-    Lease, LineOutcome, Message, MessageId, OffsetStore, Push, Queue, QueueStats, Receipt, Reject,
-    RejectKind, Result, Settle,
+    backend::{
+        now_ms, Checkpoint, Lease, LineOutcome, OffsetStore, Push, Queue, QueueStats, Receipt,
+        Reject, RejectKind, Settle,
+    },
+    DeadKind, DeadLetter, DeadReason, Error, Format, JobId, JobMeta, JobReport, Message, MessageId,
+    Result,
 };
 
 /// A lease ttl no check outlives.

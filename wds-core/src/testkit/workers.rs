@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::now_ms;
+use crate::backend::now_ms;
 use crate::workers::{WorkerBeat, WorkerRegistry, WorkerSeen};
 
 /// Slack for the store's clock against this process's (the same machine

@@ -50,7 +50,7 @@ impl Sink for Counting {
             .unwrap()
             .entry(message.id.clone())
             .or_default() += 1;
-        Ok(Delivered { status: Some(200) })
+        Ok(Delivered::with_status(200))
     }
 }
 

@@ -151,8 +151,11 @@ mod tests {
     use wds_core::Input;
 
     fn job_of_bytes(bytes: &[u8], message: Option<&str>) -> JobId {
-        let identity =
-            Input::from_bytes("x", bytes.to_vec(), None, message.map(String::from)).identity;
+        let input = Input::from_bytes("x", bytes.to_vec());
+        let identity = match message {
+            Some(message) => input.with_message(message).identity,
+            None => input.identity,
+        };
         JobId::from_identity(&identity)
     }
 
@@ -178,7 +181,10 @@ mod tests {
             files.find(&folders, &without).unwrap(),
             Some(done.join("a.csv"))
         );
-        assert_eq!(files.find(&folders, &JobId("0".repeat(16))).unwrap(), None);
+        assert_eq!(
+            files.find(&folders, &JobId::new("0".repeat(16))).unwrap(),
+            None
+        );
         // A file changed since it was indexed is hashed again.
         std::fs::write(done.join("a.csv"), "u2,changed and longer\n").unwrap();
         assert_eq!(files.find(&folders, &without).unwrap(), None);

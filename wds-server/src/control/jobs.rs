@@ -7,7 +7,10 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
-use wds_core::{Action, DeadKind, Error, JobControl, JobId};
+use wds_core::{
+    backend::{Action, JobControl},
+    DeadKind, Error, JobId,
+};
 
 use super::resend::NotResent;
 use super::{ApiError, ControlApi, JobView, BACKEND_TIMEOUT};
@@ -47,7 +50,7 @@ async fn controlled<T>(
 
 async fn act(api: &ControlApi, id: String, action: Action) -> Result<Json<JobView>, ApiError> {
     let control = api.job_control()?;
-    let job = JobId(id);
+    let job = JobId::new(id);
     let report = controlled(async {
         match action {
             Action::Pause => control.pause(&job).await,
@@ -167,7 +170,7 @@ pub(super) async fn replay(
         })?
     };
     let control = api.job_control()?;
-    let job = JobId(id);
+    let job = JobId::new(id);
     let kind = match request.reason {
         Reason::All => None,
         Reason::Exhausted => Some(DeadKind::Exhausted),
@@ -212,7 +215,7 @@ pub(super) async fn resend(
             "this API was started without an archive to resend from",
         ));
     };
-    let job = JobId(id);
+    let job = JobId::new(id);
     let report = controlled(api.inner.offsets.report(&job))
         .await?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("unknown job {job}")))?;

@@ -66,10 +66,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
-use wds_core::health::{CircuitState, CircuitStore};
-use wds_core::workers::{WorkerRegistry, BEAT_INTERVAL};
+use wds_core::backend::{CircuitState, CircuitStore};
+use wds_core::backend::{WorkerRegistry, BEAT_INTERVAL};
 use wds_core::{
-    now_ms, DeadLetter, IntakeStatus, JobControl, JobId, JobReport, OffsetStore, Queue, Reject,
+    backend::{now_ms, JobControl, OffsetStore, Queue, Reject},
+    source::IntakeStatus,
+    DeadLetter, JobId, JobReport,
 };
 
 use crate::metrics::Metrics;
@@ -117,11 +119,11 @@ pub struct ControlConfig {
     /// `/jobs` then shows unfinished jobs as paused while it is open, and
     /// `/metrics` shows its state.
     pub circuit: Option<(Arc<dyn CircuitStore>, String)>,
-    /// Where the workers beat (see [`wds_core::workers`]): `GET /workers`
+    /// Where the workers beat (see [`WorkerRegistry`]): `GET /workers`
     /// lists them (`501` without it) and `/metrics` counts them.
     pub workers: Option<Arc<dyn WorkerRegistry>>,
     /// How often the workers beat (default
-    /// [`wds_core::workers::BEAT_INTERVAL`]): one not heard from for three
+    /// [`wds_core::backend::BEAT_INTERVAL`]): one not heard from for three
     /// intervals is shown as gone.
     pub worker_beat_interval: Duration,
 }
@@ -530,7 +532,7 @@ async fn job(
     State(api): State<ControlApi>,
     Path(id): Path<String>,
 ) -> Result<Json<JobDetail>, ApiError> {
-    let job = JobId(id);
+    let job = JobId::new(id);
     let not_found = || ApiError::new(StatusCode::NOT_FOUND, format!("no job {job}"));
     let report = backend(api.inner.offsets.report(&job))
         .await?
@@ -578,7 +580,7 @@ async fn retry(
             )
         })?
     };
-    let job = from_body.job.or(query.job).map(JobId);
+    let job = from_body.job.or(query.job).map(JobId::from);
     if let Some(job) = &job {
         if backend(api.inner.offsets.report(job)).await?.is_none() {
             return Err(ApiError::new(

@@ -17,7 +17,8 @@ use axum::Json;
 use serde::Serialize;
 use wds_core::parse::{Limits, Parsed, Position, RecordReader};
 use wds_core::{
-    DeadKind, DeadReason, JobId, JobReport, LineOutcome, MessageId, Receipt, RejectKind,
+    backend::{LineOutcome, Receipt, RejectKind},
+    DeadKind, DeadReason, JobId, JobReport, MessageId,
 };
 
 use super::{backend, ApiError, ControlApi};
@@ -93,7 +94,7 @@ pub(crate) struct UserAnswer {
 }
 
 async fn known_job(api: &ControlApi, id: String) -> Result<(JobId, JobReport), ApiError> {
-    let job = JobId(id);
+    let job = JobId::new(id);
     match backend(api.inner.offsets.report(&job)).await? {
         Some(report) => Ok((job, report)),
         None => Err(ApiError::new(
@@ -216,7 +217,10 @@ pub(super) async fn line(
             }
         }
     };
-    Ok(Json(LineAnswer { job: job.0, status }))
+    Ok(Json(LineAnswer {
+        job: job.to_string(),
+        status,
+    }))
 }
 
 /// `GET /jobs/{id}/users/{userId}`.
@@ -274,7 +278,7 @@ pub(super) async fn user(
         statuses.push(status.unwrap_or_else(|| LineStatus::new(line, "pending")));
     }
     Ok(Json(UserAnswer {
-        job: job.0,
+        job: job.to_string(),
         delivered: statuses.iter().any(|s| s.outcome == "delivered"),
         user_id: user,
         lines: statuses,

@@ -115,9 +115,12 @@ fn find(
         {
             continue;
         }
-        let Ok(input) = Input::from_file(&entry.path(), None, message.clone()) else {
+        let Ok(mut input) = Input::from_file(&entry.path()) else {
             continue;
         };
+        if let Some(message) = &message {
+            input = input.with_message(message.clone());
+        }
         if &JobId::from_identity(&input.identity) == job {
             return Ok(input);
         }

@@ -12,7 +12,7 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use wds_core::parse::text;
 use wds_core::source::{display_name_file, IdentityHasher};
-use wds_core::{now_ms, Format, JobId};
+use wds_core::{backend::now_ms, Format, JobId};
 
 use super::{ApiError, ControlApi, ControlConfig};
 
@@ -153,9 +153,7 @@ pub(super) async fn upload(
 
     // The name is ours: the client's file name only hints at the format.
     let ext = match format {
-        Some(Format::Csv) => "csv",
-        Some(Format::JsonLines) => "jsonl",
-        Some(Format::JsonArray) => "json",
+        Some(format) => format.extension(),
         None => received.client_ext.unwrap_or("upload"),
     };
     let name = format!(

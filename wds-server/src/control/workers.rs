@@ -1,5 +1,5 @@
 //! `GET /workers`: the workers the deployment has seen (see
-//! [`wds_core::workers`]), each with its last beat, whether it is live
+//! [`WorkerRegistry`](wds_core::backend::WorkerRegistry)), each with its last beat, whether it is live
 //! and its delivery rate.
 //!
 //! The rate is computed here, from the last two distinct beats of each
@@ -17,8 +17,8 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
-use wds_core::now_ms;
-use wds_core::workers::WorkerSeen;
+use wds_core::backend::now_ms;
+use wds_core::backend::WorkerSeen;
 
 use super::{backend, openapi, ApiError, ControlApi};
 
@@ -162,7 +162,7 @@ pub(super) async fn workers(State(api): State<ControlApi>) -> Result<Json<Worker
 
 #[cfg(test)]
 mod tests {
-    use wds_core::workers::WorkerBeat;
+    use wds_core::backend::WorkerBeat;
 
     use super::*;
 

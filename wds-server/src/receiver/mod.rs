@@ -403,7 +403,7 @@ async fn housekeeping(shared: Arc<Shared>, stop: CancellationToken) {
                 }
             }
             _ = expire.tick() => {
-                if let Err(e) = shared.log.expire(wds_core::now_ms()) {
+                if let Err(e) = shared.log.expire(wds_core::backend::now_ms()) {
                     tracing::error!(error = %e, path = %shared.output.display(), "cannot compact the id log");
                 }
             }

@@ -104,7 +104,7 @@ pub(crate) async fn webhook(
     if let Some(problem) = problem {
         return json_error(StatusCode::BAD_REQUEST, problem);
     }
-    let now = wds_core::now_ms();
+    let now = wds_core::backend::now_ms();
     match shared
         .log
         .record(id, &alert.user_id, &alert.alert_message, now)

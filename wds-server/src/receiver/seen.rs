@@ -29,7 +29,7 @@ impl SeenIds {
     /// with only those.
     pub(super) fn open(path: PathBuf, window: Duration) -> io::Result<Self> {
         let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
-        let now = wds_core::now_ms();
+        let now = wds_core::backend::now_ms();
         let mut ids = HashMap::new();
         for (expires, id) in read_id_log(&path)? {
             if expires > now {
@@ -134,7 +134,7 @@ mod tests {
     fn ids_expire_after_the_window_and_survive_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ids");
-        let now = wds_core::now_ms();
+        let now = wds_core::backend::now_ms();
         let mut seen = SeenIds::open(path.clone(), Duration::from_secs(60)).unwrap();
         seen.insert("a", now).unwrap();
         seen.insert("old", now - 120_000).unwrap();

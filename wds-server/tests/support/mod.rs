@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use wds_http::wds_core::{JobId, Message, Record};
+use wds_http::wds_core::{parse::Record, JobId, Message};
 use wds_server::{ControlApi, FlushPolicy, Receiver, ReceiverConfig, ReceiverError};
 
 /// Secrets of the right shape (24 and 32 bytes).
@@ -19,7 +19,7 @@ pub(crate) const SECRET_B: &str = "whsec_c2Vjb25kLXNlY3JldC1mb3Itcm90YXRpb24tdGV
 
 /// A message of job `job` at `line`.
 pub(crate) fn message(job: &str, line: u64, user: &str, text: &str) -> Message {
-    Message::new(&JobId(job.into()), Record::new(line, user, text))
+    Message::new(&JobId::new(job), Record::new(line, user, text))
 }
 
 /// A receiver served on a free loopback port, writing into a temp dir.

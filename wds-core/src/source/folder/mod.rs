@@ -29,7 +29,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use opened::OpenedFile;
 
-use super::{Input, InputData, IntakeStatus, Source};
+use super::input::{Input, InputData, Source};
+use super::IntakeStatus;
 use crate::error::{Error, Result};
 use crate::model::{JobReport, JobState};
 use outbox::Outbox;

@@ -25,7 +25,7 @@ const CHECK_EVERY: Duration = Duration::from_millis(200);
 const NAP: Duration = Duration::from_millis(50);
 
 /// A file opened once by the folder source (see
-/// [`InputData::Opened`](crate::source::InputData::Opened)).
+/// [`InputData::Opened`](crate::InputData::Opened)).
 #[derive(Clone)]
 pub struct OpenedFile {
     shared: Arc<Shared>,

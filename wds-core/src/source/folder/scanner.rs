@@ -19,7 +19,8 @@ use super::opened::{Handover, OpenedFile};
 use super::scan::{is_data_file_name, is_sidecar, Ready, Signal, Tracker, Why};
 use super::{Config, Outbox};
 use crate::error::{Error, Result};
-use crate::source::{IdentityHasher, Input, InputData, IntakeStatus};
+use crate::source::input::Input;
+use crate::source::{IdentityHasher, IntakeStatus};
 
 /// Watcher events that may wait for the scan task; more are dropped, which
 /// is harmless because the periodic rescan finds what they announced.
@@ -443,14 +444,13 @@ fn prepare_file(config: &Config, ready: &Ready) -> Prepared {
         covers,
     };
     let opened = OpenedFile::new(file, path.clone(), stamp, handover);
-    Prepared::Ready(Input {
-        display_name: files::read_display_name(path),
+    Prepared::Ready(Input::opened(
         name,
+        files::read_display_name(path),
         identity,
-        data: InputData::Opened(opened),
-        format: None,
-        default_message: message,
-    })
+        opened,
+        message,
+    ))
 }
 
 /// Hashes the first `len` bytes of `file` (all of it for `None`).

@@ -40,29 +40,11 @@ fn file_path(input: &Input) -> &Path {
 }
 
 fn report() -> JobReport {
-    JobReport {
-        job: JobId("j".into()),
-        meta: JobMeta {
-            name: "f.csv".into(),
-            file: None,
-            format: Format::Csv,
-            default_message: None,
-            created_ms: 0,
-        },
-        state: JobState::Done,
-        lines: 1,
-        enqueued: 1,
-        delivered: 1,
-        dead: 0,
-        in_doubt: 0,
-        permanent: 0,
-        exhausted: 0,
-        invalid: 0,
-        duplicate: 0,
-        cancelled: 0,
-        finished_ms: Some(1),
-        failure: None,
-    }
+    let meta = JobMeta::new("f.csv", Format::Csv, 0);
+    let mut report = JobReport::new(JobId::new("j"), meta, JobState::Done);
+    (report.lines, report.enqueued, report.delivered) = (1, 1, 1);
+    report.finished_ms = Some(1);
+    report
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,7 +64,7 @@ async fn yields_files_present_at_start_then_new_ones() {
     assert_eq!(new.name, "new.csv");
     assert_eq!(
         new.identity,
-        Input::from_file(&dir.path().join("new.csv"), None, None)
+        Input::from_file(&dir.path().join("new.csv"))
             .unwrap()
             .identity
     );
@@ -194,7 +176,7 @@ async fn slow_writer_is_yielded_complete(builder: FolderSourceBuilder, dir: &Pat
         "handed over before the last write"
     );
     writer.join().unwrap().unwrap();
-    let full = Input::from_file(&path, None, None).unwrap();
+    let full = Input::from_file(&path).unwrap();
     assert_eq!(input.identity, full.identity, "hash of the full content");
     assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 10);
 }
@@ -235,8 +217,9 @@ async fn sidecar_message_overrides_the_default() {
     let input = next_input(&source).await;
     assert_eq!(input.name, "job.csv");
     assert_eq!(input.default_message.as_deref(), Some("Outage at 5pm"));
-    let expected =
-        Input::from_file(&d.join("job.csv"), None, Some("Outage at 5pm".into())).unwrap();
+    let expected = Input::from_file(&d.join("job.csv"))
+        .unwrap()
+        .with_message("Outage at 5pm");
     assert_eq!(input.identity, expected.identity);
 
     std::fs::write(d.join("plain.csv"), "u3\n").unwrap();

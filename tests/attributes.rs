@@ -8,9 +8,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use wds_tests::checks::assert_sent_once;
-use wds_tests::cluster::{count, Cluster};
-use wds_tests::receiver::TestReceiver;
+use wds_harness::checks::assert_sent_once;
+use wds_harness::cluster::{count, Cluster};
+use wds_harness::receiver::TestReceiver;
 
 /// Lines of orders in the file (besides the header and the special lines).
 const ORDERS: u64 = 3_000;

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use wds_core::backend::CircuitStore;
 use wds_core::retry::RetryPolicy;
 use wds_core::{Engine, EngineConfig, Input};
+use wds_harness::{users_csv, ScriptedSink, Step};
 use wds_memory::MemoryBackend;
-use wds_tests::{users_csv, ScriptedSink, Step};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_holds_messages_and_spends_no_attempt() {

@@ -14,8 +14,8 @@ use wds_core::{
     backend::{LineOutcome, OffsetStore, Queue},
     DeadKind, DeliveryMode, Engine, EngineConfig, Input, JobReport, JobState, MessageId,
 };
+use wds_harness::{account, users_csv, Freezable, ScriptedSink, Step};
 use wds_memory::MemoryBackend;
-use wds_tests::{account, users_csv, Freezable, ScriptedSink, Step};
 
 /// Settings that make failures and expiries happen within a test's time.
 fn fast_config() -> EngineConfig {

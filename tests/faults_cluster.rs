@@ -8,9 +8,9 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use wds_redis::RedisCluster;
-use wds_tests::checks::{assert_sent_once, Recorder};
-use wds_tests::cluster::{count, scale, Cluster};
+use wds_harness::checks::{assert_sent_once, Recorder};
+use wds_harness::cluster::{count, scale, Cluster};
+use wds_harness::redis::RedisCluster;
 
 /// A CSV of `n` users whose ids start with `tag`, so each file is a job.
 fn users(tag: &str, n: u64) -> Vec<u8> {

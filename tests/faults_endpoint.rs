@@ -10,9 +10,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use wds_tests::cluster::{count, Cluster};
-use wds_tests::receiver::{Hit, Reply, TestReceiver};
-use wds_tests::users_csv;
+use wds_harness::cluster::{count, Cluster};
+use wds_harness::receiver::{Hit, Reply, TestReceiver};
+use wds_harness::users_csv;
 
 const WORKERS: usize = 3;
 const OUTAGE: Duration = Duration::from_secs(20);

@@ -12,10 +12,10 @@ use std::io::Write;
 use std::time::Duration;
 
 use serde_json::Value;
-use wds_tests::cluster::{count, scale, Cluster};
-use wds_tests::process::http_get;
-use wds_tests::receiver::TestReceiver;
-use wds_tests::users_csv;
+use wds_harness::cluster::{count, scale, Cluster};
+use wds_harness::http::http_get;
+use wds_harness::receiver::TestReceiver;
+use wds_harness::users_csv;
 
 fn by_name(jobs: &[Value]) -> HashMap<String, Value> {
     jobs.iter()

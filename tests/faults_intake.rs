@@ -9,15 +9,15 @@
 //! `all` process on its default backend (SQLite, no Redis at all).
 
 use std::collections::HashMap;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use wds_tests::cluster::{count, Cluster};
-use wds_tests::process::http_get;
-use wds_tests::receiver::{Reply, TestReceiver};
+use wds_harness::cluster::{count, Cluster};
+use wds_harness::http::{http_get, http_upload};
+use wds_harness::receiver::{Reply, TestReceiver};
 
 /// Long enough for a debug build on a loaded 2-core machine; only a
 /// failure waits this long.
@@ -616,25 +616,9 @@ fn symlinks_and_fifos(mode: Mode) {
     );
 }
 
-/// `POST /upload` of a small CSV as multipart; the status.
+/// `POST /upload` of a small CSV; the status.
 fn upload(api: &str, body: &str) -> Option<u16> {
-    let boundary = "wds-intake-test";
-    let payload = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"u.csv\"\r\n\
-         Content-Type: text/csv\r\n\r\n{body}\r\n--{boundary}--\r\n"
-    );
-    let mut conn = std::net::TcpStream::connect(api).ok()?;
-    conn.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(
-        conn,
-        "POST /upload HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\n\
-         Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {}\r\n\r\n{payload}",
-        payload.len()
-    )
-    .ok()?;
-    let mut raw = String::new();
-    conn.read_to_string(&mut raw).ok()?;
-    raw.split_whitespace().nth(1)?.parse().ok()
+    http_upload(api, b"u.csv", body.as_bytes()).map(|(status, _)| status)
 }
 
 fn inbox_unlistable(mode: Mode) {

@@ -14,11 +14,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use wds_core::{backend::LineOutcome, DeadKind, JobId, JobState};
-use wds_tests::checks::{assert_sent_once, delivered_by, per_tag, Recorder};
-use wds_tests::cluster::{count, outcomes, Cluster};
-use wds_tests::process::ANY_PORT;
-use wds_tests::receiver::{Hit, Reply, TestReceiver};
-use wds_tests::users_csv;
+use wds_harness::checks::{assert_sent_once, delivered_by, per_tag, Recorder};
+use wds_harness::cluster::{count, outcomes, Cluster};
+use wds_harness::ports::ANY_PORT;
+use wds_harness::receiver::{Hit, Reply, TestReceiver};
+use wds_harness::users_csv;
 
 /// Messages one worker may leave in doubt with the default settings.
 fn window() -> u64 {

@@ -9,11 +9,11 @@
 
 use std::time::{Duration, Instant};
 
-use wds_tests::checks::delivered_by;
-use wds_tests::cluster::{count, scale, Cluster};
-use wds_tests::process::ANY_PORT;
-use wds_tests::receiver::{max_in_window, Reply, TestReceiver};
-use wds_tests::users_csv;
+use wds_harness::checks::delivered_by;
+use wds_harness::cluster::{count, scale, Cluster};
+use wds_harness::ports::ANY_PORT;
+use wds_harness::receiver::{max_in_window, Reply, TestReceiver};
+use wds_harness::users_csv;
 
 const RATE: u32 = 200;
 const BURST: u32 = 20;

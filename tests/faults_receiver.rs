@@ -12,9 +12,9 @@ use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
 use wds_core::{backend::LineOutcome, DeadKind, JobId};
-use wds_tests::cluster::{count, outcomes, scale, Cluster};
-use wds_tests::receiver::{Hit, Reply, TestReceiver};
-use wds_tests::users_csv;
+use wds_harness::cluster::{count, outcomes, scale, Cluster};
+use wds_harness::receiver::{Hit, Reply, TestReceiver};
+use wds_harness::users_csv;
 
 const MAX_ATTEMPTS: u32 = 3;
 /// The `Retry-After` (seconds) of the few long 429s.

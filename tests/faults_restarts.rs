@@ -9,10 +9,10 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use wds_core::{backend::LineOutcome, DeadKind, JobId};
-use wds_tests::checks::{assert_sent_once, users_in, Recorder};
-use wds_tests::cluster::{count, outcomes, scale, Cluster};
-use wds_tests::receiver::TestReceiver;
-use wds_tests::users_csv;
+use wds_harness::checks::{assert_sent_once, users_in, Recorder};
+use wds_harness::cluster::{count, outcomes, scale, Cluster};
+use wds_harness::receiver::TestReceiver;
+use wds_harness::users_csv;
 
 #[test]
 fn initiator_and_notifier_killed_mid_job_finish_it_once() {

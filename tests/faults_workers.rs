@@ -19,10 +19,10 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use wds_core::{backend::LineOutcome, DeadKind, JobId};
-use wds_tests::checks::{assert_sent_once, per_tag, repeats, users_in, Recorder};
-use wds_tests::cluster::{count, outcomes, scale, Cluster, Rng};
-use wds_tests::receiver::{Reply, TestReceiver};
-use wds_tests::users_csv;
+use wds_harness::checks::{assert_sent_once, per_tag, repeats, users_in, Recorder};
+use wds_harness::cluster::{count, outcomes, scale, Cluster, Rng};
+use wds_harness::receiver::{Reply, TestReceiver};
+use wds_harness::users_csv;
 
 const WORKERS: usize = 3;
 const CONCURRENCY: usize = 64;

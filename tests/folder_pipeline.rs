@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use wds_core::{backend::OffsetStore, Engine, FolderSource, JobState, Source};
+use wds_harness::{account, users_csv, ScriptedSink};
 use wds_memory::MemoryBackend;
-use wds_tests::{account, users_csv, ScriptedSink};
 
 async fn wait_until_done(backend: &MemoryBackend, jobs: usize) -> Vec<wds_core::JobReport> {
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -14,9 +14,9 @@
 
 use std::time::{Duration, Instant};
 
-use wds_tests::checks::{assert_sent_once, delivered_by, per_tag, users_in, Recorder};
-use wds_tests::cluster::{count, Cluster};
-use wds_tests::process::ANY_PORT;
+use wds_harness::checks::{assert_sent_once, delivered_by, per_tag, users_in, Recorder};
+use wds_harness::cluster::{count, Cluster};
+use wds_harness::ports::ANY_PORT;
 
 fn rows() -> u64 {
     std::env::var("WDS_E2E_ROWS")

@@ -14,9 +14,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use wds_tests::process::{http_get, http_post, poll_until, Service, ANY_PORT};
-use wds_tests::receiver::TestReceiver;
-use wds_tests::users_csv;
+use wds_harness::http::{http_get, http_post};
+use wds_harness::ports::ANY_PORT;
+use wds_harness::process::{poll_until, Service};
+use wds_harness::receiver::TestReceiver;
+use wds_harness::users_csv;
 
 /// Lines of the big file: the 100,000.
 const LINES: u64 = 100_000;

@@ -7,8 +7,8 @@
 
 use std::time::Duration;
 
-use wds_tests::checks::{assert_sent_once, users_in, Recorder};
-use wds_tests::process::Service;
+use wds_harness::checks::{assert_sent_once, users_in, Recorder};
+use wds_harness::process::Service;
 
 #[test]
 fn demo_delivers_every_user_once_and_exits_zero() {

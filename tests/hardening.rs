@@ -4,10 +4,12 @@
 
 use std::time::Duration;
 
-use wds_tests::cluster::{count, Cluster};
-use wds_tests::process::{http_get, Service, ANY_PORT, TEST_SECRET};
-use wds_tests::receiver::{Reply, TestReceiver};
-use wds_tests::users_csv;
+use wds_harness::cluster::{count, Cluster};
+use wds_harness::http::http_get;
+use wds_harness::ports::ANY_PORT;
+use wds_harness::process::{Service, TEST_SECRET};
+use wds_harness::receiver::{Reply, TestReceiver};
+use wds_harness::users_csv;
 
 /// Runs `args` to completion and returns its log.
 fn run_to_end(

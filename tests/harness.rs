@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use wds_tests::process::{http_get, Service, ANY_PORT, TEST_SECRET};
+use wds_harness::http::http_get;
+use wds_harness::ports::ANY_PORT;
+use wds_harness::process::{Service, TEST_SECRET};
 
 /// A `WDS_*` variable in the shell that runs the tests must not reach the
 /// services: a bad one here would make every child fail at start.

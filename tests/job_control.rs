@@ -10,10 +10,12 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use wds_harness::http::{http_get, http_post};
+use wds_harness::ports::ANY_PORT;
+use wds_harness::process::{poll_until, Service};
+use wds_harness::receiver::{Reply, TestReceiver};
+use wds_harness::users_csv;
 use wds_redis::RedisServer;
-use wds_tests::process::{http_get, http_post, poll_until, Service, ANY_PORT};
-use wds_tests::receiver::{Reply, TestReceiver};
-use wds_tests::users_csv;
 
 /// Lines of the file that is paused, resumed and cancelled: at 300
 /// deliveries a second it takes 10 s, time enough to act on it midway.

@@ -4,15 +4,16 @@
 //! (`--on-job-done`) posts the signed report once per job, a restart
 //! included, and logs written to a file carry no colour codes.
 
-use std::io::{Read, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use wds_harness::cluster::count;
+use wds_harness::http::{http_get, http_upload};
+use wds_harness::ports::ANY_PORT;
+use wds_harness::process::{field_value, Service, TEST_SECRET};
+use wds_harness::receiver::{Hit, Reply, TestReceiver};
 use wds_http::signature::{verify, Secret};
-use wds_tests::cluster::count;
-use wds_tests::process::{field_value, http_get, Service, ANY_PORT, TEST_SECRET};
-use wds_tests::receiver::{Hit, Reply, TestReceiver};
 
 /// `all` in `dir` on the default (SQLite) backend, with the test secret.
 fn start_all(name: &str, dir: &Path, env: &[(&str, &str)]) -> (Service, String) {
@@ -62,52 +63,18 @@ fn drop_file(dir: &Path, name: &str, body: &[u8]) {
     std::fs::rename(&staging, inbox.join(name)).unwrap();
 }
 
-/// `POST /upload` of `content` with the client file name `file_name` (raw
-/// bytes in the part's header, as a client may send them).
-fn upload(api: &str, file_name: &[u8], content: &[u8]) -> (u16, String) {
-    let boundary = "wdsTestBoundary7";
-    let mut body =
-        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"")
-            .into_bytes();
-    body.extend_from_slice(file_name);
-    body.extend_from_slice(b"\"\r\nContent-Type: text/csv\r\n\r\n");
-    body.extend_from_slice(content);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    let mut stream = std::net::TcpStream::connect(api).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let head = format!(
-        "POST /upload HTTP/1.1\r\nHost: {api}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).unwrap();
-    stream.write_all(&body).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    (status, body)
-}
-
 #[test]
 fn an_upload_keeps_its_client_file_name_as_the_job_name_fit_for_display() {
     let dir = tempfile::tempdir().unwrap();
     let (all, api) = start_all("upload-name", dir.path(), &[]);
     // A path, a tab and a bidi override in the client's name (an HTTP
     // header cannot carry other control characters).
-    let (status, body) = upload(
+    let (status, body) = http_upload(
         &api,
         "C:\\fakepath\\Q3 \tusers\u{202E}.csv".as_bytes(),
         b"user-1,hi\nuser-2,hi\nuser-3\n",
-    );
+    )
+    .expect("the upload is answered");
     assert_eq!(status, 202, "{body}");
     let job = eventually("the uploaded job to finish", &all, || {
         jobs(&api)?.into_iter().find(|j| j["state"] == "done")

@@ -17,8 +17,8 @@ use wds_core::{
     async_trait, Delivered, Engine, EngineConfig, Input, JobReport, Layer, Message, MessageId,
     Sink, SinkError, SinkExt,
 };
+use wds_harness::{users_csv, ScriptedSink, Step};
 use wds_memory::MemoryBackend;
-use wds_tests::{users_csv, ScriptedSink, Step};
 
 /// Lines of the files the tests run.
 const LINES: usize = 200;

@@ -12,9 +12,10 @@ use std::process::Command;
 
 use serde_json::Value;
 use wds_core::{Input, JobId};
-use wds_tests::process::{Service, ANY_PORT};
-use wds_tests::receiver::TestReceiver;
-use wds_tests::users_csv;
+use wds_harness::ports::ANY_PORT;
+use wds_harness::process::Service;
+use wds_harness::receiver::TestReceiver;
+use wds_harness::users_csv;
 
 const TOKEN: &str = "status-page-test-token";
 

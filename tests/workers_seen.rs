@@ -10,10 +10,12 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use wds_tests::cluster::{count, Cluster};
-use wds_tests::process::{http_get, poll_until, Service, ANY_PORT};
-use wds_tests::receiver::TestReceiver;
-use wds_tests::users_csv;
+use wds_harness::cluster::{count, Cluster};
+use wds_harness::http::http_get;
+use wds_harness::ports::ANY_PORT;
+use wds_harness::process::{poll_until, Service};
+use wds_harness::receiver::TestReceiver;
+use wds_harness::users_csv;
 
 /// This machine's name as the workers read it.
 fn hostname() -> String {

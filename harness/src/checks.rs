@@ -23,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 
-use crate::process::http_get;
+use crate::http::http_get;
 
 /// How long a request waits for the upstream to be
 /// known (a sender may call before the test has read it from a log).

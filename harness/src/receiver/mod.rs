@@ -1,4 +1,6 @@
-//! A scriptable webhook receiver inside the test process: it records every
+//! Webhook receivers inside the test process.
+//!
+//! [`TestReceiver`], a scriptable one: it records every
 //! request it gets (repeats included, unlike the bundled notifier, which
 //! drops them) and answers as a script says: 200, an error status, 429 with
 //! `Retry-After`, a stall past the sender's timeout, or a connection closed
@@ -6,6 +8,10 @@
 //!
 //! The WDS processes under test are real; they reach this receiver through
 //! `WDS_WEBHOOK_URL`.
+//!
+//! [`ProductReceiver`], the product's own receiver (the bundled notifier's
+//! verify, dedupe and CSV) in this process, which can answer late and notes
+//! arrival times: what a benchmark delivers to.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -18,6 +24,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
+
+mod product;
+
+pub use product::ProductReceiver;
 
 /// What the receiver does with one request.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,6 +1,6 @@
-//! The benchmark's webhook receiver: the product's [`Receiver`] (verify,
-//! dedupe, CSV) behind a thin layer that can answer late and that notes when
-//! each webhook was answered.
+//! [`ProductReceiver`]: the product's [`Receiver`] (verify, dedupe, CSV)
+//! served in this process behind a thin layer that can answer late and that
+//! notes when each webhook arrived: the benchmark's receiver.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -14,9 +14,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use wds_server::{Receiver, ReceiverConfig};
 
-use crate::Fallible;
+use crate::BoxError;
 
-/// Microseconds since the benchmark started at which each accepted webhook
+type Fallible<T> = Result<T, BoxError>;
+
+/// Microseconds since `t0` at which each accepted webhook
 /// arrived, roughly in arrival order (sort before use).
 type Times = Arc<Mutex<Vec<u64>>>;
 
@@ -46,20 +48,35 @@ async fn tap(State(tap): State<Tap>, request: Request, next: Next) -> Response {
     response
 }
 
-/// A running receiver on a free port of 127.0.0.1.
-pub(crate) struct BenchReceiver {
-    pub(crate) url: String,
+/// A running receiver on a free port of 127.0.0.1; stop it with
+/// [`ProductReceiver::stop`].
+pub struct ProductReceiver {
+    /// `http://127.0.0.1:<port>/webhook`.
+    pub url: String,
     receiver: Receiver,
     times: Option<Times>,
     stop: CancellationToken,
     task: JoinHandle<std::io::Result<()>>,
 }
 
-impl BenchReceiver {
-    /// Starts a receiver writing to `dir/<name>.csv`; `delay` makes every
-    /// webhook answer that much later; `record` keeps the answer times
-    /// (8 bytes per webhook: off for the big file).
-    pub(crate) async fn start(
+impl std::fmt::Debug for ProductReceiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProductReceiver")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProductReceiver {
+    /// Starts a receiver writing to `dir/<name>.csv` that accepts unsigned
+    /// webhooks; `delay` makes every webhook answer that much later;
+    /// `record` keeps the arrival times, in µs since `t0` (8 bytes per
+    /// webhook: off for a big file).
+    ///
+    /// # Errors
+    ///
+    /// When the receiver cannot open its output or bind a port.
+    pub async fn start(
         dir: &Path,
         name: &str,
         delay: Option<Duration>,
@@ -96,7 +113,7 @@ impl BenchReceiver {
                                 _ = tokio::time::sleep(Duration::from_millis(200)) => {}
                             }
                             if let Err(e) = receiver.flush() {
-                                eprintln!("bench receiver: {e}");
+                                eprintln!("product receiver: {e}");
                             }
                         }
                     }
@@ -107,7 +124,7 @@ impl BenchReceiver {
                 served
             })
         };
-        Ok(BenchReceiver {
+        Ok(ProductReceiver {
             url,
             receiver,
             times,
@@ -117,24 +134,24 @@ impl BenchReceiver {
     }
 
     /// Webhooks accepted (recorded once) so far.
-    pub(crate) fn accepted(&self) -> u64 {
+    pub fn accepted(&self) -> u64 {
         self.receiver.accepted()
     }
 
     /// Repeated `webhook-id`s dropped so far (must stay 0).
-    pub(crate) fn duplicates(&self) -> u64 {
+    pub fn duplicates(&self) -> u64 {
         self.receiver.duplicates()
     }
 
     /// How many answer times are noted.
-    pub(crate) fn noted(&self) -> usize {
+    pub fn noted(&self) -> usize {
         self.times
             .as_ref()
             .map_or(0, |t| t.lock().unwrap_or_else(|p| p.into_inner()).len())
     }
 
     /// The answer times noted from index `from` on (µs since the start).
-    pub(crate) fn times_from(&self, from: usize) -> Vec<u64> {
+    pub fn times_from(&self, from: usize) -> Vec<u64> {
         self.times.as_ref().map_or_else(Vec::new, |t| {
             let t = t.lock().unwrap_or_else(|p| p.into_inner());
             t.get(from..).map(<[u64]>::to_vec).unwrap_or_default()
@@ -142,7 +159,11 @@ impl BenchReceiver {
     }
 
     /// Waits until `target` webhooks were accepted, at most `timeout`.
-    pub(crate) async fn wait_for(&self, target: u64, timeout: Duration) -> Fallible<()> {
+    ///
+    /// # Errors
+    ///
+    /// When fewer arrived in time.
+    pub async fn wait_for(&self, target: u64, timeout: Duration) -> Fallible<()> {
         let give_up = Instant::now() + timeout;
         while self.accepted() < target {
             if Instant::now() > give_up {
@@ -158,12 +179,12 @@ impl BenchReceiver {
     }
 
     /// Stops serving.
-    pub(crate) async fn stop(self) {
+    pub async fn stop(self) {
         self.stop.cancel();
         match self.task.await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => eprintln!("bench receiver: {e}"),
-            Err(e) => eprintln!("bench receiver: {e}"),
+            Ok(Err(e)) => eprintln!("product receiver: {e}"),
+            Err(e) => eprintln!("product receiver: {e}"),
         }
     }
 }

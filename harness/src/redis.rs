@@ -1,26 +1,35 @@
-//! What Redis reports: command counts (`INFO commandstats`) and memory.
+//! Redis for tests and benchmarks: a private `redis-server`
+//! ([`RedisServer`]) or Redis Cluster ([`RedisCluster`]), from `wds-redis`'s
+//! `test-server` feature, re-exported (that crate's own tests restart them,
+//! and it cannot depend on this crate),
+//! and what a server reports: command counts (`INFO commandstats`) and
+//! memory ([`RedisAdmin`]).
 
 use std::collections::BTreeMap;
 
 use wds_redis::redis;
+pub use wds_redis::{RedisCluster, RedisServer, RedisServerBuilder};
 
-use crate::Fallible;
+use crate::BoxError;
 
-/// An admin connection to the benchmark's redis-server.
-pub(crate) struct RedisAdmin {
+type Fallible<T> = Result<T, BoxError>;
+
+/// An admin connection to a redis-server.
+#[derive(Debug)]
+pub struct RedisAdmin {
     connection: redis::aio::MultiplexedConnection,
 }
 
 /// Commands Redis executed since the last reset, split by who sent them.
 #[derive(Debug, Default)]
-pub(crate) struct Commands {
+pub struct Commands {
     /// Sent by clients: one network round trip each (`EVALSHA` for every
     /// backend call, plus connection set-up).
-    pub(crate) round_trips: u64,
+    pub round_trips: u64,
     /// Every command executed, including those the Lua scripts ran.
-    pub(crate) all: u64,
+    pub all: u64,
     /// By name, for `--verbose`.
-    pub(crate) by_name: BTreeMap<String, u64>,
+    pub by_name: BTreeMap<String, u64>,
 }
 
 /// Commands a client sends itself; everything else in `commandstats` ran
@@ -28,7 +37,12 @@ pub(crate) struct Commands {
 const CLIENT_COMMANDS: &[&str] = &["evalsha", "eval", "ping", "select", "hello", "auth"];
 
 impl RedisAdmin {
-    pub(crate) async fn connect(url: &str) -> Fallible<Self> {
+    /// Connects to the server at `url`.
+    ///
+    /// # Errors
+    ///
+    /// When it does not answer.
+    pub async fn connect(url: &str) -> Fallible<Self> {
         let client = redis::Client::open(url)?;
         Ok(RedisAdmin {
             connection: client.get_multiplexed_async_connection().await?,
@@ -36,7 +50,11 @@ impl RedisAdmin {
     }
 
     /// `CONFIG RESETSTAT`: counts start again from zero.
-    pub(crate) async fn reset_stats(&mut self) -> Fallible<()> {
+    ///
+    /// # Errors
+    ///
+    /// Redis's.
+    pub async fn reset_stats(&mut self) -> Fallible<()> {
         redis::cmd("CONFIG")
             .arg("RESETSTAT")
             .query_async::<()>(&mut self.connection)
@@ -44,8 +62,12 @@ impl RedisAdmin {
         Ok(())
     }
 
-    /// `INFO commandstats`, without the benchmark's own `INFO` and `CONFIG`.
-    pub(crate) async fn commands(&mut self) -> Fallible<Commands> {
+    /// `INFO commandstats`, without the caller's own `INFO` and `CONFIG`.
+    ///
+    /// # Errors
+    ///
+    /// Redis's.
+    pub async fn commands(&mut self) -> Fallible<Commands> {
         let info: String = redis::cmd("INFO")
             .arg("commandstats")
             .query_async(&mut self.connection)
@@ -81,7 +103,11 @@ impl RedisAdmin {
     }
 
     /// A numeric field of `INFO memory` (e.g. `used_memory_peak`), in bytes.
-    pub(crate) async fn memory(&mut self, field: &str) -> Fallible<u64> {
+    ///
+    /// # Errors
+    ///
+    /// Redis's, or when `INFO memory` has no such field.
+    pub async fn memory(&mut self, field: &str) -> Fallible<u64> {
         let info: String = redis::cmd("INFO")
             .arg("memory")
             .query_async(&mut self.connection)

@@ -1,57 +1,77 @@
-//! Real processes for end-to-end tests: the `full_system` example binary,
-//! started with flags, stopped with a signal or killed with SIGKILL.
+//! Real processes for end-to-end tests and benchmarks: the `full_system`
+//! example binary, started with flags and settings, followed through its
+//! log, stopped with a signal or killed with SIGKILL, its peak memory read
+//! from `/proc`.
 
+use std::ffi::OsStr;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// The `full_system` binary, built (debug profile) on first use.
+/// The `full_system` binary of the debug profile, built on first use (the
+/// tests' binary).
+///
+/// # Panics
+///
+/// When it cannot be built.
 pub fn full_system() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("..")
-            .join("Cargo.toml");
-        let out = Command::new(&cargo)
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "wds-examples",
-                "--example",
-                "full_system",
-                "--manifest-path",
-            ])
-            .arg(&manifest)
-            .output()
-            .expect("cannot run cargo to build the full_system example");
-        assert!(
-            out.status.success(),
-            "building full_system failed:\n{}",
+    BIN.get_or_init(|| build_full_system(false).unwrap_or_else(|e| panic!("{e}")))
+}
+
+/// Builds the `full_system` example (`--release` when `release`; a no-op
+/// when it is up to date) and returns the path cargo reports for it.
+///
+/// # Errors
+///
+/// When cargo cannot run, the build fails (with cargo's messages), or cargo
+/// names no binary.
+pub fn build_full_system(release: bool) -> Result<PathBuf, String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("Cargo.toml");
+    let mut build = Command::new(&cargo);
+    build
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "wds-examples",
+            "--example",
+            "full_system",
+            "--message-format=json-render-diagnostics",
+            "--manifest-path",
+        ])
+        .arg(&manifest);
+    if release {
+        build.arg("--release");
+    }
+    let out = build
+        .output()
+        .map_err(|e| format!("cannot run cargo to build the full_system example: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "building full_system failed ({}):\n{}",
+            out.status,
             String::from_utf8_lossy(&out.stderr)
-        );
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("..")
-                    .join("target")
-            });
-        let bin = target.join("debug").join("examples").join("full_system");
-        assert!(bin.exists(), "no binary at {}", bin.display());
-        bin
-    })
+        ));
+    }
+    // One JSON message a line; the example's artifact names its executable.
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "full_system")
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .filter(|bin| bin.exists())
+        .ok_or_else(|| "cargo built full_system but named no executable".to_string())
 }
 
 /// The signing secret the tests' deployments share (`WDS_SECRETS`): a
 /// notifier refuses to start without one.
 pub const TEST_SECRET: &str = "whsec_dGVzdC1zZWNyZXQtb2YtdGhlLXdkcy10ZXN0cw==";
-
-/// The listen address for a child process to bind: port 0, so the kernel
-/// picks a free port and no two tests can race for one.
-pub const ANY_PORT: &str = "127.0.0.1:0";
 
 /// A child process killed (SIGKILL) when dropped, its output in a log file.
 #[derive(Debug)]
@@ -64,22 +84,47 @@ pub struct Service {
 }
 
 impl Service {
-    /// Starts `full_system` with `args` in `dir`, logging to `dir/<name>.log`.
+    /// Starts `full_system` (debug, see [`full_system`]) with `args` in
+    /// `dir` at log level `info`, logging to `dir/<name>.log`; `env` is
+    /// added to the child's environment.
+    ///
+    /// # Panics
+    ///
+    /// When it cannot start.
     pub fn start(name: &str, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Service {
+        Self::spawn(full_system(), name, dir, args, env, "info")
+            .unwrap_or_else(|e| panic!("cannot start full_system: {e}"))
+    }
+
+    /// Starts `binary` with `args` in `dir`, logging at `log_level`
+    /// (`RUST_LOG`) in human format to `dir/<name>.log`. Of the caller's
+    /// environment no `WDS_*` variable reaches the child: a setting in the
+    /// shell must not change what a test or a benchmark runs; `env` adds
+    /// what the child should have.
+    ///
+    /// # Errors
+    ///
+    /// When the log file cannot be made or the process cannot start.
+    pub fn spawn<S: AsRef<OsStr>>(
+        binary: &Path,
+        name: &str,
+        dir: &Path,
+        args: &[S],
+        env: &[(&str, &str)],
+        log_level: &str,
+    ) -> std::io::Result<Service> {
         let log = dir.join(format!("{name}.log"));
-        let file = std::fs::File::create(&log).expect("log file");
-        let err = file.try_clone().expect("log file");
-        let mut cmd = Command::new(full_system());
+        let file = std::fs::File::create(&log)?;
+        let err = file.try_clone()?;
+        let mut cmd = Command::new(binary);
         cmd.args(args)
             .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(file)
             .stderr(err)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", log_level)
             // Human logs, so `address` can read them whatever the caller's shell says.
             .env("WDS_LOG_FORMAT", "human");
-        // A setting inherited from the caller's shell must not change what a
-        // test runs: only the variables the test passes reach the child.
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("WDS_") && key != "WDS_LOG_FORMAT" {
                 cmd.env_remove(&key);
@@ -88,12 +133,14 @@ impl Service {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().expect("cannot start full_system");
-        Service {
+        let child = cmd
+            .spawn()
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", binary.display())))?;
+        Ok(Service {
             name: name.into(),
             child: Some(child),
             log,
-        }
+        })
     }
 
     /// The process id.
@@ -205,6 +252,89 @@ impl Service {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Fails with the end of its log when it has exited.
+    ///
+    /// # Errors
+    ///
+    /// When it has exited.
+    pub fn check_running(&mut self) -> Result<(), String> {
+        let Some(status) = self.wait(Duration::ZERO) else {
+            return Ok(());
+        };
+        let log = self.log_text();
+        let tail: Vec<&str> = log.lines().rev().take(15).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        Err(format!(
+            "{} exited ({status}):\n{}",
+            self.name,
+            tail.join("\n")
+        ))
+    }
+
+    /// Its peak resident set (`VmHWM`), in bytes, while it runs.
+    pub fn peak_rss(&self) -> Option<u64> {
+        status_kb(&self.pid().to_string(), "VmHWM:").map(|kb| kb * 1024)
+    }
+
+    /// Waits until `GET http://addr/healthz` answers 200, at most 30 s.
+    ///
+    /// # Errors
+    ///
+    /// When it exits first, or does not answer in time.
+    pub async fn wait_healthy(&mut self, addr: SocketAddr) -> Result<(), String> {
+        let client = reqwest::Client::new();
+        let url = format!("http://{addr}/healthz");
+        let give_up = Instant::now() + Duration::from_secs(30);
+        loop {
+            self.check_running()?;
+            let ok = client
+                .get(&url)
+                .timeout(Duration::from_secs(1))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ok {
+                return Ok(());
+            }
+            if Instant::now() > give_up {
+                return Err(format!("{} did not answer on {url} within 30 s", self.name));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// SIGTERM (a worker finishes what is on the wire), then SIGKILL when
+    /// it has not exited after 10 s.
+    pub async fn stop(mut self) {
+        if self.wait(Duration::ZERO).is_some() {
+            return;
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        let give_up = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < give_up {
+            if self.wait(Duration::ZERO).is_some() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.kill();
+    }
+}
+
+/// A `kB` field (e.g. `VmHWM:`, `VmRSS:`) of `/proc/<pid>/status`, where
+/// `pid` may be `self`.
+pub fn status_kb(pid: &str, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line[field.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
 }
 
 impl Drop for Service {
@@ -242,60 +372,6 @@ fn strip_ansi(text: &str) -> String {
         } else {
             out.push(c);
         }
-    }
-    out
-}
-
-/// `GET http://{addr}{path}` over a plain socket: the status and the body,
-/// or `None` when nothing answers. (Enough HTTP/1.1 for the tests' needs:
-/// `Connection: close`, body to the end of the stream.)
-pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
-    request(addr, "GET", path, "")
-}
-
-fn request(addr: &str, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut conn = std::net::TcpStream::connect(addr).ok()?;
-    conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let len = body.len();
-    write!(
-        conn,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
-         Content-Type: application/json\r\nContent-Length: {len}\r\n\r\n{body}"
-    )
-    .ok()?;
-    let mut raw = Vec::new();
-    conn.read_to_end(&mut raw).ok()?;
-    let text = String::from_utf8_lossy(&raw);
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    Some((status, body))
-}
-
-/// `POST http://{addr}{path}` with a JSON `body`, like [`http_get`].
-pub fn http_post(addr: &str, path: &str, body: &str) -> Option<(u16, String)> {
-    request(addr, "POST", path, body)
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
     }
     out
 }

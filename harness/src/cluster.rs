@@ -8,9 +8,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use wds_core::{backend::OffsetStore, JobId, JobReport};
-use wds_redis::{reserve_port, RedisBackend, RedisServer, ReservedPort};
+use wds_redis::RedisBackend;
 
-use crate::process::{http_get, http_post, Service, ANY_PORT, TEST_SECRET};
+use crate::http::{http_get, http_post};
+use crate::ports::{reserve_port, ReservedPort, ANY_PORT};
+use crate::process::{Service, TEST_SECRET};
+use crate::redis::RedisServer;
 
 /// The scale factor of the fault tests: `WDS_FAULT_SCALE` (default 1)
 /// multiplies file sizes and kill counts, for longer runs by hand.

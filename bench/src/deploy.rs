@@ -54,6 +54,30 @@ impl Deployment {
         }
         self.initiator.stop().await;
     }
+
+    /// Delivers a file of `lines` users named `name` to `receiver` (waiting
+    /// at most `patience` for the last one), checks the job, stops the
+    /// deployment, and returns when each delivery arrived (µs, sorted).
+    pub(crate) async fn run_file(
+        mut self,
+        receiver: &ProductReceiver,
+        name: &str,
+        lines: u64,
+        patience: Duration,
+    ) -> Fallible<Vec<u64>> {
+        let (part, job) = write_users(&self.inbox, &format!("{name}.csv"), lines, name)?;
+        let (base, from) = (receiver.accepted(), receiver.noted());
+        land(&part)?;
+        let waited = receiver.wait_for(base + lines, patience).await;
+        let alive = self.check_running();
+        crate::explain(waited, &alive)?;
+        let report = wait_done(&self.backend, &job, Duration::from_secs(60)).await?;
+        self.stop().await;
+        check_job(&report, lines, receiver)?;
+        let mut times = receiver.times_from(from);
+        times.sort_unstable();
+        Ok(times)
+    }
 }
 
 /// Writes `lines` users to `inbox/.name.part` (ready to be renamed into

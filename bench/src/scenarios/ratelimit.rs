@@ -2,9 +2,8 @@
 
 use std::time::Duration;
 
-use crate::deploy::{check_job, land, wait_done, write_users};
 use crate::table::Target;
-use crate::{explain, Bench, Fallible};
+use crate::{Bench, Fallible};
 
 impl Bench {
     /// Scenario 4: 1,000/s with burst 50, shared by four workers through Redis.
@@ -16,7 +15,7 @@ impl Bench {
         let url = self.redis_url();
         let webhook = self.receiver.url.clone();
         let name = self.next_name("ratelimit");
-        let mut d = self
+        let d = self
             .deploy(
                 &name,
                 &url,
@@ -25,20 +24,8 @@ impl Bench {
                 &webhook,
             )
             .await?;
-        let (part, job) = write_users(&d.inbox, &format!("{name}.csv"), lines, &name)?;
-        let (base, from) = (self.receiver.accepted(), self.receiver.noted());
-        land(&part)?;
-        let waited = self
-            .receiver
-            .wait_for(base + lines, Duration::from_secs(60 + 2 * seconds))
-            .await;
-        let alive = d.check_running();
-        explain(waited, &alive)?;
-        let report = wait_done(&d.backend, &job, Duration::from_secs(60)).await?;
-        d.stop().await;
-        check_job(&report, lines, &self.receiver)?;
-        let mut times = self.receiver.times_from(from);
-        times.sort_unstable();
+        let patience = Duration::from_secs(60 + 2 * seconds);
+        let times = d.run_file(&self.receiver, &name, lines, patience).await?;
         let (first, last) = (times[0], times[times.len() - 1]);
         // Steady state: after the first second, which may hold the burst.
         let steady: Vec<u64> = times

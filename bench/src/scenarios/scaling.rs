@@ -5,9 +5,8 @@ use std::time::Duration;
 
 use wds_harness::receiver::ProductReceiver;
 
-use crate::deploy::{check_job, land, wait_done, write_users};
 use crate::table::Target;
-use crate::{explain, Bench, Fallible};
+use crate::{Bench, Fallible};
 
 impl Bench {
     /// Scenario 3: A receiver answering after 100 ms: 1, 2 and 4 workers at
@@ -29,7 +28,7 @@ impl Bench {
                 let ideal = workers as f64 * 128.0 / 0.1;
                 let lines = (ideal as u64) * seconds;
                 let name = self.next_name(&format!("scaling{workers}"));
-                let mut d = self
+                let d = self
                     .deploy(
                         &name,
                         &url,
@@ -38,19 +37,8 @@ impl Bench {
                         &slow.url,
                     )
                     .await?;
-                let (part, job) = write_users(&d.inbox, &format!("{name}.csv"), lines, &name)?;
-                let (base, from) = (slow.accepted(), slow.noted());
-                land(&part)?;
-                let waited = slow
-                    .wait_for(base + lines, Duration::from_secs(120 + 2 * seconds))
-                    .await;
-                let alive = d.check_running();
-                explain(waited, &alive)?;
-                let report = wait_done(&d.backend, &job, Duration::from_secs(60)).await?;
-                d.stop().await;
-                check_job(&report, lines, &slow)?;
-                let mut times = slow.times_from(from);
-                times.sort_unstable();
+                let patience = Duration::from_secs(120 + 2 * seconds);
+                let times = d.run_file(&slow, &name, lines, patience).await?;
                 let span = times
                     .last()
                     .copied()

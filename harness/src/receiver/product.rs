@@ -50,6 +50,7 @@ async fn tap(State(tap): State<Tap>, request: Request, next: Next) -> Response {
 
 /// A running receiver on a free port of 127.0.0.1; stop it with
 /// [`ProductReceiver::stop`].
+#[derive(Debug)]
 pub struct ProductReceiver {
     /// `http://127.0.0.1:<port>/webhook`.
     pub url: String,
@@ -57,14 +58,6 @@ pub struct ProductReceiver {
     times: Option<Times>,
     stop: CancellationToken,
     task: JoinHandle<std::io::Result<()>>,
-}
-
-impl std::fmt::Debug for ProductReceiver {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProductReceiver")
-            .field("url", &self.url)
-            .finish_non_exhaustive()
-    }
 }
 
 impl ProductReceiver {

@@ -2,8 +2,8 @@
 //! files of 1 M, 10 M and (with `--full`) 50 M lines.
 //!
 //! ```sh
-//! cargo run --release --example initiator_memory            # 1 M, 10 M
-//! cargo run --release --example initiator_memory -- --full  # and 50 M
+//! cargo run --release -p wds-core --example initiator_memory            # 1 M, 10 M
+//! cargo run --release -p wds-core --example initiator_memory -- --full  # and 50 M
 //! ```
 //!
 //! Each size runs in a child process of its own, so its peak resident set

@@ -4,8 +4,8 @@
 //! (delivered) lines. Prints one table.
 //!
 //! ```text
-//! cargo run --release --example storage_bench        # 10M invalid and 1M valid lines, on each backend
-//! cargo run --release --example storage_bench -- --invalid 1000000 --sqlite-invalid 1000000 --redis-invalid 1000000
+//! cargo run --release -p wds-bench --example storage_bench        # 10M invalid and 1M valid lines, on each backend
+//! cargo run --release -p wds-bench --example storage_bench -- --invalid 1000000 --sqlite-invalid 1000000 --redis-invalid 1000000
 //! ```
 //!
 //! The memory figure is the growth of this process's resident set (it never
@@ -14,17 +14,21 @@
 //! pages in use (`page_count - freelist_count`, the write-ahead log
 //! included), the job finished. The Redis figure is `used_memory` of a
 //! private `redis-server` before and after, the job finished.
+//!
+//! It compares the three backends side by side, so it lives with the
+//! benchmark (`wds-bench`) rather than in one backend's crate.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use clap::Parser;
-use wds_core::{
-    backend::Backend, Delivered, Engine, EngineConfig, Input, Message, Sink, SinkError,
-};
+use wds_core::backend::Backend;
+use wds_core::testkit::bench::NoopSink;
+use wds_core::{Engine, EngineConfig, Input};
+use wds_harness::process::status_kb;
+use wds_harness::redis::{RedisAdmin, RedisServer};
 use wds_memory::MemoryBackend;
-use wds_redis::{RedisBackend, RedisServer};
+use wds_redis::RedisBackend;
 use wds_sqlite::SqliteBackend;
 
 /// A failure of the benchmark itself.
@@ -53,17 +57,6 @@ struct Args {
     redis_valid: u64,
 }
 
-/// Delivers everything at once.
-#[derive(Debug)]
-struct Instant200;
-
-#[async_trait]
-impl Sink for Instant200 {
-    async fn deliver(&self, _: &Message) -> Result<Delivered, SinkError> {
-        Ok(Delivered::with_status(200))
-    }
-}
-
 /// A file of `lines` lines in `dir`: `x` (invalid: a user without a message
 /// and no default) or `user-N,hi` (valid, all distinct).
 fn write_file(dir: &Path, name: &str, lines: u64, valid: bool) -> Fallible<Input> {
@@ -84,12 +77,7 @@ fn write_file(dir: &Path, name: &str, lines: u64, valid: bool) -> Fallible<Input
 
 /// This process's resident set, in bytes.
 fn rss() -> Fallible<u64> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    let kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .ok_or("no VmRSS in /proc/self/status")?;
+    let kb = status_kb("self", "VmRSS:").ok_or("no VmRSS in /proc/self/status")?;
     Ok(kb * 1024)
 }
 
@@ -100,7 +88,7 @@ async fn run(backend: impl Backend, input: &Input) -> Fallible<u64> {
     config.concurrency = 256;
     let engine = Engine::builder()
         .backend(backend)
-        .sink(Instant200)
+        .sink(NoopSink)
         .config(config)
         .build()?;
     let report = engine.run_once(input).await?;
@@ -108,22 +96,6 @@ async fn run(backend: impl Backend, input: &Input) -> Fallible<u64> {
         return Err(format!("the job did not add up: {report:?}").into());
     }
     Ok(report.lines)
-}
-
-/// `used_memory` of a Redis, in bytes.
-async fn redis_memory(
-    connection: &mut wds_redis::redis::aio::MultiplexedConnection,
-) -> Fallible<u64> {
-    let info: String = wds_redis::redis::cmd("INFO")
-        .arg("memory")
-        .query_async(connection)
-        .await?;
-    let value = info
-        .lines()
-        .find_map(|l| l.strip_prefix("used_memory:"))
-        .and_then(|v| v.trim().parse().ok())
-        .ok_or("no used_memory in INFO memory")?;
-    Ok(value)
 }
 
 fn row(backend: &str, kind: &str, lines: u64, bytes: u64, took: Duration) {
@@ -184,9 +156,7 @@ async fn main() -> Fallible<()> {
     }
 
     let server = RedisServer::builder().start();
-    let mut admin = wds_redis::redis::Client::open(server.url())?
-        .get_multiplexed_async_connection()
-        .await?;
+    let mut admin = RedisAdmin::connect(&server.url()).await?;
     for (kind, lines, valid) in [
         ("invalid", args.redis_invalid, false),
         ("valid", args.redis_valid, true),
@@ -196,10 +166,10 @@ async fn main() -> Fallible<()> {
             .prefix(format!("bench-{kind}"))
             .connect()
             .await?;
-        let before = redis_memory(&mut admin).await?;
+        let before = admin.memory("used_memory").await?;
         let start = Instant::now();
         let counted = run(backend, &input).await?;
-        let after = redis_memory(&mut admin).await?;
+        let after = admin.memory("used_memory").await?;
         row(
             "redis",
             kind,

@@ -4,26 +4,20 @@
 //! see that the engine costs next to nothing.
 //!
 //! ```text
-//! cargo run --release --example engine_bench -- [LINES]
+//! cargo run --release -p wds-memory --example engine_bench -- [LINES]
 //! ```
+//!
+//! It measures `wds-core` (the parser and the engine) and lives here
+//! because it runs the engine on the memory backend: a dev-dependency of
+//! `wds-core` on `wds-memory` would be a cycle.
 
 use std::io::Cursor;
 use std::time::Instant;
 
-use async_trait::async_trait;
 use wds_core::parse::{Limits, Position, RecordReader};
-use wds_core::{Delivered, Engine, Format, Input, Message, Sink, SinkError};
+use wds_core::testkit::bench::NoopSink;
+use wds_core::{Engine, Format, Input};
 use wds_memory::MemoryBackend;
-
-#[derive(Debug)]
-struct Noop;
-
-#[async_trait]
-impl Sink for Noop {
-    async fn deliver(&self, _: &Message) -> Result<Delivered, SinkError> {
-        Ok(Delivered::default())
-    }
-}
 
 fn csv(lines: usize) -> Vec<u8> {
     let mut s = String::with_capacity(lines * 40);
@@ -68,7 +62,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let backend = MemoryBackend::new();
         let engine = Engine::builder()
             .backend(backend)
-            .sink(Noop)
+            .sink(NoopSink)
             .concurrency(256)
             .batch_size(500)
             .build()?;

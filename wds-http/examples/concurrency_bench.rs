@@ -2,9 +2,13 @@
 //! concurrencies and `auto` side by side, in one run.
 //!
 //! ```text
-//! cargo run --release --example concurrency_bench
-//! cargo run --release --example concurrency_bench -- --k 32 --service-ms 10 --lines 30000
+//! cargo run --release -p wds-http --example concurrency_bench
+//! cargo run --release -p wds-http --example concurrency_bench -- --k 32 --service-ms 10 --lines 30000
 //! ```
+//!
+//! The adaptive limit is the engine's (`wds-core`); it lives here because it
+//! drives the product's `HttpSink` on the memory backend, which only this
+//! crate has together without a dependency cycle.
 //!
 //! The receiver (in this process, on 127.0.0.1) serves at most K requests
 //! at once in `--service-ms` each and queues the rest, so past K calls in

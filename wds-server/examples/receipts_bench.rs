@@ -9,7 +9,7 @@
 //! only read the file again), and about one line.
 //!
 //! ```sh
-//! cargo run --release --example receipts_bench -- --lines 100000
+//! cargo run --release -p wds-server --example receipts_bench -- --lines 100000
 //! ```
 
 use std::sync::Arc;

@@ -110,6 +110,8 @@ mod tests {
     #[test]
     fn dechunk_joins_chunks_and_stops_at_the_last() {
         assert_eq!(dechunk("3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"), "abcde");
+        // Sizes are hexadecimal.
+        assert_eq!(dechunk("a\r\n0123456789\r\n0\r\n\r\n"), "0123456789");
         assert_eq!(dechunk("5\r\nab"), "");
     }
 }

@@ -2,6 +2,7 @@
 //! done, on one process (memory, SQLite) and on Redis with one and two
 //! workers.
 
+use std::path::Path;
 use std::time::Duration;
 
 use wds_core::backend::now_ms;
@@ -112,13 +113,9 @@ impl Bench {
         let mut all = spawn(&binary, &format!("{name}-all"), "all", &args, &base)?;
         all.wait_healthy(api).await?;
         let (part, job) = write_users(&inbox, &format!("{name}.csv"), lines, &name)?;
-        let start = self.receiver.accepted();
-        let landed = now_ms();
-        land(&part)?;
+        let (landed, received) = self.receive(&part, lines).await;
         let waited = async {
-            self.receiver
-                .wait_for(start + lines, Duration::from_secs(60 + lines / 500))
-                .await?;
+            received?;
             wait_done_http(api, &job, Duration::from_secs(60)).await
         }
         .await;
@@ -149,6 +146,22 @@ impl Bench {
             peak,
             db,
         })
+    }
+
+    /// Renames the `.part` file at `part` into place and waits until the
+    /// receiver accepted its `lines` users (at least 500/s); returns when it
+    /// landed (ms) and how the wait went.
+    async fn receive(&self, part: &Path, lines: u64) -> (u64, Fallible<()>) {
+        let base = self.receiver.accepted();
+        let landed = now_ms();
+        let received = match land(part) {
+            Ok(()) => {
+                let patience = Duration::from_secs(60 + lines / 500);
+                self.receiver.wait_for(base + lines, patience).await
+            }
+            Err(e) => Err(e),
+        };
+        (landed, received)
     }
 
     /// The rows every end-to-end run has.
@@ -210,14 +223,10 @@ impl Bench {
             )
             .await?;
         let (part, job) = write_users(&d.inbox, &format!("{name}.csv"), lines, &name)?;
-        let base = self.receiver.accepted();
         d.admin.reset_stats().await?;
-        let landed = now_ms();
-        land(&part)?;
+        let (landed, received) = self.receive(&part, lines).await;
         let waited = async {
-            self.receiver
-                .wait_for(base + lines, Duration::from_secs(60 + lines / 500))
-                .await?;
+            received?;
             wait_done(&d.backend, &job, Duration::from_secs(60)).await
         }
         .await;

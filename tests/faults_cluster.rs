@@ -59,15 +59,7 @@ fn the_services_follow_a_failover_of_the_master_of_their_keys() {
         (jobs.len() as u64 == files && jobs.iter().all(|j| j["state"] == "done")).then_some(jobs)
     });
     let secs = started.elapsed().as_secs_f64();
-    for index in workers.iter().copied().chain([initiator, notifier]) {
-        assert!(
-            cluster.running(index),
-            "{} stopped:\n{}",
-            cluster.services[index].name,
-            cluster.logs()
-        );
-    }
-    assert!(cluster.panics().is_empty(), "{:?}", cluster.panics());
+    cluster.assert_running(workers.iter().copied().chain([initiator, notifier]));
 
     // G1: nothing sent twice. G2: every line delivered or dead in doubt
     // (a batch marked when its master died), within the workers' windows.

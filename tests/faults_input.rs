@@ -345,15 +345,7 @@ fn hostile_inputs_are_reported_by_line_and_nothing_crashes() {
     ] {
         assert_eq!(users.get(user), Some(&1), "{user}");
     }
-    for index in workers.into_iter().chain([initiator]) {
-        assert!(
-            cluster.running(index),
-            "a process died:\n{}",
-            cluster.logs()
-        );
-    }
-    let panics = cluster.panics();
-    assert!(panics.is_empty(), "panics in the logs: {panics:#?}");
+    cluster.assert_running(workers.into_iter().chain([initiator]));
     eprintln!(
         "FIGURES hostile input (name lines/delivered/invalid): {}",
         figures.join(", ")

@@ -314,15 +314,7 @@ fn redis_down_mid_job(down: Down) {
     let secs = started.elapsed().as_secs_f64();
     assert_eq!(count(&job, "lines"), lines, "{job}");
     assert_eq!(count(&job, "enqueued"), lines, "{job}");
-    for index in workers.iter().copied().chain([initiator]) {
-        assert!(
-            cluster.running(index),
-            "{} stopped:\n{}",
-            cluster.services[index].name,
-            cluster.logs()
-        );
-    }
-    assert!(cluster.panics().is_empty(), "{:?}", cluster.panics());
+    cluster.assert_running(workers.iter().copied().chain([initiator]));
 
     // G1: nothing sent twice. G2 line by line: delivered lines were
     // received; a line not delivered is dead in doubt (a lease that ran out

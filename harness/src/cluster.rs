@@ -279,6 +279,21 @@ impl Cluster {
         self.services[index].wait(Duration::ZERO).is_none()
     }
 
+    /// Asserts that each of `indices` still runs and that no log shows a
+    /// panic (with every log in the message when one stopped).
+    pub fn assert_running(&mut self, indices: impl IntoIterator<Item = usize>) {
+        for index in indices {
+            assert!(
+                self.running(index),
+                "{} stopped:\n{}",
+                self.services[index].name,
+                self.logs()
+            );
+        }
+        let panics = self.panics();
+        assert!(panics.is_empty(), "panics in the logs: {panics:#?}");
+    }
+
     /// Every job's report, straight from Redis (works while no initiator runs).
     pub fn reports(&self, rt: &tokio::runtime::Runtime, backend: &RedisBackend) -> Vec<JobReport> {
         rt.block_on(backend.reports()).unwrap_or_default()

@@ -936,13 +936,16 @@ async fn kill_batchers_mid_file(
 ) {
     let mut mid_file = 0;
     for round in 0..4 {
-        let engine = engine(backend, sink.clone(), config.clone());
-        let before = backend
-            .reports()
-            .await
-            .unwrap()
-            .first()
-            .map_or(0, |r| r.enqueued);
+        // Three more pushes (of a file of hundreds), then every call hangs:
+        // the kill lands mid-file however fast or loaded the machine is.
+        let view = Freezable::new(backend);
+        view.freeze_after_pushes(3);
+        let engine = Engine::builder()
+            .backend(view.clone())
+            .shared_sink(sink.clone())
+            .config(config.clone())
+            .build()
+            .expect("engine");
         let task = {
             let input = input.clone();
             tokio::spawn(async move {
@@ -953,14 +956,10 @@ async fn kill_batchers_mid_file(
             })
         };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        while !task.is_finished() {
-            let pushed = backend.reports().await.unwrap().first().map(|r| r.enqueued);
-            if pushed.is_some_and(|n| n > before) {
-                break;
-            }
+        while !task.is_finished() && !view.is_frozen() {
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "round {round}: nothing pushed"
+                "round {round}: the batcher neither froze nor finished"
             );
             tokio::time::sleep(Duration::from_micros(200)).await;
         }

@@ -17,6 +17,8 @@ use wds_core::{
 pub struct Freezable {
     inner: wds_memory::MemoryBackend,
     frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Pushes still let through before the view freezes itself.
+    pushes_left: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Freezable {
@@ -25,7 +27,21 @@ impl Freezable {
         Freezable {
             inner: inner.clone(),
             frozen: Default::default(),
+            pushes_left: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX)),
         }
+    }
+
+    /// Lets `n` more pushes through, then freezes: a batcher killed right
+    /// after its `n`-th push, wherever a poll of its progress would have
+    /// caught it (on a fast or a loaded machine alike).
+    pub fn freeze_after_pushes(&self, n: u64) {
+        self.pushes_left
+            .store(n, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether the view is frozen.
+    pub fn is_frozen(&self) -> bool {
+        self.frozen.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Freezes the view: every call made through it from now on never returns.
@@ -47,6 +63,15 @@ impl wds_core::backend::Queue for Freezable {
         push: &wds_core::backend::Push,
     ) -> wds_core::Result<wds_core::backend::Pushed> {
         self.gate().await;
+        let took = self.pushes_left.fetch_update(
+            std::sync::atomic::Ordering::SeqCst,
+            std::sync::atomic::Ordering::SeqCst,
+            |n| n.checked_sub(1),
+        );
+        if took.is_err() {
+            self.freeze();
+            std::future::pending::<()>().await;
+        }
         self.inner.push(push).await
     }
     async fn lease(

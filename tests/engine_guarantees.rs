@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use wds_core::retry::RetryPolicy;
 use wds_core::{
-    backend::{LineOutcome, OffsetStore, Queue},
+    backend::{Backend, LineOutcome, OffsetStore, Queue},
     DeadKind, DeliveryMode, Engine, EngineConfig, Input, JobReport, JobState, MessageId,
 };
 use wds_harness::{account, users_csv, Freezable, ScriptedSink, Step};
@@ -33,7 +33,7 @@ fn fast_config() -> EngineConfig {
     c
 }
 
-fn engine(backend: &MemoryBackend, sink: Arc<ScriptedSink>, config: EngineConfig) -> Engine {
+fn engine<B: Backend>(backend: &B, sink: Arc<ScriptedSink>, config: EngineConfig) -> Engine {
     Engine::builder()
         .backend(backend.clone())
         .shared_sink(sink)
@@ -320,12 +320,7 @@ async fn crash_once(
     // The engine talks to the backend through a view that the crash freezes
     // first, so nothing it does after the crash moment reaches the backend.
     let view = Freezable::new(backend);
-    let engine = Engine::builder()
-        .backend(view.clone())
-        .shared_sink(sink.clone())
-        .config(config.clone())
-        .build()
-        .expect("engine");
+    let engine = engine(&view, sink.clone(), config.clone());
     let task = {
         let input = input.clone();
         tokio::spawn(async move {
@@ -940,12 +935,7 @@ async fn kill_batchers_mid_file(
         // the kill lands mid-file however fast or loaded the machine is.
         let view = Freezable::new(backend);
         view.freeze_after_pushes(3);
-        let engine = Engine::builder()
-            .backend(view.clone())
-            .shared_sink(sink.clone())
-            .config(config.clone())
-            .build()
-            .expect("engine");
+        let engine = engine(&view, sink.clone(), config.clone());
         let task = {
             let input = input.clone();
             tokio::spawn(async move {

@@ -1,9 +1,10 @@
 //! The three services on a real Redis Cluster (three masters, a replica
-//! each: `wds_redis::RedisCluster`), given as `redis+cluster://`. Three
-//! files are delivering when the master holding the deployment's keys is
-//! killed (`kill -9`); its replica takes over, every process follows it,
-//! and every job finishes with each user alerted at most once and every
-//! line accounted for.
+//! each: `wds_redis::RedisCluster`), given as `redis+cluster://`. Six
+//! files become six jobs whose keys spread over the masters (checked on
+//! the masters themselves); while they are delivering, the master holding
+//! the first job is killed (`kill -9`); its replica takes over, every
+//! process follows it, and every job finishes with each user alerted at
+//! most once and every line accounted for.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -20,10 +21,32 @@ fn users(tag: &str, n: u64) -> Vec<u8> {
         .into_bytes()
 }
 
+/// Each job's id and the prefix of its keys, as the deployment spreads
+/// them (asked of a backend connected as the services are).
+fn job_tags(url: &str, jobs: &[serde_json::Value]) -> Vec<(String, String)> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let backend = runtime
+        .block_on(wds_redis::RedisBackend::builder(url).connect())
+        .expect("connect to the cluster");
+    assert_eq!(backend.shards(), wds_redis::CLUSTER_SHARDS);
+    jobs.iter()
+        .map(|job| {
+            let id = job["job"].as_str().expect("a job id").to_owned();
+            let tag = backend
+                .job_key_prefix(&wds_core::JobId::new(&id))
+                .to_owned();
+            (id, tag)
+        })
+        .collect()
+}
+
 #[test]
 fn the_services_follow_a_failover_of_the_master_of_their_keys() {
-    let per_file = 10_000 * scale();
-    let files = 3u64;
+    let per_file = 5_000 * scale();
+    let files = 6u64;
     let total = per_file * files;
     let mut redis = RedisCluster::start(3, 1);
     let url = redis.url();
@@ -45,13 +68,42 @@ fn the_services_follow_a_failover_of_the_master_of_their_keys() {
     }
     let started = Instant::now();
 
+    let claimed = cluster.eventually("every file claimed", Duration::from_secs(120), || {
+        let jobs = cluster.jobs()?;
+        (jobs.len() as u64 == files).then_some(jobs)
+    });
+    // Each job's hash lives on the master of its shard's tag, and the jobs
+    // are on at least two masters.
+    let tags = job_tags(&url, &claimed);
+    let mut masters = HashSet::new();
+    for (job, tag) in &tags {
+        let port = redis.master_of(tag).expect("a master serves every slot");
+        let mut conn = wds_redis::redis::Client::open(format!("redis://127.0.0.1:{port}"))
+            .and_then(|c| c.get_connection())
+            .expect("connect to a master");
+        let held: bool = wds_redis::redis::cmd("EXISTS")
+            .arg(format!("{tag}:job:{job}"))
+            .query(&mut conn)
+            .expect("EXISTS");
+        assert!(
+            held,
+            "job {job}'s hash is not on :{port}, the master of {tag}"
+        );
+        masters.insert(port);
+    }
+    assert!(
+        masters.len() >= 2,
+        "the {files} jobs' keys are all on one master: {tags:?}"
+    );
+
     cluster.eventually("delivery progress", Duration::from_secs(300), || {
         (recorder.count() >= total * 3 / 10).then_some(())
     });
     let before = recorder.count();
-    let old = redis.kill_master_of("{wds}");
+    let first = &tags[0].1;
+    let old = redis.kill_master_of(first);
     let killed = Instant::now();
-    let new = redis.wait_for_master_of("{wds}", old);
+    let new = redis.wait_for_master_of(first, old);
     let failover = killed.elapsed();
 
     let jobs = cluster.eventually("every job done", Duration::from_secs(300), || {
@@ -90,9 +142,10 @@ fn the_services_follow_a_failover_of_the_master_of_their_keys() {
     let bound = workers.len() as u64 * window;
     assert!(in_doubt <= bound, "in doubt {in_doubt} > {bound}");
     eprintln!(
-        "FIGURES cluster failover: master :{old} killed at {before} of {total} requests, \
+        "FIGURES cluster failover: {files} jobs on {} masters; master :{old} killed at {before} of {total} requests, \
          replica :{new} serving {:.1}s later; all done in {secs:.1}s; delivered {delivered}, \
          in doubt {in_doubt} (bound {bound}), ids received twice 0",
+        masters.len(),
         failover.as_secs_f64()
     );
 }

@@ -1,6 +1,8 @@
---- ARGV: identity job meta detail_limit
+--- ARGV: identity job meta detail_limit order
 -- ARGV: identity, job id, meta json, detail limit (rejected and dead lines
--- kept in detail, fixed for the job's life). Returns `{fresh, job, meta}`.
+-- kept in detail, fixed for the job's life), the job's claim order among
+-- the deployment's (`''`: the next of this shard's counter; a deployment of
+-- several shards takes it from shard 0's). Returns `{fresh, job, meta}`.
 local claims = P .. ':claims'
 local job = redis.call('HGET', claims, ARGV[1])
 if job then
@@ -17,5 +19,7 @@ redis.call('HSET', jk, 'meta', ARGV[3], 'seq', 0, 'byte', 0, 'line', 0, 'records
   'done', 0, 'enqueued', 0, 'delivered', 0, 'dead', 0, 'in_doubt', 0, 'permanent', 0,
   'exhausted', 0, 'invalid', 0,
   'duplicate', 0, 'detail', ARGV[4])
-redis.call('ZADD', P .. ':jobs', redis.call('INCR', P .. ':jobno'), job)
+local order = ARGV[5]
+if order == '' then order = redis.call('INCR', P .. ':jobno') end
+redis.call('ZADD', P .. ':jobs', order, job)
 return {1, job, ARGV[3]}

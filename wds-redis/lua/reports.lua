@@ -1,7 +1,10 @@
 --- ARGV:
--- No ARGV. Returns `{{job, {field, value…}}…}`, newest job first.
+-- No ARGV. Returns `{{job, {field, value…}, claim order}…}`, newest job
+-- first.
 local out = {}
-for _, job in ipairs(redis.call('ZREVRANGE', P .. ':jobs', 0, -1)) do
-  out[#out + 1] = {job, redis.call('HGETALL', P .. ':job:' .. job)}
+local jobs = redis.call('ZREVRANGE', P .. ':jobs', 0, -1, 'WITHSCORES')
+for i = 1, #jobs, 2 do
+  local job = jobs[i]
+  out[#out + 1] = {job, redis.call('HGETALL', P .. ':job:' .. job), jobs[i + 1]}
 end
 return out

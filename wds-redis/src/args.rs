@@ -50,7 +50,7 @@ macro_rules! script_args {
 
 script_args! {
     /// `lua/claim.lua`.
-    Claim<'a> => claim { identity: &'a str, job: &'a str, meta: Vec<u8>, detail_limit: usize }
+    Claim<'a> => claim { identity: &'a str, job: &'a str, meta: Vec<u8>, detail_limit: usize, order: String }
     /// `lua/checkpoint.lua`.
     Checkpoint<'a> => checkpoint { job: &'a str }
     /// `lua/report.lua`.

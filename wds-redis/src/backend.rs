@@ -1,6 +1,6 @@
 //! [`RedisBackend`] and its builder.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,8 +44,16 @@ pub struct RedisBackend {
 
 pub(crate) struct Inner {
     pub(crate) conns: Conns,
-    /// `{prefix}`: the hash tag every key starts with (`KEYS[1]` of every script).
-    pub(crate) tag: String,
+    /// The hash tag of each key shard (`KEYS[1]` of every script on it):
+    /// `{prefix}` for shard 0, `{prefix:shard:N}` for shard N (see
+    /// [`RedisBackendBuilder::shards`]).
+    pub(crate) tags: Vec<String>,
+    /// The shard the next lease starts at, so that calls take turns.
+    pub(crate) cursor: AtomicUsize,
+    /// Per shard, until when (ms since the epoch) this process's leases
+    /// pass it by: it had no work a moment ago (see
+    /// [`RedisBackend::shard_is_idle`]).
+    pub(crate) idle_until: Vec<AtomicU64>,
     pub(crate) retention: Duration,
     /// How long a worker that stopped beating is kept.
     pub(crate) worker_retention: Duration,
@@ -64,7 +72,8 @@ impl std::fmt::Debug for RedisBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisBackend")
             .field("url", &redact(&self.inner.url))
-            .field("keys", &self.inner.tag)
+            .field("keys", &self.inner.tags[0])
+            .field("shards", &self.inner.tags.len())
             .field("retention", &self.inner.retention)
             .field("conns", &self.inner.conns)
             .finish()
@@ -85,33 +94,128 @@ impl RedisBackend {
             detail_limit: codec::DETAIL_LIMIT,
             worker_retention: wds_core::backend::WORKER_RETENTION,
             wait: None,
+            shards: None,
         }
     }
 
-    /// The key prefix with its hash tag, e.g. `{wds}`: every key of this
-    /// deployment starts with it.
+    /// The key prefix with its hash tag, e.g. `{wds}`: the keys of shard 0
+    /// start with it (of shard N, `{wds:shard:N}`; see
+    /// [`RedisBackend::key_prefixes`]).
     pub fn key_prefix(&self) -> &str {
-        &self.inner.tag
+        &self.inner.tags[0]
     }
 
-    /// A call of one of our scripts, with the key tag as `KEYS[1]`.
-    pub(crate) fn invocation(&self, lua: &'static Lua) -> Invocation {
-        lua.invocation(&[&self.inner.tag])
+    /// Each key shard's prefix with its hash tag, shard 0 first: every key
+    /// of this deployment's jobs starts with one of them.
+    pub fn key_prefixes(&self) -> &[String] {
+        &self.inner.tags
     }
 
-    /// Runs the script of `args` (with the key tag as `KEYS[1]`).
+    /// The prefix every key of `job` starts with: its shard's hash tag,
+    /// e.g. `{wds:shard:5}` (so `{wds:shard:5}:job:<id>` is its hash).
+    /// On a Redis Cluster, the master serving that tag's slot holds the
+    /// job.
+    pub fn job_key_prefix(&self, job: &wds_core::JobId) -> &str {
+        &self.inner.tags[self.shard_of(job.as_str())]
+    }
+
+    /// How many key shards this deployment's jobs are spread over (see
+    /// [`RedisBackendBuilder::shards`]).
+    pub fn shards(&self) -> usize {
+        self.inner.tags.len()
+    }
+
+    /// The shard that holds every key of `job`: a hash of its id (64-bit
+    /// FNV-1a, which never changes: a job must stay where it was claimed)
+    /// modulo the shard count.
+    pub(crate) fn shard_of(&self, job: &str) -> usize {
+        let n = self.inner.tags.len();
+        if n == 1 {
+            return 0;
+        }
+        let hash = job.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        (hash % n as u64) as usize
+    }
+
+    /// The shard a lease or batch id of ours came from, and the id as the
+    /// scripts of that shard know it: ids from shard N > 0 end in `@N`
+    /// (a script's ids end in digits after a `/` or `#`, so the suffix
+    /// cannot be part of one), since shards count batches on their own.
+    pub(crate) fn shard_of_id<'a>(&self, id: &'a str) -> (usize, &'a str) {
+        let n = self.inner.tags.len();
+        if n > 1 {
+            if let Some((head, digits)) = id.rsplit_once('@') {
+                let canonical =
+                    !digits.starts_with('0') && digits.bytes().all(|b| b.is_ascii_digit());
+                match digits.parse::<usize>() {
+                    Ok(shard) if canonical && shard < n => return (shard, head),
+                    _ => {}
+                }
+            }
+        }
+        (0, id)
+    }
+
+    /// The id a script of `shard` gave, as the engine sees it (see
+    /// [`RedisBackend::shard_of_id`]).
+    pub(crate) fn id_from(shard: usize, id: String) -> String {
+        if shard == 0 {
+            id
+        } else {
+            format!("{id}@{shard}")
+        }
+    }
+
+    /// Whether `shard` had no work for this process's last lease of it, a
+    /// moment ago ([`IDLE_SHARD`]): with jobs on a few of many shards, the
+    /// round of leases then asks only those, instead of every shard each
+    /// time. A push of this process clears it; another process's push is
+    /// seen by the first lease after the moment passes.
+    pub(crate) fn shard_is_idle(&self, shard: usize) -> bool {
+        self.inner.idle_until[shard].load(Ordering::Relaxed) > wds_core::backend::now_ms()
+    }
+
+    /// Notes whether `shard` just had work (see [`RedisBackend::shard_is_idle`]).
+    pub(crate) fn note_work(&self, shard: usize, had_work: bool) {
+        let until = if had_work {
+            0
+        } else {
+            wds_core::backend::now_ms() + IDLE_SHARD.as_millis() as u64
+        };
+        self.inner.idle_until[shard].store(until, Ordering::Relaxed);
+    }
+
+    /// A call of one of our scripts on `shard`, its tag as `KEYS[1]`.
+    pub(crate) fn invocation_on(&self, shard: usize, lua: &'static Lua) -> Invocation {
+        lua.invocation(&[&self.inner.tags[shard]])
+    }
+
+    /// Runs the script of `args` on shard 0 (the deployment's own keys:
+    /// workers, and every job when there is one shard).
     pub(crate) async fn call<A: ScriptArgs>(&self, op: &'static str, args: &A) -> Result<Value> {
-        self.run(op, &self.invocation_with(args)).await
+        self.call_on(0, op, args).await
     }
 
-    /// A call of the script of `args`, with the key tag as `KEYS[1]`.
-    pub(crate) fn invocation_with<A: ScriptArgs>(&self, args: &A) -> Invocation {
-        let mut invocation = self.invocation(A::lua());
+    /// Runs the script of `args` on `shard`.
+    pub(crate) async fn call_on<A: ScriptArgs>(
+        &self,
+        shard: usize,
+        op: &'static str,
+        args: &A,
+    ) -> Result<Value> {
+        self.run(op, &self.invocation_with(shard, args)).await
+    }
+
+    /// A call of the script of `args` on `shard`.
+    pub(crate) fn invocation_with<A: ScriptArgs>(&self, shard: usize, args: &A) -> Invocation {
+        let mut invocation = self.invocation_on(shard, A::lua());
         args.add_to(&mut invocation);
         invocation
     }
 
-    /// Runs a script call made by [`RedisBackend::invocation`].
+    /// Runs a script call made by [`RedisBackend::invocation_on`].
     pub(crate) async fn run(&self, op: &'static str, invocation: &Invocation) -> Result<Value> {
         self.inner.conns.invoke(op, invocation).await
     }
@@ -121,6 +225,7 @@ impl RedisBackend {
     /// answers once they acknowledged it or the wait timed out.
     pub(crate) async fn run_marking(
         &self,
+        shard: usize,
         op: &'static str,
         invocation: &Invocation,
     ) -> Result<Value> {
@@ -130,7 +235,13 @@ impl RedisBackend {
         let (reply, acked) = self
             .inner
             .conns
-            .invoke_replicated(op, invocation, &self.inner.tag, wait.replicas, wait.timeout)
+            .invoke_replicated(
+                op,
+                invocation,
+                &self.inner.tags[shard],
+                wait.replicas,
+                wait.timeout,
+            )
             .await?;
         if acked < i64::from(wait.replicas) {
             let total = self.inner.unreplicated.fetch_add(1, Ordering::Relaxed) + 1;
@@ -191,8 +302,62 @@ impl RedisBackend {
     /// may live on another shard than the queue's, and the queue's shard
     /// does not also serve every worker's limiter calls.
     pub(crate) fn own_slot_key(&self, kind: &str, name: &str) -> String {
-        let prefix = &self.inner.tag[1..self.inner.tag.len() - 1];
+        let tag = &self.inner.tags[0];
+        let prefix = &tag[1..tag.len() - 1];
         format!("{{{prefix}:{kind}:{name}}}")
+    }
+
+    /// The deployment's key shard count: the stored one (refusing a
+    /// configured one that differs), else `configured` or the default,
+    /// stored for every later process (`SET NX`, so two first processes
+    /// agree on one).
+    async fn agree_on_shards(&self, configured: Option<usize>) -> Result<usize> {
+        let key = format!("{}:shards", self.inner.tags[0]);
+        let default = if self.inner.conns.is_cluster() {
+            CLUSTER_SHARDS
+        } else {
+            1
+        };
+        self.inner
+            .conns
+            .query(
+                "shards",
+                cmd("SET")
+                    .arg(&key)
+                    .arg(configured.unwrap_or(default))
+                    .arg("NX"),
+            )
+            .await?;
+        let stored = match self
+            .inner
+            .conns
+            .query("shards", cmd("GET").arg(&key))
+            .await?
+        {
+            Value::BulkString(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            other => return Err(codec::unexpected("shards", &other)),
+        };
+        let stored = match stored.parse::<usize>() {
+            Ok(n) if (1..=MAX_SHARDS).contains(&n) => n,
+            _ => {
+                return Err(Error::Corrupt {
+                    key: key.clone(),
+                    detail: format!("not a key shard count: {stored:?}"),
+                })
+            }
+        };
+        match configured {
+            Some(n) if n != stored => Err(Error::config(
+                "shards",
+                format!(
+                    "this deployment (keys {}) spreads its jobs over {stored} key shards, \
+                     not {n}: leave the count out, or give it {stored}; to change it, drain \
+                     the deployment and start one under another prefix",
+                    self.inner.tags[0]
+                ),
+            )),
+            _ => Ok(stored),
+        }
     }
 
     /// Asks Redis for `PING`, to check that it answers.
@@ -250,7 +415,22 @@ pub struct RedisBackendBuilder {
     worker_retention: Duration,
     /// `None`: decided at connect (on for a cluster with replicas).
     wait: Option<Option<Replicated>>,
+    /// `None`: the deployment's, or the default for a new one.
+    shards: Option<usize>,
 }
+
+/// Key shards of a new deployment on a Redis Cluster, when not configured:
+/// enough that the jobs spread over the masters of a typical cluster
+/// (3 to 8), few enough that an idle worker's round of leases is short.
+pub const CLUSTER_SHARDS: usize = 16;
+
+/// How long a shard that had no work is passed by by this process's
+/// leases (see `RedisBackend::shard_is_idle`): at most this much later
+/// than otherwise does another process's new work there get leased.
+pub const IDLE_SHARD: Duration = Duration::from_millis(20);
+
+/// The most key shards a deployment may have.
+pub const MAX_SHARDS: usize = 1024;
 
 /// Marks acknowledged by replicas before a batch is sent: `WAIT replicas
 /// timeout` after each call that marks a batch as sending.
@@ -278,6 +458,7 @@ impl std::fmt::Debug for RedisBackendBuilder {
             .field("detail_limit", &self.detail_limit)
             .field("worker_retention", &self.worker_retention)
             .field("wait", &self.wait)
+            .field("shards", &self.shards)
             .finish()
     }
 }
@@ -305,6 +486,27 @@ impl RedisBackendBuilder {
     /// `{prefix}:…`, one hash tag, so the scripts also run on Redis Cluster.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
+        self
+    }
+
+    /// How many key shards the deployment's jobs are spread over: each
+    /// job's keys live under the hash tag of one shard (`{prefix}` for
+    /// shard 0, `{prefix:shard:N}` for the others), chosen by a hash of
+    /// its id, so each script still runs on one slot while a Redis
+    /// Cluster spreads the shards, and so the jobs, over its masters.
+    /// Each shard has its own turn list, lease index and retry schedule,
+    /// so no key is touched by every lease; a worker leases from the
+    /// shards in turn.
+    ///
+    /// The count belongs to the deployment: the first process to connect
+    /// stores it (`{prefix}:shards`) and every later one uses it; naming a
+    /// different one is refused at connect ([`Error::Config`]), since jobs
+    /// would be looked for on the wrong shards. Default: the stored count;
+    /// for a new deployment [`CLUSTER_SHARDS`] on a Redis Cluster and 1
+    /// on a single server (where shards only add round trips). To change
+    /// it, drain the deployment and start one with another prefix.
+    pub fn shards(mut self, shards: usize) -> Self {
+        self.shards = Some(shards);
         self
     }
 
@@ -369,6 +571,14 @@ impl RedisBackendBuilder {
                 ),
             ));
         }
+        if let Some(shards) = self.shards {
+            if shards == 0 || shards > MAX_SHARDS {
+                return Err(Error::config(
+                    "shards",
+                    format!("the key shard count must be 1 to {MAX_SHARDS}, got {shards}"),
+                ));
+            }
+        }
         if self.command_timeout.is_zero() {
             return Err(Error::config(
                 "command_timeout",
@@ -385,7 +595,9 @@ impl RedisBackendBuilder {
         let backend = RedisBackend {
             inner: Arc::new(Inner {
                 conns,
-                tag: format!("{{{}}}", self.prefix),
+                tags: vec![format!("{{{}}}", self.prefix)],
+                cursor: AtomicUsize::new(0),
+                idle_until: vec![AtomicU64::new(0)],
                 retention: self.retention,
                 detail_limit: self.detail_limit,
                 worker_retention: self.worker_retention,
@@ -416,10 +628,78 @@ impl RedisBackendBuilder {
             }
             None => None,
         };
+        let shards = backend.agree_on_shards(self.shards).await?;
         let mut backend = backend;
-        if let Some(inner) = Arc::get_mut(&mut backend.inner) {
-            inner.wait = wait;
-        }
+        // No clone of the backend exists yet: it is ours to finish.
+        let Some(inner) = Arc::get_mut(&mut backend.inner) else {
+            return Err(Error::Corrupt {
+                key: "connect".into(),
+                detail: "the backend was shared before it was set up".into(),
+            });
+        };
+        inner.wait = wait;
+        inner
+            .tags
+            .extend((1..shards).map(|n| format!("{{{}:shard:{n}}}", self.prefix)));
+        inner.idle_until = (0..shards).map(|_| AtomicU64::new(0)).collect();
+        // Processes start their leases at different shards.
+        inner.cursor = AtomicUsize::new(std::process::id() as usize % shards);
         Ok(backend)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_shards(n: usize) -> RedisBackend {
+        RedisBackend {
+            inner: Arc::new(Inner {
+                conns: Conns::new("redis://127.0.0.1:1", 1, Duration::from_secs(1)).unwrap(),
+                tags: (0..n).map(|i| format!("{{t:shard:{i}}}")).collect(),
+                cursor: AtomicUsize::new(0),
+                idle_until: (0..n).map(|_| AtomicU64::new(0)).collect(),
+                retention: Duration::from_secs(1),
+                worker_retention: Duration::from_secs(1),
+                detail_limit: 1,
+                url: String::new(),
+                wait: None,
+                unreplicated: AtomicU64::new(0),
+                warned_ms: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    #[test]
+    fn ids_carry_their_shard_and_nothing_else_reads_as_one() {
+        let b = with_shards(12);
+        for shard in 0..12 {
+            for id in ["job/7", "retry/15", "job@3/7#9", "a@b/1"] {
+                let tagged = RedisBackend::id_from(shard, id.to_owned());
+                assert_eq!(b.shard_of_id(&tagged), (shard, id), "{tagged}");
+            }
+        }
+        // Not a suffix of ours: the whole id, on shard 0.
+        for id in [
+            "job/7@0", "job/7@03", "job/7@12", "job/7@", "job/7@x", "job/7@-1",
+        ] {
+            assert_eq!(b.shard_of_id(id), (0, id), "{id}");
+        }
+        // One shard: ids are never tagged nor read as tagged.
+        assert_eq!(with_shards(1).shard_of_id("job/7@1"), (0, "job/7@1"));
+    }
+
+    #[test]
+    fn jobs_spread_over_every_shard_and_stay_put() {
+        let b = with_shards(16);
+        let mut seen = [0usize; 16];
+        for n in 0..1600 {
+            let job = wds_core::JobId::from_identity(&format!("file-{n}.csv"));
+            seen[b.shard_of(job.as_str())] += 1;
+        }
+        assert!(seen.iter().all(|&c| (50..=150).contains(&c)), "{seen:?}");
+        // FNV-1a of "abc" is 0xe71fa2190541574b: the hash must never change.
+        assert_eq!(b.shard_of("abc"), (0xe71f_a219_0541_574b_u64 % 16) as usize);
+        assert_eq!(with_shards(1).shard_of("abc"), 0);
     }
 }

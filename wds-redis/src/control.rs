@@ -20,7 +20,7 @@ impl RedisBackend {
             job: job.as_str(),
             retention_s: self.retention_secs(),
         };
-        let reply = self.call(op, &args).await?;
+        let reply = self.call_on(self.shard_of(job.as_str()), op, &args).await?;
         let parts = codec::array(op, &reply)?;
         match (parts.first().map(|p| codec::string(op, p)), parts.get(1)) {
             (Some(Ok(tag)), Some(fields)) if tag == "ok" => {
@@ -56,6 +56,10 @@ impl JobControl for RedisBackend {
             rebatch_size: REBATCH_SIZE,
             kind: kind.as_str(),
         };
-        codec::uint("replay_kind", &self.call("replay_kind", &args).await?)
+        let shard = self.shard_of(job.as_str());
+        codec::uint(
+            "replay_kind",
+            &self.call_on(shard, "replay_kind", &args).await?,
+        )
     }
 }

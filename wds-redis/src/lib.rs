@@ -16,7 +16,7 @@ mod scripts;
 mod test_server;
 mod workers;
 
-pub use backend::{RedisBackend, RedisBackendBuilder};
+pub use backend::{RedisBackend, RedisBackendBuilder, CLUSTER_SHARDS, IDLE_SHARD, MAX_SHARDS};
 pub use deadpool_redis;
 pub use deadpool_redis::redis;
 pub use limiter::{RedisBackOff, RedisLimiter};

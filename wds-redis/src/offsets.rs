@@ -1,7 +1,7 @@
 //! `OffsetStore` for [`RedisBackend`].
 
 use async_trait::async_trait;
-use deadpool_redis::redis::Value;
+use deadpool_redis::redis::{self, Value};
 use wds_core::{
     backend::{Checkpoint, Claim, LineOutcome, OffsetStore, Queue, Reject},
     Error, JobId, JobMeta, JobReport, JobState, MessageId, Result,
@@ -87,13 +87,30 @@ impl OffsetStore for RedisBackend {
     async fn claim(&self, identity: &str, meta: JobMeta) -> Result<Claim> {
         let op = "claim";
         let job = JobId::from_identity(identity);
+        let shard = self.shard_of(job.as_str());
+        // Jobs are listed in claim order across shards: with more than
+        // one, the order comes from shard 0's counter.
+        let order = if self.shards() > 1 {
+            let next = self
+                .inner
+                .conns
+                .query(
+                    op,
+                    redis::cmd("INCR").arg(format!("{}:jobno", self.key_prefix())),
+                )
+                .await?;
+            codec::uint(op, &next)?.to_string()
+        } else {
+            String::new()
+        };
         let args = args::Claim {
             identity,
             job: job.as_str(),
             meta: codec::json("job meta", &meta)?,
             detail_limit: self.inner.detail_limit,
+            order,
         };
-        let reply = self.call(op, &args).await?;
+        let reply = self.call_on(shard, op, &args).await?;
         let [fresh, job, stored] = codec::array(op, &reply)? else {
             return Err(codec::unexpected(op, &reply));
         };
@@ -113,7 +130,11 @@ impl OffsetStore for RedisBackend {
     async fn checkpoint(&self, job: &JobId) -> Result<Checkpoint> {
         let op = "checkpoint";
         let reply = self
-            .call(op, &args::Checkpoint { job: job.as_str() })
+            .call_on(
+                self.shard_of(job.as_str()),
+                op,
+                &args::Checkpoint { job: job.as_str() },
+            )
             .await?;
         let [seq, byte, line, records, done] = codec::array(op, &reply)? else {
             return Err(codec::unexpected(op, &reply));
@@ -132,7 +153,10 @@ impl OffsetStore for RedisBackend {
 
     async fn report(&self, job: &JobId) -> Result<Option<JobReport>> {
         let op = "report";
-        let reply = self.call(op, &args::Report { job: job.as_str() }).await?;
+        let shard = self.shard_of(job.as_str());
+        let reply = self
+            .call_on(shard, op, &args::Report { job: job.as_str() })
+            .await?;
         let fields = hash_fields(op, reply)?;
         if fields.is_empty() {
             return Ok(None);
@@ -147,7 +171,7 @@ impl OffsetStore for RedisBackend {
             reason,
             retention_s: self.retention_secs(),
         };
-        let reply = self.call(op, &args).await?;
+        let reply = self.call_on(self.shard_of(job.as_str()), op, &args).await?;
         let fields = hash_fields(op, reply)?;
         if fields.is_empty() {
             return Err(Error::UnknownJob { job: job.clone() });
@@ -157,20 +181,21 @@ impl OffsetStore for RedisBackend {
 
     async fn reports(&self) -> Result<Vec<JobReport>> {
         let op = "reports";
-        let reply = self.call(op, &args::Reports {}).await?;
-        codec::array(op, &reply)?
-            .iter()
-            .map(|item| {
-                let [job, fields] = codec::array(op, item)? else {
+        let mut listed = Vec::new();
+        for shard in 0..self.shards() {
+            let reply = self.call_on(shard, op, &args::Reports {}).await?;
+            for item in codec::array(op, &reply)? {
+                let [job, fields, order] = codec::array(op, item)? else {
                     return Err(codec::unexpected(op, item));
                 };
-                report(
-                    op,
-                    JobId::new(codec::string(op, job)?),
-                    codec::array(op, fields)?,
-                )
-            })
-            .collect()
+                let job = JobId::new(codec::string(op, job)?);
+                let report = report(op, job, codec::array(op, fields)?)?;
+                listed.push((codec::uint(op, order)?, report));
+            }
+        }
+        // Newest first across shards; each shard's are already.
+        listed.sort_by_key(|(order, _)| std::cmp::Reverse(*order));
+        Ok(listed.into_iter().map(|(_, report)| report).collect())
     }
 
     async fn outcome(&self, id: &MessageId) -> Result<Option<LineOutcome>> {
@@ -179,7 +204,9 @@ impl OffsetStore for RedisBackend {
             job: id.job.as_str(),
             chunk: id.line / codec::CHUNK_LINES,
         };
-        let reply = self.call(op, &args).await?;
+        let reply = self
+            .call_on(self.shard_of(id.job.as_str()), op, &args)
+            .await?;
         let fields = codec::array(op, &reply)?;
         if fields.first().map(|k| codec::int(op, k)).transpose()? != Some(1) {
             return Err(Error::UnknownJob {
@@ -231,7 +258,7 @@ impl OffsetStore for RedisBackend {
             // Lua numbers are doubles: `usize::MAX` would not reach LRANGE intact.
             limit: limit.min(1 << 40),
         };
-        let reply = self.call(op, &args).await?;
+        let reply = self.call_on(self.shard_of(job.as_str()), op, &args).await?;
         let fields = codec::array(op, &reply)?;
         if fields.first().map(|k| codec::int(op, k)).transpose()? != Some(1) {
             return Err(Error::UnknownJob { job: job.clone() });

@@ -1,12 +1,14 @@
 //! `Queue` for [`RedisBackend`]: one script call per method.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_redis::redis::Value;
 use wds_core::{
     backend::{
-        now_ms, Continue, Continued, Lease, Push, Pushed, Queue, QueueStats, RejectKind, Settle,
+        now_ms, BatchId, Continue, Continued, Lease, LeaseId, Push, Pushed, Queue, QueueStats,
+        RejectKind, Settle,
     },
     DeadKind, DeadLetter, Error, JobId, Result,
 };
@@ -115,6 +117,7 @@ impl RedisBackend {
         &self,
         lease: &'a Lease,
         outcomes: &'a [Settle],
+        mark: Option<&'a Lease>,
         then: &Continue<'a>,
     ) -> Result<args::SettleAndContinue<'a>> {
         // The lease carries its batch: check the outcomes against it here,
@@ -156,13 +159,14 @@ impl RedisBackend {
                 }
             }
         }
-        let (mark_lease, mark_batch) = match then.mark {
-            Some(next) => (next.id.as_str(), next.batch.id.as_str()),
+        let (mark_lease, mark_batch) = match mark {
+            Some(next) => self.ids_of(next),
             None => ("", ""),
         };
+        let (lease_id, batch_id) = self.ids_of(lease);
         Ok(args::SettleAndContinue {
-            lease: lease.id.as_str(),
-            batch: lease.batch.id.as_str(),
+            lease: lease_id,
+            batch: batch_id,
             retention_s: self.retention_secs(),
             outcomes: lease.batch.messages.len(),
             groups: groups
@@ -181,6 +185,124 @@ impl RedisBackend {
             mark_batch,
             lease_args: lease_args(then.lease, then.ttl),
         })
+    }
+}
+
+impl RedisBackend {
+    /// The shard of `lease`, from its id (see [`RedisBackend::shard_of_id`]).
+    fn shard_of_lease(&self, lease: &Lease) -> usize {
+        self.shard_of_id(lease.id.as_str()).0
+    }
+
+    /// `lease`'s lease and batch ids as the scripts of its shard know them.
+    fn ids_of<'a>(&self, lease: &'a Lease) -> (&'a str, &'a str) {
+        (
+            self.shard_of_id(lease.id.as_str()).1,
+            self.shard_of_id(lease.batch.id.as_str()).1,
+        )
+    }
+
+    /// Up to `max_batches` from `shard`.
+    async fn lease_on(
+        &self,
+        shard: usize,
+        max_batches: usize,
+        ttl: Duration,
+    ) -> Result<Vec<Lease>> {
+        let reply = self
+            .call_on(shard, "lease", &lease_args(max_batches, ttl))
+            .await?;
+        self.leases_from(shard, replies::decode("lease", reply)?)
+    }
+
+    /// The leases of a reply from `shard`, their ids marked with it.
+    fn leases_from(&self, shard: usize, reply: replies::LeaseReply) -> Result<Vec<Lease>> {
+        let mut leases = codec::leases(reply)?;
+        if shard > 0 {
+            for lease in &mut leases {
+                lease.id = LeaseId::new(Self::id_from(shard, lease.id.as_str().to_owned()));
+                lease.batch.id =
+                    BatchId::new(Self::id_from(shard, lease.batch.id.as_str().to_owned()));
+            }
+        }
+        Ok(leases)
+    }
+
+    /// Up to `max_batches` from the shards in turn: from the shard after
+    /// the last one that had work for this backend, on to the next while
+    /// they come short. So jobs on different shards take turns between
+    /// calls, as jobs on one shard do within its script. Shards that had
+    /// no work a moment ago ([`RedisBackend::shard_is_idle`]) are asked
+    /// only when the others had none either, so a lease never comes back
+    /// empty while any shard has work, and a busy round does not ask every
+    /// empty shard each time. `skip`: a shard just asked.
+    async fn lease_round(
+        &self,
+        max_batches: usize,
+        ttl: Duration,
+        skip: Option<usize>,
+    ) -> Result<Vec<Lease>> {
+        let n = self.shards();
+        let start = self.inner.cursor.load(Ordering::Relaxed);
+        let order = (0..n).map(|i| (start + i) % n).filter(|&s| Some(s) != skip);
+        let (idle, busy): (Vec<usize>, Vec<usize>) =
+            order.partition(|&s| n > 1 && self.shard_is_idle(s));
+        let mut leases = Vec::new();
+        for pass in [busy, idle] {
+            for shard in pass {
+                let got = self.lease_on(shard, max_batches - leases.len(), ttl).await;
+                match got {
+                    Ok(got) => {
+                        if n > 1 {
+                            self.note_work(shard, !got.is_empty());
+                        }
+                        if !got.is_empty() {
+                            self.inner.cursor.store((shard + 1) % n, Ordering::Relaxed);
+                        }
+                        leases.extend(got);
+                    }
+                    // What was leased already is held: hand it over rather
+                    // than leave it to expire; the next call tries again.
+                    Err(e) if leases.is_empty() => return Err(e),
+                    Err(_) => return Ok(leases),
+                }
+                if leases.len() >= max_batches {
+                    return Ok(leases);
+                }
+            }
+            if !leases.is_empty() {
+                break;
+            }
+        }
+        Ok(leases)
+    }
+}
+
+impl RedisBackend {
+    /// `pushes`, all of jobs of `shard`, in one script call.
+    async fn push_run(&self, shard: usize, pushes: &[Push]) -> Result<Vec<Pushed>> {
+        let op = "push_all";
+        let args = args::PushAll {
+            pushes: pushes
+                .iter()
+                .map(|push| self.push_args(push))
+                .collect::<Result<_>>()?,
+        };
+        let replies: Vec<PushReply> = replies::decode(op, self.call_on(shard, op, &args).await?)?;
+        self.note_work(shard, true);
+        if replies.is_empty() || replies.len() > pushes.len() {
+            return Err(Error::Corrupt {
+                key: op.into(),
+                detail: format!("{} replies to {} pushes", replies.len(), pushes.len()),
+            });
+        }
+        // The script stops at the first push it refuses: that one's error
+        // is the answer (the ones before it stay applied).
+        pushes
+            .iter()
+            .zip(replies)
+            .map(|(push, reply)| pushed(push, reply))
+            .collect()
     }
 }
 
@@ -248,49 +370,40 @@ impl Queue for RedisBackend {
     }
 
     async fn push_all(&self, pushes: &[Push]) -> Result<Vec<Pushed>> {
-        let op = "push_all";
-        if pushes.is_empty() {
-            return Ok(Vec::new());
-        }
-        let args = args::PushAll {
-            pushes: pushes
+        // One script call per run of pushes to one shard (all of them, when
+        // they are one job's, as a batcher's are).
+        let mut answers = Vec::with_capacity(pushes.len());
+        let mut rest = pushes;
+        while let Some(first) = rest.first() {
+            let shard = self.shard_of(first.job.as_str());
+            let run = rest
                 .iter()
-                .map(|push| self.push_args(push))
-                .collect::<Result<_>>()?,
-        };
-        let replies: Vec<PushReply> = replies::decode(op, self.call(op, &args).await?)?;
-        if replies.is_empty() || replies.len() > pushes.len() {
-            return Err(Error::Corrupt {
-                key: op.into(),
-                detail: format!("{} replies to {} pushes", replies.len(), pushes.len()),
-            });
+                .position(|p| self.shard_of(p.job.as_str()) != shard)
+                .unwrap_or(rest.len());
+            answers.extend(self.push_run(shard, &rest[..run]).await?);
+            rest = &rest[run..];
         }
-        // The script stops at the first push it refuses: that one's error
-        // is the answer (the ones before it stay applied).
-        pushes
-            .iter()
-            .zip(replies)
-            .map(|(push, reply)| pushed(push, reply))
-            .collect()
+        Ok(answers)
     }
 
     async fn lease(&self, max_batches: usize, ttl: Duration) -> Result<Vec<Lease>> {
         if max_batches == 0 {
             return Ok(Vec::new());
         }
-        let reply = self.call("lease", &lease_args(max_batches, ttl)).await?;
-        codec::leases(replies::decode("lease", reply)?)
+        self.lease_round(max_batches, ttl, None).await
     }
 
     async fn mark_sending(&self, lease: &Lease) -> Result<()> {
+        let (lease_id, batch) = self.ids_of(lease);
+        let shard = self.shard_of_lease(lease);
         let args = args::MarkSending {
-            lease: lease.id.as_str(),
-            batch: lease.batch.id.as_str(),
+            lease: lease_id,
+            batch,
         };
-        let invocation = self.invocation_with(&args);
+        let invocation = self.invocation_with(shard, &args);
         match codec::int(
             "mark_sending",
-            &self.run_marking("mark_sending", &invocation).await?,
+            &self.run_marking(shard, "mark_sending", &invocation).await?,
         )? {
             1 => Ok(()),
             _ => Err(Self::lost(lease)),
@@ -298,12 +411,14 @@ impl Queue for RedisBackend {
     }
 
     async fn extend(&self, lease: &Lease, ttl: Duration) -> Result<u64> {
+        let (lease_id, batch) = self.ids_of(lease);
         let args = args::Extend {
-            lease: lease.id.as_str(),
-            batch: lease.batch.id.as_str(),
+            lease: lease_id,
+            batch,
             ttl_ms: millis(ttl).max(1),
         };
-        let deadline = codec::int("extend", &self.call("extend", &args).await?)?;
+        let shard = self.shard_of_lease(lease);
+        let deadline = codec::int("extend", &self.call_on(shard, "extend", &args).await?)?;
         u64::try_from(deadline).map_err(|_| Self::lost(lease))
     }
 
@@ -325,9 +440,15 @@ impl Queue for RedisBackend {
         then: Continue<'_>,
     ) -> Result<Continued> {
         let op = "settle_and_continue";
-        let invocation = self.invocation_with(&self.settle_args(lease, outcomes, &then)?);
-        let reply = if then.mark.is_some() {
-            self.run_marking(op, &invocation).await?
+        let shard = self.shard_of_lease(lease);
+        // The mark and the lease go with the settle when they are of its
+        // shard (one script, one round trip); a mark of another shard is a
+        // call of its own, and so is a lease when this shard has no work.
+        let mark_here = then.mark.filter(|next| self.shard_of_lease(next) == shard);
+        let invocation =
+            self.invocation_with(shard, &self.settle_args(lease, outcomes, mark_here, &then)?);
+        let reply = if mark_here.is_some() {
+            self.run_marking(shard, op, &invocation).await?
         } else {
             self.run(op, &invocation).await?
         };
@@ -343,25 +464,39 @@ impl Queue for RedisBackend {
                 detail: "not {settled, marked, leased}".into(),
             });
         };
-        let marked = match (then.mark, replies::decode::<i64>(op, marked)?) {
-            (None, _) => None,
-            (Some(_), 1) => Some(Ok(())),
-            (Some(next), _) => Some(Err(Self::lost(next))),
+        let settled = replies::decode(op, settle).and_then(|reply| settled(lease, reply));
+        let marked = match (then.mark, mark_here, replies::decode::<i64>(op, marked)?) {
+            (None, _, _) => None,
+            (Some(_), Some(_), 1) => Some(Ok(())),
+            (Some(next), Some(_), _) => Some(Err(Self::lost(next))),
+            (Some(next), None, _) => Some(self.mark_sending(next).await),
         };
+        let mut leased = replies::decode(op, leased).and_then(|l| self.leases_from(shard, l));
+        if let Ok(got) = &mut leased {
+            if got.is_empty() && then.lease > 0 && self.shards() > 1 {
+                // Errors here are the next lease's to meet: what was
+                // settled and marked is answered either way.
+                if let Ok(more) = self.lease_round(then.lease, then.ttl, Some(shard)).await {
+                    *got = more;
+                }
+            }
+        }
         Ok(Continued {
-            settled: replies::decode(op, settle).and_then(|reply| settled(lease, reply)),
+            settled,
             marked,
-            leased: replies::decode(op, leased).and_then(codec::leases),
+            leased,
         })
     }
 
     async fn release(&self, lease: &Lease) -> Result<()> {
+        let (lease_id, batch) = self.ids_of(lease);
         let args = args::Release {
-            lease: lease.id.as_str(),
-            batch: lease.batch.id.as_str(),
+            lease: lease_id,
+            batch,
             retention_s: self.retention_secs(),
         };
-        match codec::int("release", &self.call("release", &args).await?)? {
+        let shard = self.shard_of_lease(lease);
+        match codec::int("release", &self.call_on(shard, "release", &args).await?)? {
             1 => Ok(()),
             _ => Err(Self::lost(lease)),
         }
@@ -369,16 +504,26 @@ impl Queue for RedisBackend {
 
     async fn dead_letters(&self, job: Option<&JobId>, limit: usize) -> Result<Vec<DeadLetter>> {
         let op = "dead_letters";
-        let args = args::DeadLetters {
-            job: job.map_or("", JobId::as_str),
-            // Lua numbers are doubles: `usize::MAX` would not reach LRANGE intact.
-            limit: limit.min(1 << 40),
+        let shards = match job {
+            Some(job) => vec![self.shard_of(job.as_str())],
+            None => (0..self.shards()).collect(),
         };
-        let reply = self.call(op, &args).await?;
-        codec::array(op, &reply)?
-            .iter()
-            .map(|entry| codec::decode_dead_entry(codec::bytes(op, entry)?))
-            .collect()
+        let mut letters = Vec::new();
+        for shard in shards {
+            if letters.len() >= limit {
+                break;
+            }
+            let args = args::DeadLetters {
+                job: job.map_or("", JobId::as_str),
+                // Lua numbers are doubles: `usize::MAX` would not reach LRANGE intact.
+                limit: (limit - letters.len()).min(1 << 40),
+            };
+            let reply = self.call_on(shard, op, &args).await?;
+            for entry in codec::array(op, &reply)? {
+                letters.push(codec::decode_dead_entry(codec::bytes(op, entry)?)?);
+            }
+        }
+        Ok(letters)
     }
 
     async fn replay(&self, job: Option<&JobId>) -> Result<u64> {
@@ -387,20 +532,30 @@ impl Queue for RedisBackend {
             rebatch_size: REBATCH_SIZE,
             kind: "",
         };
-        codec::uint("replay", &self.call("replay", &args).await?)
+        let shards = match job {
+            Some(job) => vec![self.shard_of(job.as_str())],
+            None => (0..self.shards()).collect(),
+        };
+        let mut replayed = 0;
+        for shard in shards {
+            replayed += codec::uint("replay", &self.call_on(shard, "replay", &args).await?)?;
+        }
+        Ok(replayed)
     }
 
     async fn stats(&self) -> Result<QueueStats> {
         let op = "stats";
-        let reply = self.call(op, &args::Stats {}).await?;
-        let [ready, leased, scheduled, dead] = codec::array(op, &reply)? else {
-            return Err(codec::unexpected(op, &reply));
-        };
-        Ok(QueueStats {
-            ready: codec::uint(op, ready)?,
-            leased: codec::uint(op, leased)?,
-            scheduled: codec::uint(op, scheduled)?,
-            dead: codec::uint(op, dead)?,
-        })
+        let mut stats = QueueStats::default();
+        for shard in 0..self.shards() {
+            let reply = self.call_on(shard, op, &args::Stats {}).await?;
+            let [ready, leased, scheduled, dead] = codec::array(op, &reply)? else {
+                return Err(codec::unexpected(op, &reply));
+            };
+            stats.ready += codec::uint(op, ready)?;
+            stats.leased += codec::uint(op, leased)?;
+            stats.scheduled += codec::uint(op, scheduled)?;
+            stats.dead += codec::uint(op, dead)?;
+        }
+        Ok(stats)
     }
 }

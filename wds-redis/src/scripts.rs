@@ -8,14 +8,20 @@
 //!
 //! # Layout
 //!
-//! `KEYS[1]` is the hash tag `{prefix}`; every key is `{prefix}:…`, so all
-//! of a deployment's keys live in one slot and the scripts are valid on
-//! Redis Cluster.
+//! `KEYS[1]` is the hash tag of one key shard, `{prefix}` for shard 0 and
+//! `{prefix:shard:N}` for the others; every key a script touches is
+//! `KEYS[1]:…`, so each call runs on one slot and the scripts are valid on
+//! Redis Cluster. Each shard is a queue of its own for the jobs whose ids
+//! hash to it (`RedisBackend::shard_of`); the Rust side routes each call to
+//! its job's shard, tags the ids of shard N's batches and leases with `@N`,
+//! and gathers listings over the shards. Shard 0 also holds `:shards` (the
+//! deployment's shard count) and, with several shards, the `:jobno`
+//! counter that orders claims across them.
 //!
 //! | key | type | holds |
 //! | --- | --- | --- |
 //! | `:claims` | hash | input identity → job id |
-//! | `:jobs` | zset | job id by claim order (`:jobno` counter) |
+//! | `:jobs` | zset | job id by claim order (`:jobno` counter: this shard's, or shard 0's with several) |
 //! | `:job:<job>` | hash | `meta` json, checkpoint (`seq byte line records done`), counts (`cancelled` included), `finished_ms`, `failed` (the reason, once reading failed), `paused`, `halted` (1 once cancelled) |
 //! | `:out:<job>:<chunk>` | list | lines `128·chunk …`, each element `<line>=<outcome>\n…` (the last entry of a line wins; empty means pending again); deleted `retention` after the job is done, by the leases that follow (`:expiring`) |
 //! | `:expiring` | zset | finished job by the time its outcome chunks go; the job's `swept` field is the next chunk to delete |

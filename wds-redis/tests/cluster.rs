@@ -30,8 +30,14 @@ use wds_redis::{RedisBackend, RedisCluster, RedisLimiter};
 async fn the_backend_conforms_on_a_cluster() {
     let mut cluster = RedisCluster::start(3, 1);
     let url = cluster.url();
-    testkit::run_all(|| fresh(&url, "concrete")).await;
-    testkit::run_all_views(|| async {
+    // Jobs spread over the default 16 key shards, so over the masters.
+    testkit::run_all_sharded(|| async {
+        let backend = fresh(&url, "concrete").await;
+        assert_eq!(backend.shards(), wds_redis::CLUSTER_SHARDS);
+        (backend.clone(), backend)
+    })
+    .await;
+    testkit::run_all_sharded(|| async {
         let backend = fresh(&url, "dyn").await;
         let queue: Arc<dyn Queue> = Arc::new(backend.clone());
         let offsets: Arc<dyn OffsetStore> = Arc::new(backend);

@@ -8,7 +8,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::fresh;
+use support::{fresh, fresh_sharded};
 use wds_core::backend::{CircuitStore, OffsetStore, Queue, WorkerRegistry};
 use wds_core::testkit;
 use wds_redis::{RedisBackend, RedisServer};
@@ -31,6 +31,21 @@ async fn redis_backend_conforms_through_trait_objects() {
         (queue, offsets)
     })
     .await;
+}
+
+/// Jobs spread over key shards (as on a Redis Cluster, here on one server):
+/// every call finds its job's shard, leases go round the shards, and
+/// listings gather them in claim order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_backend_conforms_with_jobs_on_several_shards() {
+    let server = RedisServer::start();
+    let url = server.url();
+    testkit::run_all_sharded(|| async {
+        let backend = fresh_sharded(&url, "sharded", 5).await;
+        (backend.clone(), backend)
+    })
+    .await;
+    testkit::run_control(|| fresh_sharded(&url, "sharded-control", 5)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -123,3 +123,54 @@ async fn a_lost_connection_is_unavailable_and_heals_after_a_restart() {
     }
     assert_eq!(result.expect("stats after the restart").ready, 0);
 }
+
+/// The key shard count belongs to the deployment: the first process
+/// stores it, later ones adopt it, and one naming another count is refused
+/// (its jobs would be looked for on the wrong shards).
+#[tokio::test]
+async fn the_shard_count_is_the_deployments() {
+    let server = RedisServer::start();
+    let connect = |shards: Option<usize>| {
+        let url = server.url();
+        async move {
+            let builder = RedisBackend::builder(url).prefix("sharded");
+            match shards {
+                Some(n) => builder.shards(n).connect().await,
+                None => builder.connect().await,
+            }
+        }
+    };
+    let first = connect(Some(4)).await.expect("the first process sets 4");
+    assert_eq!(first.shards(), 4);
+    assert_eq!(
+        first.key_prefixes(),
+        [
+            "{sharded}",
+            "{sharded:shard:1}",
+            "{sharded:shard:2}",
+            "{sharded:shard:3}"
+        ]
+    );
+    assert_eq!(connect(None).await.expect("adopts").shards(), 4);
+    assert_eq!(connect(Some(4)).await.expect("agrees").shards(), 4);
+    match connect(Some(2)).await {
+        Err(Error::Config { setting, reason }) => {
+            assert_eq!(setting, "shards");
+            assert!(reason.contains("over 4 key shards, not 2"), "{reason}");
+        }
+        other => panic!("another shard count must be refused, got {other:?}"),
+    }
+    for bad in [0, wds_redis::MAX_SHARDS + 1] {
+        assert!(
+            matches!(connect(Some(bad)).await, Err(Error::Config { .. })),
+            "{bad} shards must be refused"
+        );
+    }
+    // A new deployment on one server has one shard unless told otherwise.
+    let single = RedisBackend::builder(server.url())
+        .prefix("single")
+        .connect()
+        .await
+        .expect("connect");
+    assert_eq!(single.shards(), 1);
+}

@@ -16,8 +16,13 @@ use wds_redis::{RedisBackend, RedisServer};
 const PREFIX: &str = "consumers";
 
 async fn backend(server: &RedisServer, prefix: &str) -> RedisBackend {
+    sharded(server, prefix, 1).await
+}
+
+async fn sharded(server: &RedisServer, prefix: &str, shards: usize) -> RedisBackend {
     match RedisBackend::builder(server.url())
         .prefix(prefix)
+        .shards(shards)
         .connect()
         .await
     {
@@ -67,15 +72,19 @@ struct Seen {
 
 /// A worker: leases a few batches at a time, holds them briefly, settles
 /// them, until the job is done.
-async fn work(backend: RedisBackend, job: JobId, seen: Arc<Seen>) {
+async fn work(backend: RedisBackend, jobs: Vec<JobId>, seen: Arc<Seen>) {
     loop {
         let leases = backend
             .lease(3, Duration::from_secs(30))
             .await
             .expect("lease");
         if leases.is_empty() {
-            let report = backend.report(&job).await.expect("report").expect("job");
-            if report.state == JobState::Done {
+            let mut done = true;
+            for job in &jobs {
+                let report = backend.report(job).await.expect("report").expect("job");
+                done &= report.state == JobState::Done;
+            }
+            if done {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -109,27 +118,40 @@ async fn work(backend: RedisBackend, job: JobId, seen: Arc<Seen>) {
 }
 
 async fn workers_share_one_queue(workers: usize) {
+    workers_share_the_queue(workers, 1, 1).await;
+}
+
+/// `workers` workers, each with its own backend, deliver `jobs` jobs
+/// spread over `shards` key shards.
+async fn workers_share_the_queue(workers: usize, jobs: usize, shards: usize) {
     let server = RedisServer::start();
-    let prefix = format!("{PREFIX}-{workers}");
-    let setup = backend(&server, &prefix).await;
-    let (batches, size) = (200, 10);
-    let job = fill(&setup, &format!("shared-{workers}"), batches, size).await;
+    let prefix = format!("{PREFIX}-{workers}-{shards}");
+    let setup = sharded(&server, &prefix, shards).await;
+    let (batches, size) = (200 / jobs as u64, 10);
+    let mut ids = Vec::new();
+    for j in 0..jobs {
+        ids.push(fill(&setup, &format!("shared-{workers}-{j}"), batches, size).await);
+    }
+    if shards > 1 {
+        let used: HashSet<&str> = ids.iter().map(|j| setup.job_key_prefix(j)).collect();
+        assert!(used.len() > 1, "the jobs all hash to one shard: {used:?}");
+    }
 
     let seen = Arc::new(Seen::default());
     let mut tasks = Vec::new();
     for _ in 0..workers {
         // Each worker its own backend: its own pool and connections.
-        let backend = backend(&server, &prefix).await;
-        tasks.push(tokio::spawn(work(backend, job.clone(), seen.clone())));
+        let backend = sharded(&server, &prefix, shards).await;
+        tasks.push(tokio::spawn(work(backend, ids.clone(), seen.clone())));
     }
-    // Every worker stops once the job is done; a worker still looping
+    // Every worker stops once the jobs are done; a worker still looping
     // after the deadline (a lost message, a batch never settled) fails the
     // test instead of hanging it.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     for task in tasks {
         tokio::time::timeout_at(deadline, task)
             .await
-            .unwrap_or_else(|_| panic!("the job was not done within 120 s"))
+            .unwrap_or_else(|_| panic!("the jobs were not done within 120 s"))
             .expect("a worker failed");
     }
 
@@ -137,7 +159,7 @@ async fn workers_share_one_queue(workers: usize) {
         let settled = seen.settled.lock().unwrap();
         assert_eq!(
             settled.len() as u64,
-            batches * size,
+            batches * size * jobs as u64,
             "every message settled"
         );
         assert!(
@@ -145,17 +167,59 @@ async fn workers_share_one_queue(workers: usize) {
             "a message was settled more than once"
         );
     }
-    let report = setup.report(&job).await.expect("report").expect("job");
-    assert_eq!(
-        (report.state, report.delivered, report.lines),
-        (JobState::Done, batches * size, batches * size)
-    );
+    for job in &ids {
+        let report = setup.report(job).await.expect("report").expect("job");
+        assert_eq!(
+            (report.state, report.delivered, report.lines),
+            (JobState::Done, batches * size, batches * size)
+        );
+    }
     let stats = setup.stats().await.expect("stats");
     assert_eq!(
         (stats.ready, stats.leased),
         (0, 0),
         "nothing left: {stats:?}"
     );
+}
+
+/// Jobs on several key shards, workers leasing from them in turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_workers_share_jobs_on_several_shards() {
+    workers_share_the_queue(4, 5, 4).await;
+}
+
+/// A worker whose leases just found every shard empty still gets, at its
+/// very next lease, work another process pushed meanwhile: shards it
+/// passes by for having had none are asked when the others have none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_pushed_elsewhere_is_leased_at_once_on_a_sharded_queue() {
+    let server = RedisServer::start();
+    let prefix = format!("{PREFIX}-idle");
+    let worker = sharded(&server, &prefix, 8).await;
+    let initiator = sharded(&server, &prefix, 8).await;
+    for round in 0..8 {
+        assert!(worker
+            .lease(4, Duration::from_secs(30))
+            .await
+            .expect("lease")
+            .is_empty());
+        let job = fill(&initiator, &format!("idle-{round}"), 1, 3).await;
+        let leases = worker
+            .lease(4, Duration::from_secs(30))
+            .await
+            .expect("lease");
+        assert_eq!(
+            leases.len(),
+            1,
+            "round {round}: the batch pushed by another process right after an empty lease \
+             must be leased at once"
+        );
+        assert_eq!(leases[0].batch.messages[0].id.job, job);
+        worker
+            .settle(&leases[0], &wds_core::testkit::all_delivered(&leases[0]))
+            .await
+            .expect("settle");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

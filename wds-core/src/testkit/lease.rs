@@ -10,7 +10,7 @@ use super::support::{
     lease_soon, ok, one, outcome, report, sleep_past, stats, Reader, BRIEF, LONG, SHORT, SKEW_MS,
 };
 use crate::{
-    backend::{now_ms, Lease, OffsetStore, Queue},
+    backend::{now_ms, Lease, OffsetStore, Push, Queue},
     DeadKind,
 };
 
@@ -18,6 +18,18 @@ use crate::{
 /// is ready, in push order across jobs, each with a deadline `ttl` from now
 /// and `previously_sending` false.
 pub async fn lease_in_push_order(q: &dyn Queue, s: &dyn OffsetStore) {
+    lease_in_order(q, s, true).await;
+}
+
+/// As [`lease_in_push_order`], for a backend that spreads jobs over shards
+/// and leases from them in turn (see [`super::run_all_sharded`]): each
+/// job's batches in its push order, but which job's come first is not
+/// checked, since two jobs may be on different shards.
+pub async fn lease_in_push_order_per_job(q: &dyn Queue, s: &dyn OffsetStore) {
+    lease_in_order(q, s, false).await;
+}
+
+async fn lease_in_order(q: &dyn Queue, s: &dyn OffsetStore, across_jobs: bool) {
     let a = claim(s, "lease_in_push_order", 0).await;
     let b = claim(s, "lease_in_push_order", 1).await;
     let (mut ra, mut rb) = (Reader::new(&a), Reader::new(&b));
@@ -52,11 +64,28 @@ pub async fn lease_in_push_order(q: &dyn Queue, s: &dyn OffsetStore) {
         }
         got.extend(leases);
     }
-    assert_batches(
-        &got,
-        &[&pushes[0], &pushes[1], &pushes[2]],
-        "lease(2) until empty",
-    );
+    if across_jobs {
+        assert_batches(
+            &got,
+            &[&pushes[0], &pushes[1], &pushes[2]],
+            "lease(2) until empty",
+        );
+    } else {
+        for job in [&a, &b] {
+            let of_job: Vec<Lease> = got
+                .iter()
+                .filter(|l| l.batch.messages.first().map(|m| &m.id.job) == Some(job))
+                .cloned()
+                .collect();
+            let pushed: Vec<&Push> = pushes.iter().filter(|p| &p.job == job).collect();
+            assert_batches(&of_job, &pushed, "lease(2) until empty, one job's batches");
+        }
+        assert_eq!(
+            got.len(),
+            pushes.len(),
+            "lease(2) until empty: every push leased once"
+        );
+    }
     let ids: HashSet<_> = got.iter().map(|l| &l.batch.id).collect();
     assert_eq!(ids.len(), got.len(), "each batch must have its own BatchId");
     let leases: HashSet<_> = got.iter().map(|l| &l.id).collect();

@@ -121,13 +121,14 @@ pub use claims::{
 };
 pub use control::{
     cancel_accounts_for_every_line, finished_job_refuses_control, lease_takes_jobs_in_turn,
-    pause_holds_batches_until_resume, replay_kind_replays_one_kind,
+    lease_takes_jobs_in_turn_across_shards, pause_holds_batches_until_resume,
+    replay_kind_replays_one_kind,
 };
 pub use detail::detail_is_bounded_and_counts_stay_exact;
 pub use lease::{
     expired_lease_is_reclaimed, expired_leases_come_first, extend_keeps_the_lease,
-    lease_in_push_order, leased_batch_has_one_holder, release_returns_the_batch_at_once,
-    sending_mark_is_sticky,
+    lease_in_push_order, lease_in_push_order_per_job, leased_batch_has_one_holder,
+    release_returns_the_batch_at_once, sending_mark_is_sticky,
 };
 pub use push::{
     fail_ends_reading_for_good, job_state_follows_reading_and_accounting, push_ahead_conflicts,
@@ -299,7 +300,60 @@ where
 ///
 /// After running them all, if any check failed or hung, listing each with
 /// its message.
-pub async fn run_all_views<F, Fut, Q, S>(mut make: F)
+pub async fn run_all_views<F, Fut, Q, S>(make: F)
+where
+    F: FnMut() -> Fut + Send,
+    Fut: Future<Output = (Q, S)> + Send,
+    Q: Queue,
+    S: OffsetStore,
+{
+    run_checks(CHECKS, make).await;
+}
+
+/// What [`run_all_sharded`] runs instead of the two checks that hold two
+/// jobs to one order of turns: each beside the name of the one it replaces.
+const PER_SHARD_READINGS: &[(&str, (&str, Check))] = &[
+    (
+        "lease_in_push_order",
+        checks![lease_in_push_order_per_job][0],
+    ),
+    (
+        "lease_takes_jobs_in_turn",
+        checks![lease_takes_jobs_in_turn_across_shards][0],
+    ),
+];
+
+/// Runs every check as [`run_all_views`] does, for a backend that spreads
+/// jobs over shards (keys on several nodes, say) and leases from them in
+/// turn: jobs on one shard take turns exactly, but two jobs on different
+/// shards cannot be held to one order without a key every lease touches.
+/// Two checks are read accordingly ([`lease_in_push_order_per_job`],
+/// [`lease_takes_jobs_in_turn_across_shards`]); every other check is the
+/// same.
+///
+/// # Panics
+///
+/// As [`run_all`].
+pub async fn run_all_sharded<F, Fut, Q, S>(make: F)
+where
+    F: FnMut() -> Fut + Send,
+    Fut: Future<Output = (Q, S)> + Send,
+    Q: Queue,
+    S: OffsetStore,
+{
+    let checks: Vec<(&str, Check)> = CHECKS
+        .iter()
+        .map(|&(name, check)| {
+            PER_SHARD_READINGS
+                .iter()
+                .find(|(replaced, _)| *replaced == name)
+                .map_or((name, check), |(_, reading)| *reading)
+        })
+        .collect();
+    run_checks(&checks, make).await;
+}
+
+async fn run_checks<F, Fut, Q, S>(checks: &[(&str, Check)], mut make: F)
 where
     F: FnMut() -> Fut + Send,
     Fut: Future<Output = (Q, S)> + Send,
@@ -307,12 +361,12 @@ where
     S: OffsetStore,
 {
     let mut failures = Vec::new();
-    for (name, check) in CHECKS {
+    for (name, check) in checks {
         let (queue, offsets) = make().await;
         let run = AssertUnwindSafe(check(&queue, &offsets)).catch_unwind();
         record(name, run, &mut failures).await;
     }
-    report_failures(&failures, CHECKS.len());
+    report_failures(&failures, checks.len());
 }
 
 /// The message a panic was raised with.

@@ -18,9 +18,22 @@ use wds_redis::RedisBackend;
 
 /// A backend on `url` under a prefix no other check uses.
 pub(crate) async fn fresh(url: &str, suite: &str) -> RedisBackend {
+    connect_fresh(RedisBackend::builder(url), url, suite).await
+}
+
+/// As [`fresh`], its jobs spread over `shards` key shards.
+pub(crate) async fn fresh_sharded(url: &str, suite: &str, shards: usize) -> RedisBackend {
+    connect_fresh(RedisBackend::builder(url).shards(shards), url, suite).await
+}
+
+async fn connect_fresh(
+    builder: wds_redis::RedisBackendBuilder,
+    url: &str,
+    suite: &str,
+) -> RedisBackend {
     static N: AtomicU32 = AtomicU32::new(0);
     let prefix = format!("{suite}-{}", N.fetch_add(1, Ordering::Relaxed));
-    match RedisBackend::builder(url).prefix(prefix).connect().await {
+    match builder.prefix(prefix).connect().await {
         Ok(backend) => backend,
         Err(e) => panic!("cannot connect to the test Redis at {url}: {e}"),
     }

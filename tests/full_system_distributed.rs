@@ -115,3 +115,42 @@ fn initiator_three_workers_and_notifier_deliver_every_user_once() {
         rows as f64 / secs
     );
 }
+
+/// The key shard count belongs to the deployment: the first process stores
+/// the one it was given, the next ones without a count use it, and a
+/// process naming another count stops at start saying why, rather than
+/// looking for the jobs on the wrong shards.
+#[test]
+fn a_service_naming_another_shard_count_is_refused_at_start() {
+    let mut cluster = Cluster::new(&[]);
+    let first = cluster.start("worker", &[("WDS_REDIS_SHARDS", "4")]);
+    let logs = |cluster: &Cluster| cluster.logs();
+    cluster.eventually(
+        "the first worker connected",
+        Duration::from_secs(60),
+        || logs(&cluster).contains("shards=4").then_some(()),
+    );
+    let initiator = cluster.start("initiator", &[]);
+    let refused = cluster.start("worker", &[("WDS_REDIS_SHARDS", "2")]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while cluster.running(refused) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        !cluster.running(refused),
+        "a worker naming 2 shards of a 4-shard deployment must stop:\n{}",
+        cluster.logs()
+    );
+    let text = cluster.logs();
+    assert!(
+        text.contains("spreads its jobs over 4 key shards, not 2"),
+        "the refusal must say why:\n{text}"
+    );
+    // The initiator, given no count, uses the deployment's.
+    let initiator_log = text
+        .split("--- ")
+        .find(|part| part.starts_with("initiator"))
+        .unwrap_or_default();
+    assert!(initiator_log.contains("shards=4"), "{initiator_log}");
+    cluster.assert_running([first, initiator]);
+}

@@ -12,12 +12,21 @@ use crate::settings::Settings;
 /// limiter shared by every worker of this deployment: the rate when one is
 /// set, and the 429 back-off always.
 pub(crate) async fn connect(url: &str, settings: &Settings) -> Fallible<Backend> {
-    let backend = RedisBackend::builder(url)
+    let mut builder = RedisBackend::builder(url)
         .prefix(settings.redis_prefix.clone())
-        .detail_limit(settings.detail_limit)
+        .detail_limit(settings.detail_limit);
+    if let Some(shards) = settings.redis_shards {
+        builder = builder.shards(shards);
+    }
+    let backend = builder
         .connect()
         .await
         .map_err(|e| format!("redis {}: {e}", redact(url)))?;
+    tracing::info!(
+        keys = backend.key_prefix(),
+        shards = backend.shards(),
+        "connected to Redis"
+    );
     let endpoint = settings
         .webhook_url
         .clone()

@@ -93,6 +93,12 @@ pub(crate) struct Settings {
     /// Key prefix in Redis, so several deployments can share one server.
     #[arg(long, env = "WDS_REDIS_PREFIX", default_value = "wds", global = true)]
     pub(crate) redis_prefix: String,
+    /// How many key shards a new deployment spreads its jobs over (so a
+    /// Redis Cluster spreads them over its masters) [default: the
+    /// deployment's; for a new one 16 on a cluster, 1 on one server]. A
+    /// count other than the deployment's is refused at start.
+    #[arg(long, env = "WDS_REDIS_SHARDS", global = true)]
+    pub(crate) redis_shards: Option<usize>,
     /// Folder for the inbox, archive and outbox when they are not set one by one.
     #[arg(long, env = "WDS_DATA_DIR", default_value = "wds-data", global = true)]
     pub(crate) data_dir: PathBuf,

@@ -37,6 +37,18 @@ impl Deployment {
         Ok(())
     }
 
+    /// Each process's name and pid: the initiator, then the workers.
+    pub(crate) fn pids(&self) -> Vec<(String, u32)> {
+        std::iter::once(("initiator".to_string(), self.initiator.pid()))
+            .chain(
+                self.workers
+                    .iter()
+                    .enumerate()
+                    .map(|(i, w)| (format!("worker {}", i + 1), w.pid())),
+            )
+            .collect()
+    }
+
     /// The largest worker peak RSS, and the initiator's.
     pub(crate) fn peaks(&self) -> (u64, u64) {
         let worker = self
@@ -73,7 +85,7 @@ impl Deployment {
         crate::explain(waited, &alive)?;
         let report = wait_done(&self.backend, &job, Duration::from_secs(60)).await?;
         self.stop().await;
-        check_job(&report, lines, receiver)?;
+        check_job(&report, lines, Some(receiver))?;
         let mut times = receiver.times_from(from);
         times.sort_unstable();
         Ok(times)
@@ -209,19 +221,29 @@ pub(crate) fn histogram_quantile(buckets: &[(f64, u64)], q: f64) -> String {
     }
 }
 
-/// A job's checks: every line delivered, nothing dead, no duplicate at the receiver.
+/// A job's checks: every line delivered, nothing dead, and no duplicate
+/// at the receiver when it is the product's (which counts them).
 pub(crate) fn check_job(
     report: &JobReport,
     lines: u64,
-    receiver: &ProductReceiver,
+    receiver: Option<&ProductReceiver>,
 ) -> Fallible<()> {
     if !report.is_complete() || report.delivered != lines || report.dead != 0 {
         return Err(format!("the job did not deliver every line: {report:?}").into());
     }
-    if receiver.duplicates() != 0 {
-        return Err(format!("the receiver saw {} repeated ids", receiver.duplicates()).into());
+    if let Some(duplicates) = receiver
+        .map(ProductReceiver::duplicates)
+        .filter(|&n| n != 0)
+    {
+        return Err(format!("the receiver saw {duplicates} repeated ids").into());
     }
     Ok(())
+}
+
+/// CPU seconds (user + system) process `pid` has used so far; 0 once it is gone.
+pub(crate) fn cpu_of(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_or(0.0, |stat| wds_core::testkit::bench::stat_cpu(&stat))
 }
 
 impl Bench {

@@ -29,11 +29,17 @@
 //! 4. `ratelimit`: 1,000/s shared by four workers.
 //! 5. `big`: a big file through Redis (1M lines; 10M with `--full`).
 //! 6. `ttfd`: time from a file's rename into the inbox to its first delivery.
+//! 7. `cost`: the cost per delivery against a minimal responder (its own
+//!    process, reading each body and answering 200, nothing else): bare
+//!    reqwest and raw hyper loops, `full_system all` (SQLite) and Redis
+//!    with one worker, alternating for `--cost-rounds` rounds; rates,
+//!    their spread, and the CPU per delivery of every process involved.
 //!
 //! Every wait is bounded; everything listens on 127.0.0.1 only.
 
 mod deploy;
 mod machine;
+mod responder;
 mod scenarios;
 mod table;
 
@@ -66,6 +72,9 @@ enum Scenario {
     Big,
     /// 6: time to first delivery after a rename into the inbox.
     Ttfd,
+    /// 7: cost per delivery against a minimal responder: bare reqwest and
+    /// hyper loops, `all` and Redis ×1, CPU per delivery of each process.
+    Cost,
 }
 
 /// WDS benchmark: prints the figures of docs/performance.md with their targets.
@@ -105,6 +114,16 @@ struct Args {
     /// Internal: the job id of the bare loop's webhook ids.
     #[arg(long, hide = true, default_value = "ceiling")]
     bare_job: String,
+    /// Internal: the bare loop's HTTP client.
+    #[arg(long, hide = true, value_enum, default_value = "reqwest")]
+    bare_client: scenarios::Client,
+    /// Internal: run only the minimal responder (scenario 7), on an
+    /// ephemeral loopback port it prints.
+    #[arg(long, hide = true)]
+    responder: bool,
+    /// Rounds of scenario 7 (`cost`), each client and setup once a round.
+    #[arg(long, default_value_t = 5)]
+    cost_rounds: usize,
 }
 
 /// Everything a scenario needs.
@@ -182,17 +201,24 @@ fn full_system() -> Fallible<PathBuf> {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> Fallible<()> {
     let args = Args::parse();
+    if args.responder {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        return responder::serve(listener).await;
+    }
     if let Some(url) = &args.bare_loop {
         // Warm up (connections, allocator), then measure.
+        let client = args.bare_client;
         scenarios::bare_loop(
+            client,
             url,
             &format!("{}-warmup", args.bare_job),
             (args.lines / 10).max(1),
             args.concurrency,
         )
         .await?;
-        let rate = scenarios::bare_loop(url, &args.bare_job, args.lines, args.concurrency).await?;
-        println!("{rate}");
+        let run =
+            scenarios::bare_loop(client, url, &args.bare_job, args.lines, args.concurrency).await?;
+        println!("{} {}", run.rate, run.cpu_secs);
         return Ok(());
     }
     let started = Instant::now();
@@ -231,6 +257,9 @@ async fn main() -> Fallible<()> {
         }
         if bench.wants(Scenario::Ttfd) {
             bench.ttfd().await?;
+        }
+        if bench.wants(Scenario::Cost) {
+            bench.cost().await?;
         }
         Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
     }

@@ -51,7 +51,7 @@ impl Bench {
             let redis_peak = d.admin.memory("used_memory_peak").await?;
             let redis_after = d.admin.memory("used_memory").await?;
             d.stop().await;
-            check_job(&report, lines, &receiver)?;
+            check_job(&report, lines, Some(&receiver))?;
             let secs = seconds_since(landed, &report);
             let scenario = format!("5 big file {lines} lines");
             self.table.add(

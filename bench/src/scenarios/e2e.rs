@@ -10,19 +10,21 @@ use wds_harness::ports::{loopback, reserve_port};
 use wds_harness::redis::Commands;
 
 use crate::deploy::{
-    check_job, histogram_quantile, land, latency_histogram, spawn, wait_done, wait_done_http,
-    write_users,
+    check_job, cpu_of, histogram_quantile, land, latency_histogram, spawn, wait_done,
+    wait_done_http, write_users,
 };
 use crate::table::{mb, Target};
 use crate::{explain, seconds_since, Bench, Fallible};
 
 /// One run of `full_system all` on a local backend.
-struct LocalRun {
-    secs: f64,
+pub(crate) struct LocalRun {
+    pub(crate) secs: f64,
     latency: Vec<(f64, u64)>,
     peak: u64,
     /// The SQLite database after the run.
     db: Option<wds_sqlite::Storage>,
+    /// CPU seconds the process spent from the file's landing to the job's end.
+    pub(crate) cpu_secs: f64,
 }
 
 impl Bench {
@@ -39,8 +41,8 @@ impl Bench {
             eprintln!(
                 "[2] end to end, one process (full_system all), round {round}: memory, then sqlite"
             );
-            memory.push(self.e2e_all("memory").await?);
-            sqlite.push(self.e2e_all("sqlite").await?);
+            memory.push(self.e2e_all("memory", None).await?);
+            sqlite.push(self.e2e_all("sqlite", None).await?);
         }
         let median = |runs: &mut Vec<LocalRun>| {
             runs.sort_by(|a, b| a.secs.total_cmp(&b.secs));
@@ -83,8 +85,14 @@ impl Bench {
         Ok(())
     }
 
-    /// One 100,000-line run of `full_system all --backend <backend>`.
-    async fn e2e_all(&mut self, backend: &str) -> Fallible<LocalRun> {
+    /// One 100,000-line run of `full_system all --backend <backend>`,
+    /// delivering to the benchmark's receiver, or to `webhook` (then
+    /// without waiting on that receiver).
+    pub(crate) async fn e2e_all(
+        &mut self,
+        backend: &str,
+        webhook: Option<&str>,
+    ) -> Fallible<LocalRun> {
         let lines = self.args.lines;
         let name = self.next_name(backend);
         let binary = self.binary()?;
@@ -99,7 +107,7 @@ impl Bench {
             "--data-dir",
             &base.display().to_string(),
             "--webhook-url",
-            &self.receiver.url,
+            webhook.unwrap_or(&self.receiver.url),
             "--api-listen",
             &api.to_string(),
             "--notifier-listen",
@@ -113,18 +121,23 @@ impl Bench {
         let mut all = spawn(&binary, &format!("{name}-all"), "all", &args, &base)?;
         all.wait_healthy(api).await?;
         let (part, job) = write_users(&inbox, &format!("{name}.csv"), lines, &name)?;
-        let (landed, received) = self.receive(&part, lines).await;
+        let cpu = cpu_of(all.pid());
+        let (landed, received) = match webhook {
+            None => self.receive(&part, lines).await,
+            Some(_) => (now_ms(), land(&part)),
+        };
         let waited = async {
             received?;
-            wait_done_http(api, &job, Duration::from_secs(60)).await
+            wait_done_http(api, &job, Duration::from_secs(60 + lines / 500)).await
         }
         .await;
+        let cpu_secs = cpu_of(all.pid()) - cpu;
         let peak = all.peak_rss().unwrap_or(0);
         let alive = all.check_running().map_err(Into::into);
         let report = explain(waited, &alive)?;
         let latency = latency_histogram(&[format!("http://{api}/metrics")]).await?;
         all.stop().await;
-        check_job(&report, lines, &self.receiver)?;
+        check_job(&report, lines, webhook.is_none().then_some(&self.receiver))?;
         let secs = seconds_since(landed, &report);
         // The process has stopped (and released the database): measure it.
         let db = match backend {
@@ -145,6 +158,7 @@ impl Bench {
             latency,
             peak,
             db,
+            cpu_secs,
         })
     }
 
@@ -237,7 +251,7 @@ impl Bench {
         let commands = commands?;
         let latency = latency_histogram(&d.metrics).await;
         d.stop().await;
-        check_job(&report, lines, &self.receiver)?;
+        check_job(&report, lines, Some(&self.receiver))?;
         let secs = seconds_since(landed, &report);
         self.e2e_rows(&scenario, lines, secs, 0.70, &latency?);
         self.table.add(

@@ -3,9 +3,10 @@
 
 mod big;
 mod ceiling;
+mod cost;
 mod e2e;
 mod ratelimit;
 mod scaling;
 mod ttfd;
 
-pub(crate) use ceiling::bare_loop;
+pub(crate) use ceiling::{bare_loop, Client};

@@ -198,13 +198,27 @@ fn full_system() -> Fallible<PathBuf> {
     }
 }
 
-#[tokio::main(flavor = "multi_thread")]
-async fn main() -> Fallible<()> {
+fn main() -> Fallible<()> {
     let args = Args::parse();
     if args.responder {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        return responder::serve(listener).await;
+        // One thread, like `wrk -t1`: the receiving side takes at most one
+        // core of this 2-core machine, and its threads do not wake each
+        // other across cores.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        return runtime.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            responder::serve(listener).await
+        });
     }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(args))
+}
+
+async fn run(args: Args) -> Fallible<()> {
     if let Some(url) = &args.bare_loop {
         // Warm up (connections, allocator), then measure.
         let client = args.bare_client;

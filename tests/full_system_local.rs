@@ -12,8 +12,17 @@ use wds_harness::process::Service;
 
 #[test]
 fn demo_delivers_every_user_once_and_exits_zero() {
+    demo_delivers("reqwest", 20_000);
+}
+
+/// The same through `--http-client hyper` (hyper's own client).
+#[test]
+fn demo_on_the_hyper_client_delivers_every_user_once() {
+    demo_delivers("hyper", 5_000);
+}
+
+fn demo_delivers(client: &str, rows: usize) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let rows = 20_000;
     // The demo's notifier binds a free port and prints it: requests wait at
     // the recorder until the test has read it.
     let recorder = Recorder::new(None);
@@ -22,7 +31,7 @@ fn demo_delivers_every_user_once_and_exits_zero() {
         "demo",
         dir.path(),
         &["demo", "--rows", &rows.to_string()],
-        &[("WDS_WEBHOOK_URL", &url)],
+        &[("WDS_WEBHOOK_URL", &url), ("WDS_HTTP_CLIENT", client)],
     );
     let line = demo.wait_for_line("notifier on http://", Duration::from_secs(120));
     let notifier = line
@@ -37,9 +46,11 @@ fn demo_delivers_every_user_once_and_exits_zero() {
     let log = demo.log_text();
     assert!(status.success(), "demo failed ({status}):\n{log}");
     assert!(log.contains("every line accounted for"), "{log}");
+    assert!(log.contains(&format!("client={client}")), "{log}");
+    let delivered = rows.to_string();
     assert!(
-        log.contains(&format!("delivered       {rows:>5}"))
-            || log.contains(&format!("delivered        {rows}")),
+        log.lines()
+            .any(|l| l.split_whitespace().eq(["delivered", delivered.as_str()])),
         "{log}"
     );
 
@@ -88,6 +99,16 @@ fn bad_settings_fail_with_one_clear_line() {
             "webhook",
         ),
         (&["--mode", "twice", "all"], "delivery mode"),
+        (
+            &[
+                "--http-client",
+                "hyper",
+                "--webhook-url",
+                "https://example.test/hook",
+                "demo",
+            ],
+            "hyper client",
+        ),
     ];
     for (i, (args, needle)) in cases.iter().enumerate() {
         let mut p = Service::start(&format!("bad-{i}"), dir.path(), args, &[]);

@@ -184,8 +184,13 @@ fn control_config(settings: &Settings, inbox: &std::path::Path) -> ControlConfig
 
 /// A client for `url` that signs with the deployment's secrets: the
 /// workers' webhook, and the completion notices (`what` names it in errors).
-fn signed_sink(settings: &Settings, url: &str, what: &str) -> Fallible<HttpSink> {
+/// `--http-client hyper` applies to the webhook only (`hyper`): notices may
+/// go to an https endpoint elsewhere, which stays with reqwest.
+fn signed_sink(settings: &Settings, url: &str, what: &str, hyper: bool) -> Fallible<HttpSink> {
     let mut sink = HttpSink::builder(url).timeout(Duration::from_millis(settings.timeout_ms));
+    if hyper {
+        sink = sink.hyper_client();
+    }
     if !settings.secrets.is_empty() {
         sink = sink.secrets(settings.secrets.iter().cloned());
     }
@@ -228,7 +233,7 @@ pub(crate) async fn initiator(
     );
     let hook = match &settings.on_job_done {
         Some(url) => {
-            let hook = signed_sink(settings, url, "--on-job-done")?;
+            let hook = signed_sink(settings, url, "--on-job-done", false)?;
             tracing::info!(url = %wds_http::redact_url(url), "completion notices on");
             Some(Arc::new(hook))
         }
@@ -330,7 +335,13 @@ pub(crate) async fn worker(
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
 ) -> Fallible<()> {
-    let sink = signed_sink(settings, &webhook_url, "webhook")?;
+    let sink = signed_sink(
+        settings,
+        &webhook_url,
+        "webhook",
+        settings.http_client == "hyper",
+    )?;
+    tracing::info!(client = %settings.http_client, "webhook client");
     let engine = backend.engine(settings, Some((sink, &webhook_url)), &metrics)?;
     let metrics_server = match settings.metrics_listen {
         Some(addr) => Some(bind(addr, "worker metrics").await?),

@@ -159,6 +159,11 @@ pub(crate) struct Settings {
     /// Timeout of one webhook call (milliseconds).
     #[arg(long, env = "WDS_TIMEOUT_MS", default_value_t = 10_000, global = true)]
     pub(crate) timeout_ms: u64,
+    /// The HTTP client of the webhook calls: reqwest, or hyper's own
+    /// pooled client (less CPU per call; plain http:// URLs without
+    /// credentials only, refused at start otherwise).
+    #[arg(long, env = "WDS_HTTP_CLIENT", default_value = "reqwest", value_parser = ["reqwest", "hyper"], global = true)]
+    pub(crate) http_client: String,
     /// How long a worker's lease on a batch lasts without being extended
     /// (milliseconds): how soon the batches of a worker that died go to
     /// another worker. Leases are extended every third of it while held.

@@ -39,6 +39,41 @@ pub(crate) fn classify(status: u16) -> Class {
     }
 }
 
+/// How much of a response body of `status` to keep: its start for a
+/// refusal's reason, nothing otherwise (it is only drained, so that the
+/// connection can be reused).
+pub(crate) fn body_to_keep(status: u16) -> usize {
+    match classify(status) {
+        Class::Delivered | Class::RateLimited => 0,
+        Class::Retryable | Class::Permanent => REASON_BODY_BYTES + 4,
+    }
+}
+
+/// What a response means for the delivery: its status, its `Retry-After`
+/// value if any, and the start of its body (see [`body_to_keep`]).
+pub(crate) fn outcome(
+    status: reqwest::StatusCode,
+    retry_after: Option<&str>,
+    body: &[u8],
+) -> Result<wds_core::Delivered, SinkError> {
+    let (canonical, status) = (status.canonical_reason(), status.as_u16());
+    match classify(status) {
+        Class::Delivered => Ok(wds_core::Delivered::with_status(status)),
+        Class::RateLimited => Err(SinkError::rate_limited(
+            retry_after.and_then(|v| parse_retry_after(v, SystemTime::now())),
+        )),
+        Class::Retryable | Class::Permanent => Err(failure(status, canonical, body)),
+    }
+}
+
+/// A response's `Retry-After` value, if it has a readable one.
+pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
 /// Parses a `Retry-After` value in either form RFC 9110 allows: a number of
 /// seconds, or an HTTP-date (a date in the past means "now").
 ///

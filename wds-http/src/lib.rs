@@ -2,6 +2,8 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod classify;
+#[cfg(feature = "hyper-client")]
+mod hyper_client;
 mod redact;
 pub mod signature;
 mod sink;

@@ -41,8 +41,8 @@ impl Bench {
             eprintln!(
                 "[2] end to end, one process (full_system all), round {round}: memory, then sqlite"
             );
-            memory.push(self.e2e_all("memory", None).await?);
-            sqlite.push(self.e2e_all("sqlite", None).await?);
+            memory.push(self.e2e_all("memory", None, &[]).await?);
+            sqlite.push(self.e2e_all("sqlite", None, &[]).await?);
         }
         let median = |runs: &mut Vec<LocalRun>| {
             runs.sort_by(|a, b| a.secs.total_cmp(&b.secs));
@@ -92,6 +92,7 @@ impl Bench {
         &mut self,
         backend: &str,
         webhook: Option<&str>,
+        extra: &[&str],
     ) -> Fallible<LocalRun> {
         let lines = self.args.lines;
         let name = self.next_name(backend);
@@ -116,6 +117,7 @@ impl Bench {
             &self.args.concurrency.to_string(),
         ]
         .iter()
+        .chain(extra)
         .map(|s| s.to_string())
         .collect();
         let mut all = spawn(&binary, &format!("{name}-all"), "all", &args, &base)?;

@@ -499,10 +499,15 @@ fn a_full_disk_stalls_the_job_with_a_clear_error_and_loses_nothing() {
             .contains("database or disk is full")
             .then_some(())
     });
-    // Stuck, not dead: the API still answers and the job is not done.
-    let jobs = local
-        .jobs()
-        .expect("the API answers while the disk is full");
+    // Stuck, not dead: the API still answers and the job is not done. (Its
+    // reads share the database's one connection thread with the writes
+    // that are failing and being retried: on a loaded machine one GET may
+    // time out, so the API is given a few seconds, not one try.)
+    let jobs = eventually(
+        "the API to answer while the disk is full",
+        Duration::from_secs(30),
+        || local.jobs(),
+    );
     assert_eq!(jobs.len(), 1, "{jobs:?}");
     assert_ne!(jobs[0]["state"], "done", "{jobs:?}");
     let stuck_at = receiver.count();

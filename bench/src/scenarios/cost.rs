@@ -28,12 +28,24 @@ struct Run {
     cpu: Vec<(String, f64)>,
 }
 
-/// The setups, in the order each round runs them.
-const SETUPS: [&str; 4] = [
-    "bare reqwest loop",
-    "bare hyper loop",
-    "all (SQLite)",
-    "redis ×1",
+/// What one setup runs.
+#[derive(Clone, Copy)]
+enum Setup {
+    /// A bare loop of this client.
+    Loop(Client),
+    /// `full_system all` on SQLite with this `--http-client`.
+    All(&'static str),
+    /// Redis: an initiator and one worker.
+    Redis,
+}
+
+/// The setups, in the order each round runs them, with their names.
+const SETUPS: [(&str, Setup); 5] = [
+    ("bare reqwest loop", Setup::Loop(Client::Reqwest)),
+    ("bare hyper loop", Setup::Loop(Client::Hyper)),
+    ("all (SQLite)", Setup::All("reqwest")),
+    ("all (SQLite), hyper client", Setup::All("hyper")),
+    ("redis ×1", Setup::Redis),
 ];
 
 impl Bench {
@@ -62,14 +74,12 @@ impl Bench {
         let rounds = self.args.cost_rounds.max(1);
         let mut runs: Vec<Vec<Run>> = (0..SETUPS.len()).map(|_| Vec::new()).collect();
         for round in 0..rounds {
-            for (i, setup) in SETUPS.iter().enumerate() {
-                eprintln!("[7] cost per delivery, round {round}: {setup}");
+            for (i, (name, setup)) in SETUPS.iter().enumerate() {
+                eprintln!("[7] cost per delivery, round {round}: {name}");
                 let before = cpu_of(pid);
-                let mut run = match i {
-                    0 => self.loop_run(Client::Reqwest, &url).await?,
-                    1 => self.loop_run(Client::Hyper, &url).await?,
-                    2 | 3 => {
-                        let client = if i == 3 { "hyper" } else { "reqwest" };
+                let mut run = match *setup {
+                    Setup::Loop(client) => self.loop_run(client, &url).await?,
+                    Setup::All(client) => {
                         let local = self
                             .e2e_all("sqlite", Some(&url), &["--http-client", client])
                             .await?;
@@ -78,7 +88,7 @@ impl Bench {
                             cpu: vec![("all".into(), local.cpu_secs)],
                         }
                     }
-                    _ => self.cost_redis(&url).await?,
+                    Setup::Redis => self.cost_redis(&url).await?,
                 };
                 run.cpu.push(("responder".into(), cpu_of(pid) - before));
                 eprintln!("  {:.0} deliveries/s", run.rate);
@@ -136,7 +146,7 @@ impl Bench {
         let lines = self.args.lines as f64;
         let c = self.args.concurrency;
         let mut medians = Vec::new();
-        for (setup, runs) in SETUPS.iter().zip(runs.iter_mut()) {
+        for ((setup, _), runs) in SETUPS.iter().zip(runs.iter_mut()) {
             runs.sort_by(|a, b| a.rate.total_cmp(&b.rate));
             let median = &runs[runs.len() / 2];
             let (low, high) = (runs[0].rate, runs[runs.len() - 1].rate);
@@ -179,7 +189,7 @@ impl Bench {
             );
         }
         let (loop_rate, loop_cpu) = medians[0];
-        for (setup, (rate, cpu)) in SETUPS.iter().zip(&medians).skip(1) {
+        for ((setup, _), (rate, cpu)) in SETUPS.iter().zip(&medians).skip(1) {
             let scenario = format!("7 cost {setup}");
             // The targets are for the default client; the hyper
             // client is the step beyond, reported without one.

@@ -470,7 +470,7 @@ pub enum BuildError {
     /// The timeout is zero, so every call would fail.
     #[error("the request timeout must be greater than zero")]
     ZeroTimeout,
-    /// [`HttpSinkBuilder::hyper_client`] was asked for a URL it does not
+    /// `HttpSinkBuilder::hyper_client` (feature `hyper-client`) was asked for a URL it does not
     /// serve: https, or one with a user or password.
     #[error("the hyper client sends plain http:// to URLs without credentials; use the default client for {what}")]
     HyperClientLimits {

@@ -388,7 +388,7 @@ async fn crash_and_recover(mode: DeliveryMode) {
     let lines = 600u64;
     let mut config = fast_config();
     config.mode = mode;
-    let window = (config.sending_batches() * config.batch_size) as u64;
+    let window = wds_harness::checks::in_doubt_window(&config);
     // Abort points: right after the first push (maybe before any call),
     // once half the file is pushed, and at many sink calls.
     let points = [

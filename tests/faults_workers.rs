@@ -38,7 +38,7 @@ fn window() -> u64 {
     let mut c = wds_core::EngineConfig::default();
     c.concurrency = CONCURRENCY;
     c.batch_size = BATCH;
-    (c.sending_batches() * c.batch_size) as u64
+    wds_harness::checks::in_doubt_window(&c)
 }
 
 struct Run {

@@ -300,6 +300,12 @@ async fn forward(
     }
 }
 
+/// Messages one worker may leave in doubt when it dies: its sending window
+/// with `config` (`sending_batches() * batch_size`), the bound of G2.
+pub fn in_doubt_window(config: &wds_core::EngineConfig) -> u64 {
+    (config.sending_batches() * config.batch_size) as u64
+}
+
 /// Calls beyond the first, summed over every id: the repeats the senders made.
 pub fn repeats(per_id: &HashMap<String, u32>) -> u64 {
     per_id

@@ -56,10 +56,21 @@ const LENIENT_BASE64: GeneralPurpose = GeneralPurpose::new(
 /// An HMAC-SHA256 signing key, parsed from its `whsec_<base64>` form.
 ///
 /// `Debug` never shows the key.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Secret {
     key: Vec<u8>,
+    /// HMAC's state after the key: cloned per signature, so that each one
+    /// hashes only its message, not the key's two padded blocks again.
+    keyed: HmacSha256,
 }
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+
+impl Eq for Secret {}
 
 impl Secret {
     /// Parses every secret of a list (the old and the new one during a
@@ -93,10 +104,16 @@ impl Secret {
         let key = LENIENT_BASE64
             .decode(encoded)
             .map_err(|e| SecretError::NotBase64(e.to_string()))?;
-        if !(MIN_KEY_LEN..=MAX_KEY_LEN).contains(&key.len()) {
-            return Err(SecretError::BadLength(key.len()));
-        }
-        Ok(Secret { key })
+        Secret::from_key(key)
+    }
+
+    /// The secret of a key whose length was checked.
+    fn keyed(key: Vec<u8>) -> Self {
+        // HMAC accepts keys of any length, so this cannot fail; the
+        // fallback keeps the function total without an `expect`.
+        let keyed = HmacSha256::new_from_slice(&key)
+            .unwrap_or_else(|_| <HmacSha256 as Mac>::new(&Default::default()));
+        Secret { key, keyed }
     }
 
     /// A secret from raw key bytes (for generating a new `whsec_` secret).
@@ -109,7 +126,7 @@ impl Secret {
         if !(MIN_KEY_LEN..=MAX_KEY_LEN).contains(&key.len()) {
             return Err(SecretError::BadLength(key.len()));
         }
-        Ok(Secret { key })
+        Ok(Secret::keyed(key))
     }
 
     /// A new random 32-byte secret from the operating system's generator,
@@ -121,7 +138,7 @@ impl Secret {
     pub fn generate() -> std::io::Result<Self> {
         let mut key = vec![0u8; 32];
         getrandom::fill(&mut key).map_err(|e| std::io::Error::other(e.to_string()))?;
-        Ok(Secret { key })
+        Ok(Secret::keyed(key))
     }
 
     /// The secret in its `whsec_<base64>` form (this reveals the key).
@@ -132,10 +149,7 @@ impl Secret {
     /// The MAC over `{id}.{timestamp}.{body}`, before finalization, so the
     /// verifier can compare it against several candidates in constant time.
     fn mac(&self, id: &str, timestamp: &str, body: &[u8]) -> HmacSha256 {
-        // HMAC accepts keys of any length, so this cannot fail; the
-        // fallback keeps the function total without an `expect`.
-        let mut mac = HmacSha256::new_from_slice(&self.key)
-            .unwrap_or_else(|_| <HmacSha256 as Mac>::new(&Default::default()));
+        let mut mac = self.keyed.clone();
         mac.update(id.as_bytes());
         mac.update(b".");
         mac.update(timestamp.as_bytes());
@@ -146,8 +160,17 @@ impl Secret {
 
     /// One `v1,<base64>` signature of `{id}.{timestamp}.{body}`.
     pub fn sign(&self, id: &str, timestamp: &str, body: &[u8]) -> String {
+        let mut signature = String::with_capacity(48);
+        self.sign_into(id, timestamp, body, &mut signature);
+        signature
+    }
+
+    /// [`Secret::sign`], appended to `out`.
+    fn sign_into(&self, id: &str, timestamp: &str, body: &[u8], out: &mut String) {
         let tag = self.mac(id, timestamp, body).finalize().into_bytes();
-        format!("{SIGNATURE_VERSION},{}", STANDARD.encode(tag))
+        out.push_str(SIGNATURE_VERSION);
+        out.push(',');
+        STANDARD.encode_string(tag, out);
     }
 }
 
@@ -218,7 +241,7 @@ pub fn sign(secrets: &[Secret], id: &str, timestamp: &str, body: &[u8]) -> Strin
         if !header.is_empty() {
             header.push(' ');
         }
-        header.push_str(&secret.sign(id, timestamp, body));
+        secret.sign_into(id, timestamp, body, &mut header);
     }
     header
 }

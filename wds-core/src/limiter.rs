@@ -116,6 +116,10 @@ impl Pause {
     pub async fn wait(&self) {
         loop {
             let until = self.until_ms.load(Ordering::Acquire);
+            if until == 0 {
+                // Never paused: no need to read the clock.
+                return;
+            }
             let now = now_ms();
             if until <= now {
                 return;

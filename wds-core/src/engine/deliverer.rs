@@ -443,8 +443,9 @@ impl Deliverer {
             ))
             .with_source(elapsed)),
         };
+        let took = start.elapsed();
         let signal = match &result {
-            Ok(_) | Err(SinkError::Permanent { .. }) => Signal::Answered(start.elapsed()),
+            Ok(_) | Err(SinkError::Permanent { .. }) => Signal::Answered(took),
             Err(_) => Signal::BackPressure,
         };
         self.calls.done(in_flight, signal);
@@ -457,8 +458,9 @@ impl Deliverer {
                 receipt: Receipt {
                     status: delivered.status,
                     attempt: message.attempts + 1,
-                    latency_ms: millis(start.elapsed()),
-                    at_ms: now_ms(),
+                    latency_ms: millis(took),
+                    // The clock read once per call: the start plus the call.
+                    at_ms: started_ms.saturating_add(millis(took)),
                 },
             },
             Err(SinkError::Permanent { status, reason, .. }) => Settle::Dead {

@@ -117,6 +117,10 @@ struct Args {
     /// Internal: the bare loop's HTTP client.
     #[arg(long, hide = true, value_enum, default_value = "reqwest")]
     bare_client: scenarios::Client,
+    /// Internal: the bare loop signs every request as `HttpSink` does with
+    /// one secret (a `webhook-signature` header).
+    #[arg(long, hide = true)]
+    bare_sign: bool,
     /// Internal: run only the minimal responder (scenario 7), on an
     /// ephemeral loopback port it prints.
     #[arg(long, hide = true)]
@@ -198,6 +202,11 @@ fn full_system() -> Fallible<PathBuf> {
     }
 }
 
+/// The allocator of `full_system`, so that the bare loops and the
+/// responder compare with it on equal terms.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> Fallible<()> {
     let args = Args::parse();
     if args.responder {
@@ -221,17 +230,19 @@ fn main() -> Fallible<()> {
 async fn run(args: Args) -> Fallible<()> {
     if let Some(url) = &args.bare_loop {
         // Warm up (connections, allocator), then measure.
-        let client = args.bare_client;
-        scenarios::bare_loop(
+        let (client, sign) = (args.bare_client, args.bare_sign);
+        let warmup = format!("{}-warmup", args.bare_job);
+        let n = (args.lines / 10).max(1);
+        scenarios::bare_loop(client, sign, url, &warmup, n, args.concurrency).await?;
+        let run = scenarios::bare_loop(
             client,
+            sign,
             url,
-            &format!("{}-warmup", args.bare_job),
-            (args.lines / 10).max(1),
+            &args.bare_job,
+            args.lines,
             args.concurrency,
         )
         .await?;
-        let run =
-            scenarios::bare_loop(client, url, &args.bare_job, args.lines, args.concurrency).await?;
         println!("{} {}", run.rate, run.cpu_secs);
         return Ok(());
     }

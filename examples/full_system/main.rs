@@ -26,6 +26,14 @@ use wds_server::Metrics;
 use crate::roles::{bind, Backend, Fallible};
 use crate::settings::{Cli, LogFormat, Role};
 
+/// mimalloc rather than the system allocator: every delivery allocates its
+/// request and response on one runtime thread and often frees them on the
+/// other, and glibc's arenas serialise those frees behind a lock (see
+/// docs/performance.md, "Cost per delivery"). A service embedding the
+/// library chooses its own allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let role = cli.role.unwrap_or(Role::All);

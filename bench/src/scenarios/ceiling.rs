@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::task::JoinSet;
 use wds_core::{JobId, Message};
+use wds_http::signature::{self, Secret};
 use wds_http::HttpSink;
 
 use crate::table::Target;
@@ -22,7 +23,7 @@ impl Bench {
         let c = self.args.concurrency;
         let n = self.args.lines;
         let url = self.receiver.url.clone();
-        let run = self.run_loop(Client::Reqwest, &url).await?;
+        let run = self.run_loop(Client::Reqwest, false, &url).await?;
         let rate = run.rate;
         self.ceiling = Some(rate);
         self.table.add(
@@ -37,8 +38,13 @@ impl Bench {
 
     /// Runs a bare loop of `client` against `url` in a process of its own
     /// (this binary again, with the hidden `--bare-loop`): warm-up, then
-    /// `--lines` requests at `--concurrency`.
-    pub(crate) async fn run_loop(&mut self, client: Client, url: &str) -> Fallible<LoopRun> {
+    /// `--lines` requests at `--concurrency`, each signed when `sign`.
+    pub(crate) async fn run_loop(
+        &mut self,
+        client: Client,
+        sign: bool,
+        url: &str,
+    ) -> Fallible<LoopRun> {
         let c = self.args.concurrency;
         let n = self.args.lines;
         let name = self.next_name("loop");
@@ -50,6 +56,7 @@ impl Bench {
             .args(["--bare-loop", url, "--lines", &n.to_string()])
             .args(["--concurrency", &c.to_string(), "--bare-job", &name])
             .args(["--bare-client", client_name])
+            .args(sign.then_some("--bare-sign"))
             .kill_on_drop(true)
             .output();
         let output = tokio::time::timeout(Duration::from_secs(60 + n / 1_000), output)
@@ -89,34 +96,62 @@ pub(crate) struct LoopRun {
 }
 
 /// One webhook's body and headers, as `HttpSink` sends them.
-fn webhook(job: &JobId, i: u64) -> Result<(Vec<u8>, String, String), String> {
-    let message = Message::fresh(
-        job,
-        i + 1,
-        format!("user-{i}"),
-        format!("{job}: your order #{i} has shipped"),
-    );
-    let body = HttpSink::body(&message).map_err(|e| e.to_string())?;
-    let ts = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    Ok((body, message.id.to_string(), ts.to_string()))
+struct Webhook {
+    body: Vec<u8>,
+    id: String,
+    timestamp: String,
+    /// `webhook-signature`, when the loop signs.
+    signature: Option<String>,
 }
 
-/// Posts `n` webhooks with `concurrency` tasks through one `client`;
-/// every request must be accepted.
+impl Webhook {
+    /// Webhook `i` of `job`, signed with `secret` when there is one.
+    fn new(job: &JobId, i: u64, secret: Option<&Secret>) -> Result<Self, String> {
+        let message = Message::fresh(
+            job,
+            i + 1,
+            format!("user-{i}"),
+            format!("{job}: your order #{i} has shipped"),
+        );
+        let body = HttpSink::body(&message).map_err(|e| e.to_string())?;
+        let timestamp = signature::unix_seconds(SystemTime::now()).to_string();
+        let id = message.id.to_string();
+        let signature =
+            secret.map(|s| signature::sign(std::slice::from_ref(s), &id, &timestamp, &body));
+        Ok(Webhook {
+            body,
+            id,
+            timestamp,
+            signature,
+        })
+    }
+}
+
+/// Posts `n` webhooks with `concurrency` tasks through one `client`, each
+/// signed with a secret of this run's own when `sign` (as `HttpSink` with
+/// one secret); every request must be accepted.
 pub(crate) async fn bare_loop(
     client: Client,
+    sign: bool,
     url: &str,
     job: &str,
     n: u64,
     concurrency: usize,
 ) -> Fallible<LoopRun> {
+    let plan = Plan {
+        job: JobId::new(job),
+        n,
+        concurrency,
+        secret: match sign {
+            true => Some(Arc::new(Secret::generate()?)),
+            false => None,
+        },
+    };
     let cpu = wds_core::testkit::bench::process_cpu();
     let started = Instant::now();
     match client {
-        Client::Reqwest => reqwest_loop(url, job, n, concurrency).await?,
-        Client::Hyper => hyper_loop(url, job, n, concurrency).await?,
+        Client::Reqwest => reqwest_loop(url, plan).await?,
+        Client::Hyper => hyper_loop(url, plan).await?,
     }
     Ok(LoopRun {
         rate: n as f64 / started.elapsed().as_secs_f64(),
@@ -124,26 +159,39 @@ pub(crate) async fn bare_loop(
     })
 }
 
-/// Runs `concurrency` tasks that post webhooks `1..=n` of `job` in turn
+/// What a bare loop posts: webhooks `1..=n` of `job`, `concurrency` at a
+/// time, signed with `secret` when there is one.
+struct Plan {
+    job: JobId,
+    n: u64,
+    concurrency: usize,
+    secret: Option<Arc<Secret>>,
+}
+
+/// Runs `plan.concurrency` tasks that post the plan's webhooks in turn
 /// with `post`, until every one is accepted or one fails.
-async fn run_tasks<F, Fut>(job: &str, n: u64, concurrency: usize, post: F) -> Fallible<()>
+async fn run_tasks<F, Fut>(plan: Plan, post: F) -> Fallible<()>
 where
-    F: Fn(Vec<u8>, String, String) -> Fut + Clone + Send + 'static,
+    F: Fn(Webhook) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = Result<(), String>> + Send,
 {
+    let Plan {
+        job,
+        n,
+        concurrency,
+        secret,
+    } = plan;
     let next = Arc::new(AtomicUsize::new(1));
-    let job = JobId::new(job);
     let mut tasks = JoinSet::new();
     for _ in 0..concurrency {
-        let (post, next, job) = (post.clone(), next.clone(), job.clone());
+        let (post, next, job, secret) = (post.clone(), next.clone(), job.clone(), secret.clone());
         tasks.spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed) as u64;
                 if i > n {
                     return Ok::<_, String>(());
                 }
-                let (body, id, ts) = webhook(&job, i)?;
-                post(body, id, ts).await?;
+                post(Webhook::new(&job, i, secret.as_deref())?).await?;
             }
         });
     }
@@ -153,20 +201,24 @@ where
     Ok(())
 }
 
-async fn reqwest_loop(url: &str, job: &str, n: u64, concurrency: usize) -> Fallible<()> {
+async fn reqwest_loop(url: &str, plan: Plan) -> Fallible<()> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()?;
     let url = reqwest::Url::parse(url)?;
-    run_tasks(job, n, concurrency, move |body, id, ts| {
+    run_tasks(plan, move |webhook| {
         let (client, url) = (client.clone(), url.clone());
         async move {
-            let response = client
+            let mut request = client
                 .post(url)
                 .header("content-type", "application/json")
-                .header(wds_http::WEBHOOK_ID, id)
-                .header(wds_http::WEBHOOK_TIMESTAMP, ts)
-                .body(body)
+                .header(wds_http::WEBHOOK_ID, webhook.id)
+                .header(wds_http::WEBHOOK_TIMESTAMP, webhook.timestamp);
+            if let Some(signature) = webhook.signature {
+                request = request.header(wds_http::WEBHOOK_SIGNATURE, signature);
+            }
+            let response = request
+                .body(webhook.body)
                 .send()
                 .await
                 .map_err(|e| e.to_string())?;
@@ -181,21 +233,25 @@ async fn reqwest_loop(url: &str, job: &str, n: u64, concurrency: usize) -> Falli
     .await
 }
 
-async fn hyper_loop(url: &str, job: &str, n: u64, concurrency: usize) -> Fallible<()> {
+async fn hyper_loop(url: &str, plan: Plan) -> Fallible<()> {
     use http_body_util::{BodyExt, Full};
     use hyper::body::Bytes;
 
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Full<Bytes>>();
     let uri: hyper::Uri = url.parse()?;
-    run_tasks(job, n, concurrency, move |body, id, ts| {
+    run_tasks(plan, move |webhook| {
         let (client, uri) = (client.clone(), uri.clone());
         async move {
-            let request = hyper::Request::post(uri)
+            let mut request = hyper::Request::post(uri)
                 .header("content-type", "application/json")
-                .header(wds_http::WEBHOOK_ID, id)
-                .header(wds_http::WEBHOOK_TIMESTAMP, ts)
-                .body(Full::new(Bytes::from(body)))
+                .header(wds_http::WEBHOOK_ID, webhook.id)
+                .header(wds_http::WEBHOOK_TIMESTAMP, webhook.timestamp);
+            if let Some(signature) = webhook.signature {
+                request = request.header(wds_http::WEBHOOK_SIGNATURE, signature);
+            }
+            let request = request
+                .body(Full::new(Bytes::from(webhook.body)))
                 .map_err(|e| e.to_string())?;
             let response = tokio::time::timeout(Duration::from_secs(10), client.request(request))
                 .await

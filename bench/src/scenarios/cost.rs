@@ -6,6 +6,8 @@
 //! concurrency, each in a process of its own), `full_system all` on its
 //! default backend (SQLite) with the default reqwest client and with
 //! `--http-client hyper`, and Redis with an initiator and one worker.
+//! The loops sign each request as `HttpSink` does (the same bytes as WDS,
+//! which signs), and the reqwest loop runs unsigned too.
 //! For each: the rate, its spread over the rounds, and the CPU seconds per
 //! delivery of every process involved (`/proc/<pid>/stat`), the
 //! responder's and redis-server's included.
@@ -31,22 +33,34 @@ struct Run {
 /// What one setup runs.
 #[derive(Clone, Copy)]
 enum Setup {
-    /// A bare loop of this client.
-    Loop(Client),
+    /// A bare loop of this client, signing each request when `true`.
+    Loop(Client, bool),
     /// `full_system all` on SQLite with this `--http-client`.
     All(&'static str),
     /// Redis: an initiator and one worker.
     Redis,
 }
 
-/// The setups, in the order each round runs them, with their names.
-const SETUPS: [(&str, Setup); 5] = [
-    ("bare reqwest loop", Setup::Loop(Client::Reqwest)),
-    ("bare hyper loop", Setup::Loop(Client::Hyper)),
+/// The setups, in the order each round runs them, with their names. The
+/// first is the reference of the ratios: WDS signs every webhook (`all`
+/// with the secret it generates, the Redis worker with `--secret`), so the
+/// reference loop signs too and sends the same bytes; the unsigned loop
+/// shows what signing costs.
+const SETUPS: [(&str, Setup); 6] = [
+    ("bare reqwest loop", Setup::Loop(Client::Reqwest, true)),
+    (
+        "bare reqwest loop, unsigned",
+        Setup::Loop(Client::Reqwest, false),
+    ),
+    ("bare hyper loop", Setup::Loop(Client::Hyper, true)),
     ("all (SQLite)", Setup::All("reqwest")),
     ("all (SQLite), hyper client", Setup::All("hyper")),
     ("redis ×1", Setup::Redis),
 ];
+
+/// The secret the Redis deployment signs with (any valid one will do: the
+/// responder does not check).
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 impl Bench {
     /// Scenario 7 (see the module docs).
@@ -78,7 +92,7 @@ impl Bench {
                 eprintln!("[7] cost per delivery, round {round}: {name}");
                 let before = cpu_of(pid);
                 let mut run = match *setup {
-                    Setup::Loop(client) => self.loop_run(client, &url).await?,
+                    Setup::Loop(client, sign) => self.loop_run(client, sign, &url).await?,
                     Setup::All(client) => {
                         let local = self
                             .e2e_all("sqlite", Some(&url), &["--http-client", client])
@@ -100,8 +114,8 @@ impl Bench {
         Ok(())
     }
 
-    async fn loop_run(&mut self, client: Client, url: &str) -> Fallible<Run> {
-        let run = self.run_loop(client, url).await?;
+    async fn loop_run(&mut self, client: Client, sign: bool, url: &str) -> Fallible<Run> {
+        let run = self.run_loop(client, sign, url).await?;
         Ok(Run {
             rate: run.rate,
             cpu: vec![("loop".into(), run.cpu_secs)],
@@ -116,7 +130,13 @@ impl Bench {
         let redis_pid = self.redis.as_ref().and_then(|r| r.pid()).unwrap_or(0);
         let concurrency = self.args.concurrency.to_string();
         let mut d = self
-            .deploy(&name, &redis_url, 1, &["--concurrency", &concurrency], url)
+            .deploy(
+                &name,
+                &redis_url,
+                1,
+                &["--concurrency", &concurrency, "--secret", SECRET],
+                url,
+            )
             .await?;
         let (part, job) = write_users(&d.inbox, &format!("{name}.csv"), lines, &name)?;
         let mut pids = d.pids();

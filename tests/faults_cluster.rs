@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use wds_harness::checks::{assert_sent_once, in_doubt_window, Recorder};
+use wds_harness::checks::{assert_sent_once, worker_in_doubt_window, Recorder};
 use wds_harness::cluster::{count, scale, Cluster};
 use wds_harness::redis::RedisCluster;
 
@@ -135,7 +135,7 @@ fn the_services_follow_a_failover_of_the_master_of_their_keys() {
         delivered <= received && received <= delivered + in_doubt,
         "received {received}, delivered {delivered}, in doubt {in_doubt}"
     );
-    let window = in_doubt_window(&wds_core::EngineConfig::default());
+    let window = worker_in_doubt_window(&wds_core::EngineConfig::default());
     let bound = workers.len() as u64 * window;
     assert!(in_doubt <= bound, "in doubt {in_doubt} > {bound}");
     eprintln!(

@@ -22,7 +22,7 @@ use wds_harness::users_csv;
 
 /// Messages one worker may leave in doubt with the default settings.
 fn window() -> u64 {
-    wds_harness::checks::in_doubt_window(&wds_core::EngineConfig::default())
+    wds_harness::checks::worker_in_doubt_window(&wds_core::EngineConfig::default())
 }
 
 /// Each worker calls its own URL (`/webhook/<tag>`) through a recording

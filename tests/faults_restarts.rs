@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use wds_core::{backend::LineOutcome, DeadKind, JobId};
-use wds_harness::checks::{assert_sent_once, in_doubt_window, users_in, Recorder};
+use wds_harness::checks::{assert_sent_once, users_in, worker_in_doubt_window, Recorder};
 use wds_harness::cluster::{count, outcomes, scale, Cluster};
 use wds_harness::receiver::TestReceiver;
 use wds_harness::users_csv;
@@ -338,7 +338,7 @@ fn redis_down_mid_job(down: Down) {
     assert_eq!(delivered, count(&job, "delivered"), "{job}");
     assert_eq!(in_doubt, count(&job, "in_doubt"), "{job}");
     assert_eq!(delivered + in_doubt, lines, "{job}");
-    let window = in_doubt_window(&wds_core::EngineConfig::default());
+    let window = worker_in_doubt_window(&wds_core::EngineConfig::default());
     let bound = workers.len() as u64 * window;
     assert!(in_doubt <= bound, "in doubt {in_doubt} > {bound}");
     eprintln!(

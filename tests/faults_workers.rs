@@ -32,13 +32,13 @@ const BATCH: usize = 100;
 /// between two requests; short enough to keep the test quick.
 const ANSWER_AFTER: Duration = Duration::from_millis(5);
 
-/// Messages one worker may leave in doubt: its sending window
-/// (`EngineConfig::sending_batches() * batch_size`).
+/// Messages one worker may leave in doubt: the sending windows of its
+/// delivery threads (`EngineConfig::sending_batches() * batch_size` each).
 fn window() -> u64 {
     let mut c = wds_core::EngineConfig::default();
     c.concurrency = CONCURRENCY;
     c.batch_size = BATCH;
-    wds_harness::checks::in_doubt_window(&c)
+    wds_harness::checks::worker_in_doubt_window(&c)
 }
 
 struct Run {

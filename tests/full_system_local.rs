@@ -12,26 +12,35 @@ use wds_harness::process::Service;
 
 #[test]
 fn demo_delivers_every_user_once_and_exits_zero() {
-    demo_delivers("reqwest", 20_000);
+    demo_delivers("reqwest", 20_000, None);
 }
 
-/// The same through `--http-client hyper` (hyper's own client).
+/// The same through `--http-client hyper` (hyper's own client), on three
+/// delivery threads.
 #[test]
-fn demo_on_the_hyper_client_delivers_every_user_once() {
-    demo_delivers("hyper", 5_000);
+fn demo_on_the_hyper_client_and_three_threads_delivers_every_user_once() {
+    demo_delivers("hyper", 5_000, Some(3));
 }
 
-fn demo_delivers(client: &str, rows: usize) {
+fn demo_delivers(client: &str, rows: usize, threads: Option<usize>) {
     let dir = tempfile::tempdir().expect("temp dir");
     // The demo's notifier binds a free port and prints it: requests wait at
     // the recorder until the test has read it.
     let recorder = Recorder::new(None);
     let url = recorder.url("demo");
+    let threads = threads.map(|n| n.to_string());
+    let mut env = vec![
+        ("WDS_WEBHOOK_URL", url.as_str()),
+        ("WDS_HTTP_CLIENT", client),
+    ];
+    if let Some(n) = &threads {
+        env.push(("WDS_DELIVERY_THREADS", n.as_str()));
+    }
     let mut demo = Service::start(
         "demo",
         dir.path(),
         &["demo", "--rows", &rows.to_string()],
-        &[("WDS_WEBHOOK_URL", &url), ("WDS_HTTP_CLIENT", client)],
+        &env,
     );
     let line = demo.wait_for_line("notifier on http://", Duration::from_secs(120));
     let notifier = line
@@ -47,6 +56,9 @@ fn demo_delivers(client: &str, rows: usize) {
     assert!(status.success(), "demo failed ({status}):\n{log}");
     assert!(log.contains("every line accounted for"), "{log}");
     assert!(log.contains(&format!("client={client}")), "{log}");
+    if let Some(n) = &threads {
+        assert!(log.contains(&format!("delivery_threads={n}")), "{log}");
+    }
     let delivered = rows.to_string();
     assert!(
         log.lines()
@@ -99,6 +111,8 @@ fn bad_settings_fail_with_one_clear_line() {
             "webhook",
         ),
         (&["--mode", "twice", "all"], "delivery mode"),
+        (&["--delivery-threads", "0", "all"], "threads"),
+        (&["--delivery-threads", "many", "all"], "threads"),
         (
             &[
                 "--http-client",

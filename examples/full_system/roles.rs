@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use wds_core::backend::CircuitStore;
 use wds_core::backend::{WorkerBeat, WorkerRegistry, BEAT_INTERVAL};
+use wds_core::engine::DeliveryThreads;
 use wds_core::{
     backend::{JobControl, OffsetStore, Queue},
     limiter::Limiter,
@@ -20,7 +21,7 @@ use wds_server::{
     ControlApi, ControlConfig, FlushPolicy, Metrics, Receiver, ReceiverConfig, Resender,
 };
 
-use crate::settings::{BackendKind, Settings};
+use crate::settings::{BackendKind, Settings, Threads};
 
 /// A one-line error for the user; `main` prints it and exits non-zero.
 pub(crate) type Fallible<T> = Result<T, String>;
@@ -335,14 +336,28 @@ pub(crate) async fn worker(
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
 ) -> Fallible<()> {
-    let sink = signed_sink(
-        settings,
-        &webhook_url,
-        "webhook",
-        settings.http_client == "hyper",
-    )?;
+    let hyper = settings.http_client == "hyper";
+    let sink = signed_sink(settings, &webhook_url, "webhook", hyper)?;
     tracing::info!(client = %settings.http_client, "webhook client");
     let engine = backend.engine(settings, Some((sink, &webhook_url)), &metrics)?;
+    // Each delivery thread gets a client of its own: its connections are
+    // driven by that thread's runtime.
+    let threads = match settings.delivery_threads {
+        Threads::Auto => DeliveryThreads::auto(engine.config()),
+        Threads::Fixed(n) => n,
+    };
+    let delivery = DeliveryThreads::new(&engine, threads, |_| {
+        let sink = signed_sink(settings, &webhook_url, "webhook", hyper)
+            .map_err(|e| wds_core::Error::config("webhook", e))?;
+        Ok(Arc::new(metrics.wrap(sink)) as Arc<dyn wds_core::Sink>)
+    })
+    .map_err(|e| e.to_string())?;
+    let window: usize = engine
+        .config()
+        .split(threads)
+        .iter()
+        .map(|c| c.sending_batches() * c.batch_size)
+        .sum();
     let metrics_server = match settings.metrics_listen {
         Some(addr) => Some(bind(addr, "worker metrics").await?),
         None => None,
@@ -360,12 +375,13 @@ pub(crate) async fn worker(
     tracing::info!(
         webhook = %wds_http::redact_url(&webhook_url),
         concurrency = %settings.concurrency,
+        delivery_threads = delivery.deliverers().len(),
+        in_doubt_window = window,
         backend = backend.name,
         metrics = ?metrics_addr,
         worker = %id,
         "worker running"
     );
-    let deliverer = engine.deliverer();
     let started_ms = wds_core::backend::now_ms();
     let snapshot = || {
         WorkerBeat::new(id.as_str())
@@ -378,14 +394,14 @@ pub(crate) async fn worker(
             )
             .in_flight(
                 metrics.in_flight(),
-                deliverer.concurrency_limit().try_into().unwrap_or(u64::MAX),
+                delivery.concurrency_limit().try_into().unwrap_or(u64::MAX),
             )
     };
     // The last beat goes once delivery has stopped, with the final counts.
     let beats_stop = CancellationToken::new();
     let (delivered, served, (), ()) = tokio::join!(
         async {
-            let delivered = deliverer.run(cancel.clone()).await;
+            let delivered = delivery.run(cancel.clone()).await;
             beats_stop.cancel();
             delivered
         },
@@ -395,7 +411,7 @@ pub(crate) async fn worker(
                     let limits = settings.server_limits();
                     let view = WorkerView {
                         circuit: engine.circuit().cloned(),
-                        deliverer: deliverer.clone(),
+                        delivery: delivery.clone(),
                     };
                     let (metrics, cancel) = (metrics.clone(), cancel.clone());
                     serve_metrics(listener, backend.clone(), metrics, view, limits, cancel).await
@@ -407,7 +423,7 @@ pub(crate) async fn worker(
         // every /metrics of this process (`all` serves the control API's).
         async {
             loop {
-                metrics.concurrency_limit(deliverer.concurrency_limit());
+                metrics.concurrency_limit(delivery.concurrency_limit());
                 tokio::select! {
                     () = tokio::time::sleep(Duration::from_secs(1)) => {}
                     () = cancel.cancelled() => break,
@@ -441,7 +457,7 @@ fn hostname() -> String {
 #[derive(Debug)]
 struct WorkerView {
     circuit: Option<Arc<wds_core::health::CircuitBreaker>>,
-    deliverer: wds_core::engine::Deliverer,
+    delivery: DeliveryThreads,
 }
 
 /// A worker's own `/metrics` (its delivery counters, calls in flight limit,
@@ -464,7 +480,7 @@ async fn serve_metrics(
                 if let Some(breaker) = &view.circuit {
                     metrics.circuit(breaker.endpoint(), &breaker.state().await);
                 }
-                metrics.concurrency_limit(view.deliverer.concurrency_limit());
+                metrics.concurrency_limit(view.delivery.concurrency_limit());
                 let stats = backend.queue.stats().await.ok();
                 metrics.render(stats.as_ref(), &[])
             }
@@ -487,7 +503,7 @@ async fn serve_metrics(
             };
             axum::Json(serde_json::json!({
                 "status": "ok",
-                "concurrency_limit": view.deliverer.concurrency_limit(),
+                "concurrency_limit": view.delivery.concurrency_limit(),
                 "circuit": circuit,
             }))
         }

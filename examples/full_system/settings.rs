@@ -142,6 +142,13 @@ pub(crate) struct Settings {
     /// rising latency.
     #[arg(long, env = "WDS_CONCURRENCY", default_value = "64", value_parser = parse_concurrency, global = true)]
     pub(crate) concurrency: Concurrency,
+    /// Threads that deliver, each with a runtime and an HTTP client of its
+    /// own and an equal share of --concurrency: a number, or `auto` for one
+    /// per core with at least 32 calls each. Each thread has its own
+    /// sending window, so a worker killed mid-send may leave each thread's
+    /// window in doubt.
+    #[arg(long, env = "WDS_DELIVERY_THREADS", default_value = "auto", value_parser = parse_threads, global = true)]
+    pub(crate) delivery_threads: Threads,
     /// The most calls in flight per worker with --concurrency auto.
     #[arg(
         long,
@@ -371,6 +378,27 @@ impl std::fmt::Display for Concurrency {
             Concurrency::Fixed(n) => write!(f, "{n}"),
             Concurrency::Auto => f.write_str("auto"),
         }
+    }
+}
+
+/// Delivery threads: one per core (`auto`) or a fixed number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Threads {
+    /// `DeliveryThreads::auto` of the engine's settings.
+    Auto,
+    /// This many, at least 1.
+    Fixed(usize),
+}
+
+fn parse_threads(s: &str) -> Result<Threads, String> {
+    if s.eq_ignore_ascii_case("auto") {
+        return Ok(Threads::Auto);
+    }
+    match s.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(Threads::Fixed(n)),
+        _ => Err(format!(
+            "expected a number of threads (at least 1) or auto, got {s:?}"
+        )),
     }
 }
 

@@ -300,10 +300,19 @@ async fn forward(
     }
 }
 
-/// Messages one worker may leave in doubt when it dies: its sending window
-/// with `config` (`sending_batches() * batch_size`), the bound of G2.
+/// Messages one deliverer may leave in doubt when it dies: its sending
+/// window with `config` (`sending_batches() * batch_size`), the bound of G2.
 pub fn in_doubt_window(config: &wds_core::EngineConfig) -> u64 {
     (config.sending_batches() * config.batch_size) as u64
+}
+
+/// Messages one `full_system` worker process may leave in doubt when it
+/// dies with `config` and its default delivery threads
+/// ([`DeliveryThreads::auto`](wds_core::engine::DeliveryThreads::auto)):
+/// the sum of its threads' sending windows.
+pub fn worker_in_doubt_window(config: &wds_core::EngineConfig) -> u64 {
+    let threads = wds_core::engine::DeliveryThreads::auto(config);
+    config.split(threads).iter().map(in_doubt_window).sum()
 }
 
 /// Calls beyond the first, summed over every id: the repeats the senders made.

@@ -207,6 +207,11 @@ impl Engine {
         self.offsets.report(job).await
     }
 
+    /// The limiter every deliverer made here shares.
+    pub fn limiter(&self) -> &Arc<dyn Limiter> {
+        &self.limiter
+    }
+
     /// The endpoint's circuit breaker, when the engine has one.
     pub fn circuit(&self) -> Option<&Arc<CircuitBreaker>> {
         self.breaker.as_ref()
@@ -224,17 +229,22 @@ impl Engine {
 
     /// A deliverer over this engine's backend, sink and limiter.
     pub fn deliverer(&self) -> Deliverer {
-        let deliverer = Deliverer::new(
-            self.queue.clone(),
-            self.sink.clone(),
-            self.limiter.clone(),
-            self.config.clone(),
-        )
-        .expect("config validated by the builder");
-        match &self.breaker {
+        self.deliverer_with(self.sink.clone(), self.config.clone())
+            .expect("config validated by the builder")
+    }
+
+    /// A deliverer over this engine's queue, limiter and circuit, with a
+    /// sink and settings of its own (see [`crate::engine::DeliveryThreads`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`](crate::Error::Config) when `config` is invalid.
+    pub fn deliverer_with(&self, sink: Arc<dyn Sink>, config: EngineConfig) -> Result<Deliverer> {
+        let deliverer = Deliverer::new(self.queue.clone(), sink, self.limiter.clone(), config)?;
+        Ok(match &self.breaker {
             Some(breaker) => deliverer.with_circuit(breaker.clone()),
             None => deliverer,
-        }
+        })
     }
 
     /// Reads one input into the queue and returns its job's report once it

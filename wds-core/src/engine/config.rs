@@ -150,6 +150,32 @@ impl EngineConfig {
         (self.concurrency / self.batch_size.max(1) + 2).min(self.effective_cap())
     }
 
+    /// The settings of `threads` deliverers that share this configuration's
+    /// concurrency ([`crate::engine::DeliveryThreads`]): each gets an equal
+    /// share of [`concurrency`](EngineConfig::concurrency) (the first ones
+    /// one more when it does not divide), so the shares add up to it; never
+    /// more deliverers than calls. Every other setting is kept.
+    ///
+    /// Each deliverer has its own sending window: a process running these
+    /// may leave the sum of their [`sending_batches`](Self::sending_batches)
+    /// in doubt when it dies.
+    ///
+    /// ```
+    /// let config = wds_core::EngineConfig::default(); // concurrency 64
+    /// let shares: Vec<usize> = config.split(3).iter().map(|c| c.concurrency).collect();
+    /// assert_eq!(shares, [22, 21, 21]);
+    /// ```
+    pub fn split(&self, threads: usize) -> Vec<EngineConfig> {
+        let threads = threads.clamp(1, self.concurrency.max(1));
+        let (share, rest) = (self.concurrency / threads, self.concurrency % threads);
+        (0..threads)
+            .map(|i| EngineConfig {
+                concurrency: share + usize::from(i < rest),
+                ..self.clone()
+            })
+            .collect()
+    }
+
     fn effective_cap(&self) -> usize {
         if self.batches_in_flight > 0 {
             self.batches_in_flight

@@ -10,7 +10,9 @@ mod concurrency;
 pub(crate) mod config;
 mod deliverer;
 mod seen;
+mod threads;
 mod window;
 
 pub use batcher::Batcher;
 pub use deliverer::Deliverer;
+pub use threads::{DeliveryThreads, CALLS_PER_THREAD};

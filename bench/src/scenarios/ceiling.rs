@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::task::JoinSet;
-use wds_core::{JobId, Message};
+use wds_core::{JobId, Message, Sink};
 use wds_http::signature::{self, Secret};
 use wds_http::HttpSink;
 
@@ -51,6 +51,7 @@ impl Bench {
         let client_name = match client {
             Client::Reqwest => "reqwest",
             Client::Hyper => "hyper",
+            Client::Sink => "sink",
         };
         let output = tokio::process::Command::new(std::env::current_exe()?)
             .args(["--bare-loop", url, "--lines", &n.to_string()])
@@ -86,6 +87,9 @@ pub(crate) enum Client {
     /// hyper's own pooled client (`hyper_util::client::legacy`), without
     /// reqwest's layers.
     Hyper,
+    /// The product's `HttpSink` (reqwest), called directly: the sink's
+    /// cost without the engine around it.
+    Sink,
 }
 
 /// What a bare loop measured: requests/s, and the CPU seconds its process
@@ -105,15 +109,9 @@ struct Webhook {
 }
 
 impl Webhook {
-    /// Webhook `i` of `job`, signed with `secret` when there is one.
-    fn new(job: &JobId, i: u64, secret: Option<&Secret>) -> Result<Self, String> {
-        let message = Message::fresh(
-            job,
-            i + 1,
-            format!("user-{i}"),
-            format!("{job}: your order #{i} has shipped"),
-        );
-        let body = HttpSink::body(&message).map_err(|e| e.to_string())?;
+    /// The webhook of `message`, signed with `secret` when there is one.
+    fn new(message: &Message, secret: Option<&Secret>) -> Result<Self, String> {
+        let body = HttpSink::body(message).map_err(|e| e.to_string())?;
         let timestamp = signature::unix_seconds(SystemTime::now()).to_string();
         let id = message.id.to_string();
         let signature =
@@ -152,6 +150,7 @@ pub(crate) async fn bare_loop(
     match client {
         Client::Reqwest => reqwest_loop(url, plan).await?,
         Client::Hyper => hyper_loop(url, plan).await?,
+        Client::Sink => sink_loop(url, plan).await?,
     }
     Ok(LoopRun {
         rate: n as f64 / started.elapsed().as_secs_f64(),
@@ -168,11 +167,12 @@ struct Plan {
     secret: Option<Arc<Secret>>,
 }
 
-/// Runs `plan.concurrency` tasks that post the plan's webhooks in turn
-/// with `post`, until every one is accepted or one fails.
+/// Runs `plan.concurrency` tasks that post the plan's messages in turn
+/// with `post` (given the plan's secret), until every one is accepted or
+/// one fails.
 async fn run_tasks<F, Fut>(plan: Plan, post: F) -> Fallible<()>
 where
-    F: Fn(Webhook) -> Fut + Clone + Send + 'static,
+    F: Fn(Message, Option<&Secret>) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = Result<(), String>> + Send,
 {
     let Plan {
@@ -191,7 +191,13 @@ where
                 if i > n {
                     return Ok::<_, String>(());
                 }
-                post(Webhook::new(&job, i, secret.as_deref())?).await?;
+                let message = Message::fresh(
+                    &job,
+                    i + 1,
+                    format!("user-{i}"),
+                    format!("{job}: your order #{i} has shipped"),
+                );
+                post(message, secret.as_deref()).await?;
             }
         });
     }
@@ -206,9 +212,11 @@ async fn reqwest_loop(url: &str, plan: Plan) -> Fallible<()> {
         .timeout(Duration::from_secs(10))
         .build()?;
     let url = reqwest::Url::parse(url)?;
-    run_tasks(plan, move |webhook| {
+    run_tasks(plan, move |message, secret| {
+        let webhook = Webhook::new(&message, secret);
         let (client, url) = (client.clone(), url.clone());
         async move {
+            let webhook = webhook?;
             let mut request = client
                 .post(url)
                 .header("content-type", "application/json")
@@ -240,9 +248,11 @@ async fn hyper_loop(url: &str, plan: Plan) -> Fallible<()> {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Full<Bytes>>();
     let uri: hyper::Uri = url.parse()?;
-    run_tasks(plan, move |webhook| {
+    run_tasks(plan, move |message, secret| {
+        let webhook = Webhook::new(&message, secret);
         let (client, uri) = (client.clone(), uri.clone());
         async move {
+            let webhook = webhook?;
             let mut request = hyper::Request::post(uri)
                 .header("content-type", "application/json")
                 .header(wds_http::WEBHOOK_ID, webhook.id)
@@ -266,6 +276,26 @@ async fn hyper_loop(url: &str, plan: Plan) -> Fallible<()> {
             match status.is_success() {
                 true => Ok(()),
                 false => Err(format!("the receiver answered {status}")),
+            }
+        }
+    })
+    .await
+}
+
+/// The product's sink called in a loop, signing with the plan's secret.
+async fn sink_loop(url: &str, plan: Plan) -> Fallible<()> {
+    let mut builder = HttpSink::builder(url);
+    if let Some(secret) = &plan.secret {
+        builder = builder.secret(secret.to_whsec());
+    }
+    let sink = Arc::new(builder.build()?);
+    // The sink signs with its own copy of the secret.
+    run_tasks(plan, move |message, _| {
+        let sink = sink.clone();
+        async move {
+            match Sink::deliver(&*sink, &message).await {
+                Ok(_) => Ok(()),
+                Err(e) => Err(format!("the sink failed: {e}")),
             }
         }
     })

@@ -121,6 +121,11 @@ struct Args {
     /// one secret (a `webhook-signature` header).
     #[arg(long, hide = true)]
     bare_sign: bool,
+    /// Internal: run the bare loop on this many threads, each with a
+    /// current-thread runtime and its share of the concurrency (0: one
+    /// multi-threaded runtime).
+    #[arg(long, hide = true, default_value_t = 0)]
+    bare_threads: usize,
     /// Internal: run only the minimal responder (scenario 7), on an
     /// ephemeral loopback port it prints.
     #[arg(long, hide = true)]
@@ -221,6 +226,17 @@ fn main() -> Fallible<()> {
             responder::serve(listener).await
         });
     }
+    if let Some(url) = &args.bare_loop {
+        let spec = scenarios::LoopSpec {
+            client: args.bare_client,
+            sign: args.bare_sign,
+            threads: args.bare_threads,
+        };
+        let run =
+            scenarios::bare_loop_process(spec, url, &args.bare_job, args.lines, args.concurrency)?;
+        println!("{} {}", run.rate, run.cpu_secs);
+        return Ok(());
+    }
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
@@ -228,24 +244,6 @@ fn main() -> Fallible<()> {
 }
 
 async fn run(args: Args) -> Fallible<()> {
-    if let Some(url) = &args.bare_loop {
-        // Warm up (connections, allocator), then measure.
-        let (client, sign) = (args.bare_client, args.bare_sign);
-        let warmup = format!("{}-warmup", args.bare_job);
-        let n = (args.lines / 10).max(1);
-        scenarios::bare_loop(client, sign, url, &warmup, n, args.concurrency).await?;
-        let run = scenarios::bare_loop(
-            client,
-            sign,
-            url,
-            &args.bare_job,
-            args.lines,
-            args.concurrency,
-        )
-        .await?;
-        println!("{} {}", run.rate, run.cpu_secs);
-        return Ok(());
-    }
     let started = Instant::now();
     eprintln!("machine: {}", machine::machine());
     let dir = tempfile::Builder::new().prefix("wds-bench-").tempdir()?;

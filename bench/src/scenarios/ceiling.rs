@@ -23,7 +23,12 @@ impl Bench {
         let c = self.args.concurrency;
         let n = self.args.lines;
         let url = self.receiver.url.clone();
-        let run = self.run_loop(Client::Reqwest, false, &url).await?;
+        let spec = LoopSpec {
+            client: Client::Reqwest,
+            sign: false,
+            threads: 0,
+        };
+        let run = self.run_loop(spec, &url).await?;
         let rate = run.rate;
         self.ceiling = Some(rate);
         self.table.add(
@@ -38,17 +43,12 @@ impl Bench {
 
     /// Runs a bare loop of `client` against `url` in a process of its own
     /// (this binary again, with the hidden `--bare-loop`): warm-up, then
-    /// `--lines` requests at `--concurrency`, each signed when `sign`.
-    pub(crate) async fn run_loop(
-        &mut self,
-        client: Client,
-        sign: bool,
-        url: &str,
-    ) -> Fallible<LoopRun> {
+    /// `--lines` requests at `--concurrency`, as `spec` says.
+    pub(crate) async fn run_loop(&mut self, spec: LoopSpec, url: &str) -> Fallible<LoopRun> {
         let c = self.args.concurrency;
         let n = self.args.lines;
         let name = self.next_name("loop");
-        let client_name = match client {
+        let client_name = match spec.client {
             Client::Reqwest => "reqwest",
             Client::Hyper => "hyper",
             Client::Sink => "sink",
@@ -57,7 +57,8 @@ impl Bench {
             .args(["--bare-loop", url, "--lines", &n.to_string()])
             .args(["--concurrency", &c.to_string(), "--bare-job", &name])
             .args(["--bare-client", client_name])
-            .args(sign.then_some("--bare-sign"))
+            .args(spec.sign.then_some("--bare-sign"))
+            .args(["--bare-threads", &spec.threads.to_string()])
             .kill_on_drop(true)
             .output();
         let output = tokio::time::timeout(Duration::from_secs(60 + n / 1_000), output)
@@ -125,12 +126,87 @@ impl Webhook {
     }
 }
 
-/// Posts `n` webhooks with `concurrency` tasks through one `client`, each
-/// signed with a secret of this run's own when `sign` (as `HttpSink` with
-/// one secret); every request must be accepted.
-pub(crate) async fn bare_loop(
-    client: Client,
-    sign: bool,
+/// How a bare loop runs.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LoopSpec {
+    pub(crate) client: Client,
+    /// Each request signed as `HttpSink` does with one secret.
+    pub(crate) sign: bool,
+    /// 0: one multi-threaded runtime (tokio's default), like a plain
+    /// program; N: N threads, each with a current-thread runtime, its own
+    /// client and its share of the concurrency, like WDS's delivery
+    /// threads.
+    pub(crate) threads: usize,
+}
+
+/// The `--bare-loop` process: a warm-up of a tenth of `n` (connections,
+/// allocator), then `n` requests of `job` at `concurrency`, measured.
+pub(crate) fn bare_loop_process(
+    spec: LoopSpec,
+    url: &str,
+    job: &str,
+    n: u64,
+    concurrency: usize,
+) -> Fallible<LoopRun> {
+    if spec.threads == 0 {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        return runtime.block_on(async {
+            let warmup = format!("{job}-warmup");
+            bare_loop(spec, url, &warmup, (n / 10).max(1), concurrency).await?;
+            bare_loop(spec, url, job, n, concurrency).await
+        });
+    }
+    let mut config = wds_core::EngineConfig::default();
+    config.concurrency = concurrency;
+    let shares = config.split(spec.threads);
+    let per_thread = n / shares.len() as u64;
+    // Every thread warms up, then all start measuring together.
+    let warm = Arc::new(std::sync::Barrier::new(shares.len() + 1));
+    let threads: Vec<_> = shares
+        .iter()
+        .enumerate()
+        .map(|(i, share)| {
+            let (url, warm) = (url.to_string(), warm.clone());
+            let (job, calls) = (format!("{job}-{i}"), share.concurrency);
+            std::thread::spawn(move || -> Result<(), String> {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                runtime.block_on(async {
+                    let warmup = format!("{job}-warmup");
+                    let warmed =
+                        bare_loop(spec, &url, &warmup, (per_thread / 10).max(1), calls).await;
+                    warm.wait();
+                    warmed.map_err(|e| e.to_string())?;
+                    bare_loop(spec, &url, &job, per_thread, calls)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                })
+            })
+        })
+        .collect();
+    warm.wait();
+    let cpu = wds_core::testkit::bench::process_cpu();
+    let started = Instant::now();
+    for thread in threads {
+        thread.join().map_err(|_| "a loop thread panicked")??;
+    }
+    let sent = per_thread * shares.len() as u64;
+    Ok(LoopRun {
+        rate: sent as f64 / started.elapsed().as_secs_f64(),
+        cpu_secs: wds_core::testkit::bench::process_cpu() - cpu,
+    })
+}
+
+/// Posts `n` webhooks with `concurrency` tasks through one client, each
+/// signed with a secret of this run's own when `spec.sign` (as `HttpSink`
+/// with one secret); every request must be accepted.
+async fn bare_loop(
+    spec: LoopSpec,
     url: &str,
     job: &str,
     n: u64,
@@ -140,14 +216,14 @@ pub(crate) async fn bare_loop(
         job: JobId::new(job),
         n,
         concurrency,
-        secret: match sign {
+        secret: match spec.sign {
             true => Some(Arc::new(Secret::generate()?)),
             false => None,
         },
     };
     let cpu = wds_core::testkit::bench::process_cpu();
     let started = Instant::now();
-    match client {
+    match spec.client {
         Client::Reqwest => reqwest_loop(url, plan).await?,
         Client::Hyper => hyper_loop(url, plan).await?,
         Client::Sink => sink_loop(url, plan).await?,

@@ -19,7 +19,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use wds_core::backend::now_ms;
 
 use crate::deploy::{cpu_of, land, wait_done, write_users};
-use crate::scenarios::Client;
+use crate::scenarios::{Client, LoopSpec};
 use crate::table::Target;
 use crate::{explain, seconds_since, Bench, Fallible};
 
@@ -33,30 +33,52 @@ struct Run {
 /// What one setup runs.
 #[derive(Clone, Copy)]
 enum Setup {
-    /// A bare loop of this client, signing each request when `true`.
-    Loop(Client, bool),
+    /// A bare loop (`threads` 0: on one multi-threaded runtime).
+    Loop(LoopSpec),
     /// `full_system all` on SQLite with this `--http-client`.
     All(&'static str),
     /// Redis: an initiator and one worker.
     Redis,
 }
 
+/// A signed loop of `client` on one multi-threaded runtime.
+const fn plain(client: Client, sign: bool) -> Setup {
+    Setup::Loop(LoopSpec {
+        client,
+        sign,
+        threads: 0,
+    })
+}
+
 /// The setups, in the order each round runs them, with their names. The
-/// first is the reference of the ratios: WDS signs every webhook (`all`
-/// with the secret it generates, the Redis worker with `--secret`), so the
-/// reference loop signs too and sends the same bytes; the unsigned loop
-/// shows what signing costs.
-const SETUPS: [(&str, Setup); 6] = [
-    ("bare reqwest loop", Setup::Loop(Client::Reqwest, true)),
+/// first is the reference of the ratios, the issue's "bare reqwest loop":
+/// WDS signs every webhook (`all` with the secret it generates, the Redis
+/// worker with `--secret`), so the reference loop signs too and sends the
+/// same bytes; the unsigned loop shows what signing costs. The HttpSink
+/// loop is the product's sink without the engine; the per-core loop runs
+/// the reference loop the way WDS delivers (one current-thread runtime per
+/// delivery thread, `PER_CORE`), to show what that alone is worth.
+const SETUPS: [(&str, Setup); 8] = [
+    ("bare reqwest loop", plain(Client::Reqwest, true)),
+    ("bare reqwest loop, unsigned", plain(Client::Reqwest, false)),
+    ("bare hyper loop", plain(Client::Hyper, true)),
+    ("HttpSink loop (no engine)", plain(Client::Sink, true)),
     (
-        "bare reqwest loop, unsigned",
-        Setup::Loop(Client::Reqwest, false),
+        "bare reqwest loop, thread per core",
+        Setup::Loop(LoopSpec {
+            client: Client::Reqwest,
+            sign: true,
+            threads: PER_CORE,
+        }),
     ),
-    ("bare hyper loop", Setup::Loop(Client::Hyper, true)),
     ("all (SQLite)", Setup::All("reqwest")),
     ("all (SQLite), hyper client", Setup::All("hyper")),
     ("redis ×1", Setup::Redis),
 ];
+
+/// Stands for the delivery threads `full_system` starts by default
+/// (`DeliveryThreads::auto` of the run's concurrency), resolved per run.
+const PER_CORE: usize = usize::MAX;
 
 /// The secret the Redis deployment signs with (any valid one will do: the
 /// responder does not check).
@@ -87,12 +109,13 @@ impl Bench {
         let url = format!("http://{addr}/webhook");
         let rounds = self.args.cost_rounds.max(1);
         let mut runs: Vec<Vec<Run>> = (0..SETUPS.len()).map(|_| Vec::new()).collect();
+        let mut wrk = Vec::new();
         for round in 0..rounds {
             for (i, (name, setup)) in SETUPS.iter().enumerate() {
                 eprintln!("[7] cost per delivery, round {round}: {name}");
                 let before = cpu_of(pid);
                 let mut run = match *setup {
-                    Setup::Loop(client, sign) => self.loop_run(client, sign, &url).await?,
+                    Setup::Loop(spec) => self.loop_run(spec, &url).await?,
                     Setup::All(client) => {
                         let local = self
                             .e2e_all("sqlite", Some(&url), &["--http-client", client])
@@ -108,14 +131,25 @@ impl Bench {
                 eprintln!("  {:.0} deliveries/s", run.rate);
                 runs[i].push(run);
             }
+            eprintln!("[7] cost per delivery, round {round}: wrk");
+            if let Some(run) = self.wrk_run(&url).await? {
+                eprintln!("  {:.0} requests/s", run.rate);
+                wrk.push(run);
+            }
         }
         let _ = responder.kill().await;
         self.cost_rows(&mut runs, rounds);
+        self.wrk_rows(&mut wrk, &runs);
         Ok(())
     }
 
-    async fn loop_run(&mut self, client: Client, sign: bool, url: &str) -> Fallible<Run> {
-        let run = self.run_loop(client, sign, url).await?;
+    async fn loop_run(&mut self, mut spec: LoopSpec, url: &str) -> Fallible<Run> {
+        if spec.threads == PER_CORE {
+            let mut config = wds_core::EngineConfig::default();
+            config.concurrency = self.args.concurrency;
+            spec.threads = wds_core::engine::DeliveryThreads::auto(&config);
+        }
+        let run = self.run_loop(spec, url).await?;
         Ok(Run {
             rate: run.rate,
             cpu: vec![("loop".into(), run.cpu_secs)],
@@ -158,6 +192,99 @@ impl Bench {
             rate: lines as f64 / seconds_since(landed, &report).max(0.001),
             cpu,
         })
+    }
+
+    /// `wrk -t1` at the same concurrency against `url` for 3 s, posting a
+    /// webhook-sized body; `None` when `wrk` is not on `PATH`. Its CPU is
+    /// read from this process's waited-for children's times.
+    async fn wrk_run(&mut self, url: &str) -> Fallible<Option<Run>> {
+        let script = self.dir.path().join("wrk-post.lua");
+        std::fs::write(
+            &script,
+            "wrk.method = \"POST\"\n\
+             wrk.body = '{\"userId\":\"user-1\",\"alertMessage\":\"wrk: your order #1 has shipped\"}'\n\
+             wrk.headers[\"Content-Type\"] = \"application/json\"\n\
+             wrk.headers[\"webhook-id\"] = \"wrk:1\"\n\
+             wrk.headers[\"webhook-timestamp\"] = \"1796390000\"\n",
+        )?;
+        let before = children_cpu();
+        let output = tokio::process::Command::new("wrk")
+            .args(["-t1", &format!("-c{}", self.args.concurrency), "-d3s", "-s"])
+            .arg(&script)
+            .arg(url)
+            .kill_on_drop(true)
+            .output()
+            .await;
+        let output = match output {
+            Ok(output) => output,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let cpu = children_cpu() - before;
+        let text = String::from_utf8_lossy(&output.stdout);
+        // "  612345 requests in 3.00s, 45.67MB read"
+        let requests = text
+            .lines()
+            .find(|l| l.contains(" requests in "))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse::<f64>().ok());
+        let rate = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
+            .and_then(|r| r.trim().parse::<f64>().ok());
+        match (output.status.success(), requests, rate) {
+            (true, Some(requests), Some(rate)) => Ok(Some(Run {
+                rate,
+                // Scaled to the setups' request count, so that per-delivery
+                // figures divide alike.
+                cpu: vec![("wrk".into(), cpu * self.args.lines as f64 / requests)],
+            })),
+            _ => Err(format!("wrk printed {text:?}").into()),
+        }
+    }
+
+    /// wrk's rows (or why there are none), and WDS's rates against it.
+    fn wrk_rows(&mut self, wrk: &mut [Run], runs: &[Vec<Run>]) {
+        let scenario = "7 cost wrk -t1";
+        if wrk.is_empty() {
+            self.table.add(
+                scenario,
+                "requests/s to the minimal responder",
+                0.0,
+                "not measured: wrk is not on PATH (apt-get install wrk)".into(),
+                Target::None,
+            );
+            return;
+        }
+        wrk.sort_by(|a, b| a.rate.total_cmp(&b.rate));
+        let median = &wrk[wrk.len() / 2];
+        let lines = self.args.lines as f64;
+        let wrk_cpu = median.cpu.iter().map(|(_, s)| s).sum::<f64>() * 1e6 / lines;
+        self.table.add(
+            scenario,
+            &format!(
+                "requests/s to the minimal responder, {} connections, 3 s (median of {})",
+                self.args.concurrency,
+                wrk.len()
+            ),
+            median.rate,
+            format!("{:.0}, CPU {wrk_cpu:.1} µs per request", median.rate),
+            Target::None,
+        );
+        for ((setup, _), runs) in SETUPS.iter().zip(runs) {
+            if !setup.starts_with("all") && !setup.starts_with("redis") {
+                continue;
+            }
+            let rate = runs[runs.len() / 2].rate;
+            let ratio = 100.0 * rate / median.rate;
+            self.table.add(
+                &format!("7 cost {setup}"),
+                "rate / wrk's (the issue's goal beyond the targets: ≥ 70% with the hyper client)",
+                ratio,
+                format!("{ratio:.1}%"),
+                Target::None,
+            );
+        }
     }
 
     /// The rows of scenario 7: each setup's median rate and spread, its
@@ -240,4 +367,20 @@ impl Bench {
             );
         }
     }
+}
+
+/// CPU seconds of this process's children that it has waited for.
+fn children_cpu() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(") ")
+        .map_or(Vec::new(), |(_, rest)| rest.split(' ').collect());
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // cutime and cstime, in clock ticks of 10 ms.
+    (ticks(13) + ticks(14)) / 100.0
 }

@@ -9,4 +9,4 @@ mod ratelimit;
 mod scaling;
 mod ttfd;
 
-pub(crate) use ceiling::{bare_loop, Client};
+pub(crate) use ceiling::{bare_loop_process, Client, LoopSpec};

@@ -122,6 +122,15 @@ fn the_concurrency_is_split_into_shares_that_add_up() {
     assert_eq!(c.split(8).len(), 2);
     assert_eq!(c.split(0).len(), 1);
     c.concurrency = 64;
+    // Each thread holds its sending window (2 batches) and one waiting:
+    // 6 batches leased ahead on two threads, against 4 on one.
+    let held: Vec<usize> = c
+        .split(2)
+        .iter()
+        .map(|c| c.effective_batches_in_flight())
+        .collect();
+    assert_eq!(held, [3, 3]);
+    assert_eq!(c.split(1)[0].effective_batches_in_flight(), 4);
     let auto = DeliveryThreads::auto(&c);
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     assert_eq!(

@@ -23,9 +23,11 @@ use wds_harness::users_csv;
 /// Lines of the big file: the issue's 100,000.
 const LINES: u64 = 100_000;
 /// The in-doubt bound of one `all` process at the default settings
-/// (concurrency 64, batch size 100): `concurrency / batch_size + 2` = 2
-/// batches of 100 (docs/guarantees.md).
-const IN_DOUBT_BOUND: u64 = 2 * 100;
+/// (concurrency 64, batch size 100): `concurrency / batch_size + 2`
+/// batches of 100 per delivery thread (docs/guarantees.md).
+fn in_doubt_bound() -> u64 {
+    wds_harness::checks::worker_in_doubt_window(&wds_core::EngineConfig::default())
+}
 
 /// One data dir (a temporary folder) and the control API of the `all`
 /// process started last on it (each binds port 0 and prints its address).
@@ -253,9 +255,10 @@ fn kill_9_mid_job_then_restart_alerts_nobody_twice_and_replays_the_doubt() {
         dead, in_doubt,
         "only the killed process's batches are dead: {job}"
     );
+    let bound = in_doubt_bound();
     assert!(
-        in_doubt <= IN_DOUBT_BOUND,
-        "in doubt {in_doubt} > bound {IN_DOUBT_BOUND}: {job}"
+        in_doubt <= bound,
+        "in doubt {in_doubt} > bound {bound}: {job}"
     );
     let per_id = receiver.per_id();
     let twice: Vec<_> = per_id.iter().filter(|(_, n)| **n > 1).take(5).collect();
@@ -302,7 +305,7 @@ fn kill_9_mid_job_then_restart_alerts_nobody_twice_and_replays_the_doubt() {
         "{repeats} repeats, only the {in_doubt} in doubt may repeat"
     );
     eprintln!(
-        "FIGURES kill -9 at {at_kill} alerted: in doubt {in_doubt} (bound {IN_DOUBT_BOUND}), \
+        "FIGURES kill -9 at {at_kill} alerted: in doubt {in_doubt} (bound {bound}), \
          {} of them had arrived (alerted twice after the replay)",
         repeats
     );
@@ -336,7 +339,7 @@ fn kill_9_as_soon_as_the_file_is_claimed_then_restart_reads_on_from_the_checkpoi
     );
     let (delivered, dead) = (count(&job, "delivered"), count(&job, "dead"));
     assert_eq!(delivered + dead, LINES, "{job}");
-    assert!(count(&job, "in_doubt") <= IN_DOUBT_BOUND, "{job}");
+    assert!(count(&job, "in_doubt") <= in_doubt_bound(), "{job}");
     let per_id = receiver.per_id();
     assert!(per_id.values().all(|n| *n == 1), "a user alerted twice");
     assert!((delivered..=delivered + dead).contains(&(per_id.len() as u64)));
@@ -623,7 +626,7 @@ fn a_file_bigger_than_the_duplicate_filters_memory_is_deduplicated_on_disk_acros
     assert_eq!(count(&job, "enqueued"), user as u64, "{job}");
     let (delivered, dead) = (count(&job, "delivered"), count(&job, "dead"));
     assert_eq!(delivered + dead, user as u64, "{job}");
-    assert!(dead <= IN_DOUBT_BOUND, "{job}");
+    assert!(dead <= in_doubt_bound(), "{job}");
     let mut per_user = std::collections::HashMap::<String, u32>::new();
     for hit in receiver.hits() {
         *per_user.entry(hit.user).or_default() += 1;

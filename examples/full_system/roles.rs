@@ -352,12 +352,6 @@ pub(crate) async fn worker(
         Ok(Arc::new(metrics.wrap(sink)) as Arc<dyn wds_core::Sink>)
     })
     .map_err(|e| e.to_string())?;
-    let window: usize = engine
-        .config()
-        .split(threads)
-        .iter()
-        .map(|c| c.sending_batches() * c.batch_size)
-        .sum();
     let metrics_server = match settings.metrics_listen {
         Some(addr) => Some(bind(addr, "worker metrics").await?),
         None => None,
@@ -376,7 +370,7 @@ pub(crate) async fn worker(
         webhook = %wds_http::redact_url(&webhook_url),
         concurrency = %settings.concurrency,
         delivery_threads = delivery.deliverers().len(),
-        in_doubt_window = window,
+        in_doubt_window = engine.config().in_doubt_window(threads),
         backend = backend.name,
         metrics = ?metrics_addr,
         worker = %id,

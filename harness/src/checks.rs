@@ -312,7 +312,7 @@ pub fn in_doubt_window(config: &wds_core::EngineConfig) -> u64 {
 /// the sum of its threads' sending windows.
 pub fn worker_in_doubt_window(config: &wds_core::EngineConfig) -> u64 {
     let threads = wds_core::engine::DeliveryThreads::auto(config);
-    config.split(threads).iter().map(in_doubt_window).sum()
+    config.in_doubt_window(threads) as u64
 }
 
 /// Calls beyond the first, summed over every id: the repeats the senders made.

@@ -207,7 +207,7 @@ impl Bench {
              wrk.headers[\"webhook-id\"] = \"wrk:1\"\n\
              wrk.headers[\"webhook-timestamp\"] = \"1796390000\"\n",
         )?;
-        let before = children_cpu();
+        let before = wds_core::testkit::bench::children_cpu();
         let output = tokio::process::Command::new("wrk")
             .args(["-t1", &format!("-c{}", self.args.concurrency), "-d3s", "-s"])
             .arg(&script)
@@ -220,7 +220,7 @@ impl Bench {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        let cpu = children_cpu() - before;
+        let cpu = wds_core::testkit::bench::children_cpu() - before;
         let text = String::from_utf8_lossy(&output.stdout);
         // "  612345 requests in 3.00s, 45.67MB read"
         let requests = text
@@ -367,20 +367,4 @@ impl Bench {
             );
         }
     }
-}
-
-/// CPU seconds of this process's children that it has waited for.
-fn children_cpu() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(") ")
-        .map_or(Vec::new(), |(_, rest)| rest.split(' ').collect());
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // cutime and cstime, in clock ticks of 10 ms.
-    (ticks(13) + ticks(14)) / 100.0
 }

@@ -192,6 +192,23 @@ impl EngineConfig {
             .collect()
     }
 
+    /// Messages a process delivering on `threads` deliverers of
+    /// [`split`](Self::split) may leave in doubt when it dies: the sum of
+    /// their sending windows (`sending_batches() * batch_size` each), the
+    /// bound of G2.
+    ///
+    /// ```
+    /// let config = wds_core::EngineConfig::default(); // 64 calls, batches of 100
+    /// assert_eq!(config.in_doubt_window(1), 200);
+    /// assert_eq!(config.in_doubt_window(2), 400);
+    /// ```
+    pub fn in_doubt_window(&self, threads: usize) -> usize {
+        self.split(threads)
+            .iter()
+            .map(|c| c.sending_batches() * c.batch_size)
+            .sum()
+    }
+
     fn effective_cap(&self) -> usize {
         if self.batches_in_flight > 0 {
             self.batches_in_flight

@@ -69,8 +69,21 @@ pub fn process_cpu() -> f64 {
 /// `/proc/<pid>/task/<tid>/stat` file, in clock ticks of 10 ms; 0 when it
 /// does not parse.
 pub fn stat_cpu(stat: &str) -> f64 {
-    // Fields after the command name, which is in parentheses: utime and
-    // stime are the 12th and 13th of those.
+    // utime and stime: the 12th and 13th fields after the command name.
+    stat_seconds(stat, 11, 12)
+}
+
+/// CPU seconds (user + system) of the children this process has waited
+/// for, from `/proc/self/stat`; 0 where there is no `/proc`.
+pub fn children_cpu() -> f64 {
+    // cutime and cstime: the 14th and 15th fields after the command name.
+    std::fs::read_to_string("/proc/self/stat").map_or(0.0, |stat| stat_seconds(&stat, 13, 14))
+}
+
+/// The sum of two clock-tick fields of a `stat` text (counted after the
+/// command name, which is in parentheses), in seconds; 0 when they do not
+/// parse.
+fn stat_seconds(stat: &str, user: usize, system: usize) -> f64 {
     let fields: Vec<&str> = stat
         .rsplit_once(") ")
         .map_or(Vec::new(), |(_, rest)| rest.split(' ').collect());
@@ -80,5 +93,5 @@ pub fn stat_cpu(stat: &str) -> f64 {
             .and_then(|f| f.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    (ticks(11) + ticks(12)) / 100.0
+    (ticks(user) + ticks(system)) / 100.0
 }
